@@ -1,0 +1,117 @@
+# MoE Gauntlet — one GNU Make file. `make help` lists every target.
+#
+#   make ch10            build ch10/baseline and ch10/optimized (every chNN/*.cu is a program)
+#   make all             every chapter and the common library
+#   make test            host tests (cmocka), waive checks, expectations schema
+#   make ARCH=sm_90a …   target another architecture (sm_80 sm_90 sm_90a sm_100 sm_100a)
+#   make DEBUG=1 …       device debug info (-G): timings are then meaningless
+#   make WERROR=1 …      warnings are errors (CI)
+
+NVCC      ?= nvcc
+CC        ?= gcc
+ARCH      ?= sm_90
+CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(shell command -v $(NVCC) 2>/dev/null)))
+PYTHON    ?= python3
+
+SUPPORTED_ARCHS := sm_80 sm_90 sm_90a sm_100 sm_100a
+ifeq ($(filter $(ARCH),$(SUPPORTED_ARCHS)),)
+$(error ARCH=$(ARCH) is not one of: $(SUPPORTED_ARCHS))
+endif
+# sm_90a / sm_100a are arch-specific targets: machine code only, no PTX (it would not
+# run elsewhere anyway). The others embed PTX too, so newer GPUs can JIT them.
+comma    := ,
+arch_num  = $(patsubst sm_%,%,$(1))
+gencode   = $(if $(filter %a,$(1)),-gencode=arch=compute_$(call arch_num,$(1))$(comma)code=$(1),-gencode=arch=compute_$(call arch_num,$(1))$(comma)code=[$(1)$(comma)compute_$(call arch_num,$(1))])
+GENCODE  := $(call gencode,$(ARCH))
+
+NVCC_VERSION := $(shell $(NVCC) --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p')
+GIT_SHA      ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
+ifeq ($(filter help clean,$(MAKECMDGOALS)),)
+$(info [gauntlet] nvcc $(if $(NVCC_VERSION),$(NVCC_VERSION),NOT FOUND), ARCH=$(ARCH), git $(GIT_SHA))
+endif
+
+WARN_C    := -Wall -Wextra
+NVCCFLAGS := -std=c++17 -O3 -lineinfo $(GENCODE) -Icommon -Ibuild -Xcompiler -Wall,-Wextra
+CFLAGS    := -std=c11 -O2 -D_GNU_SOURCE $(WARN_C) -Icommon -Ibuild -I$(CUDA_HOME)/include
+ifeq ($(WERROR),1)
+NVCCFLAGS += -Werror all-warnings -Xcompiler -Werror
+CFLAGS    += -Werror
+endif
+ifeq ($(DEBUG),1)
+$(warning DEBUG=1: device code built with -G; timings are meaningless)
+NVCCFLAGS := $(filter-out -O3 -lineinfo,$(NVCCFLAGS)) -G -O0
+endif
+LDLIBS := -lcublasLt -lcublas -ldl
+
+# ---- common/ → build/libcommon.a (host-only .c files also → build/libcommon_host.a) --
+COMMON_C   := $(wildcard common/*.c)
+COMMON_CU  := $(wildcard common/*.cu)
+COMMON_OBJ := $(COMMON_C:common/%.c=build/common/%.o) $(COMMON_CU:common/%.cu=build/common/%.cu.o)
+HOST_OBJ   := $(COMMON_C:common/%.c=build/common/%.o)
+
+build/libcommon.a: $(COMMON_OBJ)
+	ar rcs $@ $^
+build/libcommon_host.a: $(HOST_OBJ)
+	ar rcs $@ $^
+build/common/%.o: common/%.c build/version.h | build/common
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+build/common/%.cu.o: common/%.cu build/version.h | build/common
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+build/common build/dep tests/bin:
+	mkdir -p $@
+
+# Rewritten only when the commit or the architecture changes.
+build/version.h: FORCE | build/common
+	@printf '#define GTL_GIT_SHA "%s"\n#define GTL_ARCH_BUILT "%s"\n' "$(GIT_SHA)" "$(ARCH)" > $@.tmp
+	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
+FORCE:
+
+# ---- chapters: every chNN/*.cu is one program, built beside its source ---------------
+PROGRAM_SRC := $(sort $(wildcard ch[0-9][0-9]/*.cu))
+PROGRAMS    := $(PROGRAM_SRC:.cu=)
+CHAPTERS    := $(sort $(patsubst %/,%,$(dir $(PROGRAM_SRC))))
+
+$(PROGRAMS): %: %.cu build/libcommon.a | build/dep
+	$(NVCC) $(NVCCFLAGS) $(PROG_NVCCFLAGS) -MMD -MP -MF build/dep/$(subst /,_,$@).d -o $@ $< build/libcommon.a $(LDLIBS) $(PROG_LDLIBS)
+
+define chapter_rule
+.PHONY: $(1)
+$(1): $(filter $(1)/%,$(PROGRAMS))
+endef
+$(foreach c,$(CHAPTERS),$(eval $(call chapter_rule,$(c))))
+
+# A program that needs more than the common flags says so here, one line each.
+
+# ---- tests -----------------------------------------------------------------------------
+TEST_SRC  := $(wildcard tests/test_*.c)
+TEST_BINS := $(TEST_SRC:tests/%.c=tests/bin/%)
+tests/bin/%: tests/%.c build/libcommon_host.a | tests/bin
+	$(CC) $(CFLAGS) -Itests -o $@ $< build/libcommon_host.a -lcmocka -lm
+
+.PHONY: all chapters test test-deps tests clean help
+all: build/libcommon.a $(PROGRAMS)
+chapters: $(PROGRAMS)
+
+test-deps:
+	@scripts/install_test_deps.sh
+
+tests: test-deps
+	@$(MAKE) --no-print-directory $(TEST_BINS)
+
+test: test-deps
+	@$(MAKE) --no-print-directory all $(TEST_BINS)
+	@scripts/run_tests.sh $(TEST_BINS)
+
+clean:
+	rm -rf build tests/bin $(PROGRAMS)
+
+help:
+	@echo "MoE Gauntlet — targets:"
+	@echo "  make chNN        build one chapter: $(CHAPTERS)"
+	@echo "  make all         build every program for ARCH=$(ARCH)"
+	@echo "  make test        build all, run host tests, waive checks, expectations schema"
+	@echo "  make clean       remove build outputs"
+	@echo "variables: ARCH=$(SUPPORTED_ARCHS)  DEBUG=1  WERROR=1  NVCC=…  GIT_SHA=…"
+	@echo "programs: $(PROGRAMS)"
+
+-include $(wildcard build/common/*.d build/dep/*.d)

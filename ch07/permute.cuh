@@ -1,0 +1,171 @@
+// permute.cuh — ch07's problem, reference and driver, shared by baseline.cu and
+// optimized.cu so that the two files differ only in their kernel and its launch.
+//
+// The problem: MoE dispatch. T tokens of hidden size D (bf16) each chose top_k of E
+// experts. Grouped-GEMM experts want their input rows contiguous per expert, so the
+// dispatch step gathers x into out[T·top_k][D], rows sorted by expert:
+//     out[p][:] = x[src[p]][:]        for p in [0, T·top_k)
+// src[] (the token behind each permuted row) comes from a counting sort by expert, done
+// on the host here (ch15 does it on the device). The lesson is the gather itself.
+//
+// Roofline: each x row is needed top_k times, but x (T·D·2 B = 23.6 MB at the default
+// size) fits in the H200's 60 MB L2, so DRAM need only see x once:
+//     bytes = T·D·2 (read x) + T·k·D·2 (write out) + T·k·4 (read src);  flops = 0.
+// Bound by the copy ceiling (bytes read + written per second, measured by ch02/ceilings).
+#pragma once
+#include <cuda_bf16.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/gauntlet.h"
+
+typedef struct {
+  int64_t T, top_k, E, D;      // tokens, experts per token, experts, hidden size
+  const __nv_bfloat16 *d_x;    // [T][D] tokens
+  const int32_t *d_src;        // [T·top_k] token index of each permuted row
+  __nv_bfloat16 *d_out;        // [T·top_k][D] rows grouped by expert
+} PermuteProblem;
+
+// Launcher each variant defines: enqueue one dispatch gather of p on stream s.
+void permute_launch(const PermuteProblem *p, cudaStream_t s);
+
+static double permute_bytes(const PermuteProblem *p) {
+  return (double)p->T * p->D * 2 + (double)p->T * p->top_k * p->D * 2 +
+         (double)p->T * p->top_k * 4;
+}
+
+// Routing: token t picks top_k distinct experts (seeded), then a stable counting sort by
+// expert gives src[]. Writes the per-expert counts into counts[E] (for the header).
+static void permute_route(int64_t T, int64_t top_k, int64_t E, uint64_t seed, int32_t *src,
+                          int32_t *counts) {
+  int32_t *expert = (int32_t *)malloc(sizeof(int32_t) * T * top_k);
+  for (int64_t t = 0; t < T; t++)
+    for (int64_t j = 0; j < top_k; j++) {
+      int32_t e;
+      int dup;
+      uint64_t draw = 0;
+      do {  // redraw until distinct from the token's earlier choices
+        e = (int32_t)gtl_uniform_u32(seed ^ 0x5EEDull, (uint64_t)(t * 64 + j) * 1024 + draw++,
+                                     (uint32_t)E);
+        dup = 0;
+        for (int64_t i = 0; i < j; i++) dup |= expert[t * top_k + i] == e;
+      } while (dup);
+      expert[t * top_k + j] = e;
+    }
+  memset(counts, 0, sizeof(int32_t) * E);
+  for (int64_t i = 0; i < T * top_k; i++) counts[expert[i]]++;
+  int64_t *offset = (int64_t *)calloc((size_t)E + 1, sizeof(int64_t));
+  for (int64_t e = 0; e < E; e++) offset[e + 1] = offset[e] + counts[e];
+  for (int64_t i = 0; i < T * top_k; i++) src[offset[expert[i]]++] = (int32_t)(i / top_k);
+  free(offset);
+  free(expert);
+}
+
+static void permute_run(void *user, cudaStream_t s) {
+  permute_launch((const PermuteProblem *)user, s);
+}
+
+// main() of both variants: parse, device, inputs, reference, poison, validated run,
+// validate (exact: a copy must be bit for bit), time, report.
+static int permute_main(int argc, char **argv, const char *variant, const char *strategy) {
+  int64_t T = 4096, top_k = 4, E = 32, D = 2880;
+  GtlOpt opts[] = {{"T", GTL_OPT_INT, &T, "tokens (default 4096)"},
+                   {"top_k", GTL_OPT_INT, &top_k, "experts per token (default 4)"},
+                   {"E", GTL_OPT_INT, &E, "experts (default 32)"},
+                   {"D", GTL_OPT_INT, &D, "hidden size, a multiple of 8 (default 2880)"}};
+  GtlCtx ctx;
+  gtl_begin(&ctx, "ch07", variant, argc, argv, opts, 4, 10, 200, GTL_L2_COLD);
+  if (ctx.args.size == GTL_SIZE_SMALL) T = 256;
+  if (ctx.args.size == GTL_SIZE_LARGE) T = 16384;
+  if (T < 1 || top_k < 1 || E < top_k || E > 4096 || D < 8 || D % 8 || D > (1 << 20)) {
+    fprintf(stderr, "ch07: need T >= 1, 1 <= top_k <= E <= 4096, D a multiple of 8\n");
+    return GTL_EXIT_USAGE;
+  }
+  char workload[128];
+  snprintf(workload, sizeof workload, "T%lld_k%lld_E%lld_D%lld", (long long)T,
+           (long long)top_k, (long long)E, (long long)D);
+
+  PermuteProblem p = {T, top_k, E, D, NULL, NULL, NULL};
+  const size_t n_in = (size_t)T * D, rows = (size_t)T * top_k, n_out = rows * D;
+  gtl_phase_push(GTL_PHASE_SETUP);
+  __nv_bfloat16 *d_x = (__nv_bfloat16 *)gtl_malloc(n_in * 2, "x [T][D] bf16");
+  int32_t *d_src = (int32_t *)gtl_malloc(rows * 4, "src [T*top_k] int32");
+  GtlGuarded g_out;
+  p.d_out = (__nv_bfloat16 *)gtl_guarded_alloc(&g_out, n_out * 2, "out [T*top_k][D] bf16");
+  gtl_fill_uniform(d_x, GTL_BF16, n_in, ctx.args.seed, -1.0f, 1.0f, ctx.stream);
+  int32_t *h_src = (int32_t *)malloc(rows * 4), *counts = (int32_t *)malloc(E * 4);
+  permute_route(T, top_k, E, ctx.args.seed, h_src, counts);
+  GTL_CUDA(cudaMemcpy(d_src, h_src, rows * 4, cudaMemcpyHostToDevice));
+  p.d_x = d_x;
+  p.d_src = d_src;
+  gtl_phase_pop();
+
+  int32_t cmin = counts[0], cmax = counts[0];
+  for (int64_t e = 1; e < E; e++) {
+    cmin = counts[e] < cmin ? counts[e] : cmin;
+    cmax = counts[e] > cmax ? counts[e] : cmax;
+  }
+  char notes[512];
+  snprintf(notes, sizeof notes,
+           "strategy: %s\nrows per expert: min %d, max %d (uniform routing)\n"
+           "roofline: %.1f MB per iteration (x once + out + src), 0 flops; bound by copy",
+           strategy, cmin, cmax, permute_bytes(&p) / 1e6);
+  gtl_report_header(&ctx, workload, notes);
+
+  GtlResult r;
+  gtl_result_init(&r, &ctx, "bf16", workload);
+  r.bytes = permute_bytes(&p);
+  r.flops = 0;
+  r.bound = GTL_BOUND_COPY;
+  r.ref = "host_gather";
+
+  if (ctx.args.verify) {
+    // Reference: the gather on the host from the same bf16 values (exact).
+    gtl_phase_push(GTL_PHASE_REFERENCE);
+    uint16_t *h_x = (uint16_t *)malloc(n_in * 2), *h_out = (uint16_t *)malloc(n_out * 2);
+    GTL_CUDA(cudaMemcpy(h_x, d_x, n_in * 2, cudaMemcpyDeviceToHost));
+    double *ref = (double *)malloc(n_out * sizeof(double));
+    for (size_t row = 0; row < rows; row++)
+      for (int64_t d = 0; d < D; d++)
+        ref[row * D + d] = gtl_bf16_to_f32(h_x[(size_t)h_src[row] * D + d]);
+    gtl_phase_pop();
+
+    gtl_phase_push(GTL_PHASE_VALIDATE);
+    gtl_poison(p.d_out, n_out * 2, ctx.stream);
+    permute_launch(&p, ctx.stream);
+    GTL_CUDA(cudaStreamSynchronize(ctx.stream));
+    GTL_CUDA(cudaMemcpy(h_out, p.d_out, n_out * 2, cudaMemcpyDeviceToHost));
+    float *out = (float *)malloc(n_out * sizeof(float));
+    gtl_bf16_to_f32_array(h_out, out, n_out);
+    GtlTol exact = {0, 0, 0};  // a copy is exact: every bit must match
+    gtl_compare(out, ref, n_out, exact, &r.err);
+    size_t bad_guard = gtl_guarded_check(&g_out);
+    if (bad_guard) {
+      fprintf(stderr, "ch07: %zu guard bytes around out were overwritten\n", bad_guard);
+      r.err.pass = 0;
+    }
+    r.validated = 1;
+    gtl_phase_pop();
+    free(out);
+    free(ref);
+    free(h_x);
+    free(h_out);
+    if (!r.err.pass) {
+      gtl_report_row(&ctx, &r);
+      return gtl_report_finish(&ctx, &r);  // never time a wrong kernel
+    }
+  }
+
+  gtl_bench(&ctx, permute_run, &p, &r.st);
+  gtl_report_row(&ctx, &r);
+  int rc = gtl_report_finish(&ctx, &r);
+
+  free(h_src);
+  free(counts);
+  GTL_CUDA(cudaFree(d_x));
+  GTL_CUDA(cudaFree(d_src));
+  gtl_guarded_free(&g_out);
+  gtl_end(&ctx);
+  return rc;
+}

@@ -1,0 +1,84 @@
+// bench.cu — start-up, L2 flush, and event timing (see bench.h).
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "gauntlet.h"
+
+void gtl_device_open(GtlCtx *ctx);  // device.cu
+
+void gtl_begin(GtlCtx *ctx, const char *target, const char *variant, int argc, char **argv,
+               const GtlOpt *extra, int n_extra, int warmup, int iters, GtlL2 l2) {
+  memset(ctx, 0, sizeof *ctx);
+  ctx->target = target;
+  ctx->variant = variant;
+  gtl_args_defaults(&ctx->args, warmup, iters, l2);
+  gtl_args_parse_or_exit(&ctx->args, argc, argv, extra, n_extra);
+  gtl_device_open(ctx);
+  char dir[4096], err[512];
+  if (gtl_find_expectations_dir(dir, sizeof dir) != 0 ||
+      gtl_ceilings_read(dir, ctx->dev.hardware_key, &ctx->ceil, err, sizeof err) != 0)
+    gtl_ceilings_datasheet(ctx->dev.hardware_key, ctx->dev.peak_gbps, &ctx->ceil);
+  cudaStream_t s;
+  GTL_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  ctx->stream = s;
+  gtl_nvtx_init(target, variant);
+}
+
+void gtl_end(GtlCtx *ctx) {
+  if (ctx->l2_flush) GTL_CUDA(cudaFree(ctx->l2_flush));
+  ctx->l2_flush = NULL;
+  if (ctx->stream) GTL_CUDA(cudaStreamDestroy(ctx->stream));
+  ctx->stream = NULL;
+}
+
+void gtl_l2_flush(GtlCtx *ctx, cudaStream_t s) {
+  if (!ctx->l2_flush) {
+    ctx->l2_flush_bytes = 2 * (ctx->dev.l2_bytes ? ctx->dev.l2_bytes : ((size_t)64 << 20));
+    ctx->l2_flush = gtl_malloc(ctx->l2_flush_bytes, "L2 flush buffer (2x L2)");
+  }
+  GTL_CUDA(cudaMemsetAsync(ctx->l2_flush, (int)(ctx->args.iters & 0xff), ctx->l2_flush_bytes, s));
+}
+
+void gtl_bench_on(GtlCtx *ctx, cudaStream_t s, GtlLaunchFn fn, void *user, GtlStats *st) {
+  const int n = ctx->args.iters;
+  const int cold = ctx->args.l2 == GTL_L2_COLD;
+  cudaEvent_t *ev = (cudaEvent_t *)malloc(sizeof(cudaEvent_t) * 2 * (size_t)n);
+  float *ms = (float *)malloc(sizeof(float) * (size_t)n);
+  if (!ev || !ms) {
+    fprintf(stderr, "error: host out of memory for %d timing samples\n", n);
+    exit(GTL_EXIT_RUNTIME);
+  }
+  for (int i = 0; i < 2 * n; i++) GTL_CUDA(cudaEventCreate(&ev[i]));
+
+  gtl_phase_push(GTL_PHASE_WARMUP);
+  for (int i = 0; i < ctx->args.warmup; i++) {
+    if (cold) gtl_l2_flush(ctx, s);
+    fn(user, s);
+  }
+  GTL_CUDA(cudaStreamSynchronize(s));
+  gtl_phase_pop();
+
+  gtl_phase_push(GTL_PHASE_TIMED);
+  for (int i = 0; i < n; i++) {
+    if (cold) gtl_l2_flush(ctx, s);  // outside the event pair
+    GTL_CUDA(cudaEventRecord(ev[2 * i], s));
+    fn(user, s);
+    GTL_CUDA(cudaEventRecord(ev[2 * i + 1], s));
+  }
+  GTL_CUDA(cudaStreamSynchronize(s));  // the one synchronize
+  gtl_phase_pop();
+
+  for (int i = 0; i < n; i++) GTL_CUDA(cudaEventElapsedTime(&ms[i], ev[2 * i], ev[2 * i + 1]));
+  for (int i = 0; i < 2 * n; i++) GTL_CUDA(cudaEventDestroy(ev[i]));
+  if (gtl_stats_compute(ms, n, st) != 0) {
+    fprintf(stderr, "error: timing produced a non-finite sample\n");
+    exit(GTL_EXIT_RUNTIME);
+  }
+  free(ev);
+  free(ms);
+}
+
+void gtl_bench(GtlCtx *ctx, GtlLaunchFn fn, void *user, GtlStats *st) {
+  gtl_bench_on(ctx, ctx->stream, fn, user, st);
+}

@@ -1,0 +1,62 @@
+/* check.h — exit codes and the checks every CUDA, cuBLAS, driver and NCCL call goes
+ * through. A failed check prints the expression as text, file:line and the error's
+ * name, then exits with GTL_EXIT_RUNTIME (3). One reporter sits behind every macro. */
+#pragma once
+#include <stddef.h>
+
+#define GTL_EXIT_PASS 0     /* validated (and timed) */
+#define GTL_EXIT_FAIL 1     /* validation failed */
+#define GTL_EXIT_USAGE 2    /* bad flag or value */
+#define GTL_EXIT_RUNTIME 3  /* CUDA / I/O / out-of-memory error */
+#define GTL_EXIT_WAIVED 77  /* no GPU, or the GPU lacks the feature (automake/CTest skip code) */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Print "error: <lib> <name> (<code>) at file:line: <expr>" on stderr and exit 3.
+ *  `lib` is "CUDA", "cuBLAS", "CU" or "NCCL"; `name` the library's name of the code. */
+void gtl_die(const char *lib, const char *name, int code, const char *expr, const char *file,
+             int line);
+
+#ifdef __cplusplus
+}
+#endif
+
+#ifdef __CUDACC__
+#include <cuda_runtime.h>
+#define GTL_CUDA(x)                                                                      \
+  do {                                                                                   \
+    cudaError_t gtl_e_ = (x);                                                            \
+    if (gtl_e_ != cudaSuccess)                                                           \
+      gtl_die("CUDA", cudaGetErrorName(gtl_e_), (int)gtl_e_, #x, __FILE__, __LINE__);    \
+  } while (0)
+/* After every launch: catches bad configurations at once (not at the next sync). */
+#define GTL_LAUNCH() GTL_CUDA(cudaGetLastError())
+#endif
+
+#if defined(CUBLAS_API_H_) || defined(CUBLAS_V2_H_)
+#define GTL_CUBLAS(x)                                                                    \
+  do {                                                                                   \
+    cublasStatus_t gtl_s_ = (x);                                                         \
+    if (gtl_s_ != CUBLAS_STATUS_SUCCESS)                                                 \
+      gtl_die("cuBLAS", cublasGetStatusName(gtl_s_), (int)gtl_s_, #x, __FILE__, __LINE__); \
+  } while (0)
+#endif
+
+/* Driver-API results (CUresult) from entry points got through cudaGetDriverEntryPoint:
+ * we never link -lcuda, so the code is printed as a number with its enum name. */
+#define GTL_CU(x)                                                                        \
+  do {                                                                                   \
+    int gtl_r_ = (int)(x);                                                               \
+    if (gtl_r_ != 0) gtl_die("CU", "CUresult", gtl_r_, #x, __FILE__, __LINE__);          \
+  } while (0)
+
+#if defined(NCCL_MAJOR)
+#define GTL_NCCL(x)                                                                      \
+  do {                                                                                   \
+    ncclResult_t gtl_n_ = (x);                                                           \
+    if (gtl_n_ != ncclSuccess)                                                           \
+      gtl_die("NCCL", ncclGetErrorString(gtl_n_), (int)gtl_n_, #x, __FILE__, __LINE__);  \
+  } while (0)
+#endif
