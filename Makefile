@@ -53,16 +53,19 @@ build/libcommon.a: $(COMMON_OBJ)
 	ar rcs $@ $^
 build/libcommon_host.a: $(HOST_OBJ)
 	ar rcs $@ $^
-build/common/%.o: common/%.c build/version.h | build/common
+# version.h is order-only here; report.o, the one file that includes it, gets the real
+# dependency from its -MMD file (and the line below for the very first build).
+build/common/%.o: common/%.c | build/common build/version.h
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
-build/common/%.cu.o: common/%.cu build/version.h | build/common
+build/common/report.o: build/version.h
+build/common/%.cu.o: common/%.cu | build/common build/version.h
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 build/common build/dep tests/bin:
 	mkdir -p $@
 
 # Rewritten only when the commit or the architecture changes.
 build/version.h: FORCE | build/common
-	@printf '#define GTL_GIT_SHA "%s"\n#define GTL_ARCH_BUILT "%s"\n' "$(GIT_SHA)" "$(ARCH)" > $@.tmp
+	@printf '#define GTL_GIT_SHA "%s"\n#define GTL_ARCH_BUILT "%s"\n#define GTL_NVCC_VERSION "%s"\n' "$(GIT_SHA)" "$(ARCH)" "$(NVCC_VERSION)" > $@.tmp
 	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
 FORCE:
 
@@ -98,8 +101,9 @@ test-deps:
 tests: test-deps
 	@$(MAKE) --no-print-directory $(TEST_BINS)
 
+# The test build treats warnings as errors: `make all` must stay warning-free.
 test: test-deps
-	@$(MAKE) --no-print-directory all $(TEST_BINS)
+	@$(MAKE) --no-print-directory WERROR=1 all $(TEST_BINS)
 	@scripts/run_tests.sh $(TEST_BINS)
 
 clean:

@@ -91,9 +91,9 @@ void gtl_report_header(const GtlCtx *ctx, const char *workload, const char *note
   printf("# memory bus %d-bit at %d MHz: %.0f GB/s theoretical; SM clock max %d MHz "
          "(clocks are not locked or changed by this program)\n",
          d->bus_width_bits, d->mem_clock_khz / 1000, d->peak_gbps, d->sm_clock_khz / 1000);
-  printf("# CUDA runtime %d.%d, driver %d.%d, built for %s, git %s\n",
+  printf("# CUDA runtime %d.%d, driver %d.%d, nvcc %s, built for %s, git %s\n",
          d->runtime_version / 1000, (d->runtime_version % 1000) / 10, d->driver_version / 1000,
-         (d->driver_version % 1000) / 10, GTL_ARCH_BUILT, GTL_GIT_SHA);
+         (d->driver_version % 1000) / 10, GTL_NVCC_VERSION, GTL_ARCH_BUILT, GTL_GIT_SHA);
   printf("# ceilings from %s: copy %.0f GB/s, read %.0f GB/s, bf16 %.0f TFLOP/s, "
          "fp8 %.0f TFLOP/s, fp32 %.1f TFLOP/s\n",
          c->source, c->copy_gbps, c->read_gbps, c->bf16_tflops, c->fp8_tflops, c->fp32_tflops);
@@ -191,6 +191,12 @@ void gtl_report_json(FILE *f, const GtlCtx *ctx, const GtlResult *r) {
   }
   for (int i = 0; i < r->n_extra; i++) jnum(f, r->extra_key[i], r->extra_val[i]);
   jstr(f, "status", gtl_result_status(r));
+  char ver[32];
+  snprintf(ver, sizeof ver, "%d.%d", d->runtime_version / 1000, (d->runtime_version % 1000) / 10);
+  jstr(f, "cuda_runtime", ver);
+  snprintf(ver, sizeof ver, "%d.%d", d->driver_version / 1000, (d->driver_version % 1000) / 10);
+  jstr(f, "driver", ver);
+  jstr(f, "nvcc", GTL_NVCC_VERSION);
   jstr(f, "git", GTL_GIT_SHA);
   fputs("}\n", f);
 }

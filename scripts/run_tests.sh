@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# run_tests.sh — the whole host-side test suite (what `make test` and CI run):
+#   1. cmocka unit tests of common/ (tests/bin/test_*)
+#   2. python unittest of scripts/check_expectations
+#   3. every GPU program: exit 2 with a usage line on a bad flag; without a GPU, exit 77
+#      with exactly one line
+#   4. disassembly checks of tests/sass_checks.txt (cuobjdump)
+#   5. expectations/*.json against their schema
+# Ends with one line "tests: N passed, M failed[, K skipped]"; exits 1 if anything failed.
+set -u
+cd "$(dirname "$0")/.." || exit 3
+pass=0; fail=0; skip=0
+ok()   { pass=$((pass + 1)); }
+bad()  { fail=$((fail + 1)); echo "FAILED: $*"; }
+
+echo "== unit tests (cmocka)"
+for t in "$@"; do
+  out=$("./$t" 2>&1); rc=$?
+  n_ok=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p')
+  n_bad=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | head -n1)
+  printf '%s\n' "$out" | grep -E '^\[(  PASSED  |  FAILED  |  ERROR   )\]|^\[ +FAILED +\] [a-z]' || true
+  pass=$((pass + ${n_ok:-0})); fail=$((fail + ${n_bad:-0}))
+  if [ "$rc" -ne 0 ] && [ -z "${n_bad}" ]; then bad "$t exited $rc"; printf '%s\n' "$out" | tail -n 5; fi
+done
+
+echo "== scripts/check_expectations (python unittest)"
+out=$(python3 -m unittest tests/test_check_expectations.py 2>&1); rc=$?
+n=$(printf '%s\n' "$out" | sed -n 's/^Ran \([0-9]*\) test.*/\1/p')
+if [ "$rc" -eq 0 ]; then pass=$((pass + ${n:-0})); echo "[  PASSED  ] ${n:-0} test(s)."
+else printf '%s\n' "$out" | tail -n 30; n_f=$(printf '%s\n' "$out" | sed -n 's/.*failures=\([0-9]*\).*/\1/p'); n_e=$(printf '%s\n' "$out" | sed -n 's/.*errors=\([0-9]*\).*/\1/p')
+  fail=$((fail + ${n_f:-0} + ${n_e:-0})); [ $(( ${n_f:-0} + ${n_e:-0} )) -gt 0 ] || bad "python tests exited $rc"; fi
+
+echo "== GPU programs: usage errors and waiving without a GPU"
+progs=$(find ch[0-9][0-9] labs -maxdepth 2 -type f -perm -u+x ! -name '*.*' 2>/dev/null | sort)
+gpu=0
+command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && gpu=1
+for p in $progs; do
+  out=$(timeout 60 "./$p" --no-such-flag 2>&1); rc=$?
+  if [ "$rc" -eq 2 ] && printf '%s' "$out" | grep -q '^usage:'; then ok; else bad "$p --no-such-flag: exit $rc (want 2 and a usage line)"; fi
+  if [ "$gpu" -eq 1 ]; then skip=$((skip + 1)); continue; fi
+  out=$(timeout 60 "./$p" 2>&1); rc=$?
+  lines=$(printf '%s\n' "$out" | grep -c .)
+  if [ "$rc" -eq 77 ] && [ "$lines" -eq 1 ] && printf '%s' "$out" | grep -q '^WAIVED: '; then ok
+  else bad "$p without a GPU: exit $rc, $lines line(s) (want 77 and one WAIVED line)"; printf '%s\n' "$out" | head -n 5; fi
+done
+[ "$gpu" -eq 1 ] && echo "(a GPU is present: the no-GPU waive checks were skipped)"
+echo "checked $(printf '%s\n' $progs | grep -c .) programs"
+
+echo "== disassembly (tests/sass_checks.txt)"
+cuda_bin=$(dirname "$(command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)")
+PATH="$PATH:$cuda_bin:$PWD/build/tools/nvidia/cu13/bin"
+if command -v cuobjdump >/dev/null 2>&1; then
+  while read -r prog instrs; do
+    case "$prog" in ''|\#*) continue ;; esac
+    if [ ! -x "$prog" ]; then bad "$prog: not built"; continue; fi
+    sass=$(cuobjdump --dump-sass "$prog" 2>/dev/null)
+    for i in $instrs; do
+      if printf '%s\n' "$sass" | grep -q "\b$i"; then ok; echo "$prog: $i found"; else bad "$prog: no $i in its SASS"; fi
+    done
+  done < tests/sass_checks.txt
+else
+  echo "cuobjdump not found: disassembly checks skipped"; skip=$((skip + 1))
+fi
+
+echo "== expectations schema"
+if ls expectations/*.json >/dev/null 2>&1; then
+  for f in expectations/*.json; do
+    if python3 scripts/check_expectations schema "$f"; then ok; else bad "$f"; fi
+  done
+fi
+
+if [ "$skip" -gt 0 ]; then echo "tests: $pass passed, $fail failed, $skip skipped"
+else echo "tests: $pass passed, $fail failed"; fi
+[ "$fail" -eq 0 ]

@@ -1,0 +1,114 @@
+"""Tests of scripts/check_expectations: classification, update, schema (stdlib unittest)."""
+import importlib.machinery
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+_loader = importlib.machinery.SourceFileLoader(
+    "check_expectations", os.path.join(HERE, "..", "scripts", "check_expectations"))
+_spec = importlib.util.spec_from_loader("check_expectations", _loader)
+ce = importlib.util.module_from_spec(_spec)
+_loader.exec_module(ce)
+
+
+def line(variant, ms, status="PASS", key="h200", workload="w1"):
+    return {"schema": "gauntlet.v1", "target": "ch07", "variant": variant, "median_ms": ms,
+            "p95_ms": ms * 1.1, "status": status, "hardware_key": key, "gpu": "NVIDIA H200",
+            "workload": workload, "iters": 100, "git": "abc", "gbps": 100.0}
+
+
+def exp_with(stored_ms, floor=3.0):
+    return {"schema": ce.SCHEMA, "hardware_key": "h200", "tolerance": 0.25, "ceilings": {},
+            "entries": {"ch07": {"workload": "w1", "min_speedup": floor,
+                                 "optimized": {"median_ms": stored_ms},
+                                 "baseline": {"median_ms": stored_ms * 4}}}}
+
+
+class Classify(unittest.TestCase):
+    def test_invalid_when_a_program_failed_validation(self):
+        v, _, _ = ce.classify("ch07", line("baseline", 4), line("optimized", 1, "FAIL"), exp_with(1))
+        self.assertEqual(v, "INVALID")
+
+    def test_fail_below_floor(self):
+        v, s, _ = ce.classify("ch07", line("baseline", 2.9), line("optimized", 1), exp_with(1))
+        self.assertEqual(v, "FAIL")
+        self.assertAlmostEqual(s, 2.9)
+
+    def test_regressed_improved_met_around_the_tolerance(self):
+        b = line("baseline", 100)
+        self.assertEqual(ce.classify("ch07", b, line("optimized", 1.26), exp_with(1))[0], "REGRESSED")
+        self.assertEqual(ce.classify("ch07", b, line("optimized", 1.24), exp_with(1))[0], "MET")
+        self.assertEqual(ce.classify("ch07", b, line("optimized", 0.79), exp_with(1))[0], "IMPROVED")
+        self.assertEqual(ce.classify("ch07", b, line("optimized", 0.81), exp_with(1))[0], "MET")
+
+    def test_no_entry_uses_the_curriculum_floor(self):
+        v, _, _ = ce.classify("ch07", line("baseline", 4), line("optimized", 1), None)
+        self.assertEqual(v, "NO_ENTRY")
+        v, _, _ = ce.classify("ch07", line("baseline", 2), line("optimized", 1), None)
+        self.assertEqual(v, "FAIL")  # ch07 floor is 3x
+
+
+class UpdateAndSchema(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp()
+        self.old = ce.EXP_DIR
+        ce.EXP_DIR = os.path.join(self.tmp, "exp")
+        os.makedirs(ce.EXP_DIR)
+        self.res = os.path.join(self.tmp, "res")
+        os.makedirs(self.res)
+
+    def tearDown(self):
+        ce.EXP_DIR = self.old
+        shutil.rmtree(self.tmp)
+
+    def write(self, name, obj):
+        with open(os.path.join(self.res, name), "w") as f:
+            f.write(json.dumps(obj) + "\n")
+
+    def test_update_computes_speedup_and_validates(self):
+        self.write("ch07.baseline.json", line("baseline", 0.3))
+        self.write("ch07.optimized.json", line("optimized", 0.1))
+        self.assertEqual(ce.main(["update", self.res, "--command", "scripts/pair.sh ch07"]), 0)
+        with open(os.path.join(ce.EXP_DIR, "h200.json")) as f:
+            exp = json.load(f)
+        self.assertAlmostEqual(exp["entries"]["ch07"]["speedup"], 3.0)
+        self.assertEqual(ce.validate_exp(exp, os.path.join(ce.EXP_DIR, "h200.json")), [])
+
+    def test_update_refuses_another_hardware_key(self):
+        with open(os.path.join(ce.EXP_DIR, "h200.json"), "w") as f:
+            json.dump({"schema": ce.SCHEMA, "hardware_key": "h100", "tolerance": 0.25,
+                       "ceilings": {}, "entries": {}}, f)
+        self.write("ch07.baseline.json", line("baseline", 0.3))
+        self.write("ch07.optimized.json", line("optimized", 0.1))
+        self.assertEqual(ce.main(["update", self.res, "--command", "x"]), 1)
+
+    def test_failed_results_are_not_recorded(self):
+        self.write("ch07.baseline.json", line("baseline", 0.3))
+        self.write("ch07.optimized.json", line("optimized", 0.1, "FAIL"))
+        self.assertEqual(ce.main(["update", self.res, "--command", "x"]), 1)
+        self.assertFalse(os.path.exists(os.path.join(ce.EXP_DIR, "h200.json")))
+
+    def test_schema_catches_a_typed_speedup_and_missing_provenance(self):
+        exp = {"schema": ce.SCHEMA, "hardware_key": "h200", "tolerance": 0.25, "ceilings": {},
+               "entries": {"ch07": {"metric": "median_ms", "direction": "lower", "workload": "w",
+                                    "baseline": {"median_ms": 3.0, "status": "PASS"},
+                                    "optimized": {"median_ms": 1.0, "status": "PASS"},
+                                    "speedup": 5.0, "min_speedup": 3.0, "provenance": {}}}}
+        errs = ce.validate_exp(exp, "h200.json")
+        self.assertTrue(any("speedup 5.0" in e for e in errs))
+        self.assertTrue(any("provenance.command" in e for e in errs))
+
+    def test_schema_requires_measured_ceilings_provenance(self):
+        exp = {"schema": ce.SCHEMA, "hardware_key": "h200", "tolerance": 0.25,
+               "ceilings": {"copy_gbps": 4000}, "entries": {}}
+        self.assertTrue(any("ceilings_provenance" in e for e in ce.validate_exp(exp, "h200.json")))
+        exp["ceilings"]["copy_gbps"] = -1
+        self.assertTrue(any("positive" in e for e in ce.validate_exp(exp, "h200.json")))
+
+
+if __name__ == "__main__":
+    unittest.main()
