@@ -2,7 +2,8 @@
  * gtl_begin: parse → device init (waive 77 without a GPU) → ceilings → stream → NVTX.
  * gtl_bench: untimed warm-up, then per-iteration CUDA events recorded into preallocated
  * arrays on the dedicated stream, one synchronize at the end; with --l2=cold the L2 is
- * flushed before every iteration by a memset of a 2×L2 buffer, outside the event pair. */
+ * flushed before every iteration by a kernel that reads a 2×L2 buffer (clean lines, no
+ * write-backs left for the timed kernel), outside the event pair. */
 #pragma once
 #include <cuda_runtime.h>
 #include "report.h"
@@ -32,7 +33,7 @@ void gtl_bench(GtlCtx *ctx, GtlLaunchFn fn, void *user, GtlStats *st);
 /** The same on a stream of the caller's choosing (fn must enqueue its work on s). */
 void gtl_bench_on(GtlCtx *ctx, cudaStream_t s, GtlLaunchFn fn, void *user, GtlStats *st);
 
-/** Enqueue an L2 flush (memset of 2× L2 bytes) on s. */
+/** Enqueue an L2 flush on s: a kernel reads 2× L2 bytes, leaving only clean lines. */
 void gtl_l2_flush(GtlCtx *ctx, cudaStream_t s);
 
 /** cudaMalloc or exit 3 with "out of memory allocating <what>: asked N MiB, free M of T MiB". */

@@ -100,7 +100,7 @@ void gtl_report_header(const GtlCtx *ctx, const char *workload, const char *note
   printf("# workload %s, size %s, seed %llu; warm-up %d, iters %d, L2 %s%s\n", workload,
          gtl_size_name(ctx->args.size), (unsigned long long)ctx->args.seed, ctx->args.warmup,
          ctx->args.iters, gtl_l2_name(ctx->args.l2),
-         ctx->args.l2 == GTL_L2_COLD ? " (2x L2 buffer memset before every timed iteration, "
+         ctx->args.l2 == GTL_L2_COLD ? " (a 2x L2 buffer is read before every timed iteration, "
                                        "outside the events)"
                                      : " (no flush: repeated runs may hit in L2)");
   if (notes && *notes) {
