@@ -3,14 +3,14 @@
 //
 // The problem: MoE dispatch. T tokens of hidden size D (bf16) each chose top_k of E
 // experts. Grouped-GEMM experts want their input rows contiguous per expert, so the
-// dispatch step gathers x into out[T·top_k][D], rows sorted by expert:
-//     out[p][:] = x[src[p]][:]        for p in [0, T·top_k)
-// src[] (the token behind each permuted row) comes from a counting sort by expert, done
-// on the host here (ch15 does it on the device). The lesson is the gather itself.
+// dispatch step permutes x into out[T·top_k][D], rows sorted by expert:
+//     out[p][:] = x[src[p]][:]           for p in [0, T·top_k)      (gather form)
+//     out[dst[t·k + j]][:] = x[t][:]     for t < T, j < top_k       (scatter form)
+// src[] (the token behind each permuted row) and its inverse dst[] come from a counting
+// sort by expert, done on the host here (ch15 does it on the device).
 //
-// Roofline: each x row is needed top_k times, but x (T·D·2 B = 23.6 MB at the default
-// size) fits in the H200's 60 MB L2, so DRAM need only see x once:
-//     bytes = T·D·2 (read x) + T·k·D·2 (write out) + T·k·4 (read src);  flops = 0.
+// Roofline: each x row is needed top_k times, but DRAM need only see it once:
+//     bytes = T·D·2 (read x) + T·k·D·2 (write out) + T·k·4 (read src or dst);  flops = 0.
 // Bound by the copy ceiling (bytes read + written per second, measured by ch02/ceilings).
 #pragma once
 #include <cuda_bf16.h>
@@ -24,6 +24,7 @@ typedef struct {
   int64_t T, top_k, E, D;      // tokens, experts per token, experts, hidden size
   const __nv_bfloat16 *d_x;    // [T][D] tokens
   const int32_t *d_src;        // [T·top_k] token index of each permuted row
+  const int32_t *d_dst;        // [T·top_k] permuted row of token t's j-th expert (t·k + j)
   __nv_bfloat16 *d_out;        // [T·top_k][D] rows grouped by expert
 } PermuteProblem;
 
@@ -36,9 +37,9 @@ static double permute_bytes(const PermuteProblem *p) {
 }
 
 // Routing: token t picks top_k distinct experts (seeded), then a stable counting sort by
-// expert gives src[]. Writes the per-expert counts into counts[E] (for the header).
+// expert gives src[] and its inverse dst[]. Writes the per-expert counts into counts[E].
 static void permute_route(int64_t T, int64_t top_k, int64_t E, uint64_t seed, int32_t *src,
-                          int32_t *counts) {
+                          int32_t *dst, int32_t *counts) {
   int32_t *expert = (int32_t *)malloc(sizeof(int32_t) * T * top_k);
   for (int64_t t = 0; t < T; t++)
     for (int64_t j = 0; j < top_k; j++) {
@@ -57,7 +58,11 @@ static void permute_route(int64_t T, int64_t top_k, int64_t E, uint64_t seed, in
   for (int64_t i = 0; i < T * top_k; i++) counts[expert[i]]++;
   int64_t *offset = (int64_t *)calloc((size_t)E + 1, sizeof(int64_t));
   for (int64_t e = 0; e < E; e++) offset[e + 1] = offset[e] + counts[e];
-  for (int64_t i = 0; i < T * top_k; i++) src[offset[expert[i]]++] = (int32_t)(i / top_k);
+  for (int64_t i = 0; i < T * top_k; i++) {
+    int64_t p = offset[expert[i]]++;
+    src[p] = (int32_t)(i / top_k);
+    dst[i] = (int32_t)p;
+  }
   free(offset);
   free(expert);
 }
@@ -75,30 +80,35 @@ static int permute_main(int argc, char **argv, const char *variant, const char *
                    {"E", GTL_OPT_INT, &E, "experts (default 32)"},
                    {"D", GTL_OPT_INT, &D, "hidden size, a multiple of 8 (default 2880)"}};
   GtlCtx ctx;
-  gtl_begin(&ctx, "ch07", variant, argc, argv, opts, 4, 10, 200, GTL_L2_COLD);
+  gtl_parse(&ctx, "ch07", variant, argc, argv, opts, 4, 10, 200, GTL_L2_COLD);
   if (ctx.args.size == GTL_SIZE_SMALL) T = 256;
   if (ctx.args.size == GTL_SIZE_LARGE) T = 16384;
-  if (T < 1 || top_k < 1 || E < top_k || E > 4096 || D < 8 || D % 8 || D > (1 << 20)) {
-    fprintf(stderr, "ch07: need T >= 1, 1 <= top_k <= E <= 4096, D a multiple of 8\n");
-    return GTL_EXIT_USAGE;
-  }
+  if (T < 1 || T > (1 << 22) || top_k < 1 || E < top_k || E > 4096 || D < 8 || D % 8 ||
+      D > (1 << 16))
+    gtl_usage_fail(&ctx, "need 1 <= T <= 4194304, 1 <= top_k <= E <= 4096, "
+                         "8 <= D <= 65536 with D a multiple of 8");
+  gtl_open(&ctx);
   char workload[128];
   snprintf(workload, sizeof workload, "T%lld_k%lld_E%lld_D%lld", (long long)T,
            (long long)top_k, (long long)E, (long long)D);
 
-  PermuteProblem p = {T, top_k, E, D, NULL, NULL, NULL};
+  PermuteProblem p = {T, top_k, E, D, NULL, NULL, NULL, NULL};
   const size_t n_in = (size_t)T * D, rows = (size_t)T * top_k, n_out = rows * D;
   gtl_phase_push(GTL_PHASE_SETUP);
   __nv_bfloat16 *d_x = (__nv_bfloat16 *)gtl_malloc(n_in * 2, "x [T][D] bf16");
   int32_t *d_src = (int32_t *)gtl_malloc(rows * 4, "src [T*top_k] int32");
+  int32_t *d_dst = (int32_t *)gtl_malloc(rows * 4, "dst [T*top_k] int32");
   GtlGuarded g_out;
   p.d_out = (__nv_bfloat16 *)gtl_guarded_alloc(&g_out, n_out * 2, "out [T*top_k][D] bf16");
   gtl_fill_uniform(d_x, GTL_BF16, n_in, ctx.args.seed, -1.0f, 1.0f, ctx.stream);
-  int32_t *h_src = (int32_t *)malloc(rows * 4), *counts = (int32_t *)malloc(E * 4);
-  permute_route(T, top_k, E, ctx.args.seed, h_src, counts);
+  int32_t *h_src = (int32_t *)malloc(rows * 4), *h_dst = (int32_t *)malloc(rows * 4);
+  int32_t *counts = (int32_t *)malloc(E * 4);
+  permute_route(T, top_k, E, ctx.args.seed, h_src, h_dst, counts);
   GTL_CUDA(cudaMemcpy(d_src, h_src, rows * 4, cudaMemcpyHostToDevice));
+  GTL_CUDA(cudaMemcpy(d_dst, h_dst, rows * 4, cudaMemcpyHostToDevice));
   p.d_x = d_x;
   p.d_src = d_src;
+  p.d_dst = d_dst;
   gtl_phase_pop();
 
   int32_t cmin = counts[0], cmax = counts[0];
@@ -109,7 +119,8 @@ static int permute_main(int argc, char **argv, const char *variant, const char *
   char notes[512];
   snprintf(notes, sizeof notes,
            "strategy: %s\nrows per expert: min %d, max %d (uniform routing)\n"
-           "roofline: %.1f MB per iteration (x once + out + src), 0 flops; bound by copy",
+           "roofline: %.1f MB per iteration (x once + out + one index array), 0 flops; "
+           "bound by copy",
            strategy, cmin, cmax, permute_bytes(&p) / 1e6);
   gtl_report_header(&ctx, workload, notes);
 
@@ -162,9 +173,11 @@ static int permute_main(int argc, char **argv, const char *variant, const char *
   int rc = gtl_report_finish(&ctx, &r);
 
   free(h_src);
+  free(h_dst);
   free(counts);
   GTL_CUDA(cudaFree(d_x));
   GTL_CUDA(cudaFree(d_src));
+  GTL_CUDA(cudaFree(d_dst));
   gtl_guarded_free(&g_out);
   gtl_end(&ctx);
   return rc;

@@ -1,5 +1,6 @@
 // bench.cu — start-up, L2 flush, and event timing (see bench.h).
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -7,13 +8,41 @@
 
 void gtl_device_open(GtlCtx *ctx);  // device.cu
 
-void gtl_begin(GtlCtx *ctx, const char *target, const char *variant, int argc, char **argv,
+static const char *g_prog = "program";
+static const GtlOpt *g_extra = NULL;
+static int g_n_extra = 0;
+
+void gtl_parse(GtlCtx *ctx, const char *target, const char *variant, int argc, char **argv,
                const GtlOpt *extra, int n_extra, int warmup, int iters, GtlL2 l2) {
   memset(ctx, 0, sizeof *ctx);
   ctx->target = target;
   ctx->variant = variant;
+  g_prog = argc > 0 ? argv[0] : target;
+  g_extra = extra;
+  g_n_extra = n_extra;
   gtl_args_defaults(&ctx->args, warmup, iters, l2);
   gtl_args_parse_or_exit(&ctx->args, argc, argv, extra, n_extra);
+}
+
+void gtl_usage_fail(const GtlCtx *ctx, const char *fmt, ...) {
+  fflush(stdout);
+  fprintf(stderr, "%s/%s: ", ctx->target, ctx->variant);
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "\n");
+  gtl_args_usage(stderr, g_prog, g_extra, g_n_extra);
+  exit(GTL_EXIT_USAGE);
+}
+
+void gtl_begin(GtlCtx *ctx, const char *target, const char *variant, int argc, char **argv,
+               const GtlOpt *extra, int n_extra, int warmup, int iters, GtlL2 l2) {
+  gtl_parse(ctx, target, variant, argc, argv, extra, n_extra, warmup, iters, l2);
+  gtl_open(ctx);
+}
+
+void gtl_open(GtlCtx *ctx) {
   gtl_device_open(ctx);
   char dir[4096], err[512];
   if (gtl_find_expectations_dir(dir, sizeof dir) != 0 ||
@@ -22,7 +51,7 @@ void gtl_begin(GtlCtx *ctx, const char *target, const char *variant, int argc, c
   cudaStream_t s;
   GTL_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   ctx->stream = s;
-  gtl_nvtx_init(target, variant);
+  gtl_nvtx_init(ctx->target, ctx->variant);
 }
 
 void gtl_end(GtlCtx *ctx) {

@@ -22,6 +22,16 @@ extern "C" {
 void gtl_begin(GtlCtx *ctx, const char *target, const char *variant, int argc, char **argv,
                const GtlOpt *extra, int n_extra, int warmup, int iters, GtlL2 l2);
 
+/** The two halves of gtl_begin, for programs that check their own option values:
+ *  gtl_parse (arguments only, no CUDA call), then the program's checks — a bad value
+ *  goes to gtl_usage_fail, exit 2, before any device is touched — then gtl_open (device,
+ *  ceilings, stream, NVTX; waives with 77 when there is no GPU). */
+void gtl_parse(GtlCtx *ctx, const char *target, const char *variant, int argc, char **argv,
+               const GtlOpt *extra, int n_extra, int warmup, int iters, GtlL2 l2);
+void gtl_open(GtlCtx *ctx);
+/** Print "<target>/<variant>: <message>" and the usage line on stderr, exit 2. */
+void gtl_usage_fail(const GtlCtx *ctx, const char *fmt, ...);
+
 /** Waive (exit 77, one line) unless the device has compute capability >= major.minor. */
 void gtl_require_cc(const GtlCtx *ctx, int major, int minor, const char *feature);
 /** Waive (exit 77, one line) with `what` when `ok` is 0: for features found at run time. */

@@ -2,8 +2,8 @@
 # run_tests.sh — the whole host-side test suite (what `make test` and CI run):
 #   1. cmocka unit tests of common/ (tests/bin/test_*)
 #   2. python unittest of scripts/check_expectations
-#   3. every GPU program: exit 2 with a usage line on a bad flag; without a GPU, exit 77
-#      with exactly one line
+#   3. every GPU program: exit 2 with a usage line on a bad flag (and on the bad values of
+#      tests/usage_checks.txt); without a GPU, exit 77 with exactly one line
 #   4. disassembly checks of tests/sass_checks.txt (cuobjdump)
 #   5. expectations/*.json against their schema
 # Ends with one line "tests: N passed, M failed[, K skipped]"; exits 1 if anything failed.
@@ -45,6 +45,11 @@ for p in $progs; do
 done
 [ "$gpu" -eq 1 ] && echo "(a GPU is present: the no-GPU waive checks were skipped)"
 echo "checked $(printf '%s\n' $progs | grep -c .) programs"
+while read -r prog args; do  # bad option values: exit 2 before the device is touched
+  case "$prog" in ''|\#*) continue ;; esac
+  out=$(timeout 60 "./$prog" $args 2>&1); rc=$?
+  if [ "$rc" -eq 2 ] && printf '%s' "$out" | grep -q '^usage:'; then ok; else bad "$prog $args: exit $rc (want 2 and a usage line)"; fi
+done < tests/usage_checks.txt
 
 echo "== disassembly (tests/sass_checks.txt)"
 cuda_bin=$(dirname "$(command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)")
