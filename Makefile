@@ -84,12 +84,46 @@ endef
 $(foreach c,$(CHAPTERS),$(eval $(call chapter_rule,$(c))))
 
 # A program that needs more than the common flags says so here, one line each.
+ch05/optimized: PROG_LDLIBS += -lpthread  # ring_loader.cuh's reader threads (glibc < 2.34 keeps pthreads apart)
+# ch04: NCCL from NCCL_HOME (default: the first of the toolkit, /usr, /usr/local with
+# include/nccl.h; a pip wheel works too: NCCL_HOME=<site-packages>/nvidia/nccl). Without
+# it ch04/optimized builds but waives. MPI=1 adds the multi-node bootstrap (mpicc's flags).
+NCCL_HOME ?= $(firstword $(foreach d,$(CUDA_HOME) /usr /usr/local,$(if $(wildcard $(d)/include/nccl.h),$(d))))
+NCCL_OWN   = $(filter-out /usr /usr/local $(CUDA_HOME),$(NCCL_HOME))
+ch04/optimized: PROG_NVCCFLAGS += $(if $(NCCL_HOME),-DGTL_HAVE_NCCL $(if $(NCCL_OWN),-I$(NCCL_HOME)/include))
+ch04/optimized: PROG_LDLIBS += $(if $(NCCL_HOME),$(if $(NCCL_OWN),-L$(NCCL_HOME)/lib -Xlinker -rpath=$(NCCL_HOME)/lib) -l:libnccl.so.2)
+ch04/%: PROG_NVCCFLAGS += $(if $(filter 1,$(MPI)),-DGTL_MPI $(filter -I%,$(shell mpicc --showme:compile 2>/dev/null || mpicc -show 2>/dev/null)))
+ch04/%: PROG_LDLIBS += -lpthread $(if $(filter 1,$(MPI)),$(filter -L% -l%,$(shell mpicc --showme:link 2>/dev/null || mpicc -show 2>/dev/null)))
+$(if $(NCCL_HOME),,$(if $(filter ch04 ch04/optimized,$(MAKECMDGOALS)),$(warning ch04/optimized: nccl.h not found under NCCL_HOME, $(CUDA_HOME), /usr or /usr/local; it will build and waive. Install NCCL (apt-get install libnccl-dev from NVIDIA's CUDA repository, or pip install nvidia-nccl-cu13), then: make -B ch04 NCCL_HOME=<folder with include/nccl.h and lib/libnccl.so.2>)))
 
 # ---- tests -----------------------------------------------------------------------------
 TEST_SRC  := $(wildcard tests/test_*.c)
 TEST_BINS := $(TEST_SRC:tests/%.c=tests/bin/%)
 tests/bin/%: tests/%.c build/libcommon_host.a | tests/bin
 	$(CC) $(CFLAGS) -Itests -o $@ $< build/libcommon_host.a -lcmocka -lm
+
+# ---- labs/: the MoE decode engine (DESIGN.md section 6) ------------------------------
+# labs/moe/*.c is the lab's host model core (config, checkpoint, CPU reference, sampler),
+# plain C11: build/libmoe.a (programs) and build/libmoe_host.a (tests) hold the same
+# objects. Every labs/NN_*/*.cu is one program beside its source (labs/00_baseline/decode).
+MOE_C        := $(wildcard labs/moe/*.c)
+MOE_OBJ      := $(MOE_C:labs/moe/%.c=build/moe/%.o)
+LAB_SRC      := $(sort $(wildcard labs/[0-9][0-9]_*/*.cu))
+LAB_PROGRAMS := $(LAB_SRC:.cu=)
+build/moe:
+	mkdir -p $@
+build/moe/%.o: labs/moe/%.c | build/moe
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+build/libmoe.a build/libmoe_host.a: $(MOE_OBJ)
+	ar rcs $@ $^
+$(LAB_PROGRAMS): %: %.cu build/libmoe.a build/libcommon.a | build/dep
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -MF build/dep/$(subst /,_,$@).d -o $@ $< build/libmoe.a build/libcommon.a $(LDLIBS) -lpthread
+tests/bin/test_lab_%: tests/test_lab_%.c build/libmoe_host.a build/libcommon_host.a | tests/bin
+	$(CC) $(CFLAGS) -Ilabs/moe -Itests -o $@ $< build/libmoe_host.a build/libcommon_host.a -lcmocka -lm -lpthread
+.PHONY: labs
+labs: $(LAB_PROGRAMS)
+all: labs
+-include $(wildcard build/moe/*.d)
 
 .PHONY: all chapters test test-deps tests clean help
 all: build/libcommon.a $(PROGRAMS)

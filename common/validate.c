@@ -18,6 +18,16 @@ GtlTol gtl_tol_for(GtlDtype d) {
   return t;
 }
 
+GtlTol gtl_tol_for_sum(GtlDtype d, int64_t K) {
+  GtlTol t = gtl_tol_for(d);
+  if (d == GTL_INT32 || K < 1) return t;
+  const double acc = 2.0 * sqrt((double)K) * 0x1p-24;
+  if (t.rel_l2 < acc) t.rel_l2 = acc;
+  if (t.rtol < 2 * acc) t.rtol = 2 * acc;
+  if (t.atol < 10 * acc) t.atol = 10 * acc;
+  return t;
+}
+
 const char *gtl_dtype_name(GtlDtype d) {
   static const char *names[] = {"fp32", "tf32", "fp16", "bf16", "fp8e4m3", "int32"};
   return (unsigned)d < 6 ? names[d] : "unknown";

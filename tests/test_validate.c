@@ -75,6 +75,15 @@ static void tolerance_table_is_ordered_by_precision(void **state) {
   assert_string_equal(gtl_dtype_name(GTL_BF16), "bf16");
 }
 
+static void sum_tolerance_grows_with_sqrt_k_only_for_fp32(void **state) {
+  (void)state;
+  GtlTol t = gtl_tol_for_sum(GTL_FP32, 2880); /* 2·sqrt(2880)·2^-24 = 6.40e-6 */
+  assert_true(fabs(t.rel_l2 - 6.3966e-6) < 1e-9);
+  assert_true(gtl_tol_for_sum(GTL_FP32, 16).rel_l2 == 1e-6); /* the table value wins */
+  assert_true(gtl_tol_for_sum(GTL_BF16, 2880).rel_l2 == 5e-3);
+  assert_true(gtl_tol_for_sum(GTL_INT32, 2880).rel_l2 == 0);
+}
+
 static void integer_compare_is_exact(void **state) {
   (void)state;
   int32_t ref[] = {3, 1, 4, 1, 5};
@@ -103,6 +112,7 @@ int main(void) {
       cmocka_unit_test(poisoned_bf16_reads_as_nan_and_fails), cmocka_unit_test(rel_l2_edge_is_inclusive),
       cmocka_unit_test(one_outlier_fails_the_element_check),
       cmocka_unit_test(tolerance_table_is_ordered_by_precision),
+      cmocka_unit_test(sum_tolerance_grows_with_sqrt_k_only_for_fp32),
       cmocka_unit_test(integer_compare_is_exact), cmocka_unit_test(guard_band_counts_changed_bytes)};
   return cmocka_run_group_tests_name("validate", tests, NULL, NULL);
 }
