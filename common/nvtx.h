@@ -16,7 +16,10 @@ typedef enum {
 } GtlPhase;
 
 /** Register "<target>.<variant>.<phase>" for every phase (target "labs/03_tiling" is
- *  written "labs_03_tiling"). Call once, before the first gtl_phase_push. */
+ *  written "labs_03_tiling"). gtl_begin/gtl_open call it. Calling it again switches the
+ *  names of later phases: a program that times a reference library in the same run
+ *  (ch10's cuBLAS) re-initializes with variant "cublas", so a profile filtered on
+ *  "chNN.optimized.timed]" holds only the program's own kernels. */
 void gtl_nvtx_init(const char *target, const char *variant);
 void gtl_phase_push(GtlPhase p);
 void gtl_phase_pop(void);
