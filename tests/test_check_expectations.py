@@ -78,6 +78,20 @@ class UpdateAndSchema(unittest.TestCase):
         self.assertAlmostEqual(exp["entries"]["ch07"]["speedup"], 3.0)
         self.assertEqual(ce.validate_exp(exp, os.path.join(ce.EXP_DIR, "h200.json")), [])
 
+    def test_update_recomputes_pct_against_stored_ceilings(self):
+        with open(os.path.join(ce.EXP_DIR, "h200.json"), "w") as f:
+            json.dump({"schema": ce.SCHEMA, "hardware_key": "h200", "tolerance": 0.25,
+                       "ceilings": {"copy_gbps": 4000.0}, "entries": {}}, f)
+        b, o = line("baseline", 0.3), line("optimized", 0.1)
+        o["ceiling"] = b["ceiling"] = "copy_gbps"
+        o["gbps"], o["pct_of_ceiling"] = 3000.0, 62.5  # 62.5: against a datasheet 4800
+        self.write("ch07.baseline.json", b)
+        self.write("ch07.optimized.json", o)
+        self.assertEqual(ce.main(["update", self.res, "--command", "x"]), 0)
+        with open(os.path.join(ce.EXP_DIR, "h200.json")) as f:
+            e = json.load(f)["entries"]["ch07"]
+        self.assertAlmostEqual(e["optimized"]["pct_of_ceiling"], 75.0)
+
     def test_update_refuses_another_hardware_key(self):
         with open(os.path.join(ce.EXP_DIR, "h200.json"), "w") as f:
             json.dump({"schema": ce.SCHEMA, "hardware_key": "h100", "tolerance": 0.25,
