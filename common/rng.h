@@ -25,7 +25,14 @@ GTL_HD uint64_t gtl_splitmix64(uint64_t x) {
 GTL_HD float gtl_uniform(uint64_t seed, uint64_t i, float lo, float hi) {
   uint64_t h = gtl_splitmix64(gtl_splitmix64(seed) ^ (i * 0xD1B54A32D192ED03ull));
   float u = (float)(h >> 40) * (1.0f / 16777216.0f);
-  return lo + (hi - lo) * u;
+#if defined(__CUDA_ARCH__)
+  // Explicit rounding: nvcc would contract a*b+c into one FMA on the device (one rounding
+  // instead of two), and the device value would then differ from the host's in the last
+  // bit for about 1 value in 2^16 — enough to change a bf16 rounding.
+  return __fadd_rn(lo, __fmul_rn(hi - lo, u));
+#else
+  return lo + (hi - lo) * u;  // C11 and C++17 (ISO modes) do not contract across statements
+#endif
 }
 
 /** Uniform integer in [0, n) for element i of stream seed (n >= 1). */
