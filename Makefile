@@ -84,6 +84,7 @@ endef
 $(foreach c,$(CHAPTERS),$(eval $(call chapter_rule,$(c))))
 
 # A program that needs more than the common flags says so here, one line each.
+ch10/optimized: PROG_NVCCFLAGS += -gencode=arch=compute_90a,code=sm_90a  # wgmma, setmaxnreg (ch10/wgmma.cuh)
 ch05/optimized: PROG_LDLIBS += -lpthread  # ring_loader.cuh's reader threads (glibc < 2.34 keeps pthreads apart)
 # ch04: NCCL from NCCL_HOME (default: the first of the toolkit, /usr, /usr/local with
 # include/nccl.h; a pip wheel works too: NCCL_HOME=<site-packages>/nvidia/nccl). Without
@@ -141,11 +142,12 @@ test: test-deps
 	@scripts/run_tests.sh $(TEST_BINS)
 
 clean:
-	rm -rf build tests/bin $(PROGRAMS)
+	rm -rf build tests/bin $(PROGRAMS) $(LAB_PROGRAMS)
 
 help:
 	@echo "MoE Gauntlet — targets:"
 	@echo "  make chNN        build one chapter: $(CHAPTERS)"
+	@echo "  make labs        build the MoE decode engine's layers: $(LAB_PROGRAMS)"
 	@echo "  make all         build every program for ARCH=$(ARCH)"
 	@echo "  make test        build all, run host tests, waive checks, expectations schema"
 	@echo "  make clean       remove build outputs"

@@ -1,0 +1,557 @@
+/* checkpoint.c — layout, synthetic weights, HF checkpoint loader and writer (see
+ * checkpoint.h). */
+#include "checkpoint.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "convert.h"
+#include "json.h"
+#include "rng.h"
+
+#define FAIL(...)                                            \
+  do {                                                       \
+    if (err && errlen) snprintf(err, errlen, __VA_ARGS__);   \
+    return -1;                                               \
+  } while (0)
+
+/* ---- layout ------------------------------------------------------------------------- */
+static const char *kind_names[MOE_KIND_COUNT] = {
+    "embed", "attn_norm", "q", "k", "v", "o", "q_norm", "k_norm", "ffn_norm", "router",
+    "gate", "up", "down", "final_norm", "lm_head"};
+const char *moe_kind_name(MoeKind k) { return (unsigned)k < MOE_KIND_COUNT ? kind_names[k] : "?"; }
+
+uint64_t moe_tensor_numel(const MoeTensor *t) {
+  return (uint64_t)t->rows * (uint64_t)(t->cols ? t->cols : 1);
+}
+
+int moe_tensor_index(const MoeLayout *lay, MoeKind k, int layer, int expert) {
+  const MoeConfig *c = &lay->cfg;
+  const int qk = c->qk_norm ? 2 : 0, tail = 1 + c->L * lay->per_layer;
+  const int base = 1 + layer * lay->per_layer;
+  switch (k) {
+    case MOE_EMBED: return 0;
+    case MOE_FINAL_NORM: return tail;
+    case MOE_LM_HEAD: return c->tie_embeddings ? 0 : tail + 1;
+    case MOE_ATTN_NORM: return base;
+    case MOE_Q: return base + 1;
+    case MOE_K: return base + 2;
+    case MOE_V: return base + 3;
+    case MOE_O: return base + 4;
+    case MOE_Q_NORM: return qk ? base + 5 : -1;
+    case MOE_K_NORM: return qk ? base + 6 : -1;
+    case MOE_FFN_NORM: return base + 5 + qk;
+    case MOE_ROUTER: return base + 6 + qk;
+    case MOE_GATE: return base + 7 + qk + 3 * expert;
+    case MOE_UP: return base + 8 + qk + 3 * expert;
+    case MOE_DOWN: return base + 9 + qk + 3 * expert;
+    default: return -1;
+  }
+}
+
+static void set(MoeTensor *t, MoeKind k, int layer, int expert, int64_t rows, int64_t cols,
+                const char *name) {
+  t->kind = k;
+  t->layer = layer;
+  t->expert = expert;
+  t->rows = rows;
+  t->cols = cols;
+  snprintf(t->name, sizeof t->name, "%s", name);
+}
+
+int moe_layout_build(const MoeConfig *c, MoeLayout *lay) {
+  memset(lay, 0, sizeof *lay);
+  lay->cfg = *c;
+  const int qk = c->qk_norm ? 2 : 0, q3 = c->arch == MOE_ARCH_QWEN3;
+  lay->per_layer = 7 + qk + 3 * c->E;
+  lay->n = 2 + c->L * lay->per_layer + (c->tie_embeddings ? 0 : 1);
+  lay->t = (MoeTensor *)calloc((size_t)lay->n, sizeof(MoeTensor));
+  if (!lay->t) return -1;
+  const int64_t D = c->D, Q = (int64_t)c->H * c->head_dim, KV = (int64_t)c->H_kv * c->head_dim;
+  char nm[96];
+  set(&lay->t[0], MOE_EMBED, -1, -1, c->V, D, "model.embed_tokens.weight");
+  for (int l = 0; l < c->L; l++) {
+#define NAME(...) (snprintf(nm, sizeof nm, __VA_ARGS__), nm)
+#define AT(k, e) &lay->t[moe_tensor_index(lay, k, l, e)]
+    set(AT(MOE_ATTN_NORM, 0), MOE_ATTN_NORM, l, -1, D, 0, NAME("model.layers.%d.input_layernorm.weight", l));
+    set(AT(MOE_Q, 0), MOE_Q, l, -1, Q, D, NAME("model.layers.%d.self_attn.q_proj.weight", l));
+    set(AT(MOE_K, 0), MOE_K, l, -1, KV, D, NAME("model.layers.%d.self_attn.k_proj.weight", l));
+    set(AT(MOE_V, 0), MOE_V, l, -1, KV, D, NAME("model.layers.%d.self_attn.v_proj.weight", l));
+    set(AT(MOE_O, 0), MOE_O, l, -1, D, Q, NAME("model.layers.%d.self_attn.o_proj.weight", l));
+    if (qk) {
+      set(AT(MOE_Q_NORM, 0), MOE_Q_NORM, l, -1, c->head_dim, 0, NAME("model.layers.%d.self_attn.q_norm.weight", l));
+      set(AT(MOE_K_NORM, 0), MOE_K_NORM, l, -1, c->head_dim, 0, NAME("model.layers.%d.self_attn.k_norm.weight", l));
+    }
+    set(AT(MOE_FFN_NORM, 0), MOE_FFN_NORM, l, -1, D, 0, NAME("model.layers.%d.post_attention_layernorm.weight", l));
+    set(AT(MOE_ROUTER, 0), MOE_ROUTER, l, -1, c->E, D,
+        NAME(q3 ? "model.layers.%d.mlp.gate.weight" : "model.layers.%d.block_sparse_moe.gate.weight", l));
+    for (int e = 0; e < c->E; e++) {
+      set(AT(MOE_GATE, e), MOE_GATE, l, e, c->F, D,
+          NAME(q3 ? "model.layers.%d.mlp.experts.%d.gate_proj.weight"
+                  : "model.layers.%d.block_sparse_moe.experts.%d.w1.weight", l, e));
+      set(AT(MOE_UP, e), MOE_UP, l, e, c->F, D,
+          NAME(q3 ? "model.layers.%d.mlp.experts.%d.up_proj.weight"
+                  : "model.layers.%d.block_sparse_moe.experts.%d.w3.weight", l, e));
+      set(AT(MOE_DOWN, e), MOE_DOWN, l, e, D, c->F,
+          NAME(q3 ? "model.layers.%d.mlp.experts.%d.down_proj.weight"
+                  : "model.layers.%d.block_sparse_moe.experts.%d.w2.weight", l, e));
+    }
+#undef AT
+#undef NAME
+  }
+  set(&lay->t[moe_tensor_index(lay, MOE_FINAL_NORM, 0, 0)], MOE_FINAL_NORM, -1, -1, D, 0, "model.norm.weight");
+  if (!c->tie_embeddings)
+    set(&lay->t[moe_tensor_index(lay, MOE_LM_HEAD, 0, 0)], MOE_LM_HEAD, -1, -1, c->V, D, "lm_head.weight");
+  uint64_t off = 0;
+  for (int i = 0; i < lay->n; i++) {
+    lay->t[i].offset = off;
+    const uint64_t n = moe_tensor_numel(&lay->t[i]);
+    if (n > lay->max_numel) lay->max_numel = n;
+    off += (n + 63) / 64 * 64; /* 128-byte aligned tensors: whole 16-byte vectors per row start */
+  }
+  lay->numel = off;
+  return 0;
+}
+
+void moe_layout_free(MoeLayout *lay) {
+  free(lay->t);
+  memset(lay, 0, sizeof *lay);
+}
+
+/* ---- synthetic weights -------------------------------------------------------------- */
+uint64_t moe_synth_seed(uint64_t seed, int tensor) {
+  return gtl_splitmix64(seed ^ gtl_splitmix64(0x7E450000ull + (uint64_t)tensor));
+}
+
+void moe_synth_range(const MoeLayout *lay, int tensor, float *lo, float *hi) {
+  const MoeTensor *t = &lay->t[tensor];
+  float a;
+  switch (t->kind) {
+    case MOE_ATTN_NORM: case MOE_FFN_NORM: case MOE_FINAL_NORM: case MOE_Q_NORM: case MOE_K_NORM:
+      *lo = 0.8f;
+      *hi = 1.2f;
+      return;
+    case MOE_EMBED: a = 1.0f; break;
+    case MOE_LM_HEAD: a = 2.0f * sqrtf(3.0f / (float)t->cols); break;
+    default: a = sqrtf(3.0f / (float)t->cols); break; /* var(U(-a,a)) = a²/3 = 1/fan_in */
+  }
+  *lo = -a;
+  *hi = a;
+}
+
+void moe_synth_tensor(const MoeLayout *lay, int tensor, uint64_t seed, uint16_t *out) {
+  float lo, hi;
+  moe_synth_range(lay, tensor, &lo, &hi);
+  const uint64_t s = moe_synth_seed(seed, tensor), n = moe_tensor_numel(&lay->t[tensor]);
+  for (uint64_t i = 0; i < n; i++) out[i] = gtl_f32_to_bf16(gtl_uniform(s, i, lo, hi));
+}
+
+uint16_t *moe_synth_arena(const MoeLayout *lay, uint64_t seed) {
+  uint16_t *a = (uint16_t *)calloc((size_t)lay->numel, sizeof(uint16_t));
+  if (!a) return NULL;
+  for (int i = 0; i < lay->n; i++) moe_synth_tensor(lay, i, seed, a + lay->t[i].offset);
+  return a;
+}
+
+/* ---- file plan ---------------------------------------------------------------------- */
+int moe_plan_build(const MoeLayout *lay, int fused, MoePlan *p) {
+  memset(p, 0, sizeof *p);
+  p->fused = fused;
+  p->ft = (MoeFileTensor *)calloc((size_t)lay->n, sizeof(MoeFileTensor));
+  p->parts = (MoePart *)calloc((size_t)lay->n, sizeof(MoePart));
+  if (!p->ft || !p->parts) {
+    moe_plan_free(p);
+    return -1;
+  }
+  const MoeConfig *c = &lay->cfg;
+  for (int i = 0; i < lay->n; i++) {
+    const MoeTensor *t = &lay->t[i];
+    const int expert_kind = t->kind == MOE_GATE || t->kind == MOE_UP || t->kind == MOE_DOWN;
+    MoeFileTensor *f = &p->ft[p->n];
+    if (!fused || !expert_kind) {
+      snprintf(f->name, sizeof f->name, "%s", t->name);
+      if (fused && t->kind == MOE_ROUTER) /* v5 keeps Mixtral's router under mlp. too */
+        snprintf(f->name, sizeof f->name, "model.layers.%d.mlp.gate.weight", t->layer);
+      f->ndim = t->cols ? 2 : 1;
+      f->shape[0] = (uint64_t)t->rows;
+      f->shape[1] = (uint64_t)t->cols;
+      f->first_part = p->n_parts;
+      f->n_parts = 1;
+      p->parts[p->n_parts].tensor = i;
+      p->parts[p->n_parts++].elem_off = 0;
+      p->n++;
+      continue;
+    }
+    if (t->expert != 0 || t->kind == MOE_UP) continue; /* emitted with expert 0's gate/down */
+    const int l = t->layer, down = t->kind == MOE_DOWN;
+    const uint64_t FD = (uint64_t)c->F * c->D;
+    snprintf(f->name, sizeof f->name, "model.layers.%d.mlp.experts.%s", l,
+             down ? "down_proj" : "gate_up_proj");
+    f->ndim = 3;
+    f->shape[0] = (uint64_t)c->E;
+    f->shape[1] = down ? (uint64_t)c->D : 2ull * c->F;
+    f->shape[2] = down ? (uint64_t)c->F : (uint64_t)c->D;
+    f->first_part = p->n_parts;
+    for (int e = 0; e < c->E; e++) {
+      if (down) {
+        p->parts[p->n_parts].tensor = moe_tensor_index(lay, MOE_DOWN, l, e);
+        p->parts[p->n_parts++].elem_off = (uint64_t)e * FD;
+      } else { /* gate rows first, then up rows: MixtralExperts chunks gate_up in that order */
+        p->parts[p->n_parts].tensor = moe_tensor_index(lay, MOE_GATE, l, e);
+        p->parts[p->n_parts++].elem_off = 2ull * e * FD;
+        p->parts[p->n_parts].tensor = moe_tensor_index(lay, MOE_UP, l, e);
+        p->parts[p->n_parts++].elem_off = (2ull * e + 1) * FD;
+      }
+    }
+    f->n_parts = p->n_parts - f->first_part;
+    p->n++;
+  }
+  return 0;
+}
+
+void moe_plan_free(MoePlan *p) {
+  free(p->ft);
+  free(p->parts);
+  memset(p, 0, sizeof *p);
+}
+
+/* ---- loader ------------------------------------------------------------------------- */
+static void shape_str(char *b, size_t n, int ndim, const uint64_t *s) {
+  size_t o = (size_t)snprintf(b, n, "[");
+  for (int i = 0; i < ndim && o < n; i++)
+    o += (size_t)snprintf(b + o, n - o, "%s%llu", i ? ", " : "", (unsigned long long)s[i]);
+  if (o < n) snprintf(b + o, n - o, "]");
+}
+
+static int file_exists(const char *p) {
+  struct stat sb;
+  return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* Add path to ck's files and parse its header. */
+static int add_file(MoeCheckpoint *ck, const char *path, char *err, size_t errlen) {
+  const int i = ck->n_files;
+  ck->path = (char **)realloc(ck->path, sizeof(char *) * (size_t)(i + 1));
+  ck->fd = (int *)realloc(ck->fd, sizeof(int) * (size_t)(i + 1));
+  ck->st = (GtlSafetensors *)realloc(ck->st, sizeof(GtlSafetensors) * (size_t)(i + 1));
+  if (!ck->path || !ck->fd || !ck->st) FAIL("out of host memory");
+  memset(&ck->st[i], 0, sizeof ck->st[i]);
+  ck->path[i] = strdup(path);
+  ck->fd[i] = -1;
+  ck->n_files++;
+  char e2[600];
+  if (gtl_st_open(path, &ck->st[i], e2, sizeof e2)) FAIL("%s: %s", path, e2);
+  ck->fd[i] = open(path, O_RDONLY);
+  if (ck->fd[i] < 0) FAIL("%s: %s", path, strerror(errno));
+  return 0;
+}
+
+static const GtlStTensor *find(const MoeCheckpoint *ck, const char *name, int *file) {
+  for (int f = 0; f < ck->n_files; f++) {
+    const GtlStTensor *t = gtl_st_find(&ck->st[f], name);
+    if (t) {
+      *file = f;
+      return t;
+    }
+  }
+  return NULL;
+}
+
+/* The files: the shards named by model.safetensors.index.json's weight_map, else
+ * model.safetensors. */
+static int open_files(MoeCheckpoint *ck, char *err, size_t errlen) {
+  char p[1400];
+  snprintf(p, sizeof p, "%s/model.safetensors.index.json", ck->dir);
+  if (!file_exists(p)) {
+    snprintf(p, sizeof p, "%s/model.safetensors", ck->dir);
+    if (!file_exists(p)) FAIL("%s: no model.safetensors or model.safetensors.index.json", ck->dir);
+    return add_file(ck, p, err, errlen);
+  }
+  char e2[600];
+  GtlJson *j = gtl_json_parse_file(p, e2, sizeof e2);
+  if (!j) FAIL("%s", e2);
+  const GtlJson *map = gtl_json_get(j, "weight_map");
+  if (!map || map->type != GTL_JSON_OBJ || map->n == 0) {
+    gtl_json_free(j);
+    FAIL("%s: weight_map: missing or empty", p);
+  }
+  int rc = 0;
+  for (const GtlJson *m = map->child; m && !rc; m = m->next) {
+    if (m->type != GTL_JSON_STR || strchr(m->str, '/')) {
+      snprintf(err, errlen, "%s: weight_map.%s: need a file name in this folder", p, m->key);
+      rc = -1;
+      break;
+    }
+    int seen = 0;
+    char fp[1400];
+    snprintf(fp, sizeof fp, "%s/%s", ck->dir, m->str);
+    for (int f = 0; f < ck->n_files && !seen; f++) seen = strcmp(ck->path[f], fp) == 0;
+    if (!seen) rc = add_file(ck, fp, err, errlen);
+  }
+  gtl_json_free(j);
+  return rc;
+}
+
+int moe_ckpt_open(const char *dir, MoeCheckpoint *ck, char *err, size_t errlen) {
+  memset(ck, 0, sizeof *ck);
+  snprintf(ck->dir, sizeof ck->dir, "%s", dir);
+  char p[1400], e2[600];
+  snprintf(p, sizeof p, "%s/config.json", dir);
+  MoeConfig cfg;
+  if (moe_config_read(p, &cfg, e2, sizeof e2)) FAIL("%s: %s", dir, e2);
+  if (moe_layout_build(&cfg, &ck->lay)) FAIL("out of host memory for the layout");
+  ck->src = (MoeSource *)calloc((size_t)ck->lay.n, sizeof(MoeSource));
+  if (!ck->src || open_files(ck, err, errlen)) {
+    if (!ck->src) snprintf(err, errlen, "out of host memory");
+    moe_ckpt_close(ck);
+    return -1;
+  }
+  int f0;
+  char fused_name[112];
+  snprintf(fused_name, sizeof fused_name, "model.layers.0.mlp.experts.gate_up_proj");
+  ck->fused = find(ck, fused_name, &f0) != NULL;
+  MoePlan plan;
+  if (moe_plan_build(&ck->lay, ck->fused, &plan)) {
+    moe_ckpt_close(ck);
+    FAIL("out of host memory for the plan");
+  }
+  /* Every problem, the first 8 spelled out. */
+  int n_bad = 0, used = 0;
+  size_t o = (size_t)snprintf(err, errlen, "%s: ", dir);
+  for (int i = 0; i < plan.n; i++) {
+    const MoeFileTensor *f = &plan.ft[i];
+    int file = -1;
+    const GtlStTensor *t = find(ck, f->name, &file);
+    char alt[112];
+    const char *b = strstr(f->name, ".block_sparse_moe.");
+    if (!t && b) { /* the same tensor under transformers v5's module name, mlp */
+      snprintf(alt, sizeof alt, "%.*s.mlp.%s", (int)(b - f->name), f->name, b + 18);
+      t = find(ck, alt, &file);
+    }
+    char want[96], got[96], line[400];
+    shape_str(want, sizeof want, f->ndim, f->shape);
+    line[0] = '\0';
+    if (!t) {
+      snprintf(line, sizeof line, "missing tensor %s (expected shape %s)", f->name, want);
+    } else if (t->dtype != GTL_ST_BF16 && t->dtype != GTL_ST_F16 && t->dtype != GTL_ST_F32) {
+      snprintf(line, sizeof line, "tensor %s: dtype %s is not supported (BF16, F16, F32)", f->name,
+               gtl_st_dtype_name(t->dtype));
+    } else {
+      int same = t->ndim == f->ndim;
+      for (int d = 0; same && d < f->ndim; d++) same = t->shape[d] == f->shape[d];
+      if (!same) {
+        shape_str(got, sizeof got, t->ndim, t->shape);
+        snprintf(line, sizeof line, "tensor %s: expected shape %s, found %s in %s", f->name, want, got,
+                 ck->path[file]);
+      }
+    }
+    if (line[0]) {
+      if (n_bad < 8 && o < errlen) o += (size_t)snprintf(err + o, errlen - o, "%s%s", n_bad ? "; " : "", line);
+      n_bad++;
+      continue;
+    }
+    used++;
+    for (int k = 0; k < f->n_parts; k++) {
+      const MoePart *pt = &plan.parts[f->first_part + k];
+      ck->src[pt->tensor].file = file;
+      ck->src[pt->tensor].st = t;
+      ck->src[pt->tensor].elem_off = pt->elem_off;
+      ck->n_bf16 += t->dtype == GTL_ST_BF16;
+      ck->n_f16 += t->dtype == GTL_ST_F16;
+      ck->n_f32 += t->dtype == GTL_ST_F32;
+    }
+  }
+  moe_plan_free(&plan);
+  if (n_bad) {
+    if (n_bad > 8 && o < errlen) snprintf(err + o, errlen - o, "; and %d more", n_bad - 8);
+    moe_ckpt_close(ck);
+    return -1;
+  }
+  size_t total = 0;
+  for (int f = 0; f < ck->n_files; f++) total += ck->st[f].n_tensors;
+  ck->n_unused = (int)total - used;
+  return 0;
+}
+
+uint64_t moe_ckpt_file_offset(const MoeCheckpoint *ck, int t) {
+  const MoeSource *s = &ck->src[t];
+  return ck->st[s->file].data_offset + s->st->begin + s->elem_off * gtl_st_dtype_size(s->st->dtype);
+}
+
+static int read_all(int fd, void *buf, size_t n, uint64_t off) {
+  for (size_t got = 0; got < n;) {
+    ssize_t r = pread(fd, (char *)buf + got, n - got, (off_t)(off + got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    got += (size_t)r;
+  }
+  return 0;
+}
+
+int moe_ckpt_read_bf16(const MoeCheckpoint *ck, int t, uint16_t *out, char *err, size_t errlen) {
+  const MoeSource *s = &ck->src[t];
+  const uint64_t n = moe_tensor_numel(&ck->lay.t[t]), off = moe_ckpt_file_offset(ck, t);
+  const size_t es = gtl_st_dtype_size(s->st->dtype);
+  if (s->st->dtype == GTL_ST_BF16) {
+    if (read_all(ck->fd[s->file], out, n * 2, off)) FAIL("%s: read of %s failed", ck->path[s->file], ck->lay.t[t].name);
+    return 0;
+  }
+  enum { CHUNK = 1 << 16 };
+  unsigned char buf[CHUNK * 4];
+  for (uint64_t i = 0; i < n; i += CHUNK) {
+    const size_t m = (size_t)(n - i < CHUNK ? n - i : CHUNK);
+    if (read_all(ck->fd[s->file], buf, m * es, off + i * es))
+      FAIL("%s: read of %s failed", ck->path[s->file], ck->lay.t[t].name);
+    for (size_t k = 0; k < m; k++) {
+      float v;
+      if (es == 4) memcpy(&v, buf + 4 * k, 4);
+      else v = gtl_fp16_to_f32((uint16_t)(buf[2 * k] | (buf[2 * k + 1] << 8)));
+      out[i + k] = gtl_f32_to_bf16(v);
+    }
+  }
+  return 0;
+}
+
+void moe_ckpt_close(MoeCheckpoint *ck) {
+  for (int f = 0; f < ck->n_files; f++) {
+    if (ck->fd && ck->fd[f] >= 0) close(ck->fd[f]);
+    if (ck->st) gtl_st_free(&ck->st[f]);
+    if (ck->path) free(ck->path[f]);
+  }
+  free(ck->path);
+  free(ck->fd);
+  free(ck->st);
+  free(ck->src);
+  moe_layout_free(&ck->lay);
+  memset(ck, 0, sizeof *ck);
+}
+
+/* ---- writer ------------------------------------------------------------------------- */
+static uint64_t ft_numel(const MoeFileTensor *f) {
+  uint64_t n = 1;
+  for (int d = 0; d < f->ndim; d++) n *= f->shape[d];
+  return n;
+}
+
+/* Write file tensor f's synthetic values as dtype, part by part (parts are in offset order). */
+static int write_tensor(FILE *out, const MoeLayout *lay, const MoePlan *p, const MoeFileTensor *f,
+                        uint64_t seed, GtlStDtype dt, uint16_t *vals, unsigned char *conv) {
+  enum { CHUNK = 1 << 20 };
+  for (int k = 0; k < f->n_parts; k++) {
+    const int t = p->parts[f->first_part + k].tensor;
+    const uint64_t n = moe_tensor_numel(&lay->t[t]);
+    moe_synth_tensor(lay, t, seed, vals);
+    if (dt == GTL_ST_BF16) {
+      if (fwrite(vals, 2, (size_t)n, out) != (size_t)n) return -1;
+      continue;
+    }
+    for (uint64_t i = 0; i < n; i += CHUNK) {
+      const size_t m = (size_t)(n - i < CHUNK ? n - i : CHUNK);
+      for (size_t j = 0; j < m; j++) {
+        const float v = gtl_bf16_to_f32(vals[i + j]);
+        if (dt == GTL_ST_F32) memcpy(conv + 4 * j, &v, 4);
+        else {
+          const uint16_t h = gtl_f32_to_fp16(v);
+          conv[2 * j] = (unsigned char)(h & 0xFF);
+          conv[2 * j + 1] = (unsigned char)(h >> 8);
+        }
+      }
+      if (fwrite(conv, gtl_st_dtype_size(dt), m, out) != m) return -1;
+    }
+  }
+  return 0;
+}
+
+int moe_ckpt_write_synthetic(const char *dir, const MoeConfig *c, uint64_t seed,
+                             const MoeWriteOpts *o, char *err, size_t errlen) {
+  const MoeWriteOpts dflt = {GTL_ST_BF16, 0, 0};
+  if (!o) o = &dflt;
+  if (err && errlen) err[0] = '\0';
+  if (o->dtype != GTL_ST_BF16 && o->dtype != GTL_ST_F16 && o->dtype != GTL_ST_F32)
+    FAIL("writer: dtype %s is not supported (BF16, F16, F32)", gtl_st_dtype_name(o->dtype));
+  char e2[600], path[1400];
+  if (moe_config_check(c, e2, sizeof e2)) FAIL("writer: %s", e2);
+  if (mkdir(dir, 0755) != 0 && errno != EEXIST) FAIL("%s: %s", dir, strerror(errno));
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  if (moe_config_write(path, c, err, errlen)) return -1;
+  MoeLayout lay;
+  MoePlan plan;
+  if (moe_layout_build(c, &lay)) FAIL("out of host memory");
+  if (moe_plan_build(&lay, o->fused, &plan)) {
+    moe_layout_free(&lay);
+    FAIL("out of host memory");
+  }
+  const size_t es = gtl_st_dtype_size(o->dtype);
+  /* Shards: consecutive file tensors, a new shard once shard_bytes would be passed. */
+  int *shard = (int *)calloc((size_t)plan.n, sizeof(int));
+  int n_shards = 1;
+  uint64_t cur = 0, total = 0;
+  for (int i = 0; i < plan.n; i++) {
+    const uint64_t b = ft_numel(&plan.ft[i]) * es;
+    if (o->shard_bytes && cur > 0 && cur + b > o->shard_bytes) {
+      n_shards++;
+      cur = 0;
+    }
+    shard[i] = n_shards - 1;
+    cur += b;
+    total += b;
+  }
+  uint16_t *vals = (uint16_t *)malloc((size_t)lay.max_numel * 2);
+  unsigned char *conv = (unsigned char *)malloc((size_t)(1 << 20) * 4);
+  GtlStTensor *st = (GtlStTensor *)calloc((size_t)plan.n, sizeof(GtlStTensor));
+  int rc = (!shard || !vals || !conv || !st) ? (snprintf(err, errlen, "out of host memory"), -1) : 0;
+  const char *meta[2] = {"format", "pt"}; /* transformers refuses files without it */
+  char fname[64];
+  for (int s = 0, i0 = 0; s < n_shards && !rc; s++) {
+    int i1 = i0;
+    while (i1 < plan.n && shard[i1] == s) i1++;
+    for (int i = i0; i < i1; i++) {
+      GtlStTensor *t = &st[i];
+      t->name = plan.ft[i].name;
+      t->dtype = o->dtype;
+      t->ndim = plan.ft[i].ndim;
+      for (int d = 0; d < t->ndim; d++) t->shape[d] = plan.ft[i].shape[d];
+    }
+    if (n_shards == 1) snprintf(fname, sizeof fname, "model.safetensors");
+    else snprintf(fname, sizeof fname, "model-%05d-of-%05d.safetensors", s + 1, n_shards);
+    snprintf(path, sizeof path, "%s/%s", dir, fname);
+    size_t hlen = 0;
+    unsigned char *h = gtl_st_header_build(st + i0, (size_t)(i1 - i0), meta, 1, &hlen, e2, sizeof e2);
+    FILE *f = h ? fopen(path, "wb") : NULL;
+    if (!h) rc = (snprintf(err, errlen, "%s: %s", path, e2), -1);
+    else if (!f) rc = (snprintf(err, errlen, "%s: %s", path, strerror(errno)), -1);
+    else if (fwrite(h, 1, hlen, f) != hlen) rc = -1;
+    for (int i = i0; i < i1 && !rc; i++)
+      rc = write_tensor(f, &lay, &plan, &plan.ft[i], seed, o->dtype, vals, conv);
+    if (f && fclose(f) != 0) rc = -1;
+    if (rc && !err[0]) snprintf(err, errlen, "%s: write failed: %s", path, strerror(errno));
+    free(h);
+    i0 = i1;
+  }
+  if (!rc && n_shards > 1) {
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) rc = (snprintf(err, errlen, "%s: %s", path, strerror(errno)), -1);
+    else {
+      fprintf(f, "{\n  \"metadata\": {\"total_size\": %llu},\n  \"weight_map\": {\n", (unsigned long long)total);
+      for (int i = 0; i < plan.n; i++)
+        fprintf(f, "    \"%s\": \"model-%05d-of-%05d.safetensors\"%s\n", plan.ft[i].name, shard[i] + 1,
+                n_shards, i + 1 < plan.n ? "," : "");
+      fprintf(f, "  }\n}\n");
+      if (fclose(f) != 0) rc = (snprintf(err, errlen, "%s: %s", path, strerror(errno)), -1);
+    }
+  }
+  free(shard);
+  free(vals);
+  free(conv);
+  free(st);
+  moe_plan_free(&plan);
+  moe_layout_free(&lay);
+  return rc;
+}
