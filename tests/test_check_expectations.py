@@ -52,6 +52,14 @@ class Classify(unittest.TestCase):
         self.assertEqual(v, "FAIL")  # ch07 floor is 3x
 
 
+    def test_ch17_speedup_is_on_the_p99(self):
+        b, o = line("baseline", 0.21), line("optimized", 0.49)  # median worse on purpose
+        b["p99_ms"], o["p99_ms"] = 2.06, 0.63
+        v, s, _ = ce.classify("ch17", b, o, None)
+        self.assertAlmostEqual(s, 2.06 / 0.63)
+        self.assertEqual(v, "NO_ENTRY")  # 3.3x >= the 2x floor, nothing stored yet
+
+
 class UpdateAndSchema(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp()
