@@ -118,6 +118,6 @@ void gemm_wmma_launch(const GemmProblem *p, cudaStream_t s) {
 
 static const GemmVariant variants[] = {
     {"baseline", "single-buffered smem tiles, WMMA 16x16x16, 128x128 block tile",
-     gemm_wmma_launch, 8, 0, 0}};
+     gemm_wmma_launch, 8, 0, 0, NULL}};
 
 int main(int argc, char **argv) { return gemm_main(argc, argv, "baseline", variants, 1); }

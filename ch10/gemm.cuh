@@ -43,7 +43,25 @@ typedef struct {
   void (*launch)(const GemmProblem *p, cudaStream_t s);
   int cc_major, cc_minor;  // the oldest GPU it runs on
   int smem_bytes;          // dynamic shared memory per block (0: static only, <= 48 KB)
+  // NULL, or a check for what the compute capability alone does not say (sm_90a code
+  // runs on CC 9.0 only, and only if the binary carries it): returns NULL when the
+  // kernel runs on this device, else one line saying why not (the program waives).
+  const char *(*unsupported)(const GtlDevice *dev);
 } GemmVariant;
+
+// Epilogue helper of the optimized kernels: store two neighbouring outputs (row, col),
+// (row, col+1) as bf16, skipping any past M or N.
+__device__ __forceinline__ void gemm_store_pair(__nv_bfloat16 *C, int M, int N, int row,
+                                                int col, float v0, float v1) {
+  if (row >= M) return;
+  __nv_bfloat16 *dst = C + (size_t)row * N + col;
+  if (N % 2 == 0 && col + 1 < N) {  // 4-byte aligned and both in range
+    *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(v0, v1);
+  } else {
+    if (col < N) dst[0] = __float2bfloat16_rn(v0);
+    if (col + 1 < N) dst[1] = __float2bfloat16_rn(v1);
+  }
+}
 
 static double gemm_flops(const GemmProblem *p) { return 2.0 * p->M * p->N * p->K; }
 static double gemm_bytes(const GemmProblem *p) {
@@ -98,12 +116,32 @@ static void gemm_validate(GtlCtx *ctx, const GemmProblem *p, GtlGuarded *g_C,
   r->validated = 1;
 }
 
+// Why variant v cannot run on this GPU, or NULL when it can (CC, shared memory, and the
+// variant's own check). buf holds the message.
+static const char *gemm_variant_unfit(const GtlCtx *ctx, const GemmVariant *v, char *buf,
+                                      size_t n) {
+  const GtlDevice *d = &ctx->dev;
+  if (d->cc_major < v->cc_major || (d->cc_major == v->cc_major && d->cc_minor < v->cc_minor)) {
+    snprintf(buf, n, "variant %s needs compute capability %d.%d or newer; found %s, CC %d.%d",
+             v->name, v->cc_major, v->cc_minor, d->name, d->cc_major, d->cc_minor);
+    return buf;
+  }
+  if ((size_t)v->smem_bytes > d->smem_optin) {
+    snprintf(buf, n, "variant %s needs %d bytes of shared memory per block; %s allows %zu",
+             v->name, v->smem_bytes, d->name, d->smem_optin);
+    return buf;
+  }
+  const char *reason = v->unsupported ? v->unsupported(d) : NULL;
+  if (reason) snprintf(buf, n, "%s", reason);
+  return reason ? buf : NULL;
+}
+
 // main() of every ch10 program: parse, device, feature check, inputs, reference, poison,
 // validated run, validate, time the kernel, validate and time cuBLAS bf16, report.
 static int gemm_main(int argc, char **argv, const char *program, const GemmVariant *variants,
                      int n_variants) {
   int64_t M = -1, N = -1, K = -1;  // -1: take the --size preset
-  const char *vname = variants[0].name;
+  const char *vname = NULL;  // NULL: the first variant of the table this GPU can run
   GtlOpt opts[] = {{"M", GTL_OPT_INT, &M, "rows of A and C: tokens (default 4096)"},
                    {"N", GTL_OPT_INT, &N, "rows of B, columns of C (default 5760)"},
                    {"K", GTL_OPT_INT, &K, "reduction length, a multiple of 8 (default 2880)"},
@@ -111,8 +149,8 @@ static int gemm_main(int argc, char **argv, const char *program, const GemmVaria
   GtlCtx ctx;
   gtl_parse(&ctx, "ch10", program, argc, argv, opts, n_variants > 1 ? 4 : 3, 10, 100,
             GTL_L2_COLD);
-  const GemmVariant *v = NULL;
-  for (int i = 0; i < n_variants; i++)
+  const GemmVariant *v = vname ? NULL : &variants[0];
+  for (int i = 0; vname && i < n_variants; i++)
     if (!strcmp(variants[i].name, vname)) v = &variants[i];
   if (!v) gtl_usage_fail(&ctx, "unknown --variant=%s", vname);
   // Presets: small = every dimension off the tile grid (edges, quick under memcheck);
@@ -131,11 +169,18 @@ static int gemm_main(int argc, char **argv, const char *program, const GemmVaria
                          "N·K, M·N below 2^31 (got M=%lld N=%lld K=%lld)",
                    (long long)M, (long long)N, (long long)K);
   gtl_open(&ctx);
-  gtl_require_cc(&ctx, v->cc_major, v->cc_minor, "bf16 tensor-core instructions");
-  char why[384];
-  snprintf(why, sizeof why, "needs %d bytes of shared memory per block; %s allows %zu",
-           v->smem_bytes, ctx.dev.name, ctx.dev.smem_optin);
-  gtl_require(&ctx, (size_t)v->smem_bytes <= ctx.dev.smem_optin, why);
+  // An explicit --variant runs that kernel or waives; by default the first variant the GPU
+  // can run is taken (wgmma on Hopper, mma.sync on Ampere and newer), and said so.
+  char why[384], first_why[384];
+  const char *unfit = gemm_variant_unfit(&ctx, v, first_why, sizeof first_why);
+  for (int i = 1; unfit && !vname && i < n_variants; i++)
+    if (!gemm_variant_unfit(&ctx, &variants[i], why, sizeof why)) {
+      if (!ctx.args.json)
+        printf("# variant %s chosen: %s\n", variants[i].name, first_why);
+      v = &variants[i];
+      unfit = NULL;
+    }
+  gtl_require(&ctx, unfit == NULL, first_why);
 
   char workload[128];
   snprintf(workload, sizeof workload, "M%lld_N%lld_K%lld", (long long)M, (long long)N,

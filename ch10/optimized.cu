@@ -1,10 +1,19 @@
-// ch10 tensor cores, intra-kernel pipelining — optimized: multi-stage cp.async + mma.sync.
+// ch10 tensor cores, intra-kernel pipelining — optimized: a pipelined K loop, two ways.
 //
-// The one change: the K loop becomes a pipeline. Global → shared copies are issued with
-// cp.async (LDGSTS: the copy goes straight to shared memory, no registers, no waiting),
-// STAGES-1 K slices ahead of the slice being multiplied, in a ring of STAGES shared-memory
-// buffers. One __syncthreads per slice both publishes the slice that landed and frees the
-// buffer the next copies refill, and it sits where the tensor cores still have queued work:
+// The one change: the K loop becomes a pipeline, so copies of later K slices overlap the
+// tensor-core work on the current one. This program offers it twice (--variant=NAME):
+//
+// wgmma (default; Hopper, sm_90a, in wgmma.cuh): the copy engine (TMA) fills a 4-stage
+// ring of 46 KB slices and signals per-stage mbarriers; two consumer warpgroups run
+// wgmma.mma_async m64n240k16 straight from the swizzled shared tiles; one producer
+// warpgroup issues the copies (warp specialization) and setmaxnreg hands its registers to
+// the consumers. Persistent grid, 128x240 tiles. 670 TFLOP/s on an H200, 88% of cuBLAS.
+//
+// mma (any GPU from sm_80, below): global → shared copies are issued with cp.async
+// (LDGSTS: straight to shared memory, no registers, no waiting), STAGES-1 K slices ahead
+// of the slice being multiplied, in a ring of STAGES shared-memory buffers. One
+// __syncthreads per slice both publishes the slice that landed and frees the buffer the
+// next copies refill, and it sits where the tensor cores still have queued work:
 // fragments are double-buffered in registers, so the next k-step's ldmatrix loads (the
 // next slice's, across the barrier) overlap this k-step's mma.syncs. To feed the tensor
 // cores at that rate the inner product moves from WMMA to what WMMA hides: ldmatrix (one
@@ -14,20 +23,23 @@
 // warps with 3 stages takes 96 KB (dynamic, opt-in above 48 KB) and 236 registers per
 // thread, so two blocks share an SM: one block's barrier wait is the other's compute
 // (measured on an H200: 403 TFLOP/s, against 367 for one 128x256 block of 8 warps per SM).
-// Edges: cp.async with src-size 0 writes zeros, so tiles past M, N or K add nothing; the
-// epilogue stores only in-range elements.
+// Edges: cp.async with src-size 0 (mma) and TMA's out-of-bounds fill (wgmma) write zeros,
+// so tiles past M, N or K add nothing; the epilogues store only in-range elements.
 //
 // Build and run:   make ch10 && ./ch10/optimized         (pair: scripts/pair.sh ch10)
+//                  ./ch10/optimized --variant=mma        (the sm_80+ kernel)
 //                  ./ch10/optimized --M=4000 --N=5000 --K=2000   (edges off the tile grid)
-// SASS check: cuobjdump --dump-sass ch10/optimized | grep -oE 'LDGSTS|LDSM|HMMA' | sort | uniq -c
-// Nsight Compute:  scripts/profile.sh ch10 optimized
+// SASS check: cuobjdump --dump-sass ch10/optimized |
+//               grep -oE 'UTMALDG|HGMMA|LDGSTS|LDSM|HMMA' | sort | uniq -c
+// Nsight Compute:  scripts/profile.sh ch10 optimized   (add --variant=mma for the other)
 //   sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_elapsed (tensor pipe
-//   busy: ~27% baseline, ~63% here, ~91% cuBLAS's wgmma kernel),
+//   busy, HGMMA included: ~27% baseline, ~63% mma, ~76% wgmma, ~91% cuBLAS's kernel),
 //   l1tex__data_bank_conflicts_pipe_lsu_mem_shared.sum (18.7 M in the baseline, ~0.4 M
-//   here, from the epilogue), lts__t_sectors_srcunit_tex.avg.pct_of_peak_sustained_elapsed
-//   (L2 feeding the SMs: ~58%).
-// Book: tensor cores (WMMA, mma.sync) and intra-kernel pipelining.
+//   in mma, from the epilogue), lts__t_sectors_srcunit_tex.avg.pct_of_peak_sustained_elapsed
+//   (L2 feeding the SMs: ~58% mma, ~67% wgmma).
+// Book: tensor cores (WMMA, mma.sync, wgmma) and intra-kernel pipelining.
 #include "gemm.cuh"
+#include "wgmma.cuh"  // the Hopper variant: TMA + mbarrier + wgmma, warp-specialized
 
 namespace {
 constexpr int BM = 128, BN = 128, BK = 64;  // block tile; K slice per stage
@@ -78,19 +90,6 @@ __device__ __forceinline__ void mma_bf16_16816(float d[4], const unsigned a[4],
       "{%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-// Store two neighbouring outputs (row, col), (row, col+1) as bf16, skipping any past M/N.
-__device__ __forceinline__ void store_pair(__nv_bfloat16 *C, int M, int N, int row, int col,
-                                           float v0, float v1) {
-  if (row >= M) return;
-  __nv_bfloat16 *dst = C + (size_t)row * N + col;
-  if (N % 2 == 0 && col + 1 < N) {  // 4-byte aligned and both in range
-    *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(v0, v1);
-  } else {
-    if (col < N) dst[0] = __float2bfloat16_rn(v0);
-    if (col + 1 < N) dst[1] = __float2bfloat16_rn(v1);
-  }
 }
 
 // Strategy: STAGES-deep cp.async ring + ldmatrix + mma.sync m16n8k16, 64x64 warp tiles.
@@ -207,8 +206,8 @@ __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)
 #pragma unroll
     for (int j = 0; j < NT; j++) {
       const int row = m0 + wm + i * 16 + lane / 4, col = n0 + wn + j * 8 + (lane % 4) * 2;
-      store_pair(C, M, N, row, col, acc[i][j][0], acc[i][j][1]);
-      store_pair(C, M, N, row + 8, col, acc[i][j][2], acc[i][j][3]);
+      gemm_store_pair(C, M, N, row, col, acc[i][j][0], acc[i][j][1]);
+      gemm_store_pair(C, M, N, row + 8, col, acc[i][j][2], acc[i][j][3]);
     }
 }
 
@@ -225,8 +224,11 @@ void gemm_mma_launch(const GemmProblem *p, cudaStream_t s) {
   GTL_LAUNCH();
 }
 
+// The first entry is the default; --variant=mma runs the portable (sm_80+) kernel.
 static const GemmVariant variants[] = {
-    {"optimized", "multi-stage cp.async ring, ldmatrix + mma.sync m16n8k16, swizzled smem",
-     gemm_mma_launch, 8, 0, SMEM_BYTES}};
+    {"wgmma", "TMA + mbarrier 4-stage ring, wgmma m64n240k16, producer/consumer warpgroups",
+     hopper::gemm_wgmma_launch, 9, 0, hopper::SMEM_BYTES, hopper::gemm_wgmma_unsupported},
+    {"mma", "multi-stage cp.async ring, ldmatrix + mma.sync m16n8k16, swizzled smem",
+     gemm_mma_launch, 8, 0, SMEM_BYTES, NULL}};
 
-int main(int argc, char **argv) { return gemm_main(argc, argv, "optimized", variants, 1); }
+int main(int argc, char **argv) { return gemm_main(argc, argv, "optimized", variants, 2); }

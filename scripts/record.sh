@@ -2,6 +2,8 @@
 # record.sh — one full measuring run on a GPU, for expectations/<hardware_key>.json.
 #
 #   scripts/record.sh OUTDIR [chNN ...]      (default: every chapter with a pair)
+#   MEMCHECK=0 scripts/record.sh …           skip step 4 (memcheck is slow)
+#   LAB=0 …                                   skip the lab's mini validation (step 3b)
 #
 # 1. builds everything; 2. measures the ceilings (ch02/ceilings) and merges them into
 # expectations/<key>.json first, so every later program reports % of measured ceilings;
@@ -32,6 +34,12 @@ for ch in $chapters; do
   RESULTS_DIR="$out/results" timeout 600 scripts/pair.sh "$ch" > "$out/results/$ch.pair.txt" 2>&1
   log "$ch pair rc=$? :: $(tail -n 1 "$out/results/$ch.pair.txt")"
 done
+if [ "${LAB:-1}" = 1 ] && [ -x labs/00_baseline/decode ]; then
+  timeout 300 ./labs/00_baseline/decode --preset=mini --batch=1 --prompt=16 --gen=64 --check=64 \
+    > "$out/results/labs_00_mini.log" 2>&1
+  log "labs/00_baseline mini rc=$? :: $(grep -h '^labs\|top-1\|rel_l2' "$out/results/labs_00_mini.log" | tail -n 2 | tr '\n' ' ')"
+fi
+[ "${MEMCHECK:-1}" = 1 ] || chapters=""
 for ch in $chapters; do
   for p in "$ch"/baseline "$ch"/optimized; do
     [ -x "$p" ] || continue
