@@ -100,6 +100,30 @@ class UpdateAndSchema(unittest.TestCase):
             e = json.load(f)["entries"]["ch07"]
         self.assertAlmostEqual(e["optimized"]["pct_of_ceiling"], 75.0)
 
+    def test_lab_entry_keeps_operating_points_and_validates(self):
+        for name, ms, batch in (("b1.json", 110.0, 1), ("b64.json", 1250.0, 64)):
+            l = line("decode", ms, workload=f"gptoss20b_B{batch}")
+            l.update({"tokens_per_s": 1000.0 * batch / ms, "ms_per_token": ms, "batch": batch})
+            self.write(name, l)
+        files = [os.path.join(self.res, f) for f in ("b1.json", "b64.json")]
+        self.assertEqual(ce.main(["update-lab", *files, "--target", "labs/00_baseline",
+                                  "--command", "decode"]), 0)
+        path = os.path.join(ce.EXP_DIR, "h200.json")
+        with open(path) as f:
+            exp = json.load(f)
+        e = exp["entries"]["labs/00_baseline"]
+        self.assertEqual(sorted(e["operating_points"]), ["gptoss20b_B1", "gptoss20b_B64"])
+        self.assertEqual(e["speedup"], 1.0)  # layer 00 is its own yardstick
+        self.assertEqual(ce.validate_exp(exp, path), [])
+
+    def test_waived_programs_are_skipped(self):
+        open(os.path.join(self.res, "ch04.baseline.json"), "w").close()  # waived: no line
+        self.write("ch07.baseline.json", line("baseline", 0.3))
+        self.write("ch07.optimized.json", line("optimized", 0.1))
+        self.assertEqual(ce.main(["update", self.res, "--command", "x"]), 0)
+        with open(os.path.join(ce.EXP_DIR, "h200.json")) as f:
+            self.assertEqual(list(json.load(f)["entries"]), ["ch07"])
+
     def test_update_refuses_another_hardware_key(self):
         with open(os.path.join(ce.EXP_DIR, "h200.json"), "w") as f:
             json.dump({"schema": ce.SCHEMA, "hardware_key": "h100", "tolerance": 0.25,
