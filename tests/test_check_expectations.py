@@ -116,6 +116,17 @@ class UpdateAndSchema(unittest.TestCase):
         self.assertEqual(e["speedup"], 1.0)  # layer 00 is its own yardstick
         self.assertEqual(ce.validate_exp(exp, path), [])
 
+    def test_attached_table_rows_are_parsed_by_named_columns(self):
+        path = os.path.join(self.res, "sweep.txt")
+        with open(path, "w") as f:
+            f.write("# header\nmode   SMs P+D  p99_ms  check_sm (decode, prefill)\n"
+                    "graph  shared   1.064  shared 132, 132\nsplit  96+36    0.629  PASS 36, 96\n\n"
+                    "best decode p99: split\n")
+        rows = ce.parse_table(path, "mode", ["mode", "sms", "p99_ms", "check_sm"])
+        self.assertEqual(len(rows), 2)
+        self.assertEqual(rows[1], {"mode": "split", "sms": "96+36", "p99_ms": 0.629,
+                                   "check_sm": "PASS 36, 96"})
+
     def test_waived_programs_are_skipped(self):
         open(os.path.join(self.res, "ch04.baseline.json"), "w").close()  # waived: no line
         self.write("ch07.baseline.json", line("baseline", 0.3))
