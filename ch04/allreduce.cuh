@@ -16,10 +16,23 @@
 // both directions, as in the all-reduce.
 //
 // The host-staged all-reduce lives here, not in baseline.cu, because optimized --sweep
-// times it beside NCCL and the one-shot kernel. The methods are timed the same way:
-// each iteration records an event on GPU 0's stream, every other GPU's stream waits on
-// it (fork), each rank's work is enqueued, and GPU 0's stream waits on an event from
-// every other GPU (join). The event pair on GPU 0's stream so spans the slowest rank.
+// times it beside NCCL and the one-shot kernel.
+//
+// Timing: one method per message size, the same for every method that can use it.
+//   graph      (messages <= 4 MiB; nccl and oneshot): K = 100 back-to-back all-reduces
+//              are captured into one CUDA graph per GPU (each GPU's stream captured on
+//              its own, the NCCL calls inside ncclGroupStart/End as usual: the pattern
+//              of NCCL-tests' -G option). Every sample replays each GPU's graph on that
+//              GPU's stream between two events of that GPU; the sample's latency is the
+//              slowest GPU's replay time / K, and the row is the median over samples.
+//              The host enqueues nothing per all-reduce, so a small message measures the
+//              all-reduce, not the host's launches.
+//   fork/join  (larger messages; host_staged at every size, since its host sum cannot be
+//              captured): each sample records an event on GPU 0's stream, every other
+//              GPU's stream waits on it (fork), each rank's work is enqueued, and GPU 0's
+//              stream waits on an event from every other GPU (join), so the event pair
+//              spans the slowest rank. It includes the host's enqueue cost (~15 us per
+//              all-reduce here), which only matters for small messages.
 #pragma once
 #include <cuda_bf16.h>
 #include <math.h>
@@ -41,6 +54,8 @@
 #define AR_MAX_THREADS 16       // host threads for the host-staged sum and the reference
 #define AR_MAX_BYTES (512ull << 20)
 #define AR_MAX_METHODS 4      // host_staged + a program's methods
+#define AR_GRAPH_K 100        // all-reduces per graph-timed sample
+#define AR_GRAPH_MAX_BYTES (4ull << 20)  // messages up to this size are graph-timed
 
 typedef struct {
   int n_ranks;                         // GPUs in the all-reduce (every process)
@@ -61,14 +76,20 @@ typedef struct {
 } ArTeam;
 
 // A way to all-reduce. setup returns 0 when the method can run (why may then hold a note
-// for the header, e.g. a library version), else -1 with the reason in why; launch enqueues one out-of-place all-reduce of count elements of every local
-// rank on t->stream[r] (it may block the host: the host-staged method does).
+// for the header, e.g. a library version), else -1 with the reason in why; launch
+// enqueues one out-of-place all-reduce of count elements of every local rank on
+// t->stream[r] (it may block the host: the host-staged method does). check, when not
+// NULL, returns nonzero (reason in why) when the GPUs flagged an error of the method's
+// own, e.g. a barrier that timed out; graph says launch enqueues stream work only, so it
+// can be captured into a CUDA graph.
 typedef struct {
   const char *name;      // [a-z_]: "host_staged", "nccl", "oneshot"
   const char *strategy;  // one line for the header
   int (*setup)(ArTeam *t, char *why, size_t n);
   void (*launch)(ArTeam *t, size_t count);
   void (*teardown)(ArTeam *t);
+  int (*check)(ArTeam *t, char *why, size_t n);
+  int graph;
 } ArMethod;
 
 static void ar_exit(int code) {
@@ -215,7 +236,7 @@ static const ArMethod ar_host_staged = {
     "host_staged",
     "host-staged: D2H every rank (pinned, all GPUs at once), sum on the host's cores in fp32, "
     "H2D the sum to every rank",
-    ar_host_staged_setup, ar_host_staged_launch, ar_host_staged_teardown};
+    ar_host_staged_setup, ar_host_staged_launch, ar_host_staged_teardown, NULL, 0};
 
 // ---- fork / join: one all-reduce spanning every local GPU, timed on GPU 0's stream ----
 typedef struct {
@@ -298,24 +319,23 @@ typedef struct {
   GtlErr fail_err;
 } ArCheck;
 
-// Poison every rank's output, run one all-reduce of count elements, compare every local
-// rank's result with the reference (and, with MPI, combine the verdict of all processes).
-// Also checks the guard bands and that the 256 bytes past count are still poison.
-// Returns pass; e receives the worst rank's comparison.
-static int ar_validate(ArCheck *c, const ArMethod *m, size_t count, GtlErr *e) {
+static void ar_poison_outputs(ArTeam *t) {
+  for (int r = 0; r < t->n_local; r++) {
+    GTL_CUDA(cudaSetDevice(t->dev[r]));
+    gtl_poison(t->d_out[r], t->max_count * sizeof(__nv_bfloat16), t->stream[r]);
+  }
+  GTL_CUDA(cudaSetDevice(t->dev[0]));
+}
+
+// Compare every local rank's output (after the caller synchronized) with the reference,
+// and, with MPI, combine the verdict of all processes. Also checks the guard bands, that
+// the 256 bytes past count are still poison, and the method's own error flags (check).
+// Returns pass; e receives the worst rank's comparison; `when` names the run in a FAIL.
+static int ar_check(ArCheck *c, const ArMethod *m, size_t count, const char *when, GtlErr *e) {
   ArTeam *t = c->t;
   const size_t max_bytes = t->max_count * sizeof(__nv_bfloat16);
   const size_t bytes = count * sizeof(__nv_bfloat16);
   const size_t tail = max_bytes - bytes < 256 ? max_bytes - bytes : 256;
-  gtl_phase_push(GTL_PHASE_VALIDATE);
-  for (int r = 0; r < t->n_local; r++) {
-    GTL_CUDA(cudaSetDevice(t->dev[r]));
-    gtl_poison(t->d_out[r], max_bytes, t->stream[r]);
-  }
-  GTL_CUDA(cudaSetDevice(t->dev[0]));
-  ArRun run = {t, m, count};
-  ar_run(&run, c->ctx->stream);
-  GTL_CUDA(cudaStreamSynchronize(c->ctx->stream));
   int pass = 1;
   memset(e, 0, sizeof *e);
   for (int r = 0; r < t->n_local; r++) {
@@ -336,6 +356,11 @@ static int ar_validate(ArCheck *c, const ArMethod *m, size_t count, GtlErr *e) {
     pass &= er.pass;
   }
   GTL_CUDA(cudaSetDevice(t->dev[0]));
+  char why[256];
+  if (m->check && m->check(t, why, sizeof why)) {
+    fprintf(stderr, "ch04 %s: %s\n", m->name, why);
+    pass = 0;
+  }
 #ifdef GTL_MPI
   double rl = e->rel_l2;
   MPI_Allreduce(MPI_IN_PLACE, &pass, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
@@ -343,24 +368,166 @@ static int ar_validate(ArCheck *c, const ArMethod *m, size_t count, GtlErr *e) {
   e->rel_l2 = rl;
 #endif
   e->pass = pass;
-  gtl_phase_pop();
   if (!pass) {
     c->any_fail = 1;
     c->fail_err = *e;
-    char what[96];
-    snprintf(what, sizeof what, "%s %zu bytes", m->name, bytes);
+    char what[128];
+    snprintf(what, sizeof what, "%s %zu bytes%s", m->name, bytes, when);
     gtl_err_print(stderr, e, what);
   }
   return pass;
 }
 
-// Time m on count elements with the program's warm-up and iterations (median in st).
-static void ar_time(GtlCtx *ctx, ArTeam *t, const ArMethod *m, size_t count, GtlStats *st) {
+// Poison every rank's output, run one all-reduce of count elements (fork/join), check it.
+static int ar_validate(ArCheck *c, const ArMethod *m, size_t count, GtlErr *e) {
+  ArTeam *t = c->t;
+  gtl_phase_push(GTL_PHASE_VALIDATE);
+  ar_poison_outputs(t);
+  ArRun run = {t, m, count};
+  ar_run(&run, c->ctx->stream);
+  GTL_CUDA(cudaStreamSynchronize(c->ctx->stream));
+  const int pass = ar_check(c, m, count, "", e);
+  gtl_phase_pop();
+  return pass;
+}
+
+// Whether m is graph-timed at this size (see the top of this file). --l2=cold needs a
+// flush between all-reduces, which a graph of K back-to-back ones cannot have.
+static int ar_graph_timed(const GtlCtx *ctx, const ArMethod *m, size_t bytes) {
+  return m->graph && bytes <= AR_GRAPH_MAX_BYTES && ctx->args.l2 != GTL_L2_COLD;
+}
+
+// The timing column of a row of size bytes: "graph" when any of the n methods (those with
+// ok[i]) is graph-timed there, else "fork".
+static const char *ar_timing_name(const GtlCtx *ctx, const ArMethod *const *m, const int *ok,
+                                  int n, size_t bytes) {
+  for (int i = 0; i < n; i++)
+    if (ok[i] && ar_graph_timed(ctx, m[i], bytes)) return "graph";
+  return "fork";
+}
+
+// Graph timing: capture AR_GRAPH_K all-reduces per GPU, replay (warm-up, one untimed
+// lead-in so every GPU is already busy and in step when the first sample starts, then
+// ctx->args.iters samples), st = per-all-reduce ms (slowest GPU of each sample / K).
+// The outputs are poisoned first and checked after the replays (with verify), so the
+// graph's results are validated too. Returns 0 when that check failed.
+static int ar_time_graph(ArCheck *c, const ArMethod *m, size_t count, GtlStats *st) {
+  GtlCtx *ctx = c->ctx;
+  ArTeam *t = c->t;
+  const int n = ctx->args.iters, nl = t->n_local;
+  cudaGraph_t g[AR_MAX_GPUS];
+  cudaGraphExec_t ge[AR_MAX_GPUS];
+  cudaEvent_t *ev = (cudaEvent_t *)malloc(sizeof(cudaEvent_t) * 2 * (size_t)n * nl);
+  float *ms = (float *)malloc(sizeof(float) * (size_t)n);
+  if (!ev || !ms) {
+    fprintf(stderr, "error: host out of memory for %d timing samples\n", n);
+    ar_exit(GTL_EXIT_RUNTIME);
+  }
+  if (ctx->args.verify) ar_poison_outputs(t);
+  // Thread-local capture mode, as NCCL-tests uses: NCCL's own threads may still call
+  // cudaMalloc while this thread captures. While any of this thread's streams captures,
+  // calls such as cudaGraphInstantiate or cudaEventCreate are refused (error 900), so
+  // every capture ends before the first of them.
+  for (int r = 0; r < nl; r++) {
+    GTL_CUDA(cudaSetDevice(t->dev[r]));
+    GTL_CUDA(cudaStreamBeginCapture(t->stream[r], cudaStreamCaptureModeThreadLocal));
+  }
+  for (int k = 0; k < AR_GRAPH_K; k++) m->launch(t, count);
+  for (int r = 0; r < nl; r++) {
+    GTL_CUDA(cudaSetDevice(t->dev[r]));
+    GTL_CUDA(cudaStreamEndCapture(t->stream[r], &g[r]));
+  }
+  for (int r = 0; r < nl; r++) {
+    GTL_CUDA(cudaSetDevice(t->dev[r]));
+    GTL_CUDA(cudaGraphInstantiate(&ge[r], g[r], 0));
+    for (int i = 0; i < 2 * n; i++) GTL_CUDA(cudaEventCreate(&ev[(size_t)r * 2 * n + i]));
+  }
+  gtl_phase_push(GTL_PHASE_WARMUP);
+  for (int w = 0; w < ctx->args.warmup; w++)
+    for (int r = 0; r < nl; r++) {
+      GTL_CUDA(cudaSetDevice(t->dev[r]));
+      GTL_CUDA(cudaGraphLaunch(ge[r], t->stream[r]));
+    }
+  for (int r = 0; r < nl; r++) {
+    GTL_CUDA(cudaSetDevice(t->dev[r]));
+    GTL_CUDA(cudaStreamSynchronize(t->stream[r]));
+  }
+  gtl_phase_pop();
 #ifdef GTL_MPI
   MPI_Barrier(MPI_COMM_WORLD);
 #endif
-  ArRun run = {t, m, count};
-  gtl_bench(ctx, ar_run, &run, st);
+  gtl_phase_push(GTL_PHASE_TIMED);
+  for (int i = -1; i < n; i++)  // i = -1: the untimed lead-in
+    for (int r = 0; r < nl; r++) {
+      GTL_CUDA(cudaSetDevice(t->dev[r]));
+      cudaEvent_t *e = &ev[(size_t)r * 2 * n + 2 * (size_t)(i < 0 ? 0 : i)];
+      if (i >= 0) GTL_CUDA(cudaEventRecord(e[0], t->stream[r]));
+      GTL_CUDA(cudaGraphLaunch(ge[r], t->stream[r]));
+      if (i >= 0) GTL_CUDA(cudaEventRecord(e[1], t->stream[r]));
+    }
+  for (int r = 0; r < nl; r++) {
+    GTL_CUDA(cudaSetDevice(t->dev[r]));
+    GTL_CUDA(cudaStreamSynchronize(t->stream[r]));
+  }
+  gtl_phase_pop();
+  for (int i = 0; i < n; i++) ms[i] = 0;
+  for (int r = 0; r < nl; r++) {  // ms[i] = the slowest GPU's replay i, per all-reduce
+    GTL_CUDA(cudaSetDevice(t->dev[r]));
+    for (int i = 0; i < n; i++) {
+      float x;
+      const cudaEvent_t *e = &ev[(size_t)r * 2 * n + 2 * (size_t)i];
+      GTL_CUDA(cudaEventElapsedTime(&x, e[0], e[1]));
+      if (x / AR_GRAPH_K > ms[i]) ms[i] = x / AR_GRAPH_K;
+    }
+  }
+#ifdef GTL_MPI
+  MPI_Allreduce(MPI_IN_PLACE, ms, n, MPI_FLOAT, MPI_MAX, MPI_COMM_WORLD);
+#endif
+  for (int r = 0; r < nl; r++) {
+    GTL_CUDA(cudaSetDevice(t->dev[r]));
+    for (int i = 0; i < 2 * n; i++) GTL_CUDA(cudaEventDestroy(ev[(size_t)r * 2 * n + i]));
+    GTL_CUDA(cudaGraphExecDestroy(ge[r]));
+    GTL_CUDA(cudaGraphDestroy(g[r]));
+  }
+  GTL_CUDA(cudaSetDevice(t->dev[0]));
+  if (gtl_stats_compute(ms, n, st) != 0) {
+    fprintf(stderr, "error: timing produced a non-finite sample\n");
+    ar_exit(GTL_EXIT_RUNTIME);
+  }
+  free(ev);
+  free(ms);
+  int pass = 1;
+  if (ctx->args.verify) {
+    char when[64];
+    GtlErr e;
+    snprintf(when, sizeof when, ", after %d graph replays", ctx->args.warmup + 1 + n);
+    gtl_phase_push(GTL_PHASE_VALIDATE);
+    pass = ar_check(c, m, count, when, &e);
+    gtl_phase_pop();
+  }
+  return pass;
+}
+
+// Time m on count elements (median in st, ms per all-reduce): graph-timed when
+// ar_graph_timed says so, else fork/join with gtl_bench. Returns 0 when the check after
+// the graph replays, or the method's own error check after the fork/join runs, failed
+// (st is then not to be reported).
+static int ar_time(ArCheck *c, const ArMethod *m, size_t count, GtlStats *st) {
+  if (ar_graph_timed(c->ctx, m, count * sizeof(__nv_bfloat16))) return ar_time_graph(c, m, count, st);
+#ifdef GTL_MPI
+  MPI_Barrier(MPI_COMM_WORLD);
+#endif
+  ArRun run = {c->t, m, count};
+  gtl_bench(c->ctx, ar_run, &run, st);
+  char why[256];
+  if (m->check && m->check(c->t, why, sizeof why)) {  // e.g. a barrier timed out meanwhile
+    fprintf(stderr, "ch04 %s: %zu bytes, during the timed runs: %s\n", m->name,
+            count * sizeof(__nv_bfloat16), why);
+    c->any_fail = 1;
+    c->fail_err.pass = 0;
+    return 0;
+  }
+  return 1;
 }
 
 static double ar_bus_bytes(int n_ranks, size_t bytes) {
@@ -629,9 +796,18 @@ static int ar_main(int argc, char **argv, const char *variant, const ArMethod *c
                         "env: NCCL_NVLS_ENABLE=%s NCCL_ALGO=%s NCCL_PROTO=%s\n"
                         "GB/s column = bus bandwidth: 2(n-1)/n x message bytes / time per GPU "
                         "(NCCL-tests convention)\n"
-                        "timing: GPU 0's stream forks to every GPU's stream by event and joins "
-                        "them back, so each sample spans the slowest GPU",
-                        nvls ? nvls : "(unset)", algo ? algo : "(unset)", proto ? proto : "(unset)");
+                        "timing, one method per size (the timing column says which):\n"
+                        "  graph (messages <= %llu KiB; nccl, oneshot): %d back-to-back "
+                        "all-reduces captured in one CUDA graph per GPU, replayed on each GPU's "
+                        "stream between that GPU's events; us = slowest GPU's replay / %d, "
+                        "median over samples\n"
+                        "  fork (larger messages, and host_staged at every size): GPU 0's stream "
+                        "forks to every GPU's stream by event and joins them back, one "
+                        "all-reduce per sample, host enqueue included\n"
+                        "headline (%zu bytes): %s timing",
+                        nvls ? nvls : "(unset)", algo ? algo : "(unset)", proto ? proto : "(unset)",
+                        AR_GRAPH_MAX_BYTES >> 10, AR_GRAPH_K, AR_GRAPH_K, bytes,
+                        ar_timing_name(&ctx, sw + head, ok_m + head, n_sw - head, bytes));
   gtl_report_header(&ctx, workload, notes);
 
   // Headline: every method this program runs, at --bytes; the JSON line is run_m[0]'s.
@@ -654,7 +830,12 @@ static int ar_main(int argc, char **argv, const char *variant, const ArMethod *c
         continue;  // never time a wrong result
       }
     }
-    ar_time(&ctx, &team, sw[i], bytes / 2, &x->st);
+    const GtlStats untimed = x->st;
+    if (!ar_time(&chk, sw[i], bytes / 2, &x->st)) {
+      x->validated = 1;
+      x->err = chk.fail_err;
+      x->st = untimed;  // the replays gave a wrong result: their time is not reported
+    }
     gtl_report_row(&ctx, x);
   }
   r = rows[0];
@@ -670,14 +851,15 @@ static int ar_main(int argc, char **argv, const char *variant, const ArMethod *c
   // Decode-shaped messages: batch × 2880 bf16, one TP MoE layer's all-reduce.
   if (!ctx.args.json) {
     printf("decode all-reduce: batch x %d bf16 per GPU (one tensor-parallel MoE layer), "
-           "median us\n%-8s %8s %10s", AR_HIDDEN, "decode", "batch", "bytes");
+           "median us\n%-8s %8s %10s %6s", AR_HIDDEN, "decode", "batch", "bytes", "timing");
     for (int i = head; i < n_sw; i++)
       if (ok_m[i]) printf(" %12s", sw[i]->name);
     printf("  fastest\n");
   }
+  double dus[AR_N_DECODE][AR_MAX_METHODS];
   for (int b = 0; b < AR_N_DECODE; b++) {
     const size_t count = (size_t)ar_decode_batch[b] * AR_HIDDEN;
-    double us[AR_MAX_METHODS];
+    double *us = dus[b];
     int best = -1;
     for (int i = head; i < n_sw; i++) {
       us[i] = NAN;
@@ -685,7 +867,7 @@ static int ar_main(int argc, char **argv, const char *variant, const ArMethod *c
       GtlErr e;
       if (ctx.args.verify && !ar_validate(&chk, sw[i], count, &e)) continue;
       GtlStats st;
-      ar_time(&ctx, &team, sw[i], count, &st);
+      if (!ar_time(&chk, sw[i], count, &st)) continue;
       us[i] = st.median * 1e3;
       if (best < 0 || us[i] < us[best]) best = i;
       if (ar_decode_batch[b] == 1 || ar_decode_batch[b] == 64) {
@@ -695,12 +877,30 @@ static int ar_main(int argc, char **argv, const char *variant, const ArMethod *c
       }
     }
     if (ctx.args.json) continue;
-    printf("%-8s %8d %10zu", "decode", ar_decode_batch[b], count * 2);
+    printf("%-8s %8d %10zu %6s", "decode", ar_decode_batch[b], count * 2,
+           ar_timing_name(&ctx, sw + head, ok_m + head, n_sw - head, count * 2));
     for (int i = head; i < n_sw; i++)
       if (ok_m[i]) printf(" %12.2f", us[i]);
     printf("  %s\n", best >= 0 ? sw[best]->name : "-");
     fflush(stdout);
   }
+  // Decode: the largest message up to which the program's second method (the one-shot
+  // kernel) beats its first (NCCL) at every batch; 0 when it loses at batch 1.
+  if (head + 1 < n_sw && ok_m[head] && ok_m[head + 1]) {
+    size_t upto = 0;
+    for (int b = 0; b < AR_N_DECODE && dus[b][head + 1] < dus[b][head]; b++)
+      upto = (size_t)ar_decode_batch[b] * AR_HIDDEN * 2;
+    gtl_result_extra(&r, ar_key(ek++, "decode_%s_wins_upto_bytes", sw[head + 1]->name),
+                     (double)upto);
+    if (!ctx.args.json)
+      printf("# decode: %s faster than %s at every batch up to %zu bytes%s\n",
+             sw[head + 1]->name, sw[head]->name, upto, upto ? "" : " (slower at batch 1)");
+  }
+  for (int i = head; i < n_sw; i++)
+    if (ok_m[i] && ar_graph_timed(&ctx, sw[i], (size_t)AR_HIDDEN * 2)) {
+      gtl_result_extra(&r, "graph_k", AR_GRAPH_K);  // decode rows are graph-timed
+      break;
+    }
 
   // The sweep: 4 KiB … 256 MiB, every method, latency and bus bandwidth.
   if (sweep) {
@@ -709,7 +909,8 @@ static int ar_main(int argc, char **argv, const char *variant, const ArMethod *c
     double sus[32][AR_MAX_METHODS];
     for (size_t s = AR_SWEEP_MIN; s <= AR_SWEEP_MAX; s *= 2) sizes[n_sizes++] = s;
     if (!ctx.args.json) {
-      printf("sweep: median us and bus GB/s per method\n%-6s %10s", "sweep", "bytes");
+      printf("sweep: median us and bus GB/s per method (host_staged: fork timing at every "
+             "size)\n%-6s %10s %6s", "sweep", "bytes", "timing");
       for (int i = 0; i < n_sw; i++)
         if (ok_m[i]) printf(" %14s_us %8s", sw[i]->name, "bus_GB/s");
       printf("  fastest\n");
@@ -722,12 +923,13 @@ static int ar_main(int argc, char **argv, const char *variant, const ArMethod *c
         GtlErr e;
         if (ctx.args.verify && !ar_validate(&chk, sw[i], sizes[k] / 2, &e)) continue;
         GtlStats st;
-        ar_time(&ctx, &team, sw[i], sizes[k] / 2, &st);
+        if (!ar_time(&chk, sw[i], sizes[k] / 2, &st)) continue;
         sus[k][i] = st.median * 1e3;
         if (best < 0 || sus[k][i] < sus[k][best]) best = i;
       }
       if (ctx.args.json) continue;
-      printf("%-6s %10zu", "sweep", sizes[k]);
+      printf("%-6s %10zu %6s", "sweep", sizes[k],
+             ar_timing_name(&ctx, sw + head, ok_m + head, n_sw - head, sizes[k]));
       for (int i = 0; i < n_sw; i++)
         if (ok_m[i])
           printf(" %17.2f %8.1f", sus[k][i],
@@ -755,6 +957,13 @@ static int ar_main(int argc, char **argv, const char *variant, const ArMethod *c
         if (!from) printf("at every size from 4 KiB to 256 MiB\n");
         else if (!upto) printf("already slower at 4 KiB\n");
         else printf("at every size from 4 KiB up to %s, first slower at %s\n", s1, s2);
+        printf("# %s faster than %s at:", sw[b2]->name, sw[a]->name);
+        for (int k = 0; k < n_sizes; k++)
+          if (sus[k][b2] < sus[k][a]) {
+            ar_fmt_bytes(s1, sizeof s1, sizes[k]);
+            printf(" %s", s1);
+          }
+        printf("%s\n", wins ? "" : " none");
       }
       gtl_result_extra(&r, ar_key(ek++, "%s_wins_upto_bytes", sw[b2]->name), (double)upto);
     }
