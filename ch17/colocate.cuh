@@ -57,7 +57,6 @@
 #include <cublasLt.h>  // before gauntlet.h, so that check.h defines GTL_CUBLAS
 #include <cuda_bf16.h>
 #include <math.h>
-#include <nvtx3/nvToolsExt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -761,30 +760,18 @@ typedef struct {
   cudaEvent_t start, end, *dec, *pre0, *pre1;  // dec[S+1]: step boundaries; pre0/1[C]: chunks
 } PdEvents;
 
-static nvtxDomainHandle_t pd_domain;
-static nvtxStringHandle_t pd_name_step, pd_name_chunk;
+static const void *pd_name_step, *pd_name_chunk;
 // Per-step and per-chunk markers are NVTX start/end ranges (payload = index): they leave the
 // push/pop stack alone, so "gauntlet@ch17.<variant>.timed]" still names the innermost range
 // around every launch (scripts/profile.sh).
-static nvtxRangeId_t pd_mark(nvtxStringHandle_t name, long long payload) {
-  nvtxEventAttributes_t a;
-  memset(&a, 0, sizeof a);
-  a.version = NVTX_VERSION;
-  a.size = NVTX_EVENT_ATTRIB_STRUCT_SIZE;
-  a.messageType = NVTX_MESSAGE_TYPE_REGISTERED;
-  a.message.registered = name;
-  a.payloadType = NVTX_PAYLOAD_TYPE_INT64;
-  a.payload.llValue = payload;
-  return nvtxDomainRangeStartEx(pd_domain, &a);
-}
 
 static void pd_chunk_enqueue(const PdWork *w, const PdPlacement *pl, const PdEvents *ev, int c) {
-  const nvtxRangeId_t id = pd_mark(pd_name_chunk, c);
+  const unsigned long long id = gtl_nvtx_start_payload(pd_name_chunk, c);
   GTL_CUDA(cudaEventRecord(ev->pre0[c], pl->pre));
   if (pl->graphs) GTL_CUDA(cudaGraphLaunch(pl->g_pre[c], pl->pre));
   else pd_prefill_chunk(w, c, pl->pre);
   GTL_CUDA(cudaEventRecord(ev->pre1[c], pl->pre));
-  nvtxDomainRangeEnd(pd_domain, id);
+  gtl_nvtx_end(id);
 }
 
 // One iteration of the scenario, forked from and joined back to `origin`.
@@ -800,11 +787,11 @@ static void pd_enqueue(const PdWork *w, const PdPlacement *pl, cudaStream_t orig
       if (pl->pre != pl->dec) GTL_CUDA(cudaStreamWaitEvent(pl->pre, ev->dec[i], 0));
       pd_chunk_enqueue(w, pl, ev, c++);
     }
-    const nvtxRangeId_t id = pd_mark(pd_name_step, i);
+    const unsigned long long id = gtl_nvtx_start_payload(pd_name_step, i);
     if (pl->graphs) GTL_CUDA(cudaGraphLaunch(pl->g_dec[i], pl->dec));
     else pd_decode_step(w, i, pl->dec);
     GTL_CUDA(cudaEventRecord(ev->dec[i + 1], pl->dec));
-    nvtxDomainRangeEnd(pd_domain, id);
+    gtl_nvtx_end(id);
   }
   if (pl->sequential) {
     if (pl->pre != pl->dec) GTL_CUDA(cudaStreamWaitEvent(pl->pre, ev->dec[w->S], 0));
@@ -1163,9 +1150,8 @@ static int pd_main(int argc, char **argv, const char *variant, const char *strat
   w->C = (w->S + w->every - 1) / w->every;
   w->seed = ctx->args.seed;
 
-  pd_domain = nvtxDomainCreateA("gauntlet");
-  pd_name_step = nvtxDomainRegisterStringA(pd_domain, "decode.step");
-  pd_name_chunk = nvtxDomainRegisterStringA(pd_domain, "prefill.chunk");
+  pd_name_step = gtl_nvtx_name("decode.step");
+  pd_name_chunk = gtl_nvtx_name("prefill.chunk");
   gtl_phase_push(GTL_PHASE_SETUP);
   pd_setup(w, ctx, &r->g_dec, &r->g_pre);
   PdEvents *ev = &r->ev;

@@ -27,7 +27,8 @@ void gtl_nvtx_init(const char *target, const char *variant) {
   }
 }
 
-static void push(nvtxStringHandle_t h, int with_payload, long long payload) {
+static nvtxEventAttributes_t attributes(nvtxStringHandle_t h, int with_payload,
+                                        long long payload) {
   nvtxEventAttributes_t a;
   memset(&a, 0, sizeof a);
   a.version = NVTX_VERSION;
@@ -38,6 +39,11 @@ static void push(nvtxStringHandle_t h, int with_payload, long long payload) {
     a.payloadType = NVTX_PAYLOAD_TYPE_INT64;
     a.payload.llValue = payload;
   }
+  return a;
+}
+
+static void push(nvtxStringHandle_t h, int with_payload, long long payload) {
+  nvtxEventAttributes_t a = attributes(h, with_payload, payload);
   nvtxDomainRangePushEx(domain(), &a);
 }
 
@@ -54,3 +60,9 @@ void gtl_nvtx_push_payload(const void *name, long long payload) {
   push((nvtxStringHandle_t)name, 1, payload);
 }
 void gtl_nvtx_pop(void) { nvtxDomainRangePop(domain()); }
+
+unsigned long long gtl_nvtx_start_payload(const void *name, long long payload) {
+  nvtxEventAttributes_t a = attributes((nvtxStringHandle_t)name, 1, payload);
+  return (unsigned long long)nvtxDomainRangeStartEx(domain(), &a);
+}
+void gtl_nvtx_end(unsigned long long id) { nvtxDomainRangeEnd(domain(), (nvtxRangeId_t)id); }

@@ -30,6 +30,12 @@ void gtl_nvtx_push(const void *name);
 void gtl_nvtx_push_payload(const void *name, long long payload); /* step or layer index */
 void gtl_nvtx_pop(void);
 
+/** A start/end range (payload = index) that leaves the push/pop stack alone, for markers
+ *  that must not become the innermost pushed range a profiler filter names (ch17's
+ *  per-step and per-chunk marks inside "chNN.<variant>.timed"). Returns the id to end. */
+unsigned long long gtl_nvtx_start_payload(const void *name, long long payload);
+void gtl_nvtx_end(unsigned long long id);
+
 #ifdef __cplusplus
 }
 #endif
