@@ -83,13 +83,9 @@ float gtl_fp8e4m3_to_f32(uint8_t v) {
 }
 
 float gtl_round_bf16(float x) { return gtl_bf16_to_f32(gtl_f32_to_bf16(x)); }
-float gtl_round_fp16(float x) { return gtl_fp16_to_f32(gtl_f32_to_fp16(x)); }
 
 void gtl_bf16_to_f32_array(const uint16_t *in, float *out, size_t n) {
   for (size_t i = 0; i < n; i++) out[i] = gtl_bf16_to_f32(in[i]);
-}
-void gtl_fp16_to_f32_array(const uint16_t *in, float *out, size_t n) {
-  for (size_t i = 0; i < n; i++) out[i] = gtl_fp16_to_f32(in[i]);
 }
 void gtl_f32_to_bf16_array(const float *in, uint16_t *out, size_t n) {
   for (size_t i = 0; i < n; i++) out[i] = gtl_f32_to_bf16(in[i]);

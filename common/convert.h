@@ -19,13 +19,11 @@ float gtl_fp16_to_f32(uint16_t h);
 uint8_t gtl_f32_to_fp8e4m3(float x); /* RNE, saturating to ±448; NaN → 0x7F */
 float gtl_fp8e4m3_to_f32(uint8_t v);
 
-/* Round-trip helpers: the value the kernel's dtype can hold. */
+/* Round trip: the value a bf16 can hold. */
 float gtl_round_bf16(float x);
-float gtl_round_fp16(float x);
 
 /* Array forms (n elements). */
 void gtl_bf16_to_f32_array(const uint16_t *in, float *out, size_t n);
-void gtl_fp16_to_f32_array(const uint16_t *in, float *out, size_t n);
 void gtl_f32_to_bf16_array(const float *in, uint16_t *out, size_t n);
 
 #ifdef __cplusplus
