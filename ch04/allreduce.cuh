@@ -54,7 +54,7 @@
 #define AR_MAX_THREADS 16       // host threads for the host-staged sum and the reference
 #define AR_MAX_BYTES (512ull << 20)
 #define AR_MAX_METHODS 4      // host_staged + a program's methods
-#define AR_GRAPH_K 100        // all-reduces per graph-timed sample
+#define AR_GRAPH_K 100        // all-reduces per graph-timed sample (default of --graph_k)
 #define AR_GRAPH_MAX_BYTES (4ull << 20)  // messages up to this size are graph-timed
 
 typedef struct {
@@ -73,6 +73,7 @@ typedef struct {
   float *h_acc;                        // [max_count] fp32 partial sums (MPI only)
   int peer_ok;                         // every local GPU may read every other's memory
   int sms;                             // SMs per GPU
+  int graph_k;                         // all-reduces captured per graph-timed sample
 } ArTeam;
 
 // A way to all-reduce. setup returns 0 when the method can run (why may then hold a note
@@ -406,7 +407,7 @@ static const char *ar_timing_name(const GtlCtx *ctx, const ArMethod *const *m, c
   return "fork";
 }
 
-// Graph timing: capture AR_GRAPH_K all-reduces per GPU, replay (warm-up, one untimed
+// Graph timing: capture t->graph_k all-reduces per GPU, replay (warm-up, one untimed
 // lead-in so every GPU is already busy and in step when the first sample starts, then
 // ctx->args.iters samples), st = per-all-reduce ms (slowest GPU of each sample / K).
 // The outputs are poisoned first and checked after the replays (with verify), so the
@@ -432,7 +433,7 @@ static int ar_time_graph(ArCheck *c, const ArMethod *m, size_t count, GtlStats *
     GTL_CUDA(cudaSetDevice(t->dev[r]));
     GTL_CUDA(cudaStreamBeginCapture(t->stream[r], cudaStreamCaptureModeThreadLocal));
   }
-  for (int k = 0; k < AR_GRAPH_K; k++) m->launch(t, count);
+  for (int k = 0; k < t->graph_k; k++) m->launch(t, count);
   for (int r = 0; r < nl; r++) {
     GTL_CUDA(cudaSetDevice(t->dev[r]));
     GTL_CUDA(cudaStreamEndCapture(t->stream[r], &g[r]));
@@ -477,7 +478,7 @@ static int ar_time_graph(ArCheck *c, const ArMethod *m, size_t count, GtlStats *
       float x;
       const cudaEvent_t *e = &ev[(size_t)r * 2 * n + 2 * (size_t)i];
       GTL_CUDA(cudaEventElapsedTime(&x, e[0], e[1]));
-      if (x / AR_GRAPH_K > ms[i]) ms[i] = x / AR_GRAPH_K;
+      if (x / t->graph_k > ms[i]) ms[i] = x / t->graph_k;
     }
   }
 #ifdef GTL_MPI
@@ -628,7 +629,7 @@ static const char *ar_key(int i, const char *fmt, const char *name) {
 // adds host_staged in front when the program does not already hold it.
 static int ar_main(int argc, char **argv, const char *variant, const ArMethod *const *methods,
                    int n_methods) {
-  int64_t bytes_opt = 0, gpus = 0;
+  int64_t bytes_opt = 0, gpus = 0, graph_k = AR_GRAPH_K;
   int sweep = 0;
   const char *only = NULL;
   GtlOpt opts[] = {
@@ -636,15 +637,18 @@ static int ar_main(int argc, char **argv, const char *variant, const ArMethod *c
        "message per GPU in bytes, a multiple of 16 (default 64 MiB; small 1 MiB, large 256 MiB)"},
       {"gpus", GTL_OPT_INT, &gpus, "GPUs in the all-reduce, 2..8 (default: every visible one)"},
       {"method", GTL_OPT_STR, &only, "run only this method (host_staged, nccl, oneshot)"},
+      {"graph_k", GTL_OPT_INT, &graph_k,
+       "all-reduces per graph-timed sample, 1..1000 (default 100; 1 under compute-sanitizer)"},
       {"sweep", GTL_OPT_FLAG, &sweep, "also time every method from 4 KiB to 256 MiB"}};
   GtlCtx ctx;
-  gtl_parse(&ctx, "ch04", variant, argc, argv, opts, 4, 5, 100, GTL_L2_WARM);
+  gtl_parse(&ctx, "ch04", variant, argc, argv, opts, 5, 5, 100, GTL_L2_WARM);
   size_t bytes = ctx.args.size == GTL_SIZE_SMALL ? (1u << 20)
                  : ctx.args.size == GTL_SIZE_LARGE ? (256u << 20) : (64u << 20);
   if (bytes_opt) bytes = (size_t)bytes_opt;
   if (bytes_opt < 0 || bytes < 16 || bytes % 16 || bytes > AR_MAX_BYTES)
     gtl_usage_fail(&ctx, "need 16 <= --bytes <= %llu, a multiple of 16 (8 bf16 per 16-byte "
                          "vector)", AR_MAX_BYTES);
+  if (graph_k < 1 || graph_k > 1000) gtl_usage_fail(&ctx, "need 1 <= --graph_k <= 1000");
   if (gpus != 0 && (gpus < 2 || gpus > AR_MAX_GPUS))
     gtl_usage_fail(&ctx, "need 2 <= --gpus <= %d", AR_MAX_GPUS);
   if (ctx.args.device != 0)
@@ -664,6 +668,7 @@ static int ar_main(int argc, char **argv, const char *variant, const ArMethod *c
 
   ArTeam team;
   memset(&team, 0, sizeof team);
+  team.graph_k = (int)graph_k;
   int n_dev = 0;
   cudaError_t ce = cudaGetDeviceCount(&n_dev);
   if (ce != cudaSuccess) n_dev = 0;
@@ -806,7 +811,7 @@ static int ar_main(int argc, char **argv, const char *variant, const ArMethod *c
                         "all-reduce per sample, host enqueue included\n"
                         "headline (%zu bytes): %s timing",
                         nvls ? nvls : "(unset)", algo ? algo : "(unset)", proto ? proto : "(unset)",
-                        AR_GRAPH_MAX_BYTES >> 10, AR_GRAPH_K, AR_GRAPH_K, bytes,
+                        AR_GRAPH_MAX_BYTES >> 10, team.graph_k, team.graph_k, bytes,
                         ar_timing_name(&ctx, sw + head, ok_m + head, n_sw - head, bytes));
   gtl_report_header(&ctx, workload, notes);
 
@@ -898,7 +903,7 @@ static int ar_main(int argc, char **argv, const char *variant, const ArMethod *c
   }
   for (int i = head; i < n_sw; i++)
     if (ok_m[i] && ar_graph_timed(&ctx, sw[i], (size_t)AR_HIDDEN * 2)) {
-      gtl_result_extra(&r, "graph_k", AR_GRAPH_K);  // decode rows are graph-timed
+      gtl_result_extra(&r, "graph_k", team.graph_k);  // decode rows are graph-timed
       break;
     }
 
