@@ -21,6 +21,13 @@
 #include "permute.cuh"
 
 #define CHUNK 12  // uint4 per lane held in registers: 32 × 12 × 16 B = 6 KB of the row
+// Unroll factor of the slot loop. Left to itself nvcc unrolls it 3x (36 stores and 3 dst
+// loads issued back to back per trip), which measured 3% slower on an H200 (README,
+// exercise 4). Build with -DPERMUTE_SLOT_UNROLL=4 to see it.
+#ifndef PERMUTE_SLOT_UNROLL
+#define PERMUTE_SLOT_UNROLL 1
+#endif
+static constexpr int slot_unroll = PERMUTE_SLOT_UNROLL;  // #pragma unroll takes a constant, not a macro
 
 // Strategy: warp per token, uint4 per lane, read once / write top_k. Limiter: DRAM.
 __global__ void permute_warptoken_kernel(const uint4 *__restrict__ x,
@@ -36,6 +43,8 @@ __global__ void permute_warptoken_kernel(const uint4 *__restrict__ x,
 #pragma unroll
     for (int i = 0; i < CHUNK; i++)  // all loads first: 12 independent 16-byte loads
       if (base + 32 * i < D8) v[i] = in[base + 32 * i];
+    // one slot's 12 stores per loop trip (PERMUTE_SLOT_UNROLL = 1, see above)
+#pragma unroll slot_unroll
     for (int64_t j = 0; j < top_k; j++) {
       uint4 *o = out + (int64_t)dst[t * top_k + j] * D8;
 #pragma unroll
