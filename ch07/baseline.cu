@@ -26,7 +26,7 @@ __global__ void permute_rowthread_kernel(const __nv_bfloat16 *__restrict__ x,
   for (int64_t d = 0; d < D; d++) o[d] = in[d];
 }
 
-void permute_launch(const PermuteProblem *p, cudaStream_t s) {
+static void permute_rowthread_launch(const PermuteProblem *p, cudaStream_t s) {
   const int64_t rows = p->T * p->top_k;
   const int threads = 128;
   permute_rowthread_kernel<<<(unsigned)((rows + threads - 1) / threads), threads, 0, s>>>(
@@ -34,6 +34,7 @@ void permute_launch(const PermuteProblem *p, cudaStream_t s) {
   GTL_LAUNCH();
 }
 
-int main(int argc, char **argv) {
-  return permute_main(argc, argv, "baseline", "thread per row, 2-byte element copies");
-}
+static const PermuteVariant variants[] = {
+    {"rowthread", "thread per row, 2-byte element copies", 0, permute_rowthread_launch}};
+
+int main(int argc, char **argv) { return permute_main(argc, argv, "baseline", variants, 1); }

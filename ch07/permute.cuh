@@ -28,8 +28,16 @@ typedef struct {
   __nv_bfloat16 *d_out;        // [T·top_k][D] rows grouped by expert
 } PermuteProblem;
 
-// Launcher each variant defines: enqueue one dispatch gather of p on stream s.
-void permute_launch(const PermuteProblem *p, cudaStream_t s);
+// One kernel a program offers. permute_main times every variant this GPU can run, in
+// table order, one row each; the first one's result is the JSON line. --variant=NAME
+// (offered when a program lists more than one) runs only that one, or waives (77) when
+// the GPU lacks what it needs.
+typedef struct {
+  const char *name;      // row label; the JSON "variant" when the program has several
+  const char *strategy;  // one line of the report header
+  int min_cc;            // compute capability the kernel needs, major·10 + minor (0: any)
+  void (*launch)(const PermuteProblem *p, cudaStream_t s);  // enqueue one dispatch on s
+} PermuteVariant;
 
 static double permute_bytes(const PermuteProblem *p) {
   return (double)p->T * p->D * 2 + (double)p->T * p->top_k * p->D * 2 +
@@ -67,20 +75,34 @@ static void permute_route(int64_t T, int64_t top_k, int64_t E, uint64_t seed, in
   free(expert);
 }
 
+typedef struct {
+  const PermuteProblem *p;
+  const PermuteVariant *v;
+} PermuteRun;
+
 static void permute_run(void *user, cudaStream_t s) {
-  permute_launch((const PermuteProblem *)user, s);
+  const PermuteRun *r = (const PermuteRun *)user;
+  r->v->launch(r->p, s);
 }
 
-// main() of both variants: parse, device, inputs, reference, poison, validated run,
-// validate (exact: a copy must be bit for bit), time, report.
-static int permute_main(int argc, char **argv, const char *variant, const char *strategy) {
+// main() of both programs: parse, device, inputs, reference; then per variant: poison,
+// validated run, validate (exact: a copy must be bit for bit), time, report row.
+static int permute_main(int argc, char **argv, const char *program,
+                        const PermuteVariant *variants, int n_variants) {
   int64_t T = 4096, top_k = 4, E = 32, D = 2880;
+  const char *vname = NULL;  // NULL: every variant this GPU can run
   GtlOpt opts[] = {{"T", GTL_OPT_INT, &T, "tokens (default 4096)"},
                    {"top_k", GTL_OPT_INT, &top_k, "experts per token (default 4)"},
                    {"E", GTL_OPT_INT, &E, "experts (default 32)"},
-                   {"D", GTL_OPT_INT, &D, "hidden size, a multiple of 8 (default 2880)"}};
+                   {"D", GTL_OPT_INT, &D, "hidden size, a multiple of 8 (default 2880)"},
+                   {"variant", GTL_OPT_STR, &vname, "run only this kernel of the program"}};
   GtlCtx ctx;
-  gtl_parse(&ctx, "ch07", variant, argc, argv, opts, 4, 10, 200, GTL_L2_COLD);
+  gtl_parse(&ctx, "ch07", program, argc, argv, opts, n_variants > 1 ? 5 : 4, 10, 200,
+            GTL_L2_COLD);
+  const PermuteVariant *only = NULL;
+  for (int i = 0; vname && i < n_variants; i++)
+    if (!strcmp(variants[i].name, vname)) only = &variants[i];
+  if (vname && !only) gtl_usage_fail(&ctx, "unknown --variant=%s", vname);
   if (ctx.args.size == GTL_SIZE_SMALL) T = 256;
   if (ctx.args.size == GTL_SIZE_LARGE) T = 16384;
   if (T < 1 || T > (1 << 22) || top_k < 1 || E < top_k || E > 4096 || D < 8 || D % 8 ||
@@ -88,6 +110,22 @@ static int permute_main(int argc, char **argv, const char *variant, const char *
     gtl_usage_fail(&ctx, "need 1 <= T <= 4194304, 1 <= top_k <= E <= 4096, "
                          "8 <= D <= 65536 with D a multiple of 8");
   gtl_open(&ctx);
+  const int cc = ctx.dev.cc_major * 10 + ctx.dev.cc_minor;
+  const PermuteVariant *run_v[8];
+  int n_run = 0;
+  char why[512] = "";
+  for (int i = 0; i < n_variants && n_run < 8; i++) {
+    const PermuteVariant *v = &variants[i];
+    if (only && v != only) continue;
+    if (cc >= v->min_cc) {
+      run_v[n_run++] = v;
+    } else if (!why[0]) {
+      snprintf(why, sizeof why, "variant %s needs compute capability %d.%d or newer; found %s, "
+               "CC %d.%d", v->name, v->min_cc / 10, v->min_cc % 10, ctx.dev.name,
+               ctx.dev.cc_major, ctx.dev.cc_minor);
+    }
+  }
+  gtl_require(&ctx, n_run > 0, why);
   char workload[128];
   snprintf(workload, sizeof workload, "T%lld_k%lld_E%lld_D%lld", (long long)T,
            (long long)top_k, (long long)E, (long long)D);
@@ -116,61 +154,77 @@ static int permute_main(int argc, char **argv, const char *variant, const char *
     cmin = counts[e] < cmin ? counts[e] : cmin;
     cmax = counts[e] > cmax ? counts[e] : cmax;
   }
-  char notes[512];
-  snprintf(notes, sizeof notes,
-           "strategy: %s\nrows per expert: min %d, max %d (uniform routing)\n"
+  char notes[1024];
+  int o = 0;
+  for (int i = 0; i < n_run; i++)
+    o += snprintf(notes + o, sizeof notes - o, "%s%s: %s\n", n_variants > 1 ? "kernel " : "",
+                  n_variants > 1 ? run_v[i]->name : "strategy", run_v[i]->strategy);
+  snprintf(notes + o, sizeof notes - o,
+           "rows per expert: min %d, max %d (uniform routing)\n"
            "roofline: %.1f MB per iteration (x once + out + one index array), 0 flops; "
            "bound by copy",
-           strategy, cmin, cmax, permute_bytes(&p) / 1e6);
+           cmin, cmax, permute_bytes(&p) / 1e6);
   gtl_report_header(&ctx, workload, notes);
 
-  GtlResult r;
-  gtl_result_init(&r, &ctx, "bf16", workload);
-  r.bytes = permute_bytes(&p);
-  r.flops = 0;
-  r.bound = GTL_BOUND_COPY;
-  r.ref = "host_gather";
-
+  // Reference: the gather on the host from the same bf16 values (exact).
+  double *ref = NULL;
+  uint16_t *h_out = NULL;
+  float *out = NULL;
   if (ctx.args.verify) {
-    // Reference: the gather on the host from the same bf16 values (exact).
     gtl_phase_push(GTL_PHASE_REFERENCE);
-    uint16_t *h_x = (uint16_t *)malloc(n_in * 2), *h_out = (uint16_t *)malloc(n_out * 2);
+    uint16_t *h_x = (uint16_t *)malloc(n_in * 2);
+    h_out = (uint16_t *)malloc(n_out * 2);
+    out = (float *)malloc(n_out * sizeof(float));
+    ref = (double *)malloc(n_out * sizeof(double));
     GTL_CUDA(cudaMemcpy(h_x, d_x, n_in * 2, cudaMemcpyDeviceToHost));
-    double *ref = (double *)malloc(n_out * sizeof(double));
     for (size_t row = 0; row < rows; row++)
       for (int64_t d = 0; d < D; d++)
         ref[row * D + d] = gtl_bf16_to_f32(h_x[(size_t)h_src[row] * D + d]);
-    gtl_phase_pop();
-
-    gtl_phase_push(GTL_PHASE_VALIDATE);
-    gtl_poison(p.d_out, n_out * 2, ctx.stream);
-    permute_launch(&p, ctx.stream);
-    GTL_CUDA(cudaStreamSynchronize(ctx.stream));
-    GTL_CUDA(cudaMemcpy(h_out, p.d_out, n_out * 2, cudaMemcpyDeviceToHost));
-    float *out = (float *)malloc(n_out * sizeof(float));
-    gtl_bf16_to_f32_array(h_out, out, n_out);
-    GtlTol exact = {0, 0, 0};  // a copy is exact: every bit must match
-    gtl_compare(out, ref, n_out, exact, &r.err);
-    size_t bad_guard = gtl_guarded_check(&g_out);
-    if (bad_guard) {
-      fprintf(stderr, "ch07: %zu guard bytes around out were overwritten\n", bad_guard);
-      r.err.pass = 0;
-    }
-    r.validated = 1;
-    gtl_phase_pop();
-    free(out);
-    free(ref);
     free(h_x);
-    free(h_out);
-    if (!r.err.pass) {
-      gtl_report_row(&ctx, &r);
-      return gtl_report_finish(&ctx, &r);  // never time a wrong kernel
-    }
+    gtl_phase_pop();
   }
 
-  gtl_bench(&ctx, permute_run, &p, &r.st);
-  gtl_report_row(&ctx, &r);
-  int rc = gtl_report_finish(&ctx, &r);
+  GtlResult res[8];
+  int rc = 0;
+  for (int i = 0; i < n_run; i++) {
+    GtlResult *r = &res[i];
+    gtl_result_init(r, &ctx, "bf16", workload);
+    if (n_variants > 1) r->variant = run_v[i]->name;
+    r->bytes = permute_bytes(&p);
+    r->flops = 0;
+    r->bound = GTL_BOUND_COPY;
+    r->ref = "host_gather";
+    PermuteRun pr = {&p, run_v[i]};
+    if (ctx.args.verify) {
+      gtl_phase_push(GTL_PHASE_VALIDATE);
+      gtl_poison(p.d_out, n_out * 2, ctx.stream);
+      permute_run(&pr, ctx.stream);
+      GTL_CUDA(cudaStreamSynchronize(ctx.stream));
+      GTL_CUDA(cudaMemcpy(h_out, p.d_out, n_out * 2, cudaMemcpyDeviceToHost));
+      gtl_bf16_to_f32_array(h_out, out, n_out);
+      GtlTol exact = {0, 0, 0};  // a copy is exact: every bit must match
+      gtl_compare(out, ref, n_out, exact, &r->err);
+      size_t bad_guard = gtl_guarded_check(&g_out);
+      if (bad_guard) {
+        fprintf(stderr, "ch07: %s: %zu guard bytes around out were overwritten\n",
+                run_v[i]->name, bad_guard);
+        r->err.pass = 0;
+      }
+      r->validated = 1;
+      gtl_phase_pop();
+      if (!r->err.pass) {  // never time a wrong kernel
+        gtl_report_row(&ctx, r);
+        rc = gtl_report_finish(&ctx, r);
+        break;
+      }
+    }
+    gtl_bench(&ctx, permute_run, &pr, &r->st);
+    gtl_report_row(&ctx, r);
+  }
+  if (rc == 0) rc = gtl_report_finish(&ctx, &res[0]);
+  free(out);
+  free(ref);
+  free(h_out);
 
   free(h_src);
   free(h_dst);
