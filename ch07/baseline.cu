@@ -10,7 +10,8 @@
 // Build and run:   make ch07 && ./ch07/baseline        (pair: scripts/pair.sh ch07)
 // Nsight Compute:  scripts/profile.sh ch07 baseline
 //   l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum / l1tex__t_requests_pipe_lsu_mem_global_op_ld.sum
-//   (sectors per request: 32 here, 4 for 16-byte coalesced loads), dram__throughput.avg.pct_of_peak_sustained_elapsed
+//   (sectors per request: 32 here for 64 useful bytes; 16 for a 512-byte coalesced warp load),
+//   dram__throughput.avg.pct_of_peak_sustained_elapsed
 // Book: memory access patterns — coalescing, vectorized access.
 #include "permute.cuh"
 
