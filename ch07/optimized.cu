@@ -74,6 +74,7 @@ static void permute_warp_launch(const PermuteProblem *p, cudaStream_t s) {
 
 #define BULK_TOKENS 4       // tokens (threads) per block: 4 rows = 23 KB of shared memory at D = 2880
 #define BULK_BAR_BYTES 128  // the block's mbarriers (8 B each), then its rows
+static_assert(BULK_TOKENS * 8 <= BULK_BAR_BYTES, "one 8-byte mbarrier per token fits before the rows");
 
 // Strategy: thread per token, the copy engine moves the row: global → shared once
 // (cp.async.bulk, completion counted in bytes on an mbarrier), shared → global top_k

@@ -32,6 +32,8 @@ typedef struct {
 // table order, one row each; the first one's result is the JSON line. --variant=NAME
 // (offered when a program lists more than one) runs only that one, or waives (77) when
 // the GPU lacks what it needs.
+#define PERMUTE_MAX_VARIANTS 8  // kernels one program may list
+
 typedef struct {
   const char *name;      // row label; the JSON "variant" when the program has several
   const char *strategy;  // one line of the report header
@@ -111,10 +113,10 @@ static int permute_main(int argc, char **argv, const char *program,
                          "8 <= D <= 65536 with D a multiple of 8");
   gtl_open(&ctx);
   const int cc = ctx.dev.cc_major * 10 + ctx.dev.cc_minor;
-  const PermuteVariant *run_v[8];
+  const PermuteVariant *run_v[PERMUTE_MAX_VARIANTS];
   int n_run = 0;
   char why[512] = "";
-  for (int i = 0; i < n_variants && n_run < 8; i++) {
+  for (int i = 0; i < n_variants && n_run < PERMUTE_MAX_VARIANTS; i++) {
     const PermuteVariant *v = &variants[i];
     if (only && v != only) continue;
     if (cc >= v->min_cc) {
@@ -184,7 +186,7 @@ static int permute_main(int argc, char **argv, const char *program,
     gtl_phase_pop();
   }
 
-  GtlResult res[8];
+  GtlResult res[PERMUTE_MAX_VARIANTS];
   int rc = 0;
   for (int i = 0; i < n_run; i++) {
     GtlResult *r = &res[i];
