@@ -7,6 +7,7 @@
 #   scripts/pair.sh ch10 --size=small     # any program flags are passed to both
 #   RESULTS_DIR=out/ scripts/pair.sh ch07 # where the JSON result lines go
 #                                         # (default results/<UTC timestamp>/)
+#   NO_BUILD=1 scripts/pair.sh ch07       # run the binaries as they are (built elsewhere)
 # Exit: 0 both PASS, 1 a validation FAIL, 77 waived (no GPU), else the failing program's.
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,7 +18,9 @@ if [ $# -lt 1 ] || [[ ! "$1" =~ ^ch[0-9][0-9]$ ]]; then
 fi
 ch=$1; shift
 [ -d "$ch" ] || { echo "pair.sh: no chapter folder $ch" >&2; exit 2; }
-make --no-print-directory -s "$ch" >&2 || { echo "pair.sh: build of $ch failed" >&2; exit 3; }
+if [ "${NO_BUILD:-0}" != 1 ]; then
+  make --no-print-directory -s "$ch" >&2 || { echo "pair.sh: build of $ch failed" >&2; exit 3; }
+fi
 out=${RESULTS_DIR:-results/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 
