@@ -103,6 +103,29 @@ TEST_BINS := $(TEST_SRC:tests/%.c=tests/bin/%)
 tests/bin/%: tests/%.c build/libcommon_host.a | tests/bin
 	$(CC) $(CFLAGS) -Itests -o $@ $< build/libcommon_host.a -lcmocka -lm
 
+# The same tests built with AddressSanitizer + UndefinedBehaviorSanitizer (any report is
+# fatal): build/san/ holds common/*.c and labs/moe/*.c compiled with the sanitizers.
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g
+SAN_OBJ   := $(COMMON_C:common/%.c=build/san/common_%.o) $(patsubst labs/moe/%.c,build/san/moe_%.o,$(wildcard labs/moe/*.c))
+SAN_BINS  := $(TEST_SRC:tests/%.c=tests/bin-san/%)
+build/san tests/bin-san:
+	mkdir -p $@
+build/san/common_%.o: common/%.c | build/san build/version.h
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -MMD -MP -c $< -o $@
+build/san/moe_%.o: labs/moe/%.c | build/san
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -MMD -MP -c $< -o $@
+build/san/libsan.a: $(SAN_OBJ)
+	ar rcs $@ $^
+tests/bin-san/%: tests/%.c build/san/libsan.a | tests/bin-san
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -Ilabs/moe -Itests -o $@ $< build/san/libsan.a -lcmocka -lm -lpthread
+-include $(wildcard build/san/*.d)
+
+# libFuzzer harnesses (tests/fuzz/): `make fuzz FUZZ_SECONDS=600`; `make test` runs each briefly.
+FUZZ_SECONDS ?= 30
+.PHONY: fuzz
+fuzz: build/version.h
+	@scripts/fuzz.sh $(FUZZ_SECONDS)
+
 # ---- labs/: the MoE decode engine (DESIGN.md section 6) ------------------------------
 # labs/moe/*.c is the lab's host model core (config, checkpoint, CPU reference, sampler),
 # plain C11: build/libmoe.a (programs) and build/libmoe_host.a (tests) hold the same
@@ -138,11 +161,11 @@ tests: test-deps
 
 # The test build treats warnings as errors: `make all` must stay warning-free.
 test: test-deps
-	@$(MAKE) --no-print-directory WERROR=1 all $(TEST_BINS)
-	@scripts/run_tests.sh $(TEST_BINS)
+	@$(MAKE) --no-print-directory WERROR=1 all $(TEST_BINS) $(SAN_BINS)
+	@SAN_TESTS="$(SAN_BINS)" scripts/run_tests.sh $(TEST_BINS)
 
 clean:
-	rm -rf build tests/bin $(PROGRAMS) $(LAB_PROGRAMS)
+	rm -rf build tests/bin tests/bin-san $(PROGRAMS) $(LAB_PROGRAMS)
 
 help:
 	@echo "MoE Gauntlet — targets:"
@@ -150,6 +173,7 @@ help:
 	@echo "  make labs        build the MoE decode engine's layers: $(LAB_PROGRAMS)"
 	@echo "  make all         build every program for ARCH=$(ARCH)"
 	@echo "  make test        build all, run host tests, waive checks, expectations schema"
+	@echo "  make fuzz        libFuzzer harnesses of tests/fuzz, FUZZ_SECONDS each (default 30)"
 	@echo "  make clean       remove build outputs"
 	@echo "variables: ARCH=$(SUPPORTED_ARCHS)  DEBUG=1  WERROR=1  NVCC=…  GIT_SHA=…"
 	@echo "programs: $(PROGRAMS)"

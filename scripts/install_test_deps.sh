@@ -21,6 +21,26 @@ if ! command -v cuobjdump >/dev/null 2>&1 && [ ! -x "$cuda_bin/cuobjdump" ] &&
     nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm >/dev/null 2>&1 ||
     echo "install_test_deps: pip could not install cuobjdump; disassembly checks will be skipped" >&2
 fi
+# clang with libFuzzer and the sanitizer runtimes, for scripts/fuzz.sh.
+have_fuzzer() {
+  local c
+  c=$(command -v clang || command -v clang-14 || command -v clang-15 || command -v clang-16) || return 1
+  printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n){(void)d;(void)n;return 0;}\n' \
+    | "$c" -x c -fsanitize=fuzzer,address,undefined - -o /dev/null >/dev/null 2>&1
+}
+apt_install() {  # apt_install PACKAGE...: as root or with passwordless sudo
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+  command -v apt-get >/dev/null 2>&1 || return 1
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -q "$@" >/dev/null 2>&1 ||
+    { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q "$@" >/dev/null 2>&1; }
+}
+if ! have_fuzzer; then
+  echo "install_test_deps: clang with libFuzzer not found; installing clang" >&2
+  apt_install clang || true
+  have_fuzzer || { echo "install_test_deps: could not install clang with libFuzzer (apt-get install clang); fuzzing will fail" >&2; exit 1; }
+fi
 have_cmocka && exit 0
 echo "install_test_deps: cmocka not found; installing libcmocka-dev" >&2
 SUDO=""

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # run_tests.sh — the whole host-side test suite (what `make test` and CI run):
-#   1. cmocka unit tests of common/ (tests/bin/test_*)
+#   1. cmocka unit tests of common/ and labs/moe (tests/bin/test_*), then the same tests
+#      built with AddressSanitizer + UBSan ($SAN_TESTS, tests/bin-san/test_*)
+#   1b. the libFuzzer harnesses of tests/fuzz, $FUZZ_TEST_SECONDS (20) s each (scripts/fuzz.sh)
 #   2. python unittest of scripts/check_expectations
 #   3. every GPU program: exit 2 with a usage line on a bad flag (and on the bad values of
 #      tests/usage_checks.txt); without a GPU, exit 77 with exactly one line
@@ -13,15 +15,33 @@ pass=0; fail=0; skip=0
 ok()   { pass=$((pass + 1)); }
 bad()  { fail=$((fail + 1)); echo "FAILED: $*"; }
 
+run_cmocka() {  # each cmocka binary: count its PASSED/FAILED lines; a crash or a
+  for t in "$@"; do  # sanitizer report (non-zero exit, no FAILED line) is a failure
+    out=$("./$t" 2>&1); rc=$?
+    n_ok=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p')
+    n_bad=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | head -n1)
+    printf '%s\n' "$out" | grep -E '^\[(  PASSED  |  FAILED  |  ERROR   )\]|^\[ +FAILED +\] [a-z]' || true
+    pass=$((pass + ${n_ok:-0})); fail=$((fail + ${n_bad:-0}))
+    if [ "$rc" -ne 0 ] && [ -z "${n_bad}" ]; then bad "$t exited $rc"; printf '%s\n' "$out" | grep -m 5 -E 'ERROR|runtime error|SUMMARY' || printf '%s\n' "$out" | tail -n 5; fi
+  done
+}
 echo "== unit tests (cmocka)"
-for t in "$@"; do
-  out=$("./$t" 2>&1); rc=$?
-  n_ok=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p')
-  n_bad=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | head -n1)
-  printf '%s\n' "$out" | grep -E '^\[(  PASSED  |  FAILED  |  ERROR   )\]|^\[ +FAILED +\] [a-z]' || true
-  pass=$((pass + ${n_ok:-0})); fail=$((fail + ${n_bad:-0}))
-  if [ "$rc" -ne 0 ] && [ -z "${n_bad}" ]; then bad "$t exited $rc"; printf '%s\n' "$out" | tail -n 5; fi
-done
+run_cmocka "$@"
+if [ -n "${SAN_TESTS:-}" ]; then
+  echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} run_cmocka $SAN_TESTS
+fi
+
+echo "== fuzzing (libFuzzer, ${FUZZ_TEST_SECONDS:-20} s per harness)"
+if [ "${FUZZ_TEST_SECONDS:-20}" = 0 ]; then echo "FUZZ_TEST_SECONDS=0: fuzzing skipped"; skip=$((skip + 1))
+else
+  fz=$(scripts/fuzz.sh "${FUZZ_TEST_SECONDS:-20}" 2>&1); rc=$?
+  printf '%s\n' "$fz"
+  n_clean=$(printf '%s\n' "$fz" | grep -c '^fuzz .*: clean')
+  n_failed=$(printf '%s\n' "$fz" | grep -c '^fuzz .*: FAILED\|regression input fails')
+  pass=$((pass + n_clean)); fail=$((fail + n_failed))
+  if [ "$rc" -ne 0 ] && [ "$n_failed" -eq 0 ]; then bad "scripts/fuzz.sh exited $rc"; fi
+fi
 
 echo "== scripts/check_expectations (python unittest)"
 out=$(python3 -m unittest tests/test_check_expectations.py 2>&1); rc=$?

@@ -113,8 +113,20 @@ class UpdateAndSchema(unittest.TestCase):
             exp = json.load(f)
         e = exp["entries"]["labs/00_baseline"]
         self.assertEqual(sorted(e["operating_points"]), ["gptoss20b_B1", "gptoss20b_B64"])
-        self.assertEqual(e["speedup"], 1.0)  # layer 00 is its own yardstick
+        self.assertEqual(e["optimized"]["median_ms"], 110.0)  # the first file (batch 1) heads
+        self.assertAlmostEqual(e["operating_points"]["gptoss20b_B64"]["tokens_per_s"], 64000.0 / 1250.0)
         self.assertEqual(ce.validate_exp(exp, path), [])
+        # A later layer is measured against layer 00's line at the same workload: the
+        # speedup is computed from the two medians (110 / 44 = 2.5), never typed.
+        l = line("decode", 44.0, workload="gptoss20b_B1")
+        l.update({"tokens_per_s": 1000.0 / 44.0, "ms_per_token": 44.0, "batch": 1})
+        self.write("l01.json", l)
+        self.assertEqual(ce.main(["update-lab", os.path.join(self.res, "l01.json"), "--target",
+                                  "labs/01_basics", "--baseline", files[0], "--command", "decode"]), 0)
+        with open(path) as f:
+            e1 = json.load(f)["entries"]["labs/01_basics"]
+        self.assertEqual(e1["baseline"]["median_ms"], 110.0)
+        self.assertEqual(e1["speedup"], 2.5)
 
     def test_attached_table_rows_are_parsed_by_named_columns(self):
         path = os.path.join(self.res, "sweep.txt")

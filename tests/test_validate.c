@@ -67,6 +67,18 @@ static void one_outlier_fails_the_element_check(void **state) {
 
 static void tolerance_table_is_ordered_by_precision(void **state) {
   (void)state;
+  /* Formats from most to least precise, with their explicit mantissa bits (IEEE 754
+   * binary32 23, TF32 10, binary16 10, bfloat16 7, FP8 E4M3 3): a format with fewer
+   * mantissa bits must never get a tighter tolerance, and strictly fewer bits must get a
+   * strictly looser one. */
+  const struct { GtlDtype d; int mantissa_bits; } f[] = {
+      {GTL_FP32, 23}, {GTL_TF32, 10}, {GTL_FP16, 10}, {GTL_BF16, 7}, {GTL_FP8E4M3, 3}};
+  for (size_t i = 1; i < sizeof f / sizeof f[0]; i++) {
+    const double prev = gtl_tol_for(f[i - 1].d).rel_l2, cur = gtl_tol_for(f[i].d).rel_l2;
+    assert_true(cur >= prev);
+    if (f[i].mantissa_bits < f[i - 1].mantissa_bits) assert_true(cur > prev);
+  }
+  /* and the starting values themselves (the program contract's table) */
   assert_true(gtl_tol_for(GTL_FP32).rel_l2 == 1e-6);
   assert_true(gtl_tol_for(GTL_TF32).rel_l2 == 1e-3);
   assert_true(gtl_tol_for(GTL_FP16).rel_l2 == 1e-3);
