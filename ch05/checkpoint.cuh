@@ -7,8 +7,9 @@
 // every tensor into one device buffer that mirrors the file's byte buffer (tensor t at
 // d_arena + t.begin). Sizes: small = 1 layer of 4 experts (0.25 GB, 19 tensors); default
 // = embeddings + 2 layers of 32 experts (4.45 GB, 208 tensors); large = embeddings + 6
-// layers (11.0 GB, 620 tensors). The file goes to --dir (default /tmp) and is deleted at
-// exit unless --keep.
+// layers (11.0 GB, 620 tensors). The file goes to --dir (default $TMPDIR, else /tmp), is
+// created new (never over an existing file) and is deleted at exit, on SIGINT, SIGTERM
+// and SIGHUP too, unless --keep.
 //
 // Roofline: bytes = the byte buffer (every tensor byte crosses storage → host → PCIe
 // once), flops = 0. A load is bound by the slower of the read path and the pinned H2D
@@ -40,6 +41,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -203,6 +205,12 @@ static int write_full(int fd, const void *p, size_t n) {
   return 0;
 }
 
+// The scratch checkpoint: its path, whether this process created it (only then is it
+// removed at exit or on a signal), and --keep.
+static char g_ckpt_path[4096];
+static volatile sig_atomic_t g_ckpt_owned;
+static int g_ckpt_keep;
+
 // Write c to path: header, then each tensor filled on the device with its own seed,
 // brought back through a pinned buffer in 64 MB pieces, checksummed on the CPU, written.
 // fdatasync at the end: the pages must be clean for POSIX_FADV_DONTNEED to drop them.
@@ -223,7 +231,8 @@ static double ckpt_write(Checkpoint *c, const char *path, uint64_t seed, cudaStr
   unsigned char *d_tmp = (unsigned char *)gtl_malloc(max_bytes, "checkpoint writer scratch");
   unsigned char *h_pin = (unsigned char *)gtl_malloc_pinned(piece, "checkpoint writer piece");
   const double t0 = now_s();
-  int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+  int fd = open(path, O_CREAT | O_EXCL | O_WRONLY, 0644);  // never over a file already there
+  if (fd >= 0 && path == g_ckpt_path) g_ckpt_owned = 1;     // ours now: removed on every exit
   if (fd < 0 || write_full(fd, h, hlen) != 0) {
     fprintf(stderr, "ch05: cannot write %s: %s\n", path, strerror(errno));
     exit(GTL_EXIT_RUNTIME);
@@ -275,10 +284,25 @@ static double ckpt_resident_pct(int fd, uint64_t size) {
   return pct;
 }
 
-static char g_ckpt_path[4096];
-static int g_ckpt_keep;
 static void ckpt_cleanup(void) {  // atexit: also on exit(3) from a failed CUDA call
-  if (g_ckpt_path[0] && !g_ckpt_keep) unlink(g_ckpt_path);
+  if (g_ckpt_owned && !g_ckpt_keep) unlink(g_ckpt_path);
+}
+// SIGINT / SIGTERM / SIGHUP (Ctrl-C mid-write, a killed job): atexit handlers do not run
+// on a signal, so remove the file here (unlink is async-signal-safe), then die by the same
+// signal so the caller still sees how the program ended.
+static void ckpt_on_signal(int sig) {
+  if (g_ckpt_owned && !g_ckpt_keep) unlink(g_ckpt_path);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+static void ckpt_install_cleanup(void) {
+  atexit(ckpt_cleanup);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = ckpt_on_signal;
+  sigemptyset(&sa.sa_mask);
+  const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+  for (int i = 0; i < 3; i++) sigaction(sigs[i], &sa, NULL);
 }
 
 // Validate: device checksum of every tensor equals the CPU's. Fills e; returns pass.
@@ -322,12 +346,13 @@ static int ckpt_drop_cache(int fd) { return posix_fadvise(fd, 0, 0, POSIX_FADV_D
 // main() of both variants.
 static int load_main(int argc, char **argv, const char *variant, const char *strategy) {
   int64_t layers = INT64_MIN, experts = INT64_MIN, cold = 2, slots = 8, slot_mb = 32, readers = 4;
-  const char *dir = "/tmp";
+  const char *tmpdir = getenv("TMPDIR");
+  const char *dir = tmpdir && *tmpdir ? tmpdir : "/tmp";
   int keep = 0;
   GtlOpt opts[] = {
       {"layers", GTL_OPT_INT, &layers, "transformer layers in the file (default by --size)"},
       {"experts", GTL_OPT_INT, &experts, "experts per layer (default by --size)"},
-      {"dir", GTL_OPT_STR, &dir, "folder for the checkpoint file (default /tmp)"},
+      {"dir", GTL_OPT_STR, &dir, "folder for the checkpoint file (default $TMPDIR, else /tmp)"},
       {"keep", GTL_OPT_FLAG, &keep, "keep the checkpoint file at exit"},
       {"cold", GTL_OPT_INT, &cold, "cold-cache loads after the warm ones (default 2; 0: none)"},
       {"slots", GTL_OPT_INT, &slots, "ring slots, optimized only (default 8)"},
@@ -368,7 +393,7 @@ static int load_main(int argc, char **argv, const char *variant, const char *str
   }
   snprintf(g_ckpt_path, sizeof g_ckpt_path, "%s/gauntlet_ch05_%s_%d.safetensors", dir, variant,
            (int)getpid());
-  atexit(ckpt_cleanup);
+  ckpt_install_cleanup();
   char workload[128];
   snprintf(workload, sizeof workload, "L%lld_E%lld%s_%.2fGB", (long long)layers,
            (long long)experts, embed ? "_embed" : "", data / 1e9);
