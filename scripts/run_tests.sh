@@ -3,7 +3,7 @@
 #   1. cmocka unit tests of common/ and labs/moe (tests/bin/test_*), then the same tests
 #      built with AddressSanitizer + UBSan ($SAN_TESTS, tests/bin-san/test_*)
 #   1b. the libFuzzer harnesses of tests/fuzz, $FUZZ_TEST_SECONDS (20) s each (scripts/fuzz.sh)
-#   2. python unittest of scripts/check_expectations
+#   2. python unittest of scripts/check_expectations and the quest-log scripts
 #   3. every GPU program: exit 2 with a usage line on a bad flag (and on the bad values of
 #      tests/usage_checks.txt); without a GPU, exit 77 with exactly one line
 #   4. disassembly checks of tests/sass_checks.txt (cuobjdump)
@@ -43,8 +43,8 @@ else
   if [ "$rc" -ne 0 ] && [ "$n_failed" -eq 0 ]; then bad "scripts/fuzz.sh exited $rc"; fi
 fi
 
-echo "== scripts/check_expectations (python unittest)"
-out=$(python3 -m unittest tests/test_check_expectations.py 2>&1); rc=$?
+echo "== scripts: check_expectations and the quest-log scripts (python unittest)"
+out=$(python3 -m unittest tests/test_check_expectations.py tests/test_scripts.py 2>&1); rc=$?
 n=$(printf '%s\n' "$out" | sed -n 's/^Ran \([0-9]*\) test.*/\1/p')
 if [ "$rc" -eq 0 ]; then pass=$((pass + ${n:-0})); echo "[  PASSED  ] ${n:-0} test(s)."
 else printf '%s\n' "$out" | tail -n 30; n_f=$(printf '%s\n' "$out" | sed -n 's/.*failures=\([0-9]*\).*/\1/p'); n_e=$(printf '%s\n' "$out" | sed -n 's/.*errors=\([0-9]*\).*/\1/p')

@@ -1,0 +1,122 @@
+"""Tests of the quest-log scripts (scripts/gauntlet.sh, pair.sh, run_all.sh) and of
+check_expectations' command-line verdicts, with recorded JSON lines and no GPU.
+
+Each test builds a throw-away project folder: the real scripts, an expectations file,
+and chapters whose `baseline` / `optimized` are small shell programs that print a
+recorded result line and exit as a real program would (0 PASS, 1 validation FAIL,
+77 waived). NO_BUILD=1 keeps make out of it."""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def result_line(target, variant, ms, status="PASS"):
+    return {"schema": "gauntlet.v1", "target": target, "variant": variant, "median_ms": ms,
+            "p95_ms": ms, "p99_ms": ms, "status": status, "hardware_key": "h200",
+            "gpu": "NVIDIA H200", "workload": "w", "iters": 10, "git": "abc", "gbps": 1.0}
+
+
+class QuestLog(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        shutil.copytree(os.path.join(ROOT, "scripts"), os.path.join(self.dir, "scripts"))
+        os.makedirs(os.path.join(self.dir, "expectations"))
+        with open(os.path.join(self.dir, "expectations", "h200.json"), "w") as f:
+            json.dump({"schema": "gauntlet.expectations.v1", "hardware_key": "h200",
+                       "gpu": "NVIDIA H200", "tolerance": 0.25, "ceilings": {}, "entries": {}}, f)
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    def chapter(self, ch, base, opt):
+        """base/opt: (median_ms, status, exit code); exit 77 prints the one WAIVED line."""
+        d = os.path.join(self.dir, ch)
+        os.makedirs(d)
+        for v, (ms, status, rc) in (("baseline", base), ("optimized", opt)):
+            open(os.path.join(d, v + ".cu"), "w").close()
+            p = os.path.join(d, v)
+            with open(p, "w") as f:
+                if rc == 77:
+                    f.write("#!/bin/sh\necho 'WAIVED: needs a CUDA GPU; none found'\nexit 77\n")
+                else:
+                    f.write("#!/bin/sh\necho '%s'\nexit %d\n" % (json.dumps(result_line(ch, v, ms, status), separators=(",", ":")), rc))
+            os.chmod(p, 0o755)
+
+    def run_script(self, *args):
+        env = dict(os.environ, NO_BUILD="1")
+        env.pop("RESULTS_DIR", None)
+        p = subprocess.run(list(args), cwd=self.dir, env=env, capture_output=True, text=True, timeout=120)
+        return p.returncode, p.stdout + p.stderr
+
+    def test_all_waived_is_not_played_and_fails(self):
+        for ch in ("ch01", "ch02", "ch03", "ch04", "ch05", "ch06"):
+            self.chapter(ch, (0, "", 77), (0, "", 77))
+        rc, out = self.run_script("scripts/gauntlet.sh", "act1")
+        self.assertIn("0 won, 0 lost, 6 not played, 0 locked", out)
+        self.assertNotEqual(rc, 0)
+
+    def test_won_lost_not_played_and_locked_are_told_apart(self):
+        self.chapter("ch01", (4.0, "PASS", 0), (1.0, "PASS", 0))   # 4x >= 3x floor: won
+        self.chapter("ch02", (4.0, "PASS", 0), (1.0, "PASS", 0))   # 4x < 5x floor: lost
+        self.chapter("ch03", (4.0, "PASS", 0), (1.0, "FAIL", 1))   # validation failed: lost
+        self.chapter("ch04", (0, "", 77), (0, "", 77))             # waived: not played
+        rc, out = self.run_script("scripts/gauntlet.sh", "act1")
+        self.assertIn("1 won, 2 lost, 1 not played, 2 locked", out)
+        self.assertIn("[won] ch01", out)
+        self.assertIn("[lost] ch02", out)
+        self.assertIn("[lost] ch03", out)
+        self.assertNotEqual(rc, 0)
+        rc, out = self.run_script("scripts/gauntlet.sh", "scoreboard")
+        self.assertIn("scoreboard: 1 won, 2 lost, 1 not played", out)
+        self.assertIn("INVALID", out)  # ch03: its failed line is on the card
+        self.assertNotEqual(rc, 0)
+
+    def test_every_fight_won_exits_zero(self):
+        self.chapter("ch07", (4.0, "PASS", 0), (1.0, "PASS", 0))
+        self.chapter("ch08", (2.0, "PASS", 0), (1.0, "PASS", 0))
+        rc, out = self.run_script("scripts/gauntlet.sh", "act2")
+        self.assertIn("2 won, 0 lost, 0 not played, 2 locked", out)
+        self.assertEqual(rc, 0)
+        rc, out = self.run_script("scripts/gauntlet.sh", "scoreboard")
+        self.assertIn("scoreboard: 2 won, 0 lost, 0 not played", out)
+        self.assertEqual(rc, 0)
+
+    def test_pair_exit_codes(self):
+        self.chapter("ch07", (4.0, "PASS", 0), (1.0, "PASS", 0))
+        self.chapter("ch08", (1.2, "PASS", 0), (1.0, "PASS", 0))
+        self.chapter("ch09", (0, "", 77), (0, "", 77))
+        self.assertEqual(self.run_script("scripts/pair.sh", "ch07")[0], 0)
+        rc, out = self.run_script("scripts/pair.sh", "ch08")
+        self.assertEqual(rc, 1)
+        self.assertIn("FAIL", out)
+        self.assertEqual(self.run_script("scripts/pair.sh", "ch09")[0], 77)
+        self.assertEqual(self.run_script("scripts/pair.sh", "nope")[0], 2)
+
+    def test_run_all_fails_when_one_pair_fails(self):
+        self.chapter("ch07", (4.0, "PASS", 0), (1.0, "PASS", 0))
+        self.chapter("ch08", (4.0, "PASS", 0), (1.0, "FAIL", 1))
+        rc, out = self.run_script("scripts/run_all.sh")
+        self.assertNotEqual(rc, 0)
+        self.assertIn("ch07     NO_ENTRY", out)
+
+    def test_check_expectations_refuses_missing_folders_and_targets(self):
+        ce = os.path.join("scripts", "check_expectations")
+        rc, out = self.run_script("python3", ce, "check", "/nonexistent/results")
+        self.assertEqual(rc, 2)
+        self.assertIn("no such results folder", out)
+        os.makedirs(os.path.join(self.dir, "empty"))
+        rc, out = self.run_script("python3", ce, "check", "empty")
+        self.assertEqual(rc, 1)
+        rc, out = self.run_script("python3", ce, "floor", "ch99")
+        self.assertEqual(rc, 2)
+        rc, out = self.run_script("python3", ce, "floor", "ch07")
+        self.assertEqual((rc, out.strip()), (0, "3.0"))
+
+
+if __name__ == "__main__":
+    unittest.main()
