@@ -224,7 +224,7 @@ static int pipeline_main(int argc, char **argv, const char *variant, const char 
     gtl_poison(p.d_h, slots * nh * 2, ctx.stream);
     GTL_CUDA(cudaStreamSynchronize(ctx.stream));
     memset(h_out_base, GTL_GUARD_BYTE, GTL_GUARD_BYTES);
-    memset(p.h_out, 0xFF, chunks * nh * 2);
+    memset(h_out_base + GTL_GUARD_BYTES, 0xFF, chunks * nh * 2);
     memset((unsigned char *)p.h_out + chunks * nh * 2, GTL_GUARD_BYTE, GTL_GUARD_BYTES);
     pipeline_launch(&p, ctx.stream);
     GTL_CUDA(cudaStreamSynchronize(ctx.stream));
