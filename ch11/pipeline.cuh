@@ -131,7 +131,7 @@ static void pass_run(void *u, cudaStream_t s) { pipeline_launch((const ChunkPipe
 // main() of both variants: parse, device, inputs, reference, poison, one validated pass,
 // timed passes, the parts timed alone (same run), report.
 static int pipeline_main(int argc, char **argv, const char *variant, const char *strategy) {
-  int64_t B = INT64_MIN, chunks = INT64_MIN, slots = 3, D = 2880, F = 2880;
+  int64_t B = INT64_MIN, chunks = INT64_MIN, slots = 3, D = INT64_MIN, F = INT64_MIN;
   GtlOpt opts[] = {
       {"B", GTL_OPT_INT, &B, "tokens per chunk, 1..65536 (default 4096; small 300)"},
       {"chunks", GTL_OPT_INT, &chunks, "chunks per pass, 1..64 (default 16; small 4)"},
@@ -143,7 +143,8 @@ static int pipeline_main(int argc, char **argv, const char *variant, const char 
   const int small = ctx.args.size == GTL_SIZE_SMALL;
   if (B == INT64_MIN) B = small ? 300 : ctx.args.size == GTL_SIZE_LARGE ? 8192 : 4096;
   if (chunks == INT64_MIN) chunks = small ? 4 : 16;
-  if (small) D = 1024, F = 1024;
+  if (D == INT64_MIN) D = small ? 1024 : 2880;
+  if (F == INT64_MIN) F = small ? 1024 : 2880;
   if (B < 1 || B > 65536 || chunks < 1 || chunks > 64 || slots < 1 ||
       slots > CHUNK_MAX_SLOTS || D < 32 || D % 32 || D > 16384 || F < 64 || F % 64 ||
       F > 16384)
