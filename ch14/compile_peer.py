@@ -8,6 +8,9 @@ scale = amax|y| / 448; q = E4M3(y * 448 / amax)), run two ways on the same GPU:
   torch_eager    one CUDA kernel (or more) per PyTorch op, as a framework runs them
   torch_compile  torch.compile (TorchInductor), which fuses the ops into generated Triton
                  kernels: the compiler's answer to the fusion ch14/optimized.cu does by hand
+  torch_compile_graphs  the same, mode="reduce-overhead": replayed as a CUDA graph, so the
+                 host's per-call Python and launch overhead leaves the timed region (inputs
+                 marked static, so the graph reads them in place instead of copying them)
 
 Each variant is validated against a float64 reference on the GPU (h within half a bf16
 step, scales at bf16 tolerance, every fp8 code within one E4M3 step of the reference's,
@@ -18,6 +21,7 @@ programs' byte count (read x, residual, w; write h, q, scales), so the numbers c
 
   python3 ch14/compile_peer.py                # T=4096, D=2880
   python3 ch14/compile_peer.py --T=64         # a decode batch
+  python3 ch14/compile_peer.py --emulate-precision-casts   # Inductor rounds y to bf16 as eager does
 
 Prints '#' lines and one JSON line per variant. Exit: 0 all PASS, 1 a validation
 failure, 2 bad arguments, 77 no CUDA device or no PyTorch.
@@ -132,6 +136,9 @@ def main():
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--l2", choices=("cold", "warm"), default="cold")
+    ap.add_argument("--emulate-precision-casts", action="store_true",
+                    help="torch._inductor.config.emulate_precision_casts = True: keep the "
+                         "bf16 roundings of intermediates that Inductor otherwise drops")
     a = ap.parse_args()  # exits 2 with usage on a bad flag
     if a.T < 1 or a.D < 8 or a.D % 8 or a.iters < 1 or a.warmup < 0:
         ap.error("need T >= 1, D >= 8 a multiple of 8, iters >= 1, warmup >= 0")
@@ -167,15 +174,26 @@ def main():
           f"iters {a.iters}; {nbytes / 1e6:.1f} MB per iteration (the C programs' count)")
     ref = reference(x, res, w, eps)
 
-    variants = [("torch_eager", norm_quant)]
-    variants.append(("torch_compile", torch.compile(norm_quant, fullgraph=True, dynamic=False)))
+    if a.emulate_precision_casts:
+        import torch._inductor.config as inductor_config
+        inductor_config.emulate_precision_casts = True
+    sfx = "_emulate" if a.emulate_precision_casts else ""
+    variants = [] if a.emulate_precision_casts else [("torch_eager", norm_quant)]
+    variants.append(("torch_compile" + sfx,
+                     torch.compile(norm_quant, fullgraph=True, dynamic=False)))
+    for t in (x, res, w):  # the CUDA graph reads the inputs where they are
+        torch._dynamo.mark_static_address(t)
+    variants.append(("torch_compile_graphs" + sfx, torch.compile(
+        norm_quant, fullgraph=True, dynamic=False, mode="reduce-overhead")))
     rc = 0
     for name, fn in variants:
         line = {"target": "ch14", "variant": name, "gpu": props.name, "torch": torch.__version__,
                 "triton": triton_v, "workload": f"T{T}_D{D}", "l2": a.l2, "warmup": a.warmup,
                 "iters": a.iters, "bytes": nbytes}
         try:
-            ok, one_off, detail = check(fn(*args), ref)  # the first call compiles
+            for _ in range(2):  # the first call compiles; a CUDA graph is recorded on the second
+                fn(*args)
+            ok, one_off, detail = check(fn(*args), ref)
         except Exception as ex:
             print(f"# {name}: failed to run: {type(ex).__name__}: {ex}")
             line.update(status="ERROR", error=f"{type(ex).__name__}")
