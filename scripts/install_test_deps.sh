@@ -16,9 +16,16 @@ fi
 cuda_bin=$(dirname "$(command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)")
 if ! command -v cuobjdump >/dev/null 2>&1 && [ ! -x "$cuda_bin/cuobjdump" ] &&
    [ ! -x build/tools/nvidia/cu13/bin/cuobjdump ]; then
+  # Pinned: the toolkit's own release when NVIDIA publishes a wheel of it, else the
+  # oldest CUDA 13 wheel (13.2.51; none exists for 13.0/13.1), which reads their cubins.
+  rel=$(nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9]*\.[0-9]*\).*/\1/p')
   echo "install_test_deps: cuobjdump not found; installing NVIDIA's wheels into build/tools" >&2
-  python3 -m pip install -q --disable-pip-version-check --target build/tools \
-    nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm >/dev/null 2>&1 ||
+  for pin in "${rel:+==$rel.*}" "==${CUOBJDUMP_WHEEL:-13.2.51}"; do
+    [ -n "$pin" ] || continue
+    python3 -m pip install -q --disable-pip-version-check --target build/tools \
+      "nvidia-cuda-cuobjdump$pin" "nvidia-cuda-nvdisasm$pin" >/dev/null 2>&1 && break
+  done
+  [ -x build/tools/nvidia/cu13/bin/cuobjdump ] ||
     echo "install_test_deps: pip could not install cuobjdump; disassembly checks will be skipped" >&2
 fi
 # clang with libFuzzer and the sanitizer runtimes, for scripts/fuzz.sh.

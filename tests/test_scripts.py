@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import unittest
 
@@ -116,6 +117,57 @@ class QuestLog(unittest.TestCase):
         self.assertEqual(rc, 2)
         rc, out = self.run_script("python3", ce, "floor", "ch07")
         self.assertEqual((rc, out.strip()), (0, "3.0"))
+
+
+CUDA_BIN = os.path.dirname(shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc")
+TOOLS_BIN = os.path.join(ROOT, "build", "tools", "nvidia", "cu13", "bin")
+SASS_PATH = os.pathsep.join([os.environ.get("PATH", ""), CUDA_BIN, TOOLS_BIN])
+
+
+@unittest.skipUnless(shutil.which("nvcc", path=SASS_PATH) and shutil.which("cuobjdump", path=SASS_PATH),
+                     "needs nvcc and cuobjdump (make test-deps installs cuobjdump)")
+class SassCheck(unittest.TestCase):
+    """scripts/sass_check.py must fail on a kernel that lacks the claimed instruction, even
+    when another function of the same binary has it."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp()
+        src = os.path.join(cls.dir, "k.cu")
+        with open(src, "w") as f:
+            f.write("__global__ void with_shuffle_kernel(float *x) {\n"
+                    "  float v = x[threadIdx.x];\n"
+                    "  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);\n"
+                    "  x[threadIdx.x] = v;\n}\n"
+                    "__global__ void plain_kernel(float *x) { x[threadIdx.x] *= 2.0f; }\n")
+        cls.cubin = os.path.join(cls.dir, "k.cubin")
+        subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "-o", cls.cubin, src], check=True,
+                       env=dict(os.environ, PATH=SASS_PATH), capture_output=True, timeout=300)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.dir)
+
+    def check(self, *args):
+        p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "sass_check.py"), self.cubin, *args],
+                           env=dict(os.environ, PATH=SASS_PATH), capture_output=True, text=True, timeout=120)
+        return p.returncode, p.stdout
+
+    def test_instruction_found_in_the_named_kernel(self):
+        self.assertEqual(self.check("@with_shuffle", "SHFL.BFLY")[0], 0)
+
+    def test_kernel_without_it_fails_although_the_binary_has_it(self):
+        self.assertEqual(self.check("SHFL.BFLY")[0], 0)  # the whole binary has one
+        rc, out = self.check("@plain_kernel", "SHFL.BFLY")
+        self.assertEqual(rc, 1)
+        self.assertIn("no SHFL.BFLY", out)
+
+    def test_absence_claims(self):
+        self.assertEqual(self.check("@plain_kernel", "!SHFL.BFLY")[0], 0)
+        self.assertEqual(self.check("@with_shuffle", "!SHFL.BFLY")[0], 1)
+
+    def test_unknown_kernel_fails(self):
+        self.assertEqual(self.check("@no_such_kernel", "FFMA")[0], 1)
 
 
 if __name__ == "__main__":
