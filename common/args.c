@@ -53,6 +53,10 @@ int gtl_args_parse(GtlArgs *a, int argc, char **argv, const GtlOpt *extra, int n
                    char *err, size_t errlen) {
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i];
+    if (strcmp(arg, "-h") == 0) {  /* the one short form: what everybody types first */
+      a->help = 1;
+      continue;
+    }
     if (strncmp(arg, "--", 2) != 0) FAIL("unexpected argument '%s'", arg);
     const char *name = arg + 2;
     const char *eq = strchr(name, '=');
@@ -125,7 +129,7 @@ int gtl_args_parse(GtlArgs *a, int argc, char **argv, const GtlOpt *extra, int n
 void gtl_args_usage(FILE *f, const char *prog, const GtlOpt *extra, int n_extra) {
   fprintf(f,
           "usage: %s [--warmup=N] [--iters=N] [--seed=N] [--size=small|default|large]\n"
-          "          [--l2=cold|warm] [--device=N] [--json] [--no-verify] [--help]",
+          "          [--l2=cold|warm] [--device=N] [--json] [--no-verify] [--help|-h]",
           prog);
   for (int k = 0; k < n_extra; k++)
     fprintf(f, " [--%s%s]", extra[k].name,

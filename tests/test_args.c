@@ -77,6 +77,12 @@ static void help_is_flagged_not_an_error(void **state) {
   char err[256];
   assert_int_equal(parse(&a, av, 1, NULL, 0, err), 0);
   assert_int_equal(a.help, 1);
+  const char *av_short[] = {"-h"};
+  assert_int_equal(parse(&a, av_short, 1, NULL, 0, err), 0);
+  assert_int_equal(a.help, 1);
+  const char *av_other[] = {"-x"}; /* no other short flags */
+  assert_int_equal(parse(&a, av_other, 1, NULL, 0, err), -1);
+  assert_non_null(strstr(err, "-x"));
 }
 
 int main(void) {
