@@ -120,6 +120,14 @@ tests/bin-san/%: tests/%.c build/san/libsan.a | tests/bin-san
 	$(CC) $(CFLAGS) $(SAN_FLAGS) -Ilabs/moe -Itests -o $@ $< build/san/libsan.a -lcmocka -lm -lpthread
 -include $(wildcard build/san/*.d)
 
+# The README's pictures (docs/plots/*.png) from expectations/h200.json; matplotlib is
+# installed into build/tools/py when python3 lacks it.
+.PHONY: plots
+plots:
+	@$(PYTHON) -c "import matplotlib" 2>/dev/null || $(PYTHON) -c "import sys; sys.path.insert(0, 'build/tools/py'); import matplotlib" 2>/dev/null || \
+	  $(PYTHON) -m pip install -q --disable-pip-version-check --target build/tools/py matplotlib
+	@PYTHONPATH=build/tools/py$${PYTHONPATH:+:$$PYTHONPATH} $(PYTHON) scripts/plots.py
+
 # libFuzzer harnesses (tests/fuzz/): `make fuzz FUZZ_SECONDS=600`; `make test` runs each briefly.
 FUZZ_SECONDS ?= 30
 .PHONY: fuzz
@@ -173,6 +181,7 @@ help:
 	@echo "  make labs        build the MoE decode engine's layers: $(LAB_PROGRAMS)"
 	@echo "  make all         build every program for ARCH=$(ARCH)"
 	@echo "  make test        build all, run host tests, waive checks, expectations schema"
+	@echo "  make plots       redraw docs/plots/*.png from expectations/h200.json"
 	@echo "  make fuzz        libFuzzer harnesses of tests/fuzz, FUZZ_SECONDS each (default 30)"
 	@echo "  make clean       remove build outputs"
 	@echo "variables: ARCH=$(SUPPORTED_ARCHS)  DEBUG=1  WERROR=1  NVCC=…  GIT_SHA=…"

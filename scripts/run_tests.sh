@@ -7,7 +7,8 @@
 #   3. every GPU program: exit 2 with a usage line on a bad flag (and on the bad values of
 #      tests/usage_checks.txt); without a GPU, exit 77 with exactly one line
 #   4. disassembly checks of tests/sass_checks.txt (cuobjdump)
-#   5. expectations/*.json against their schema
+#   5. docs/plots drawn from the current expectations/h200.json (scripts/plots.py --check)
+#   6. expectations/*.json against their schema
 # Ends with one line "tests: N passed, M failed[, K skipped]"; exits 1 if anything failed.
 set -u
 cd "$(dirname "$0")/.." || exit 3
@@ -88,6 +89,9 @@ if command -v cuobjdump >/dev/null 2>&1; then
 else
   echo "cuobjdump not found: disassembly checks skipped"; skip=$((skip + 1))
 fi
+
+echo "== README pictures (docs/plots) drawn from the current expectations"
+if python3 scripts/plots.py --check; then ok; else bad "docs/plots is stale: make plots"; fi
 
 echo "== expectations schema"
 if ls expectations/*.json >/dev/null 2>&1; then
