@@ -1,15 +1,24 @@
 /* test_lab_reference.c — the lab's CPU reference decoder and sampler (labs/moe/
  * reference.c, sampler.c).
  *
- * The fixtures tests/fixtures/lab_tiny_*.json hold, for the synthetic tiny_mixtral and
- * tiny_qwen3 models (seeded weights of labs/moe/checkpoint.c), a 16-token sequence and
+ * The fixtures tests/fixtures/lab_tiny_*.json hold, for the synthetic tiny_mixtral,
+ * tiny_qwen3 and tiny_gptoss models (seeded weights of labs/moe/checkpoint.c), a 16-token sequence and
  * the reference's logits at three positions. They were written once by
  *     tests/bin/test_lab_reference --regenerate        (from the repository root)
  * and checked independently: labs/moe/hf_check.py writes each model as a Hugging Face
  * checkpoint (labs/00_baseline/decode --write-checkpoint), loads it with transformers'
- * MixtralForCausalLM / Qwen3MoeForCausalLM in fp32 and compares their logits with the
+ * MixtralForCausalLM / Qwen3MoeForCausalLM / GptOssForCausalLM in fp32 and compares their logits with the
  * stored ones (labs/00_baseline/README.md records the result). So this test pins the
- * reference to transformers' semantics without needing Python or a GPU here. */
+ * reference to transformers' semantics without needing Python or a GPU here.
+ *
+ * With --model=DIR the binary is instead the reference as a decoder, for hf_check.py
+ * (which compares it with transformers while the GPU layers lack gpt-oss):
+ *     tests/bin/test_lab_reference --model=DIR --prompt-ids=1,2,3 --gen=32 --dump-logits=PATH
+ * loads the checkpoint (moe_ckpt_read_bf16: F16/F32 rounded, MXFP4 decoded), writes the
+ * teacher-forced logits of the prompt as float32 [P][V] and prints the greedy
+ * continuation as "# generated[0]: t1 t2 …", the same flags and lines as the lab's decode;
+ *     tests/bin/test_lab_reference --write-checkpoint=DIR --preset=tiny_gptoss --mxfp4
+ * writes a synthetic checkpoint (--mxfp4: gpt-oss's experts as MXFP4 blocks and scales). */
 #include "cmocka_all.h"
 #include <math.h>
 #include <stdio.h>
@@ -24,7 +33,8 @@
 enum { FX_TOKENS = 16, FX_POS = 3 };
 static const int fx_positions[FX_POS] = {0, 7, 15};
 static const struct { const char *preset; uint64_t seed; } fixtures[] = {
-    {"tiny_mixtral", 1234}, {"tiny_qwen3", 4321}};
+    {"tiny_mixtral", 1234}, {"tiny_qwen3", 4321}, {"tiny_gptoss", 5678}};
+enum { N_FIXTURES = (int)(sizeof fixtures / sizeof fixtures[0]) };
 
 typedef struct {
   MoeLayout lay;
@@ -71,7 +81,7 @@ static void path_of(char *p, size_t n, const char *preset) {
 
 static void reference_matches_fixtures(void **state) {
   (void)state;
-  for (int f = 0; f < 2; f++) {
+  for (int f = 0; f < N_FIXTURES; f++) {
     char path[128], err[256];
     path_of(path, sizeof path, fixtures[f].preset);
     GtlJson *j = gtl_json_parse_file(path, err, sizeof err);
@@ -189,7 +199,7 @@ static void token_ids(void **state) {
 /* --regenerate: write the fixtures from the current reference (then re-check them with
  * labs/moe/hf_check.py against transformers before committing). */
 static int regenerate(void) {
-  for (int f = 0; f < 2; f++) {
+  for (int f = 0; f < N_FIXTURES; f++) {
     Model m;
     model_make(&m, fixtures[f].preset, fixtures[f].seed);
     const int V = m.lay.cfg.V;
@@ -221,8 +231,94 @@ static int regenerate(void) {
   return 0;
 }
 
+/* --write-checkpoint=DIR --preset=NAME [--seed=N] [--mxfp4] [--shard-bytes=N]: the
+ * synthetic writer (gpt-oss with --mxfp4: MXFP4 experts), for hf_check.py. */
+static int write_model(const char *dir, const char *preset, uint64_t seed, int mxfp4, uint64_t shard) {
+  MoeConfig c;
+  char err[1024];
+  if (!preset || moe_config_preset(preset, &c)) return fprintf(stderr, "--preset: one of %s\n", moe_config_preset_names()), 2;
+  if (mxfp4 && c.arch != MOE_ARCH_GPTOSS) return fprintf(stderr, "--mxfp4: gpt-oss presets only\n"), 2;
+  if (mxfp4) c.expert_format = MOE_WF_MXFP4;
+  const MoeWriteOpts o = {GTL_ST_BF16, shard, 1};
+  if (moe_ckpt_write_synthetic(dir, &c, seed, &o, err, sizeof err)) return fprintf(stderr, "error: %s\n", err), 1;
+  printf("wrote %s: %s, seed %llu%s\n", dir, c.name, (unsigned long long)seed, mxfp4 ? ", MXFP4 experts" : "");
+  return 0;
+}
+
+/* --model=DIR …: the reference as a decoder (see the top of this file). Exit 0, 1 on a
+ * load/IO error, 2 on bad flags. */
+static int decode_model(int argc, char **argv) {
+  const char *dir = NULL, *ids_arg = NULL, *dump = NULL, *wdir = NULL, *preset = NULL;
+  int gen = 32, threads = 8, mxfp4 = 0;
+  uint64_t seed = 42, shard = 0;
+  for (int i = 1; i < argc; i++) {
+    if (!strncmp(argv[i], "--write-checkpoint=", 19)) wdir = argv[i] + 19;
+    else if (!strncmp(argv[i], "--preset=", 9)) preset = argv[i] + 9;
+    else if (!strncmp(argv[i], "--seed=", 7)) seed = strtoull(argv[i] + 7, NULL, 10);
+    else if (!strncmp(argv[i], "--shard-bytes=", 14)) shard = strtoull(argv[i] + 14, NULL, 10);
+    else if (!strcmp(argv[i], "--mxfp4")) mxfp4 = 1;
+    else if (!strncmp(argv[i], "--model=", 8)) dir = argv[i] + 8;
+    else if (!strncmp(argv[i], "--prompt-ids=", 13)) ids_arg = argv[i] + 13;
+    else if (!strncmp(argv[i], "--dump-logits=", 14)) dump = argv[i] + 14;
+    else if (!strncmp(argv[i], "--gen=", 6)) gen = atoi(argv[i] + 6);
+    else if (!strncmp(argv[i], "--threads=", 10)) threads = atoi(argv[i] + 10);
+    else if (strncmp(argv[i], "--warmup=", 9) && strncmp(argv[i], "--stage-steps=", 14)) { /* decode's, ignored */
+      fprintf(stderr, "usage: %s --model=DIR --prompt-ids=1,2,3 [--gen=32] [--dump-logits=PATH] [--threads=8]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (wdir) return write_model(wdir, preset, seed, mxfp4, shard);
+  MoeCheckpoint ck;
+  char err[2048];
+  if (!dir || !ids_arg || gen < 1 || threads < 1) {
+    fprintf(stderr, "usage: %s --model=DIR --prompt-ids=1,2,3 [--gen=32] [--dump-logits=PATH]\n", argv[0]);
+    return 2;
+  }
+  if (moe_ckpt_open(dir, &ck, err, sizeof err)) return fprintf(stderr, "error: %s\n", err), 1;
+  const MoeLayout *lay = &ck.lay;
+  const int V = lay->cfg.V;
+  int *ids = (int *)malloc(sizeof(int) * 65536);
+  const int P = moe_parse_ids(ids_arg, V, ids, 65536 - gen, err, sizeof err);
+  if (P < 1) return fprintf(stderr, "--prompt-ids: %s\n", err), 2;
+  uint16_t *arena = (uint16_t *)calloc((size_t)lay->numel, 2);
+  for (int t = 0; arena && t < lay->n; t++)
+    if (moe_ckpt_read_bf16(&ck, t, arena + lay->t[t].offset, err, sizeof err)) return fprintf(stderr, "error: %s\n", err), 1;
+  if (!arena) return fprintf(stderr, "error: out of host memory\n"), 1;
+  printf("# reference: %s, %s, L=%d D=%d E=%d top_k=%d V=%d; %d bf16 + %d F16 + %d F32 + %d MXFP4 tensors, %d strided\n",
+         dir, moe_arch_name(lay->cfg.arch), lay->cfg.L, lay->cfg.D, lay->cfg.E, lay->cfg.top_k, V, ck.n_bf16, ck.n_f16,
+         ck.n_f32, ck.n_mxfp4, ck.n_strided);
+  MoeArenaFetch fa = {lay, arena};
+  MoeRef r;
+  if (moe_ref_init(&r, lay, moe_ref_fetch_arena, &fa, 1, P + gen, threads)) return fprintf(stderr, "error: out of memory\n"), 1;
+  double *logits = (double *)malloc(sizeof(double) * V);
+  float *row = (float *)malloc(sizeof(float) * V);
+  FILE *fd = dump ? fopen(dump, "wb") : NULL;
+  if (dump && !fd) return perror(dump), 1;
+  for (int p = 0; p < P; p++) {
+    moe_ref_step(&r, &ids[p], p, logits);
+    for (int v = 0; v < V; v++) row[v] = (float)logits[v];
+    if (fd && fwrite(row, sizeof(float), (size_t)V, fd) != (size_t)V) return perror(dump), 1;
+  }
+  if (fd && fclose(fd)) return perror(dump), 1;
+  printf("# generated[0]:");
+  for (int i = 0; i < gen; i++) {
+    const int next = moe_argmax_d(logits, V);
+    printf(" %d", next);
+    if (i + 1 < gen) moe_ref_step(&r, &next, P + i, logits);
+  }
+  printf("\n");
+  moe_ref_free(&r);
+  free(logits);
+  free(row);
+  free(arena);
+  free(ids);
+  moe_ckpt_close(&ck);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "--regenerate") == 0) return regenerate();
+  if (argc > 1 && strncmp(argv[1], "--", 2) == 0) return decode_model(argc, argv);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(reference_matches_fixtures), cmocka_unit_test(rows_and_threads_independent),
       cmocka_unit_test(router_topk),                cmocka_unit_test(sampler),

@@ -13,6 +13,7 @@
 
 #include "convert.h"
 #include "json.h"
+#include "mxfp4.h"
 #include "rng.h"
 
 #define FAIL(...)                                            \
@@ -24,7 +25,8 @@
 /* ---- layout ------------------------------------------------------------------------- */
 static const char *kind_names[MOE_KIND_COUNT] = {
     "embed", "attn_norm", "q", "k", "v", "o", "q_norm", "k_norm", "ffn_norm", "router",
-    "gate", "up", "down", "final_norm", "lm_head"};
+    "gate", "up", "down", "final_norm", "lm_head", "q_bias", "k_bias", "v_bias", "o_bias",
+    "sinks", "router_bias", "gate_bias", "up_bias", "down_bias"};
 const char *moe_kind_name(MoeKind k) { return (unsigned)k < MOE_KIND_COUNT ? kind_names[k] : "?"; }
 
 uint64_t moe_tensor_numel(const MoeTensor *t) {
@@ -35,6 +37,9 @@ int moe_tensor_index(const MoeLayout *lay, MoeKind k, int layer, int expert) {
   const MoeConfig *c = &lay->cfg;
   const int qk = c->qk_norm ? 2 : 0, tail = 1 + c->L * lay->per_layer;
   const int base = 1 + layer * lay->per_layer;
+  /* gpt-oss's tensors follow the experts, so the indices above stay Mixtral's */
+  const int ab = base + 7 + qk + 3 * c->E, sk = ab + (c->attn_bias ? 4 : 0), rb = sk + (c->attn_sinks ? 1 : 0),
+            eb = rb + (c->router_bias ? 1 : 0);
   switch (k) {
     case MOE_EMBED: return 0;
     case MOE_FINAL_NORM: return tail;
@@ -51,6 +56,15 @@ int moe_tensor_index(const MoeLayout *lay, MoeKind k, int layer, int expert) {
     case MOE_GATE: return base + 7 + qk + 3 * expert;
     case MOE_UP: return base + 8 + qk + 3 * expert;
     case MOE_DOWN: return base + 9 + qk + 3 * expert;
+    case MOE_Q_BIAS: return c->attn_bias ? ab : -1;
+    case MOE_K_BIAS: return c->attn_bias ? ab + 1 : -1;
+    case MOE_V_BIAS: return c->attn_bias ? ab + 2 : -1;
+    case MOE_O_BIAS: return c->attn_bias ? ab + 3 : -1;
+    case MOE_SINKS: return c->attn_sinks ? sk : -1;
+    case MOE_ROUTER_BIAS: return c->router_bias ? rb : -1;
+    case MOE_GATE_BIAS: return c->expert_bias ? eb + 3 * expert : -1;
+    case MOE_UP_BIAS: return c->expert_bias ? eb + 3 * expert + 1 : -1;
+    case MOE_DOWN_BIAS: return c->expert_bias ? eb + 3 * expert + 2 : -1;
     default: return -1;
   }
 }
@@ -68,8 +82,9 @@ static void set(MoeTensor *t, MoeKind k, int layer, int expert, int64_t rows, in
 int moe_layout_build(const MoeConfig *c, MoeLayout *lay) {
   memset(lay, 0, sizeof *lay);
   lay->cfg = *c;
-  const int qk = c->qk_norm ? 2 : 0, q3 = c->arch == MOE_ARCH_QWEN3;
-  lay->per_layer = 7 + qk + 3 * c->E;
+  const int qk = c->qk_norm ? 2 : 0, q3 = c->arch == MOE_ARCH_QWEN3, oss = c->arch == MOE_ARCH_GPTOSS;
+  lay->per_layer = 7 + qk + 3 * c->E + (c->attn_bias ? 4 : 0) + (c->attn_sinks ? 1 : 0) +
+                   (c->router_bias ? 1 : 0) + (c->expert_bias ? 3 * c->E : 0);
   lay->n = 2 + c->L * lay->per_layer + (c->tie_embeddings ? 0 : 1);
   lay->t = (MoeTensor *)calloc((size_t)lay->n, sizeof(MoeTensor));
   if (!lay->t) return -1;
@@ -90,8 +105,29 @@ int moe_layout_build(const MoeConfig *c, MoeLayout *lay) {
     }
     set(AT(MOE_FFN_NORM, 0), MOE_FFN_NORM, l, -1, D, 0, NAME("model.layers.%d.post_attention_layernorm.weight", l));
     set(AT(MOE_ROUTER, 0), MOE_ROUTER, l, -1, c->E, D,
-        NAME(q3 ? "model.layers.%d.mlp.gate.weight" : "model.layers.%d.block_sparse_moe.gate.weight", l));
-    for (int e = 0; e < c->E; e++) {
+        NAME(oss  ? "model.layers.%d.mlp.router.weight"
+             : q3 ? "model.layers.%d.mlp.gate.weight" : "model.layers.%d.block_sparse_moe.gate.weight", l));
+    if (c->attn_bias) {
+      set(AT(MOE_Q_BIAS, 0), MOE_Q_BIAS, l, -1, Q, 0, NAME("model.layers.%d.self_attn.q_proj.bias", l));
+      set(AT(MOE_K_BIAS, 0), MOE_K_BIAS, l, -1, KV, 0, NAME("model.layers.%d.self_attn.k_proj.bias", l));
+      set(AT(MOE_V_BIAS, 0), MOE_V_BIAS, l, -1, KV, 0, NAME("model.layers.%d.self_attn.v_proj.bias", l));
+      set(AT(MOE_O_BIAS, 0), MOE_O_BIAS, l, -1, D, 0, NAME("model.layers.%d.self_attn.o_proj.bias", l));
+    }
+    if (c->attn_sinks) set(AT(MOE_SINKS, 0), MOE_SINKS, l, -1, c->H, 0, NAME("model.layers.%d.self_attn.sinks", l));
+    if (c->router_bias)
+      set(AT(MOE_ROUTER_BIAS, 0), MOE_ROUTER_BIAS, l, -1, c->E, 0, NAME("model.layers.%d.mlp.router.bias", l));
+    for (int e = 0; oss && e < c->E; e++) { /* slices of the fused tensors (see checkpoint.h) */
+      set(AT(MOE_GATE, e), MOE_GATE, l, e, c->F, D, NAME("model.layers.%d.mlp.experts.gate_up_proj[%d].gate", l, e));
+      set(AT(MOE_UP, e), MOE_UP, l, e, c->F, D, NAME("model.layers.%d.mlp.experts.gate_up_proj[%d].up", l, e));
+      set(AT(MOE_DOWN, e), MOE_DOWN, l, e, D, c->F, NAME("model.layers.%d.mlp.experts.down_proj[%d]", l, e));
+      if (!c->expert_bias) continue;
+      set(AT(MOE_GATE_BIAS, e), MOE_GATE_BIAS, l, e, c->F, 0,
+          NAME("model.layers.%d.mlp.experts.gate_up_proj_bias[%d].gate", l, e));
+      set(AT(MOE_UP_BIAS, e), MOE_UP_BIAS, l, e, c->F, 0,
+          NAME("model.layers.%d.mlp.experts.gate_up_proj_bias[%d].up", l, e));
+      set(AT(MOE_DOWN_BIAS, e), MOE_DOWN_BIAS, l, e, D, 0, NAME("model.layers.%d.mlp.experts.down_proj_bias[%d]", l, e));
+    }
+    for (int e = 0; !oss && e < c->E; e++) {
       set(AT(MOE_GATE, e), MOE_GATE, l, e, c->F, D,
           NAME(q3 ? "model.layers.%d.mlp.experts.%d.gate_proj.weight"
                   : "model.layers.%d.block_sparse_moe.experts.%d.w1.weight", l, e));
@@ -137,6 +173,15 @@ void moe_synth_range(const MoeLayout *lay, int tensor, float *lo, float *hi) {
       *lo = 0.8f;
       *hi = 1.2f;
       return;
+    case MOE_SINKS:
+      *lo = 0.0f;
+      *hi = 4.0f;
+      return;
+    case MOE_Q_BIAS: case MOE_K_BIAS: case MOE_V_BIAS: case MOE_O_BIAS: case MOE_ROUTER_BIAS:
+    case MOE_GATE_BIAS: case MOE_UP_BIAS: case MOE_DOWN_BIAS: a = 0.5f; break;
+    case MOE_GATE: case MOE_UP: /* gpt-oss: wide enough that the SwiGLU clamps fire */
+      a = (lay->cfg.act == MOE_ACT_SWIGLU_CLAMP ? 3.0f : 1.0f) * sqrtf(3.0f / (float)t->cols);
+      break;
     case MOE_EMBED: a = 1.0f; break;
     case MOE_LM_HEAD: a = 2.0f * sqrtf(3.0f / (float)t->cols); break;
     default: a = sqrtf(3.0f / (float)t->cols); break; /* var(U(-a,a)) = a²/3 = 1/fan_in */
@@ -160,6 +205,101 @@ uint16_t *moe_synth_arena(const MoeLayout *lay, uint64_t seed) {
 }
 
 /* ---- file plan ---------------------------------------------------------------------- */
+static MoeFileTensor *ft_add(MoePlan *p, const char *name, int ndim, uint64_t d0, uint64_t d1, uint64_t d2,
+                             uint64_t d3, MoeFtRole role) {
+  MoeFileTensor *f = &p->ft[p->n++];
+  snprintf(f->name, sizeof f->name, "%s", name);
+  f->ndim = ndim;
+  f->shape[0] = d0;
+  f->shape[1] = d1;
+  f->shape[2] = d2;
+  f->shape[3] = d3;
+  f->role = role;
+  f->scales = -1;
+  f->range_tensor = -1;
+  f->first_part = p->n_parts;
+  return f;
+}
+
+static void part_add(MoePlan *p, MoeFileTensor *f, int tensor, uint64_t off, MoeConv conv, int64_t rs, int64_t cs) {
+  MoePart *q = &p->parts[p->n_parts++];
+  q->tensor = tensor;
+  q->elem_off = off;
+  q->conv = conv;
+  q->row_stride = rs;
+  q->col_stride = cs;
+  f->n_parts++;
+}
+
+/* A layout tensor stored whole: one file tensor of the same shape. */
+static void plan_whole(MoePlan *p, const MoeLayout *lay, int t) {
+  const MoeTensor *x = &lay->t[t];
+  MoeFileTensor *f = ft_add(p, x->name, x->cols ? 2 : 1, (uint64_t)x->rows, (uint64_t)x->cols, 0, 0, MOE_FT_FLOAT);
+  part_add(p, f, t, 0, MOE_CONV_CONTIG, x->cols, 1);
+}
+
+/* gpt-oss: dense [E][D][2F] / [E][F][D], or MXFP4 blocks + scales (checkpoint.h). */
+static void plan_gptoss(const MoeLayout *lay, MoePlan *p) {
+  const MoeConfig *c = &lay->cfg;
+  const uint64_t E = (uint64_t)c->E, D = (uint64_t)c->D, F = (uint64_t)c->F;
+  const int mx = c->expert_format == MOE_WF_MXFP4;
+  char nm[112];
+#define IDX(k, l, e) moe_tensor_index(lay, k, l, e)
+  plan_whole(p, lay, IDX(MOE_EMBED, 0, 0));
+  for (int l = 0; l < c->L; l++) {
+    const MoeKind whole[] = {MOE_ATTN_NORM, MOE_Q, MOE_Q_BIAS, MOE_K, MOE_K_BIAS, MOE_V, MOE_V_BIAS, MOE_O,
+                             MOE_O_BIAS, MOE_SINKS, MOE_FFN_NORM, MOE_ROUTER, MOE_ROUTER_BIAS};
+    for (size_t i = 0; i < sizeof whole / sizeof whole[0]; i++)
+      if (IDX(whole[i], l, 0) >= 0) plan_whole(p, lay, IDX(whole[i], l, 0));
+    for (int down = 0; down < 2; down++) {
+      const uint64_t out = down ? D : 2 * F, in = down ? F : D, G = in / MOE_MXFP4_BLOCK;
+      const char *base = down ? "down_proj" : "gate_up_proj";
+      MoeFileTensor *f;
+      if (mx) {
+        snprintf(nm, sizeof nm, "model.layers.%d.mlp.experts.%s_blocks", l, base);
+        f = ft_add(p, nm, 4, E, out, G, 16, MOE_FT_MXFP4_BLOCKS);
+        f->scales = p->n;
+        f->range_tensor = IDX(down ? MOE_DOWN : MOE_GATE, l, 0);
+        for (uint64_t e = 0; e < E; e++) {
+          if (down) part_add(p, f, IDX(MOE_DOWN, l, (int)e), e * D, MOE_CONV_MXFP4, 1, 0);
+          else {
+            part_add(p, f, IDX(MOE_GATE, l, (int)e), e * 2 * F, MOE_CONV_MXFP4, 2, 0);
+            part_add(p, f, IDX(MOE_UP, l, (int)e), e * 2 * F + 1, MOE_CONV_MXFP4, 2, 0);
+          }
+        }
+        snprintf(nm, sizeof nm, "model.layers.%d.mlp.experts.%s_scales", l, base);
+        f = ft_add(p, nm, 3, E, out, G, 0, MOE_FT_MXFP4_SCALES);
+        f->range_tensor = IDX(down ? MOE_DOWN : MOE_GATE, l, 0);
+      } else { /* element (r, c) of W_gate[e] is gate_up[e][c][2r]; of W_down[e], down[e][c][r] */
+        snprintf(nm, sizeof nm, "model.layers.%d.mlp.experts.%s", l, base);
+        f = ft_add(p, nm, 3, E, in, out, 0, MOE_FT_FLOAT);
+        f->slab = in * out;
+        for (uint64_t e = 0; e < E; e++) {
+          if (down) part_add(p, f, IDX(MOE_DOWN, l, (int)e), e * F * D, MOE_CONV_STRIDED, 1, (int64_t)D);
+          else {
+            part_add(p, f, IDX(MOE_GATE, l, (int)e), e * D * 2 * F, MOE_CONV_STRIDED, 2, (int64_t)(2 * F));
+            part_add(p, f, IDX(MOE_UP, l, (int)e), e * D * 2 * F + 1, MOE_CONV_STRIDED, 2, (int64_t)(2 * F));
+          }
+        }
+      }
+      if (!c->expert_bias) continue;
+      snprintf(nm, sizeof nm, "model.layers.%d.mlp.experts.%s_bias", l, base);
+      f = ft_add(p, nm, 2, E, out, 0, 0, MOE_FT_FLOAT);
+      f->slab = out;
+      for (uint64_t e = 0; e < E; e++) {
+        if (down) part_add(p, f, IDX(MOE_DOWN_BIAS, l, (int)e), e * D, MOE_CONV_STRIDED, 1, 0);
+        else {
+          part_add(p, f, IDX(MOE_GATE_BIAS, l, (int)e), e * 2 * F, MOE_CONV_STRIDED, 2, 0);
+          part_add(p, f, IDX(MOE_UP_BIAS, l, (int)e), e * 2 * F + 1, MOE_CONV_STRIDED, 2, 0);
+        }
+      }
+    }
+  }
+  plan_whole(p, lay, IDX(MOE_FINAL_NORM, 0, 0));
+  if (!c->tie_embeddings) plan_whole(p, lay, IDX(MOE_LM_HEAD, 0, 0));
+#undef IDX
+}
+
 int moe_plan_build(const MoeLayout *lay, int fused, MoePlan *p) {
   memset(p, 0, sizeof *p);
   p->fused = fused;
@@ -170,6 +310,10 @@ int moe_plan_build(const MoeLayout *lay, int fused, MoePlan *p) {
     return -1;
   }
   const MoeConfig *c = &lay->cfg;
+  if (c->arch == MOE_ARCH_GPTOSS) {
+    plan_gptoss(lay, p);
+    return 0;
+  }
   for (int i = 0; i < lay->n; i++) {
     const MoeTensor *t = &lay->t[i];
     const int expert_kind = t->kind == MOE_GATE || t->kind == MOE_UP || t->kind == MOE_DOWN;
@@ -185,6 +329,7 @@ int moe_plan_build(const MoeLayout *lay, int fused, MoePlan *p) {
       f->n_parts = 1;
       p->parts[p->n_parts].tensor = i;
       p->parts[p->n_parts++].elem_off = 0;
+      f->scales = f->range_tensor = -1;
       p->n++;
       continue;
     }
@@ -198,6 +343,7 @@ int moe_plan_build(const MoeLayout *lay, int fused, MoePlan *p) {
     f->shape[1] = down ? (uint64_t)c->D : 2ull * c->F;
     f->shape[2] = down ? (uint64_t)c->F : (uint64_t)c->D;
     f->first_part = p->n_parts;
+    f->scales = f->range_tensor = -1;
     for (int e = 0; e < c->E; e++) {
       if (down) {
         p->parts[p->n_parts].tensor = moe_tensor_index(lay, MOE_DOWN, l, e);
@@ -315,9 +461,15 @@ int moe_ckpt_open(const char *dir, MoeCheckpoint *ck, char *err, size_t errlen) 
   int f0;
   char fused_name[112];
   snprintf(fused_name, sizeof fused_name, "model.layers.0.mlp.experts.gate_up_proj");
-  ck->fused = find(ck, fused_name, &f0) != NULL;
+  ck->fused = find(ck, fused_name, &f0) != NULL || cfg.arch == MOE_ARCH_GPTOSS;
   MoePlan plan;
-  if (moe_plan_build(&ck->lay, ck->fused, &plan)) {
+  const GtlStTensor **found = NULL;
+  int *found_file = NULL;
+  if (moe_plan_build(&ck->lay, ck->fused, &plan) ||
+      !(found = (const GtlStTensor **)calloc((size_t)plan.n + 1, sizeof *found)) ||
+      !(found_file = (int *)calloc((size_t)plan.n + 1, sizeof(int)))) {
+    free(found);
+    moe_plan_free(&plan);
     moe_ckpt_close(ck);
     FAIL("out of host memory for the plan");
   }
@@ -339,7 +491,10 @@ int moe_ckpt_open(const char *dir, MoeCheckpoint *ck, char *err, size_t errlen) 
     line[0] = '\0';
     if (!t) {
       snprintf(line, sizeof line, "missing tensor %s (expected shape %s)", f->name, want);
-    } else if (t->dtype != GTL_ST_BF16 && t->dtype != GTL_ST_F16 && t->dtype != GTL_ST_F32) {
+    } else if (f->role != MOE_FT_FLOAT && t->dtype != GTL_ST_U8) {
+      snprintf(line, sizeof line, "tensor %s: dtype %s, expected U8 (MXFP4 %s)", f->name, gtl_st_dtype_name(t->dtype),
+               f->role == MOE_FT_MXFP4_BLOCKS ? "blocks" : "scales");
+    } else if (f->role == MOE_FT_FLOAT && t->dtype != GTL_ST_BF16 && t->dtype != GTL_ST_F16 && t->dtype != GTL_ST_F32) {
       snprintf(line, sizeof line, "tensor %s: dtype %s is not supported (BF16, F16, F32)", f->name,
                gtl_st_dtype_name(t->dtype));
     } else {
@@ -356,17 +511,35 @@ int moe_ckpt_open(const char *dir, MoeCheckpoint *ck, char *err, size_t errlen) 
       n_bad++;
       continue;
     }
+    found[i] = t;
+    found_file[i] = file;
     used++;
+  }
+  for (int i = 0; i < plan.n && !n_bad; i++) {
+    const MoeFileTensor *f = &plan.ft[i];
     for (int k = 0; k < f->n_parts; k++) {
       const MoePart *pt = &plan.parts[f->first_part + k];
-      ck->src[pt->tensor].file = file;
-      ck->src[pt->tensor].st = t;
-      ck->src[pt->tensor].elem_off = pt->elem_off;
-      ck->n_bf16 += t->dtype == GTL_ST_BF16;
-      ck->n_f16 += t->dtype == GTL_ST_F16;
-      ck->n_f32 += t->dtype == GTL_ST_F32;
+      MoeSource *s = &ck->src[pt->tensor];
+      s->file = found_file[i];
+      s->st = found[i];
+      s->elem_off = pt->elem_off;
+      s->conv = pt->conv;
+      s->row_stride = pt->row_stride;
+      s->col_stride = pt->col_stride;
+      if (pt->conv == MOE_CONV_MXFP4) {
+        s->sc = found[f->scales];
+        s->sc_file = found_file[f->scales];
+        ck->n_mxfp4++;
+        continue;
+      }
+      ck->n_strided += pt->conv == MOE_CONV_STRIDED;
+      ck->n_bf16 += found[i]->dtype == GTL_ST_BF16;
+      ck->n_f16 += found[i]->dtype == GTL_ST_F16;
+      ck->n_f32 += found[i]->dtype == GTL_ST_F32;
     }
   }
+  free(found);
+  free(found_file);
   moe_plan_free(&plan);
   if (n_bad) {
     if (n_bad > 8 && o < errlen) snprintf(err + o, errlen - o, "; and %d more", n_bad - 8);
@@ -394,8 +567,60 @@ static int read_all(int fd, void *buf, size_t n, uint64_t off) {
   return 0;
 }
 
+static uint16_t elem_bf16(const unsigned char *p, GtlStDtype dt) {
+  if (dt == GTL_ST_BF16) return (uint16_t)(p[0] | (p[1] << 8));
+  float v;
+  if (dt == GTL_ST_F32) memcpy(&v, p, 4);
+  else v = gtl_fp16_to_f32((uint16_t)(p[0] | (p[1] << 8)));
+  return gtl_f32_to_bf16(v);
+}
+
+/* MXFP4: each row from its blocks (G·16 bytes) and scales (G bytes). */
+static int read_mxfp4(const MoeCheckpoint *ck, int t, uint16_t *out, char *err, size_t errlen) {
+  const MoeSource *s = &ck->src[t];
+  const MoeTensor *x = &ck->lay.t[t];
+  const uint64_t G = (uint64_t)x->cols / MOE_MXFP4_BLOCK;
+  const uint64_t b0 = ck->st[s->file].data_offset + s->st->begin, s0 = ck->st[s->sc_file].data_offset + s->sc->begin;
+  unsigned char *buf = (unsigned char *)malloc((size_t)G * 17);
+  if (!buf) FAIL("out of host memory reading %s", x->name);
+  for (int64_t r = 0; r < x->rows; r++) {
+    const uint64_t row = s->elem_off + (uint64_t)(r * s->row_stride);
+    if (read_all(ck->fd[s->file], buf, (size_t)G * 16, b0 + row * G * 16) ||
+        read_all(ck->fd[s->sc_file], buf + G * 16, (size_t)G, s0 + row * G)) {
+      free(buf);
+      FAIL("%s: read of %s failed", ck->path[s->file], x->name);
+    }
+    moe_mxfp4_decode_row(buf, buf + G * 16, x->cols, out + (uint64_t)r * x->cols);
+  }
+  free(buf);
+  return 0;
+}
+
+/* A strided slice: read the span it covers, gather (gpt-oss's dense experts: one slab of
+ * one expert, D·2F elements). */
+static int read_strided(const MoeCheckpoint *ck, int t, uint16_t *out, char *err, size_t errlen) {
+  const MoeSource *s = &ck->src[t];
+  const MoeTensor *x = &ck->lay.t[t];
+  const size_t es = gtl_st_dtype_size(s->st->dtype);
+  const int64_t cols = x->cols ? x->cols : 1;
+  const uint64_t span = (uint64_t)((x->rows - 1) * s->row_stride + (cols - 1) * s->col_stride + 1);
+  unsigned char *buf = (unsigned char *)malloc((size_t)(span * es));
+  if (!buf) FAIL("out of host memory reading %s", x->name);
+  if (read_all(ck->fd[s->file], buf, (size_t)(span * es), moe_ckpt_file_offset(ck, t))) {
+    free(buf);
+    FAIL("%s: read of %s failed", ck->path[s->file], x->name);
+  }
+  for (int64_t r = 0; r < x->rows; r++)
+    for (int64_t c = 0; c < cols; c++)
+      out[r * cols + c] = elem_bf16(buf + (size_t)(r * s->row_stride + c * s->col_stride) * es, s->st->dtype);
+  free(buf);
+  return 0;
+}
+
 int moe_ckpt_read_bf16(const MoeCheckpoint *ck, int t, uint16_t *out, char *err, size_t errlen) {
   const MoeSource *s = &ck->src[t];
+  if (s->conv == MOE_CONV_MXFP4) return read_mxfp4(ck, t, out, err, errlen);
+  if (s->conv == MOE_CONV_STRIDED) return read_strided(ck, t, out, err, errlen);
   const uint64_t n = moe_tensor_numel(&ck->lay.t[t]), off = moe_ckpt_file_offset(ck, t);
   const size_t es = gtl_st_dtype_size(s->st->dtype);
   if (s->st->dtype == GTL_ST_BF16) {
@@ -439,33 +664,73 @@ static uint64_t ft_numel(const MoeFileTensor *f) {
   return n;
 }
 
-/* Write file tensor f's synthetic values as dtype, part by part (parts are in offset order). */
-static int write_tensor(FILE *out, const MoeLayout *lay, const MoePlan *p, const MoeFileTensor *f,
-                        uint64_t seed, GtlStDtype dt, uint16_t *vals, unsigned char *conv) {
+/* Write n bf16 values as dt (conv: scratch of 4 MiB). */
+static int write_vals(FILE *out, const uint16_t *vals, uint64_t n, GtlStDtype dt, unsigned char *conv) {
   enum { CHUNK = 1 << 20 };
-  for (int k = 0; k < f->n_parts; k++) {
-    const int t = p->parts[f->first_part + k].tensor;
-    const uint64_t n = moe_tensor_numel(&lay->t[t]);
-    moe_synth_tensor(lay, t, seed, vals);
-    if (dt == GTL_ST_BF16) {
-      if (fwrite(vals, 2, (size_t)n, out) != (size_t)n) return -1;
-      continue;
-    }
-    for (uint64_t i = 0; i < n; i += CHUNK) {
-      const size_t m = (size_t)(n - i < CHUNK ? n - i : CHUNK);
-      for (size_t j = 0; j < m; j++) {
-        const float v = gtl_bf16_to_f32(vals[i + j]);
-        if (dt == GTL_ST_F32) memcpy(conv + 4 * j, &v, 4);
-        else {
-          const uint16_t h = gtl_f32_to_fp16(v);
-          conv[2 * j] = (unsigned char)(h & 0xFF);
-          conv[2 * j + 1] = (unsigned char)(h >> 8);
-        }
+  if (dt == GTL_ST_BF16) return fwrite(vals, 2, (size_t)n, out) == (size_t)n ? 0 : -1;
+  for (uint64_t i = 0; i < n; i += CHUNK) {
+    const size_t m = (size_t)(n - i < CHUNK ? n - i : CHUNK);
+    for (size_t j = 0; j < m; j++) {
+      const float v = gtl_bf16_to_f32(vals[i + j]);
+      if (dt == GTL_ST_F32) memcpy(conv + 4 * j, &v, 4);
+      else {
+        const uint16_t h = gtl_f32_to_fp16(v);
+        conv[2 * j] = (unsigned char)(h & 0xFF);
+        conv[2 * j + 1] = (unsigned char)(h >> 8);
       }
-      if (fwrite(conv, gtl_st_dtype_size(dt), m, out) != m) return -1;
     }
+    if (fwrite(conv, gtl_st_dtype_size(dt), m, out) != m) return -1;
   }
   return 0;
+}
+
+/* MXFP4 blocks or scales: mxfp4.h's seeded bytes, seeded by the range tensor. */
+static int write_mxfp4(FILE *out, const MoeLayout *lay, const MoeFileTensor *f, uint64_t seed, unsigned char *conv) {
+  enum { CHUNK = 1 << 20 };
+  float lo, hi;
+  moe_synth_range(lay, f->range_tensor, &lo, &hi);
+  const uint64_t n = ft_numel(f), sd = moe_synth_seed(seed ^ (f->role == MOE_FT_MXFP4_BLOCKS ? 0xB10Cull : 0x5CA1Eull),
+                                                      f->range_tensor);
+  for (uint64_t i = 0; i < n; i += CHUNK) {
+    const size_t m = (size_t)(n - i < CHUNK ? n - i : CHUNK);
+    for (size_t j = 0; j < m; j++)
+      conv[j] = f->role == MOE_FT_MXFP4_BLOCKS ? moe_mxfp4_synth_block(sd, i + j)
+                                                : moe_mxfp4_synth_scale(sd, i + j, hi / sqrt(3.0));
+    if (fwrite(conv, 1, m, out) != m) return -1;
+  }
+  return 0;
+}
+
+/* Write file tensor f's synthetic values as dtype, part by part (parts are in offset
+ * order); strided parts (gpt-oss) scattered into one expert slab at a time. */
+static int write_tensor(FILE *out, const MoeLayout *lay, const MoePlan *p, const MoeFileTensor *f,
+                        uint64_t seed, GtlStDtype dt, uint16_t *vals, unsigned char *conv) {
+  if (f->role != MOE_FT_FLOAT) return write_mxfp4(out, lay, f, seed, conv);
+  if (!f->slab) {
+    for (int k = 0; k < f->n_parts; k++) {
+      const int t = p->parts[f->first_part + k].tensor;
+      moe_synth_tensor(lay, t, seed, vals);
+      if (write_vals(out, vals, moe_tensor_numel(&lay->t[t]), dt, conv)) return -1;
+    }
+    return 0;
+  }
+  uint16_t *slab = (uint16_t *)malloc((size_t)f->slab * 2);
+  if (!slab) return -1;
+  int rc = 0;
+  for (int k = 0, s = 0; k < f->n_parts && !rc; s++) {
+    for (; k < f->n_parts && p->parts[f->first_part + k].elem_off / f->slab == (uint64_t)s; k++) {
+      const MoePart *q = &p->parts[f->first_part + k];
+      const MoeTensor *x = &lay->t[q->tensor];
+      const int64_t cols = x->cols ? x->cols : 1;
+      const uint64_t o = q->elem_off - (uint64_t)s * f->slab;
+      moe_synth_tensor(lay, q->tensor, seed, vals);
+      for (int64_t r = 0; r < x->rows; r++)
+        for (int64_t c = 0; c < cols; c++) slab[o + (uint64_t)(r * q->row_stride + c * q->col_stride)] = vals[r * cols + c];
+    }
+    rc = write_vals(out, slab, f->slab, dt, conv);
+  }
+  free(slab);
+  return rc;
 }
 
 int moe_ckpt_write_synthetic(const char *dir, const MoeConfig *c, uint64_t seed,
@@ -493,7 +758,7 @@ int moe_ckpt_write_synthetic(const char *dir, const MoeConfig *c, uint64_t seed,
   int n_shards = 1;
   uint64_t cur = 0, total = 0;
   for (int i = 0; i < plan.n; i++) {
-    const uint64_t b = ft_numel(&plan.ft[i]) * es;
+    const uint64_t b = ft_numel(&plan.ft[i]) * (plan.ft[i].role == MOE_FT_FLOAT ? es : 1);
     if (o->shard_bytes && cur > 0 && cur + b > o->shard_bytes) {
       n_shards++;
       cur = 0;
@@ -514,7 +779,7 @@ int moe_ckpt_write_synthetic(const char *dir, const MoeConfig *c, uint64_t seed,
     for (int i = i0; i < i1; i++) {
       GtlStTensor *t = &st[i];
       t->name = plan.ft[i].name;
-      t->dtype = o->dtype;
+      t->dtype = plan.ft[i].role == MOE_FT_FLOAT ? o->dtype : GTL_ST_U8;
       t->ndim = plan.ft[i].ndim;
       for (int d = 0; d < t->ndim; d++) t->shape[d] = plan.ft[i].shape[d];
     }

@@ -71,11 +71,12 @@ static void rmsnorm(const double *x, const uint16_t *w, int n, double eps, doubl
   for (int i = 0; i < n; i++) out[i] = bf(w[i]) * (x[i] * inv);
 }
 
-/* rotate-half RoPE of one head at position pos: pairs (i, i + hd/2), angle pos·θ^(−2i/hd). */
-static void rope(double *h, int hd, int pos, double theta) {
+/* rotate-half RoPE of one head at position pos: pairs (i, i + hd/2), angle pos·inv_freq[i]
+ * (θ^(−2i/hd), or YaRN's), cos and sin times ms (YaRN's attention factor; else 1). */
+static void rope(double *h, int hd, int pos, const double *inv_freq, double ms) {
   const int half = hd / 2;
   for (int i = 0; i < half; i++) {
-    const double ang = pos * pow(theta, -2.0 * i / hd), c = cos(ang), s = sin(ang);
+    const double ang = pos * inv_freq[i], c = ms * cos(ang), s = ms * sin(ang);
     const double a = h[i], b = h[i + half];
     h[i] = a * c - b * s;
     h[i + half] = b * c + a * s;
@@ -139,7 +140,9 @@ int moe_ref_init(MoeRef *r, const MoeLayout *lay, MoeFetchFn fetch, void *user, 
   r->scores = (double *)calloc((size_t)max_len, sizeof(double));
   r->topk = (int *)calloc(R * c->top_k, sizeof(int));
   r->topw = (double *)calloc(R * c->top_k, sizeof(double));
-  if (!r->kc || !r->vc || !r->x || !r->xn || !r->q || !r->k || !r->v || !r->att ||
+  r->inv_freq = (double *)calloc((size_t)c->head_dim / 2 + 1, sizeof(double));
+  if (r->inv_freq) r->rope_scale = moe_rope_inv_freq(c, r->inv_freq, NULL, NULL);
+  if (!r->inv_freq || !r->kc || !r->vc || !r->x || !r->xn || !r->q || !r->k || !r->v || !r->att ||
       !r->hg || !r->hu || !r->y || !r->router || !r->scores || !r->topk || !r->topw) {
     moe_ref_free(r);
     return -1;
@@ -149,7 +152,7 @@ int moe_ref_init(MoeRef *r, const MoeLayout *lay, MoeFetchFn fetch, void *user, 
 
 void moe_ref_free(MoeRef *r) {
   double *d[] = {r->kc, r->vc, r->x, r->xn, r->q, r->k, r->v, r->att, r->hg, r->hu,
-                 r->y, r->router, r->scores, r->topw};
+                 r->y, r->router, r->scores, r->topw, r->inv_freq};
   for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) free(d[i]);
   free(r->topk);
   memset(r, 0, sizeof *r);
@@ -170,30 +173,44 @@ static void attention(MoeRef *r, int l, int pos) {
       const uint16_t *kn = W(MOE_K_NORM, l, 0);
       for (int h = 0; h < c->H_kv; h++) rmsnorm(k + h * hd, kn, hd, c->rms_eps, k + h * hd);
     }
-    for (int h = 0; h < c->H; h++) rope(q + h * hd, hd, pos, c->rope_theta);
-    for (int h = 0; h < c->H_kv; h++) rope(k + h * hd, hd, pos, c->rope_theta);
+    for (int h = 0; h < c->H; h++) rope(q + h * hd, hd, pos, r->inv_freq, r->rope_scale);
+    for (int h = 0; h < c->H_kv; h++) rope(k + h * hd, hd, pos, r->inv_freq, r->rope_scale);
     const size_t row = ((size_t)b * c->L + l) * c->H_kv;
     for (int h = 0; h < c->H_kv; h++) {
       memcpy(r->kc + ((row + h) * r->max_len + pos) * hd, k + h * hd, sizeof(double) * hd);
       memcpy(r->vc + ((row + h) * r->max_len + pos) * hd, v + h * hd, sizeof(double) * hd);
     }
+    /* keys t0..pos: all of them, or the window's last w (pos − w < t <= pos) */
+    const int64_t w = moe_layer_window(c, l);
+    const int t0 = w > 0 && pos - w + 1 > 0 ? (int)(pos - w + 1) : 0;
+    const uint16_t *sinks = c->attn_sinks ? W(MOE_SINKS, l, 0) : NULL;
     for (int h = 0; h < c->H; h++) {
       const double *K = r->kc + (row + h / group) * r->max_len * hd;
       const double *V = r->vc + (row + h / group) * r->max_len * hd;
       double mx = -INFINITY, sum = 0;
-      for (int t = 0; t <= pos; t++) {
+      for (int t = t0; t <= pos; t++) {
         double s = 0;
         for (int d = 0; d < hd; d++) s += q[h * hd + d] * K[(size_t)t * hd + d];
         r->scores[t] = s * scale;
         mx = r->scores[t] > mx ? r->scores[t] : mx;
       }
-      for (int t = 0; t <= pos; t++) sum += (r->scores[t] = exp(r->scores[t] - mx));
+      /* gpt-oss: the sink is one more logit (not scaled) in the softmax, with no value */
+      const double sink = sinks ? bf(sinks[h]) : -INFINITY;
+      mx = sink > mx ? sink : mx;
+      for (int t = t0; t <= pos; t++) sum += (r->scores[t] = exp(r->scores[t] - mx));
+      if (sinks) sum += exp(sink - mx);
       double *o = r->att + (size_t)b * Q + h * hd;
       for (int d = 0; d < hd; d++) o[d] = 0;
-      for (int t = 0; t <= pos; t++)
+      for (int t = t0; t <= pos; t++)
         for (int d = 0; d < hd; d++) o[d] += r->scores[t] / sum * V[(size_t)t * hd + d];
     }
   }
+}
+
+/* y[rows][n] += bias[n] (gpt-oss's Linear biases). */
+static void add_bias(double *y, int rows, int n, const uint16_t *bias) {
+  for (int b = 0; b < rows; b++)
+    for (int i = 0; i < n; i++) y[(size_t)b * n + i] += bf(bias[i]);
 }
 
 static void moe(MoeRef *r, int l) {
@@ -201,6 +218,7 @@ static void moe(MoeRef *r, int l) {
   const MoeConfig *c = &lay->cfg;
   const int R = r->rows, k = c->top_k;
   matmul(r, W(MOE_ROUTER, l, 0), c->E, c->D, r->xn, r->router, NULL, 0, NULL);
+  if (c->router_bias) add_bias(r->router, R, c->E, W(MOE_ROUTER_BIAS, l, 0));
   for (int b = 0; b < R; b++)
     moe_route(r->router + (size_t)b * c->E, c->E, k, c->norm_topk_prob, r->topk + b * k, r->topw + b * k);
   int *use = (int *)calloc((size_t)R, sizeof(int));
@@ -219,13 +237,30 @@ static void moe(MoeRef *r, int l) {
     if (!any) continue;
     matmul(r, W(MOE_GATE, l, e), c->F, c->D, r->xn, r->hg, use, 0, NULL);
     matmul(r, W(MOE_UP, l, e), c->F, c->D, r->xn, r->hu, use, 0, NULL);
+    const uint16_t *bg = c->expert_bias ? W(MOE_GATE_BIAS, l, e) : NULL, *bu = c->expert_bias ? W(MOE_UP_BIAS, l, e) : NULL;
+    const double lim = c->swiglu_limit, alpha = c->swiglu_alpha;
     for (int b = 0; b < R; b++)
       for (int f = 0; use[b] && f < c->F; f++) {
-        const double g = r->hg[(size_t)b * c->F + f];
-        r->hg[(size_t)b * c->F + f] = g / (1.0 + exp(-g)) * r->hu[(size_t)b * c->F + f]; /* silu(g)·u */
+        double g = r->hg[(size_t)b * c->F + f], u = r->hu[(size_t)b * c->F + f];
+        if (bg) {
+          g += bf(bg[f]);
+          u += bf(bu[f]);
+        }
+        if (c->act == MOE_ACT_SWIGLU_CLAMP) { /* gpt-oss: (clamp(u) + 1) · g·sigmoid(α g), g <= lim */
+          g = g < lim ? g : lim;
+          u = u < -lim ? -lim : u > lim ? lim : u;
+          r->hg[(size_t)b * c->F + f] = (u + 1.0) * g / (1.0 + exp(-alpha * g));
+        } else {
+          r->hg[(size_t)b * c->F + f] = g / (1.0 + exp(-g)) * u; /* silu(g)·u */
+        }
       }
-    /* x += w_e · Wd_e act: accumulate straight into the residual stream */
+    /* x += w_e · (Wd_e act + bd_e): accumulate straight into the residual stream */
     matmul(r, W(MOE_DOWN, l, e), c->D, c->F, r->hg, r->x, use, 1, wt);
+    if (c->expert_bias) {
+      const uint16_t *bd = W(MOE_DOWN_BIAS, l, e);
+      for (int b = 0; b < R; b++)
+        for (int d = 0; use[b] && d < c->D; d++) r->x[(size_t)b * c->D + d] += wt[b] * bf(bd[d]);
+    }
   }
   free(use);
   free(wt);
@@ -245,8 +280,14 @@ void moe_ref_step(MoeRef *r, const int *tokens, int pos, double *logits) {
     matmul(r, W(MOE_Q, l, 0), Q, D, r->xn, r->q, NULL, 0, NULL);
     matmul(r, W(MOE_K, l, 0), KV, D, r->xn, r->k, NULL, 0, NULL);
     matmul(r, W(MOE_V, l, 0), KV, D, r->xn, r->v, NULL, 0, NULL);
+    if (c->attn_bias) {
+      add_bias(r->q, R, Q, W(MOE_Q_BIAS, l, 0));
+      add_bias(r->k, R, KV, W(MOE_K_BIAS, l, 0));
+      add_bias(r->v, R, KV, W(MOE_V_BIAS, l, 0));
+    }
     attention(r, l, pos);
-    matmul(r, W(MOE_O, l, 0), D, Q, r->att, r->x, NULL, 1, NULL); /* x += Wo att */
+    matmul(r, W(MOE_O, l, 0), D, Q, r->att, r->x, NULL, 1, NULL); /* x += Wo att (+ bo) */
+    if (c->attn_bias) add_bias(r->x, R, D, W(MOE_O_BIAS, l, 0));
     w = W(MOE_FFN_NORM, l, 0);
     for (int b = 0; b < R; b++) rmsnorm(r->x + (size_t)b * D, w, D, c->rms_eps, r->xn + (size_t)b * D);
     moe(r, l);

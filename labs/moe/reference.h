@@ -1,7 +1,9 @@
 /* reference.h — the CPU reference decoder: the model of config.h computed in double from
  * the bf16 weight values (each weight is exactly its bf16 value; every sum, norm, softmax,
  * RoPE angle and activation is double), one token per sequence per step with its own KV
- * cache, the same semantics as the HF implementations (see config.h for the equations).
+ * cache, the same semantics as the HF implementations (see config.h for the equations:
+ * Mixtral, Qwen3-MoE, gpt-oss with its biases, sinks, sliding window, YaRN and clamped
+ * SwiGLU).
  * Big matrix-vector products are split over pthreads by output rows; each output is
  * summed by one thread in index order, so results do not depend on the thread count.
  *
@@ -32,6 +34,7 @@ typedef struct {
   double *x, *xn, *q, *k, *v, *att, *hg, *hu, *y, *router, *scores;
   int *topk;                       /* [rows][top_k] experts of the last layer computed */
   double *topw;                    /* [rows][top_k] their weights */
+  double *inv_freq, rope_scale;    /* RoPE frequencies [head_dim/2], cos/sin factor */
 } MoeRef;
 
 /** Allocate for `rows` sequences of up to max_len positions; threads >= 1. 0, or -1 OOM. */
