@@ -182,6 +182,7 @@ static inline void expert_gate_up_swiglu_launch(const __nv_bfloat16 *x, const __
   GTL_LAUNCH();
 }
 
+// Elements (bf16) of one chunk's weights W_c [2F][D] and of one chunk's output h_c [B][F].
 static inline size_t chunk_w_elems(const ChunkPipeline *p) { return (size_t)2 * p->F * p->D; }
 static inline size_t chunk_h_elems(const ChunkPipeline *p) { return (size_t)p->B * p->F; }
 

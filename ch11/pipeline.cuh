@@ -3,8 +3,8 @@
 //
 // The problem: expert weights offloaded to host memory, streamed to the GPU chunk by
 // chunk while a batch of tokens is pushed through each. A chunk is one gpt-oss-20b
-// expert's fused gate+up matrix W_c [2F][D] bf16 (D = F = 2880: 33.2 MB, the "32 MB
-// chunk"), 16 chunks per pass, 531 MB in pinned host memory (cudaMallocHost, ch03). For
+// expert's fused gate+up matrix W_c [2F][D] bf16 (D = F = 2880: 33.2 MB),
+// 16 chunks per pass, 531 MB in pinned host memory (cudaMallocHost, ch03). For
 // each chunk: W_c host→device; h_c = swiglu(x_c · W_c^T) for B tokens routed to that
 // expert (overlap.cuh); h_c [B][F] bf16 device→host.
 //
