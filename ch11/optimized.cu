@@ -19,7 +19,7 @@
 // Book: streams and inter-kernel pipelining (concurrent copy and execute).
 #include "pipeline.cuh"
 
-// Strategy: chunk_ring_launch (ch11/overlap.cuh), which the lab includes. Limiter: the
+// Strategy: chunk_ring_launch (ch11/overlap.cuh, written for the lab). Limiter: the
 // slower of the link and the tensor cores.
 void pipeline_launch(const ChunkPipeline *p, cudaStream_t s) {
   chunk_ring_launch(p, CHUNK_ALL, s);

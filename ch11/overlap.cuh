@@ -1,5 +1,5 @@
 // overlap.cuh — ch11's kernel and its two schedules: what ch11's programs run and what the
-// lab includes to stream expert weights from pinned host memory (kernels and launchers
+// lab can include to stream expert weights from pinned host memory (kernels and launchers
 // only: pointers, sizes, streams and events in; no main, no globals).
 //
 // The work of one chunk c (one gpt-oss-20b expert's fused gate+up matrix):
