@@ -33,6 +33,8 @@
 void pipeline_launch(const ChunkPipeline *p, cudaStream_t s);
 int pipeline_slots_used(const ChunkPipeline *p);
 
+// Roofline of one pass: bytes host->device (every W_c once), bytes device->host (every
+// h_c once), and FLOP (2·B·2F·D per chunk; SwiGLU's few FLOP per output not counted).
 static double pipeline_h2d_bytes(const ChunkPipeline *p) {
   return (double)p->chunks * chunk_w_elems(p) * 2;
 }
@@ -115,9 +117,10 @@ static void pipeline_compare(const ChunkPipeline *p, const float *ref, GtlErr *e
   free(refd);
 }
 
+// gtl_bench callbacks: a pass with only some stages (PartRun), or the variant's whole pass.
 typedef struct {
   const ChunkPipeline *p;
-  int stages;
+  int stages;  // CHUNK_* mask
 } PartRun;
 
 static void part_serial(void *u, cudaStream_t s) {
