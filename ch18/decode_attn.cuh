@@ -36,10 +36,21 @@
 
 #define ATTN_HEAD_DIM 64
 #define ATTN_TILE 64      // keys per pipeline stage: 4 warps × 16 keys
-#define ATTN_STAGES 4     // cp.async stages: 3 tiles (48 KB) in flight per CTA
+// cp.async stages of 16 KB (K and V tiles); STAGES − 1 tiles are in flight per CTA. Build
+// with -DATTN_STAGES=N (2..8) to trade CTAs per SM against depth (README, exercise 1).
+#ifndef ATTN_STAGES
+#define ATTN_STAGES 4
+#endif
+// 0, or 64/128/256: the .L2::NB prefetch-size hint on every cp.async (-DATTN_L2_PREFETCH=N).
+#ifndef ATTN_L2_PREFETCH
+#define ATTN_L2_PREFETCH 0
+#endif
 #define ATTN_THREADS 128  // 4 warps
 #define ATTN_MAX_GROUP 16 // query heads per KV head: the 16 rows of one mma tile
-#define ATTN_SMEM_BYTES (ATTN_STAGES * 2 * ATTN_TILE * ATTN_HEAD_DIM * 2)  // 64 KB
+#define ATTN_SMEM_BYTES (ATTN_STAGES * 2 * ATTN_TILE * ATTN_HEAD_DIM * 2)  // 64 KB at 4 stages
+static_assert(ATTN_STAGES >= 2 && ATTN_STAGES <= 8, "ATTN_STAGES must be 2..8");
+// The epilogue reuses the pipeline's shared memory for the 4 warps' O, m and l.
+static_assert(ATTN_SMEM_BYTES >= (4 * 16 * ATTN_HEAD_DIM + 2 * 4 * 16) * 4, "epilogue does not fit");
 #define ATTN_LOG2E 1.4426950408889634f
 
 // Where the K and V of the cache live (see the file header). K and V share the table and
@@ -80,7 +91,15 @@ __device__ __forceinline__ int64_t attn_kv_offset(const AttnKvView &kv, int b, i
 // "ldmatrix", "mma.m16n8k16") ---------------------------------------------------------
 __device__ __forceinline__ void attn_cp_async16(uint32_t dst, const void *src, int src_bytes) {
   // src_bytes 0 writes 16 zero bytes: keys past the chunk read as 0, never as garbage
+#if ATTN_L2_PREFETCH == 256
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+#elif ATTN_L2_PREFETCH == 128
+  asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+#elif ATTN_L2_PREFETCH == 64
+  asm volatile("cp.async.cg.shared.global.L2::64B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+#else
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+#endif
 }
 __device__ __forceinline__ void attn_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
@@ -125,6 +144,11 @@ __global__ void __launch_bounds__(ATTN_THREADS)
     attn_splitkv_gqa_kernel(const __grid_constant__ AttnDecodeArgs a, int num_splits,
                             float *__restrict__ o_part, float *__restrict__ lse_part) {
   extern __shared__ __align__(128) unsigned char attn_smem[];
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Let the combine kernel (launched with programmatic stream serialization) be scheduled
+  // now: its blocks wait in griddepcontrol.wait until this grid has finished and flushed.
+  asm volatile("griddepcontrol.launch_dependents;\n" ::);
+#endif
   const int split = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
   const int G = a.H / a.H_kv, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int qr = lane >> 2, qc = lane & 3;  // mma fragment row (0..7) and column pair
@@ -300,28 +324,39 @@ __global__ void __launch_bounds__(ATTN_THREADS)
   }
 }
 
-// Strategy: one warp per (sequence, query head); lane l owns dims 2l, 2l+1; the splits'
-// log2-sum-exp values give each partial output its weight, the sink adds to the denominator
-// only. Limiter: launch latency (it reads B·H·num_splits·65 floats).
+// Strategy: one warp per (sequence, query head); the lanes hold the splits' log2-sum-exp
+// values (32 at a time) and their weights w_s = exp2(lse_s − M), lane l accumulates dims 2l,
+// 2l+1 of Σ w_s·o_s with 8 partial loads in flight; the sink adds to the denominator only.
+// Launched with PDL: it waits for the split kernel in griddepcontrol.wait. Limiter: latency.
 __global__ void __launch_bounds__(128)
     attn_splitkv_combine_kernel(const float *__restrict__ o_part, const float *__restrict__ lse_part,
                                 const float *__restrict__ sinks, __nv_bfloat16 *__restrict__ out,
                                 int BH, int H, int num_splits) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
   const int bh = blockIdx.x * 4 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   if (bh >= BH) return;
   const float *lse = lse_part + (int64_t)bh * num_splits;
   const float s2 = sinks ? sinks[bh % H] * ATTN_LOG2E : -INFINITY;
-  float M = s2;
+  float M = s2, wsum = 0.f;
   for (int s = lane; s < num_splits; s += 32) M = fmaxf(M, lse[s]);
   for (int off = 16; off; off >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, off));
-  float den = exp2f(s2 - M), acc0 = 0.f, acc1 = 0.f;
+  for (int s = lane; s < num_splits; s += 32) wsum += exp2f(lse[s] - M);
+  for (int off = 16; off; off >>= 1) wsum += __shfl_xor_sync(0xffffffffu, wsum, off);
+  const float den = wsum + exp2f(s2 - M);
   const float2 *op = reinterpret_cast<const float2 *>(o_part + (int64_t)bh * num_splits * ATTN_HEAD_DIM) + lane;
-  for (int s = 0; s < num_splits; s++) {
-    const float w = exp2f(lse[s] - M);
-    const float2 v = op[s * (ATTN_HEAD_DIM / 2)];
-    den += w;
-    acc0 += w * v.x;
-    acc1 += w * v.y;
+  float acc0 = 0.f, acc1 = 0.f;
+  for (int base = 0; base < num_splits; base += 32) {
+    const int n = min(32, num_splits - base);
+    const float w = lane < n ? exp2f(lse[base + lane] - M) : 0.f;
+#pragma unroll 8
+    for (int i = 0; i < n; i++) {
+      const float wi = __shfl_sync(0xffffffffu, w, i);
+      const float2 v = op[(base + i) * (ATTN_HEAD_DIM / 2)];
+      acc0 = fmaf(wi, v.x, acc0);
+      acc1 = fmaf(wi, v.y, acc1);
+    }
   }
   reinterpret_cast<__nv_bfloat162 *>(out + (int64_t)bh * ATTN_HEAD_DIM)[lane] =
       __floats2bfloat162_rn(acc0 / den, acc1 / den);
@@ -387,11 +422,21 @@ static inline int attn_splitkv_launch(const AttnDecodeArgs *a, int num_splits, f
   else
     attn_splitkv_gqa_kernel<false><<<grid, ATTN_THREADS, ATTN_SMEM_BYTES, s>>>(*a, num_splits, o_part, lse_part);
   GTL_LAUNCH();
-  if (num_splits > 1) {
-    const int BH = a->B * a->H;
-    attn_splitkv_combine_kernel<<<(BH + 3) / 4, 128, 0, s>>>(o_part, lse_part, a->sinks, a->out, BH,
-                                                             a->H, num_splits);
-    GTL_LAUNCH();
+  if (num_splits > 1) {  // programmatic dependent launch: scheduled while the splits run
+    int BH = a->B * a->H, H = a->H, ns = num_splits;
+    const float *sinks = a->sinks;
+    __nv_bfloat16 *out = a->out;
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr = {};
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cfg.gridDim = dim3((BH + 3) / 4);
+    cfg.blockDim = dim3(128);
+    cfg.stream = s;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    GTL_CUDA(cudaLaunchKernelEx(&cfg, attn_splitkv_combine_kernel, (const float *)o_part,
+                                (const float *)lse_part, sinks, out, BH, H, ns));
   }
   return 0;
 }
