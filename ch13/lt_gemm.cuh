@@ -1,0 +1,210 @@
+// lt_gemm.cuh — ch13's problem, its cuBLASLt plan, the cuBLAS references and the helpers
+// baseline.cu and optimized.cu share, so that the two files differ in what the GEMM reads.
+//
+// The problem: one expert's fused gate+up projection of gpt-oss-20b,
+//     Y[M][N] = X[M][K] · W[N][K]^T          N = 2·2880 = 5760, K = 2880
+// X: M tokens of activations (M = 4096: a prefill chunk; --M=64: a decode batch), row-major;
+// W: the weight, stored like nn.Linear.weight (K contiguous); Y bf16, row-major, fp32
+// accumulation. Inputs are seeded: X uniform in [-4, 4), W uniform in [-1/sqrt(K), 1/sqrt(K))
+// (nn.Linear's default initialisation bound, PyTorch docs, torch.nn.Linear) — magnitudes
+// far apart, as real activations and weights are, which is why each tensor gets its own
+// scale.
+//
+// cuBLASLt is column-major: row-major Y[M][N] is column-major Y^T (N×M, ld N) = W·X^T, so
+// its "A" is W (op T on the K×N column-major view), its "B" is X (op N, K×M), its D is Y.
+// That is the "TN" layout, the one FP8 kernels on Hopper require (cuBLAS docs,
+// cublasLtMatmul: "A must be transposed and B non-transposed"). Both operands are then
+// K-contiguous, as they are in memory anyway.
+#pragma once
+#include <cublasLt.h>
+#include <cublas_v2.h>  // before gauntlet.h: check.h defines GTL_CUBLAS when it sees it
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/gauntlet.h"
+
+#define LT_WORKSPACE_BYTES ((size_t)64 << 20)  // as ch02/ceilings gives cuBLASLt
+#define LT_X_RANGE 4.0f                        // X uniform in [-4, 4)
+
+typedef struct {
+  int64_t M, N, K;
+} LtShape;
+
+static double lt_flops(const LtShape *s) { return 2.0 * s->M * s->N * s->K; }
+// One GEMM's minimum traffic: X and W read once (in_bytes per element), Y (bf16) written once.
+static double lt_gemm_bytes(const LtShape *s, int in_bytes) {
+  return (double)(s->M * s->K + s->N * s->K) * in_bytes + 2.0 * s->M * s->N;
+}
+// The ceiling that binds: the compute ceiling when flops/bytes is right of the ridge point
+// (compute ceiling / read ceiling), else the read bandwidth. At M = 4096 the GEMM is ~1000
+// FLOP/B, far right of the ridge (~180 bf16, ~330 fp8 on an H200); at M = 64 it is
+// ~64-128 FLOP/B, left of it: it streams the weight once and is bound by HBM.
+static GtlBound lt_bound(const GtlCeilings *c, double flops, double bytes, GtlBound compute) {
+  const double ridge = gtl_ceiling_of(c, compute) * 1e12 / (gtl_ceiling_of(c, GTL_BOUND_READ) * 1e9);
+  return !(flops / bytes < ridge) ? compute : GTL_BOUND_READ;
+}
+
+// One planned cuBLASLt matmul Y = scale_w·scale_x · X·W^T (scales: device pointers, fp8 only).
+typedef struct {
+  cublasLtHandle_t lt;
+  cublasLtMatmulDesc_t op;
+  cublasLtMatrixLayout_t lw, lx, ly;
+  cublasLtMatmulAlgo_t algo;
+  const void *W, *X;  // W [N][K], X [M][K], both of the planned input type
+  void *Y;            // [M][N] bf16
+  const void *C;      // beta = 0: never read; NULL or Y, whichever the algorithm accepts
+  void *ws;
+} LtGemm;
+
+static void lt_gemm_run(const LtGemm *g, cudaStream_t s) {
+  const float alpha = 1.0f, beta = 0.0f;
+  GTL_CUBLAS(cublasLtMatmul(g->lt, g->op, &alpha, g->W, g->lw, g->X, g->lx, &beta, g->C, g->ly,
+                            g->Y, g->ly, &g->algo, g->ws, LT_WORKSPACE_BYTES, s));
+}
+
+// Plan Y = X·W^T for inputs of type `in` (CUDA_R_16BF or CUDA_R_8F_E4M3), fp32 compute and
+// scale type, bf16 C/D. fp8: d_scale_w / d_scale_x are the dequantization factors (device
+// fp32 scalars, read at every launch) and fast_accum picks CUBLASLT_MATMUL_DESC_FAST_ACCUM.
+// Takes the first algorithm of cuBLASLt's heuristic that runs on these buffers (the run
+// writes Y, which the caller poisons before validating). Returns NULL, or why none runs
+// (the program waives with it).
+static const char *lt_gemm_plan(LtGemm *g, const LtShape *s, cudaDataType_t in, const void *W,
+                                const void *X, void *Y, const float *d_scale_w,
+                                const float *d_scale_x, int fast_accum, cudaStream_t st) {
+  static char why[256];
+  memset(g, 0, sizeof *g);
+  g->W = W;
+  g->X = X;
+  g->Y = Y;
+  GTL_CUBLAS(cublasLtCreate(&g->lt));
+  g->ws = gtl_malloc(LT_WORKSPACE_BYTES, "cuBLASLt workspace");
+  const cublasOperation_t tw = CUBLAS_OP_T, tx = CUBLAS_OP_N;
+  GTL_CUBLAS(cublasLtMatmulDescCreate(&g->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  GTL_CUBLAS(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSA, &tw, sizeof tw));
+  GTL_CUBLAS(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_TRANSB, &tx, sizeof tx));
+  if (in == CUDA_R_8F_E4M3) {
+    const int8_t fa = fast_accum ? 1 : 0;
+    GTL_CUBLAS(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
+                                              &d_scale_w, sizeof d_scale_w));
+    GTL_CUBLAS(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
+                                              &d_scale_x, sizeof d_scale_x));
+    GTL_CUBLAS(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fa, sizeof fa));
+  }
+  GTL_CUBLAS(cublasLtMatrixLayoutCreate(&g->lw, in, s->K, s->N, s->K));
+  GTL_CUBLAS(cublasLtMatrixLayoutCreate(&g->lx, in, s->K, s->M, s->K));
+  GTL_CUBLAS(cublasLtMatrixLayoutCreate(&g->ly, CUDA_R_16BF, s->N, s->M, s->N));
+  cublasLtMatmulPreference_t pref;
+  GTL_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
+  const uint64_t ws_max = LT_WORKSPACE_BYTES;
+  GTL_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                  &ws_max, sizeof ws_max));
+  enum { ALGOS = 8 };
+  cublasLtMatmulHeuristicResult_t heur[ALGOS];
+  int found = 0;
+  cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(g->lt, g->op, g->lw, g->lx, g->ly, g->ly,
+                                                     pref, ALGOS, heur, &found);
+  GTL_CUBLAS(cublasLtMatmulPreferenceDestroy(pref));
+  // fp8: C = NULL first (as PyTorch's scaled_mm passes it), then C = Y; bf16 the other way.
+  const void *c_try[2] = {in == CUDA_R_8F_E4M3 ? NULL : Y, in == CUDA_R_8F_E4M3 ? Y : NULL};
+  const float alpha = 1.0f, beta = 0.0f;
+  for (int t = 0; t < 2 && hs == CUBLAS_STATUS_SUCCESS; t++)
+    for (int k = 0; k < found; k++) {
+      if (cublasLtMatmul(g->lt, g->op, &alpha, W, g->lw, X, g->lx, &beta, c_try[t], g->ly, Y,
+                         g->ly, &heur[k].algo, g->ws, LT_WORKSPACE_BYTES, st) == CUBLAS_STATUS_SUCCESS) {
+        g->algo = heur[k].algo;
+        g->C = c_try[t];
+        return NULL;
+      }
+    }
+  snprintf(why, sizeof why, "cuBLASLt has no algorithm for this %s GEMM on this GPU (heuristic: %s, "
+           "%d found)", in == CUDA_R_8F_E4M3 ? "fp8 e4m3" : "bf16", cublasGetStatusName(hs), found);
+  return why;
+}
+
+static void lt_gemm_destroy(LtGemm *g) {
+  GTL_CUBLAS(cublasLtMatrixLayoutDestroy(g->lw));
+  GTL_CUBLAS(cublasLtMatrixLayoutDestroy(g->lx));
+  GTL_CUBLAS(cublasLtMatrixLayoutDestroy(g->ly));
+  GTL_CUBLAS(cublasLtMatmulDescDestroy(g->op));
+  GTL_CUBLAS(cublasLtDestroy(g->lt));
+  GTL_CUDA(cudaFree(g->ws));
+}
+
+// The reference: ref[m·N + n] = alpha · Σ_k X[m][k]·W[n][k] by cuBLAS with bf16 inputs,
+// CUBLAS_COMPUTE_32F and an fp32 output, widened to double. bf16·bf16 products are exact
+// in fp32, so only the fp32 summation rounds. h's stream is the caller's; synchronizes.
+static void lt_reference(cublasHandle_t h, const LtShape *s, const __nv_bfloat16 *d_X,
+                         const __nv_bfloat16 *d_W, float alpha, double *ref, cudaStream_t st) {
+  const size_t nY = (size_t)s->M * s->N;
+  float *d_ref = (float *)gtl_malloc(nY * 4, "reference Y [M][N] fp32");
+  float *h_ref = (float *)malloc(nY * 4);
+  if (!h_ref) {
+    fprintf(stderr, "ch13: host out of memory for the %zu-element reference\n", nY);
+    exit(GTL_EXIT_RUNTIME);
+  }
+  const float beta = 0.0f;
+  GTL_CUBLAS(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)s->N, (int)s->M, (int)s->K, &alpha,
+                          d_W, CUDA_R_16BF, (int)s->K, d_X, CUDA_R_16BF, (int)s->K, &beta, d_ref,
+                          CUDA_R_32F, (int)s->N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  GTL_CUDA(cudaMemcpyAsync(h_ref, d_ref, nY * 4, cudaMemcpyDeviceToHost, st));
+  GTL_CUDA(cudaStreamSynchronize(st));
+  for (size_t i = 0; i < nY; i++) ref[i] = h_ref[i];
+  free(h_ref);
+  GTL_CUDA(cudaFree(d_ref));
+}
+
+// Y (bf16, device, already computed) against ref with tolerance tol; a guard band overwritten
+// fails too. h_y: nY floats of scratch.
+static void lt_check_y(const LtShape *s, const GtlGuarded *g_Y, const double *ref, GtlTol tol,
+                       float *h_y, GtlErr *err) {
+  const size_t nY = (size_t)s->M * s->N;
+  uint16_t *h_bf = (uint16_t *)malloc(nY * 2);
+  if (!h_bf) {
+    fprintf(stderr, "ch13: host out of memory for %zu outputs\n", nY);
+    exit(GTL_EXIT_RUNTIME);
+  }
+  GTL_CUDA(cudaMemcpy(h_bf, g_Y->ptr, nY * 2, cudaMemcpyDeviceToHost));
+  gtl_bf16_to_f32_array(h_bf, h_y, nY);
+  free(h_bf);
+  gtl_compare(h_y, ref, nY, tol, err);
+  const size_t bad_guard = gtl_guarded_check(g_Y);
+  if (bad_guard) {
+    fprintf(stderr, "ch13: %zu guard bytes around Y were overwritten\n", bad_guard);
+    err->pass = 0;
+  }
+}
+
+// The command line both programs share, checked before the GPU is touched. Presets:
+// default M = 4096 (prefill), small = edges off every tile grid (quick under memcheck),
+// large = a 16K-token prefill. cuBLASLt's fp8 kernels need 16-byte-aligned rows and
+// leading dimensions: K and N multiples of 16.
+static void lt_parse(GtlCtx *ctx, const char *program, int argc, char **argv, GtlOpt *opts,
+                     int n_opts, int64_t *M, int64_t *N, int64_t *K) {
+  gtl_parse(ctx, "ch13", program, argc, argv, opts, n_opts, 10, 100, GTL_L2_COLD);
+  const int64_t pre[3][3] = {{4096, 5760, 2880}, {200, 1040, 528}, {16384, 5760, 2880}};
+  const int p = ctx->args.size == GTL_SIZE_SMALL ? 1 : ctx->args.size == GTL_SIZE_LARGE ? 2 : 0;
+  if (*M < 0) *M = pre[p][0];
+  if (*N < 0) *N = pre[p][1];
+  if (*K < 0) *K = pre[p][2];
+  const int64_t lim = (int64_t)1 << 31;
+  if (*M < 1 || *N < 16 || *K < 16 || *N % 16 || *K % 16 || *M * *K >= lim || *N * *K >= lim ||
+      *M * *N >= lim)
+    gtl_usage_fail(ctx, "need M >= 1, N and K multiples of 16, and M·K, N·K, M·N below 2^31 "
+                        "(got M=%lld N=%lld K=%lld)", (long long)*M, (long long)*N, (long long)*K);
+}
+
+// Seeded inputs on the device (bf16) and their values on the host (bf16 bits).
+static void lt_inputs(GtlCtx *ctx, const LtShape *s, __nv_bfloat16 *d_X, __nv_bfloat16 *d_W,
+                      uint16_t *h_X, uint16_t *h_W) {
+  const size_t nX = (size_t)s->M * s->K, nW = (size_t)s->N * s->K;
+  const float w = 1.0f / sqrtf((float)s->K);
+  gtl_fill_uniform(d_X, GTL_BF16, nX, ctx->args.seed, -LT_X_RANGE, LT_X_RANGE, ctx->stream);
+  gtl_fill_uniform(d_W, GTL_BF16, nW, ctx->args.seed ^ 0xB0B0ull, -w, w, ctx->stream);
+  GTL_CUDA(cudaMemcpyAsync(h_X, d_X, nX * 2, cudaMemcpyDeviceToHost, ctx->stream));
+  GTL_CUDA(cudaMemcpyAsync(h_W, d_W, nW * 2, cudaMemcpyDeviceToHost, ctx->stream));
+  GTL_CUDA(cudaStreamSynchronize(ctx->stream));
+}

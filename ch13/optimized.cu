@@ -1,0 +1,292 @@
+// ch13 profiling, precision, memory — optimized: the same GEMM with FP8 E4M3 inputs.
+//
+// The one change: X and W are stored as FP8 E4M3 (1 byte: 1 sign, 4 exponent, 3 mantissa
+// bits) with one fp32 scale per tensor, and cuBLASLt multiplies them on Hopper's FP8
+// tensor cores (twice the bf16 rate, half the bytes), accumulating in fp32, applying the
+// two dequantization scales (CUBLASLT_MATMUL_DESC_A/B_SCALE_POINTER) and writing bf16.
+// What FP8 costs besides the GEMM is the quantization of the activations, every step:
+//   --scaling=current (default): amax of this X (fp8_tensor_amax_kernel), then quantize
+//       with s = 448/amax (fp8_tensor_quantize_kernel): X is read twice.
+//   --scaling=delayed: quantize with the scale the amax history of earlier steps gives and
+//       record this X's amax in the same pass (fp8_tensor_quantize_delayed_kernel):
+//       X is read once (NVIDIA Transformer Engine's DelayedScaling recipe, amax history of
+//       1024 steps, "max", margin 0).
+// The weight is quantized once at load time (current scaling), outside the timed region.
+// Timed, each over its own iterations: the fp8 GEMM alone (its % of the measured fp8
+// ceiling), the activation quantization alone, and the step = quantization + GEMM, the
+// headline held against the baseline's bf16 GEMM.
+//
+// Build and run:   make ch13 && ./ch13/optimized          (pair: scripts/pair.sh ch13)
+//                  ./ch13/optimized --M=64 --scaling=delayed
+//                  ./ch13/optimized --fast_accum           (cuBLASLt's fast fp8 accumulation)
+// Nsight Compute:  scripts/profile.sh ch13 optimized
+//   the kernel name cuBLASLt picked (…e4m3…: FP8 wgmma, QGMMA in its SASS — cuBLASLt's
+//   kernels live in the library, not in this binary), sm__pipe_tensor_op_gmma_cycles_active
+//   .avg.pct_of_peak_sustained_active, and dram__throughput.avg.pct_of_peak_sustained_elapsed
+//   of the fp8_tensor_* kernels.
+// Book: profiling, precision and memory — lower precision as a bandwidth and compute lever.
+#include <stddef.h>
+
+#include "lt_gemm.cuh"  // first: cublas_v2.h before gauntlet.h (GTL_CUBLAS)
+#include "fp8_quant.cuh"
+
+#define AMAX_HISTORY 1024  // Transformer Engine's default amax_history_len
+// The quantization error itself (Y vs the bf16-input reference). RNE to 3 mantissa bits
+// leaves a relative error of RMS 2^-3/sqrt(12)·sqrt(E[1/m^2]) ≈ 0.026 per element (m the
+// significand, uniform in [1, 2)); a product carries two, so rel_l2 ≈ 0.036 for these
+// inputs. 5e-2 passes that and fails an unscaled quantization (W's values sit below E4M3's
+// smallest normal, 2^-6, and lose most of their bits).
+static const GtlTol QUANT_TOL = {5e-2, 0.5, 0.5};
+
+typedef struct {
+  LtShape sh;
+  const __nv_bfloat16 *X;
+  __nv_fp8_storage_t *Xq;
+  Fp8TensorScale *st_x;
+  float *history;
+  int delayed;
+  LtGemm g;
+} Fp8Run;
+
+// The activation quantization of one step, on stream s.
+static void quantize_x(const Fp8Run *r, cudaStream_t s) {
+  const size_t n = (size_t)r->sh.M * r->sh.K;
+  const int rc = r->delayed
+                     ? fp8_tensor_quantize_delayed_launch(r->X, r->Xq, n, r->st_x, r->history, AMAX_HISTORY, s)
+                     : (fp8_tensor_amax_launch(r->X, n, r->st_x, s) ||
+                        fp8_tensor_quantize_launch(r->X, r->Xq, n, r->st_x, s));
+  if (rc) exit(GTL_EXIT_RUNTIME);
+}
+static void run_quant(void *u, cudaStream_t s) { quantize_x((const Fp8Run *)u, s); }
+static void run_gemm(void *u, cudaStream_t s) { lt_gemm_run(&((const Fp8Run *)u)->g, s); }
+// Strategy: quantize X (current: 2 kernels, delayed: 1), then the cuBLASLt fp8 GEMM.
+// Limiter: FP8 tensor cores (M = 4096) or HBM (M = 64).
+static void run_step(void *u, cudaStream_t s) {
+  quantize_x((const Fp8Run *)u, s);
+  lt_gemm_run(&((const Fp8Run *)u)->g, s);
+}
+
+// The host's own per-tensor quantization of x (bf16 bits, n): q = E4M3(x · 448/amax),
+// bit-exact with the device's; deq = the fp8 values as bf16 (exact: 4 significant bits,
+// exponents well inside bf16's). Returns the dequantization factor 1/scale.
+static float host_quantize(const uint16_t *x, size_t n, uint8_t *q, uint16_t *deq) {
+  float amax = 0.0f;
+  for (size_t i = 0; i < n; i++) amax = fmaxf(amax, fabsf(gtl_bf16_to_f32(x[i])));
+  const float scale = amax == 0.0f ? 1.0f : 448.0f / amax;
+  for (size_t i = 0; i < n; i++) {
+    q[i] = gtl_f32_to_fp8e4m3(gtl_bf16_to_f32(x[i]) * scale);
+    deq[i] = gtl_f32_to_bf16(gtl_fp8e4m3_to_f32(q[i]));
+  }
+  return 1.0f / scale;
+}
+
+// Bytes of the device tensor d that differ from the host's h (n bytes).
+static size_t bytes_differ(const void *d, const uint8_t *h, size_t n) {
+  uint8_t *t = (uint8_t *)malloc(n);
+  if (!t) {
+    fprintf(stderr, "ch13: host out of memory (%zu bytes)\n", n);
+    exit(GTL_EXIT_RUNTIME);
+  }
+  GTL_CUDA(cudaMemcpy(t, d, n, cudaMemcpyDeviceToHost));
+  size_t bad = 0;
+  for (size_t i = 0; i < n; i++) bad += t[i] != h[i];
+  free(t);
+  return bad;
+}
+
+int main(int argc, char **argv) {
+  int64_t M = -1, N = -1, K = -1;
+  const char *scaling = "current";
+  int fast_accum = 0;
+  GtlOpt opts[] = {{"M", GTL_OPT_INT, &M, "tokens: rows of X and Y (default 4096)"},
+                   {"N", GTL_OPT_INT, &N, "rows of W, columns of Y, a multiple of 16 (default 5760)"},
+                   {"K", GTL_OPT_INT, &K, "hidden size, a multiple of 16 (default 2880)"},
+                   {"scaling", GTL_OPT_STR, &scaling, "current (default) or delayed: where X's scale comes from"},
+                   {"fast_accum", GTL_OPT_FLAG, &fast_accum, "cuBLASLt fast fp8 accumulation (default off)"}};
+  GtlCtx ctx;
+  lt_parse(&ctx, "optimized", argc, argv, opts, 5, &M, &N, &K);
+  const int delayed = !strcmp(scaling, "delayed");
+  if (!delayed && strcmp(scaling, "current"))
+    gtl_usage_fail(&ctx, "--scaling must be current or delayed (got %s)", scaling);
+  gtl_open(&ctx);
+  gtl_require_cc(&ctx, 8, 9, "FP8 E4M3 tensor cores");
+  const LtShape sh = {M, N, K};
+  const size_t nX = (size_t)M * K, nW = (size_t)N * K, nY = (size_t)M * N;
+  char workload[128];
+  snprintf(workload, sizeof workload, "M%lld_N%lld_K%lld", (long long)M, (long long)N, (long long)K);
+
+  gtl_phase_push(GTL_PHASE_SETUP);
+  __nv_bfloat16 *d_X = (__nv_bfloat16 *)gtl_malloc(nX * 2, "X [M][K] bf16");
+  __nv_bfloat16 *d_W = (__nv_bfloat16 *)gtl_malloc(nW * 2, "W [N][K] bf16");
+  __nv_fp8_storage_t *d_Xq = (__nv_fp8_storage_t *)gtl_malloc(nX, "Xq [M][K] fp8");
+  __nv_fp8_storage_t *d_Wq = (__nv_fp8_storage_t *)gtl_malloc(nW, "Wq [N][K] fp8");
+  Fp8TensorScale *d_sx = (Fp8TensorScale *)gtl_malloc(sizeof(Fp8TensorScale), "X scale state");
+  Fp8TensorScale *d_sw = (Fp8TensorScale *)gtl_malloc(sizeof(Fp8TensorScale), "W scale state");
+  float *d_hist = (float *)gtl_malloc(AMAX_HISTORY * sizeof(float), "amax history");
+  GtlGuarded g_Y;
+  void *d_Y = gtl_guarded_alloc(&g_Y, nY * 2, "Y [M][N] bf16");
+  uint16_t *h_X = (uint16_t *)malloc(nX * 2), *h_W = (uint16_t *)malloc(nW * 2);
+  if (!h_X || !h_W) {
+    fprintf(stderr, "ch13: host out of memory for the inputs\n");
+    return GTL_EXIT_RUNTIME;
+  }
+  lt_inputs(&ctx, &sh, d_X, d_W, h_X, h_W);
+  // The weight, once, as at load time: current scaling.
+  if (fp8_tensor_scale_init_launch(d_sw, NULL, 0, ctx.stream) ||
+      fp8_tensor_scale_init_launch(d_sx, d_hist, AMAX_HISTORY, ctx.stream) ||
+      fp8_tensor_amax_launch(d_W, nW, d_sw, ctx.stream) ||
+      fp8_tensor_quantize_launch(d_W, d_Wq, nW, d_sw, ctx.stream))
+    return GTL_EXIT_RUNTIME;
+  Fp8Run run = {sh, d_X, d_Xq, d_sx, d_hist, delayed, {}};
+  // Delayed scaling starts with scale 1 and an empty history (as TE does); one calibration
+  // step fills it, so the validated step quantizes with a scale from history.
+  quantize_x(&run, ctx.stream);
+  const char *why = lt_gemm_plan(&run.g, &sh, CUDA_R_8F_E4M3, d_Wq, d_Xq, d_Y, &d_sw->scale_inv,
+                                 &d_sx->scale_inv, fast_accum, ctx.stream);
+  gtl_require(&ctx, why == NULL, why);
+  cublasHandle_t h;
+  GTL_CUBLAS(cublasCreate(&h));
+  GTL_CUBLAS(cublasSetStream(h, ctx.stream));
+  gtl_phase_pop();
+
+  GtlResult r, rg, rq;  // the step (headline), the GEMM alone, the quantization alone
+  gtl_result_init(&r, &ctx, "fp8e4m3", workload);
+  const double x_reads = delayed ? 1 : 2;  // times the step reads X (bf16)
+  r.flops = lt_flops(&sh);
+  r.bytes = lt_gemm_bytes(&sh, 1) + (x_reads * 2 + 1) * (double)nX;  // + quantization traffic
+  r.bound = lt_bound(&ctx.ceil, r.flops, r.bytes, GTL_BOUND_FP8);
+  r.ref = "cublas_fp32";
+  rg = r;
+  rg.bytes = lt_gemm_bytes(&sh, 1);
+  rg.bound = lt_bound(&ctx.ceil, rg.flops, rg.bytes, GTL_BOUND_FP8);
+  rg.variant = "fp8 gemm only";
+  rq = r;
+  rq.flops = NAN;
+  rq.bytes = (x_reads * 2 + 1) * (double)nX;
+  rq.bound = GTL_BOUND_COPY;
+  rq.variant = delayed ? "quant delayed" : "quant current";
+  r.variant = delayed ? "step delayed" : "step current";
+  char notes[1024];
+  snprintf(notes, sizeof notes,
+           "strategy: X quantized every step (%s scaling), W once at load; cuBLASLt fp8 e4m3 GEMM "
+           "(TN), fp32 compute, per-tensor scale pointers, bf16 out, fast accumulation %s\n"
+           "inputs: X uniform [-%.0f, %.0f), W uniform [-1/sqrt(K), 1/sqrt(K)), bf16, then fp8\n"
+           "roofline: GEMM %.2f GFLOP, %.1f MB = %.0f FLOP/B (bound by %s); quantization %.1f MB "
+           "(X read %s, Xq written); step %.1f MB, bound by %s\n"
+           "timed region of the step: %s + the GEMM; W's quantization is not in it\n"
+           "reference: cuBLAS fp32 compute on the host's own fp8 values of X and W, times both "
+           "dequantization scales; quantization error apart, against bf16 inputs",
+           scaling, fast_accum ? "on" : "off", LT_X_RANGE, LT_X_RANGE, rg.flops / 1e9, rg.bytes / 1e6,
+           rg.flops / rg.bytes, gtl_bound_name(rg.bound), rq.bytes / 1e6, delayed ? "once" : "twice",
+           r.bytes / 1e6, gtl_bound_name(r.bound),
+           delayed ? "fp8_tensor_quantize_delayed_kernel (quantize + amax + history update)"
+                   : "fp8_tensor_amax_kernel + fp8_tensor_quantize_kernel");
+  gtl_report_header(&ctx, workload, notes);
+
+  GtlErr qerr;  // Y against the bf16-input reference: the quantization error
+  memset(&qerr, 0, sizeof qerr);
+  qerr.rel_l2 = NAN;
+  if (ctx.args.verify) {
+    gtl_phase_push(GTL_PHASE_REFERENCE);
+    uint8_t *q_X = (uint8_t *)malloc(nX), *q_W = (uint8_t *)malloc(nW);
+    uint16_t *deq_X = (uint16_t *)malloc(nX * 2), *deq_W = (uint16_t *)malloc(nW * 2);
+    double *ref_q = (double *)malloc(nY * sizeof(double)), *ref_b = (double *)malloc(nY * sizeof(double));
+    float *h_y = (float *)malloc(nY * sizeof(float));
+    if (!q_X || !q_W || !deq_X || !deq_W || !ref_q || !ref_b || !h_y) {
+      fprintf(stderr, "ch13: host out of memory for %zu-element validation buffers\n", nY);
+      return GTL_EXIT_RUNTIME;
+    }
+    const float sx_inv = host_quantize(h_X, nX, q_X, deq_X);
+    const float sw_inv = host_quantize(h_W, nW, q_W, deq_W);
+    __nv_bfloat16 *d_dX = (__nv_bfloat16 *)gtl_malloc(nX * 2, "dequantized X bf16");
+    __nv_bfloat16 *d_dW = (__nv_bfloat16 *)gtl_malloc(nW * 2, "dequantized W bf16");
+    GTL_CUDA(cudaMemcpy(d_dX, deq_X, nX * 2, cudaMemcpyHostToDevice));
+    GTL_CUDA(cudaMemcpy(d_dW, deq_W, nW * 2, cudaMemcpyHostToDevice));
+    lt_reference(h, &sh, d_dX, d_dW, sx_inv * sw_inv, ref_q, ctx.stream);
+    lt_reference(h, &sh, d_X, d_W, 1.0f, ref_b, ctx.stream);
+    GTL_CUDA(cudaFree(d_dX));
+    GTL_CUDA(cudaFree(d_dW));
+    gtl_phase_pop();
+
+    gtl_phase_push(GTL_PHASE_VALIDATE);
+    gtl_poison(d_Xq, nX, ctx.stream);  // 0xFF is an E4M3 NaN: an unwritten byte shows
+    gtl_poison(d_Y, nY * 2, ctx.stream);
+    run_step(&run, ctx.stream);
+    GTL_CUDA(cudaStreamSynchronize(ctx.stream));
+    // 1. Our kernels: every fp8 byte and both dequantization factors as the host has them.
+    Fp8TensorScale sx, sw;
+    GTL_CUDA(cudaMemcpy(&sx, d_sx, offsetof(Fp8TensorScale, partial), cudaMemcpyDeviceToHost));
+    GTL_CUDA(cudaMemcpy(&sw, d_sw, offsetof(Fp8TensorScale, partial), cudaMemcpyDeviceToHost));
+    const size_t bad_x = bytes_differ(d_Xq, q_X, nX), bad_w = bytes_differ(d_Wq, q_W, nW);
+    memset(&rq.err, 0, sizeof rq.err);
+    rq.err.n_bad = bad_x + bad_w;
+    rq.err.rel_l2 = (double)(bad_x + bad_w) / (double)(nX + nW);  // fraction of bytes that differ
+    rq.err.max_abs = fabs((double)sx.scale_inv - sx_inv) + fabs((double)sw.scale_inv - sw_inv);
+    rq.err.pass = bad_x == 0 && bad_w == 0 && sx.scale_inv == sx_inv && sw.scale_inv == sw_inv &&
+                  sx.blocks_done == 0 && sw.blocks_done == 0;
+    rq.validated = 1;
+    if (!ctx.args.json)
+      printf("# validate quantization: X %zu of %zu bytes differ, W %zu of %zu; scale_inv X %.6e "
+             "(host %.6e), W %.6e (host %.6e); amax X %.4f W %.6f -> %s\n",
+             bad_x, nX, bad_w, nW, sx.scale_inv, sx_inv, sw.scale_inv, sw_inv, sx.amax, sw.amax,
+             rq.err.pass ? "PASS" : "FAIL");
+    // 2. The GEMM alone: Y against fp32 compute on the same fp8 values.
+    lt_check_y(&sh, &g_Y, ref_q, gtl_tol_for(GTL_FP8E4M3), h_y, &r.err);
+    r.validated = 1;
+    r.err.pass = r.err.pass && rq.err.pass;
+    if (!ctx.args.json) gtl_err_print(stdout, &r.err, "Y vs fp32 on the same fp8 inputs");
+    // 3. The quantization error: Y against fp32 compute on the bf16 inputs.
+    lt_check_y(&sh, &g_Y, ref_b, QUANT_TOL, h_y, &qerr);
+    if (!ctx.args.json) gtl_err_print(stdout, &qerr, "Y vs fp32 on the bf16 inputs (quantization)");
+    r.err.pass = r.err.pass && qerr.pass;
+    rg.err = r.err;
+    rg.validated = 1;
+    gtl_phase_pop();
+    free(q_X);
+    free(q_W);
+    free(deq_X);
+    free(deq_W);
+    free(ref_q);
+    free(ref_b);
+    free(h_y);
+    if (!r.err.pass) {  // never time a wrong GEMM
+      gtl_report_row(&ctx, &r);
+      return gtl_report_finish(&ctx, &r);
+    }
+  }
+  gtl_bench(&ctx, run_gemm, &run, &rg.st);
+  gtl_bench(&ctx, run_quant, &run, &rq.st);
+  gtl_bench(&ctx, run_step, &run, &r.st);
+  gtl_report_row(&ctx, &rg);
+  gtl_report_row(&ctx, &rq);
+  gtl_report_row(&ctx, &r);
+  if (!ctx.args.json)
+    printf("# step %.1f us = quantization %.1f us + GEMM %.1f us (medians of separate runs); "
+           "GEMM alone %.0f TFLOP/s = %.1f%% of %s\n",
+           r.st.median * 1e3, rq.st.median * 1e3, rg.st.median * 1e3, gtl_result_tflops(&rg),
+           gtl_result_pct(&rg, &ctx.ceil), gtl_bound_name(rg.bound));
+  gtl_result_extra(&r, "gemm_median_ms", rg.st.median);
+  gtl_result_extra(&r, "gemm_tflops", gtl_result_tflops(&rg));
+  gtl_result_extra(&r, "pct_of_ceiling_gemm", gtl_result_pct(&rg, &ctx.ceil));
+  gtl_result_extra(&r, "quant_median_ms", rq.st.median);
+  gtl_result_extra(&r, "quant_rel_l2", qerr.rel_l2);
+  gtl_result_extra(&r, "delayed_scaling", delayed);
+  gtl_result_extra(&r, "fast_accum", fast_accum);
+  r.variant = ctx.variant;  // the JSON line speaks for the program
+  const int code = gtl_report_finish(&ctx, &r);
+
+  lt_gemm_destroy(&run.g);
+  GTL_CUBLAS(cublasDestroy(h));
+  GTL_CUDA(cudaFree(d_X));
+  GTL_CUDA(cudaFree(d_W));
+  GTL_CUDA(cudaFree(d_Xq));
+  GTL_CUDA(cudaFree(d_Wq));
+  GTL_CUDA(cudaFree(d_sx));
+  GTL_CUDA(cudaFree(d_sw));
+  GTL_CUDA(cudaFree(d_hist));
+  gtl_guarded_free(&g_Y);
+  free(h_X);
+  free(h_W);
+  gtl_end(&ctx);
+  return code;
+}
