@@ -32,11 +32,24 @@ static void presets_match_the_design(void **state) {
   assert_true(c.L == 4 && c.D == 256 && c.E == 8 && c.top_k == 2 && c.F == 512 && c.V == 2048);
   assert_int_equal(moe_config_preset("gpt-oss", &c), -1);
   char err[256];
-  const char *names[] = {"gptoss20b", "qwen3moe", "mini", "tiny_mixtral", "tiny_qwen3"};
-  for (int i = 0; i < 5; i++) {
+  const char *names[] = {"gptoss20b", "gptoss120b", "gptoss20b_mixtral", "qwen3moe", "mini", "tiny_mixtral",
+                         "tiny_qwen3", "tiny_gptoss"};
+  for (int i = 0; i < 8; i++) {
     assert_int_equal(moe_config_preset(names[i], &c), 0);
     assert_int_equal(moe_config_check(&c, err, sizeof err), 0);
+    assert_non_null(strstr(moe_config_preset_names(), names[i]));
   }
+  /* gpt-oss-20b's shapes with Mixtral semantics: no gpt-oss extras, 3 F·D per expert */
+  assert_int_equal(moe_config_preset("gptoss20b_mixtral", &c), 0);
+  assert_true(c.arch == MOE_ARCH_MIXTRAL && !c.attn_bias && !c.attn_sinks && !c.router_bias && !c.expert_bias);
+  assert_true(c.sliding_window == 0 && c.rope_type == MOE_ROPE_DEFAULT && c.act == MOE_ACT_SILU);
+  assert_true(moe_params_expert(&c) == 3ull * 2880 * 2880);
+  assert_int_equal(moe_config_preset("gptoss20b", &c), 0);
+  assert_true(c.arch == MOE_ARCH_GPTOSS && moe_params_expert(&c) == 3ull * 2880 * 2880 + 3 * 2880);
+  assert_int_equal(moe_config_preset("gptoss120b", &c), 0); /* gpt-oss-120b: 116.8B total, 5.1B active */
+  assert_true(c.L == 36 && c.E == 128 && c.top_k == 4);
+  assert_true(moe_params_total(&c) > 116.5e9 && moe_params_total(&c) < 117.2e9);
+  assert_true(moe_params_active(&c) > 5.0e9 && moe_params_active(&c) < 5.2e9);
 }
 
 static void distinct_experts(void **state) {

@@ -29,7 +29,8 @@
  *                  decoded to bf16 (exact).
  *   writer         a synthetic checkpoint in that format (config.json, shards, index).
  *
- * Pure C11 + POSIX I/O, unit-tested (tests/test_lab_checkpoint.c). */
+ * checkpoint.c (layout, synthetic values, loader), ckpt_plan.c (MoePlan), ckpt_writer.c.
+ * Pure C11 + POSIX I/O, unit-tested (tests/test_lab_checkpoint.c, test_lab_gptoss.c). */
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
