@@ -15,9 +15,9 @@
 //                  ./ch14/baseline --T=64              (a decode batch)
 // Nsight Systems:  nsys profile -t cuda,nvtx ./ch14/baseline — three kernels per iteration
 // Nsight Compute:  scripts/profile.sh ch14 baseline
-//   dram__bytes_read.sum and dram__bytes_write.sum per kernel (sum them over the three),
-//   lts__t_sector_hit_rate.pct (how much of h and y the next kernel found in L2),
-//   gpu__time_duration.sum per kernel.
+//   dram__bytes_read.sum per kernel, summed over the three (93.6 MB at T=4096 against the
+//   fused kernel's 46.2 MB: h and y are read back from DRAM, not L2), lts__t_sector_hit_rate.pct,
+//   gpu__time_duration.sum per kernel (16.6 + 12.6 + 10.3 us, README).
 // Book: compilers and kernel fusion — operator fusion, memory-bound op chains.
 #include "norm_quant.cuh"
 

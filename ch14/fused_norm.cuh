@@ -17,7 +17,8 @@
 // Layout: row-major [T][D], D % 8 == 0 (every row is whole 16-byte pieces of 8 bf16),
 // base pointers 16-byte aligned (cudaMalloc's are 256). h may be the same buffer as
 // residual (an in-place residual update): each element is read, then written, by the
-// one thread that owns it, so x, residual and h are not declared __restrict__.
+// one thread that owns it, so x, residual and h are not declared __restrict__. (The
+// chapter's programs use separate buffers; the in-place case is not exercised there.)
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
