@@ -36,10 +36,12 @@
 
 #define ATTN_HEAD_DIM 64
 #define ATTN_TILE 64      // keys per pipeline stage: 4 warps × 16 keys
-// cp.async stages of 16 KB (K and V tiles); STAGES − 1 tiles are in flight per CTA. Build
-// with -DATTN_STAGES=N (2..8) to trade CTAs per SM against depth (README, exercise 1).
+// cp.async stages of 16 KB (K and V tiles); STAGES − 1 tiles are in flight per CTA. 3
+// stages = 48 KB of shared memory = 4 CTAs per SM (528 slots on an H200), which measured
+// as fast as 4 or 6 stages at 16 × 8192 and lets batch 64 × 2048 run as one wave without
+// splitting. Build with -DATTN_STAGES=N (2..8) to try another depth (README, exercise 1).
 #ifndef ATTN_STAGES
-#define ATTN_STAGES 4
+#define ATTN_STAGES 3
 #endif
 // 0, or 64/128/256: the .L2::NB prefetch-size hint on every cp.async (-DATTN_L2_PREFETCH=N).
 #ifndef ATTN_L2_PREFETCH
@@ -47,7 +49,7 @@
 #endif
 #define ATTN_THREADS 128  // 4 warps
 #define ATTN_MAX_GROUP 16 // query heads per KV head: the 16 rows of one mma tile
-#define ATTN_SMEM_BYTES (ATTN_STAGES * 2 * ATTN_TILE * ATTN_HEAD_DIM * 2)  // 64 KB at 4 stages
+#define ATTN_SMEM_BYTES (ATTN_STAGES * 2 * ATTN_TILE * ATTN_HEAD_DIM * 2)  // 48 KB at 3 stages
 static_assert(ATTN_STAGES >= 2 && ATTN_STAGES <= 8, "ATTN_STAGES must be 2..8");
 // The epilogue reuses the pipeline's shared memory for the 4 warps' O, m and l.
 static_assert(ATTN_SMEM_BYTES >= (4 * 16 * ATTN_HEAD_DIM + 2 * 4 * 16) * 4, "epilogue does not fit");
@@ -133,12 +135,12 @@ __device__ __forceinline__ uint32_t attn_tile_addr(uint32_t base, int row, int c
   return base + row * 128 + ((chunk ^ (row & 7)) << 4);
 }
 
-// Strategy: CTA per (sequence b, KV head g, split); 4-stage cp.async pipeline of 64-key K/V
-// tiles; warp w owns keys 16w..16w+15 of each tile: S^T-free orientation S = Q·K^T with the
-// G query heads as the mma rows (rows >= G zero), P kept in registers as the A operand of
+// Strategy: CTA per (sequence b, KV head g, split); ATTN_STAGES-deep cp.async pipeline of
+// 64-key K/V tiles; warp w owns keys 16w..16w+15 of each tile. S = Q·K^T with the G query
+// heads as the 16 mma rows (rows >= G are zero), P stays in registers as the A operand of
 // O += P·V (V through ldmatrix.trans); online softmax per warp, the 4 warps merged at the
 // end. kUpper: G > 8, so rows 8..15 carry heads too. Limiter: DRAM read bandwidth (each K/V
-// byte read once per KV head; 16 MMAs per warp per tile are far below the tensor cores).
+// byte is read once per KV head; 16 MMAs per warp per tile leave the tensor cores ~90% idle).
 template <bool kUpper>
 __global__ void __launch_bounds__(ATTN_THREADS)
     attn_splitkv_gqa_kernel(const __grid_constant__ AttnDecodeArgs a, int num_splits,

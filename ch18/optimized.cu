@@ -1,7 +1,7 @@
 // ch18 advanced decode attention — optimized: GQA-shared split-KV flash-decoding.
 //
 // The one change: the unit of work becomes (sequence, KV head, split of the keys) instead
-// of (sequence, query head). One CTA reads its chunk of K and V once, through a 4-stage
+// of (sequence, query head). One CTA reads its chunk of K and V once, through a 3-stage
 // cp.async pipeline of 64-key tiles, and serves all 8 query heads of the group from that
 // one read: the 8 heads are the rows of a 16×8×16 bf16 tensor-core MMA (S = Q·K^T, then
 // O += P·V with P kept in registers), under an online softmax in fp32. Enough splits are
@@ -15,8 +15,8 @@
 //   ncu --clock-control none --nvtx --nvtx-include "gauntlet@ch18.optimized.timed]" -k regex:attn
 //       --metrics dram__bytes_read.sum,lts__t_bytes.sum,gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
 //       ./ch18/optimized --warmup=0 --iters=1
-//   dram__bytes_read.sum ≈ the 268 MB of the roofline (once per KV head), the tensor pipe
-//   nearly idle: the MMAs only remove the arithmetic from the way of the loads.
+//   dram__bytes_read.sum ≈ the 268 MB of the roofline (once per KV head) and the tensor
+//   pipe ~10% busy: the MMAs only take the arithmetic out of the way of the loads.
 // Book: advanced decode attention — split-KV flash-decoding.
 #include "attention.cuh"
 
