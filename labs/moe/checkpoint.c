@@ -412,22 +412,24 @@ static uint16_t elem_bf16(const unsigned char *p, GtlStDtype dt) {
   return gtl_f32_to_bf16(v);
 }
 
-/* MXFP4: each row from its blocks (G·16 bytes) and scales (G bytes). */
+/* MXFP4: the rows the tensor spans (one read of blocks, one of scales), each of its rows
+ * decoded from its G·16 block bytes and G scales. */
 static int read_mxfp4(const MoeCheckpoint *ck, int t, uint16_t *out, char *err, size_t errlen) {
   const MoeSource *s = &ck->src[t];
   const MoeTensor *x = &ck->lay.t[t];
-  const uint64_t G = (uint64_t)x->cols / MOE_MXFP4_BLOCK;
+  const uint64_t G = (uint64_t)x->cols / MOE_MXFP4_BLOCK, span = (uint64_t)((x->rows - 1) * s->row_stride + 1);
   const uint64_t b0 = ck->st[s->file].data_offset + s->st->begin, s0 = ck->st[s->sc_file].data_offset + s->sc->begin;
-  unsigned char *buf = (unsigned char *)malloc((size_t)G * 17);
+  unsigned char *buf = (unsigned char *)malloc((size_t)(span * G * 17));
   if (!buf) FAIL("out of host memory reading %s", x->name);
+  unsigned char *sc = buf + span * G * 16;
+  if (read_all(ck->fd[s->file], buf, (size_t)(span * G * 16), b0 + s->elem_off * G * 16) ||
+      read_all(ck->fd[s->sc_file], sc, (size_t)(span * G), s0 + s->elem_off * G)) {
+    free(buf);
+    FAIL("%s: read of %s failed", ck->path[s->file], x->name);
+  }
   for (int64_t r = 0; r < x->rows; r++) {
-    const uint64_t row = s->elem_off + (uint64_t)(r * s->row_stride);
-    if (read_all(ck->fd[s->file], buf, (size_t)G * 16, b0 + row * G * 16) ||
-        read_all(ck->fd[s->sc_file], buf + G * 16, (size_t)G, s0 + row * G)) {
-      free(buf);
-      FAIL("%s: read of %s failed", ck->path[s->file], x->name);
-    }
-    moe_mxfp4_decode_row(buf, buf + G * 16, x->cols, out + (uint64_t)r * x->cols);
+    const uint64_t row = (uint64_t)(r * s->row_stride);
+    moe_mxfp4_decode_row(buf + row * G * 16, sc + row * G, x->cols, out + (uint64_t)r * x->cols);
   }
   free(buf);
   return 0;
