@@ -1,5 +1,5 @@
 /* test_lab_config.c — the lab's model config (labs/moe/config.c): preset sizes against
- * the numbers DESIGN.md and CURRICULUM.md quote, the distinct-expert formula, Hugging
+ * the published model sizes, the distinct-expert formula, Hugging
  * Face config.json for both architectures (v4 and v5 spellings), each unsupported
  * setting refused with its field named, and config.json write → read round trips. */
 #include "cmocka_all.h"
@@ -14,7 +14,7 @@ static void presets_match_the_design(void **state) {
   (void)state;
   MoeConfig c;
   assert_int_equal(moe_config_preset("gptoss20b", &c), 0);
-  /* DESIGN.md: ≈20.9B params, 41.8 GB bf16; CURRICULUM.md: 3.6B active, 596 tok/s at 4.3 TB/s */
+  /* gpt-oss-20b: ≈20.9B params (41.8 GB bf16), 3.6B active: 596 tok/s at 4.3 TB/s */
   const double total = (double)moe_params_total(&c), active = (double)moe_params_active(&c);
   assert_true(total > 20.85e9 && total < 20.95e9);
   assert_true(total * 2 > 41.7e9 && total * 2 < 41.9e9);

@@ -22,7 +22,8 @@ transformers; run on a machine with a GPU for the decode binary).
        different so a swapped interleave shows, the real YaRN settings and window 128;
    (b) an MXFP4 checkpoint written by our writer (sharded, with an index), loaded by
        transformers with Mxfp4Config(dequantize=True); its dequantized experts are also
-       compared bit for bit with a numpy decoding of the blocks/scales as GPT_OSS layout;
+       compared bit for bit with a numpy decoding of the blocks/scales (low nibble first,
+       times 2^(scale - 127), rows = outputs);
    (c) the tiny_gptoss fixture. Teacher-forced logits over 160 positions (the window edge
    127/128/129 is crossed) and 32 greedy tokens; the reference passes at rel_l2 < 1e-4.
 
