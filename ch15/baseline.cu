@@ -20,6 +20,8 @@
 // Book: MoE parallelism and routing (dispatch, grouped experts, load imbalance).
 #include "moe.cuh"
 
+void moe_prepare(MoeBlock *b, int sms) { (void)b, (void)sms; }  // nothing to plan
+
 void moe_step(MoeBlock *b, cudaStream_t s) {
   const int64_t P = moe_pairs(b), E = b->E, D = b->D, F = b->F;
   // 1. The routing to the host: the loop below needs each expert's row count there.
@@ -65,5 +67,5 @@ int main(int argc, char **argv) {
   return moe_main(argc, argv, "baseline",
                   "host sort after a D2H copy + sync, one cuBLAS GEMM per active expert "
                   "(gate+up, down), gather/SwiGLU/combine kernels",
-                  0);
+                  NULL);
 }

@@ -1,21 +1,18 @@
-// grouped.cuh — ch15's MoE expert block on the device, with no host synchronization:
-//
-//   moe_dispatch_launch     counting sort of the P = T·top_k (token, expert) pairs by expert
-//                           (histogram, prefix sum, scatter) and the tile table of the GEMMs
-//   moe_expert_up_launch    ONE persistent grouped GEMM over every (expert, tile) work item:
-//                           h[r][f] = silu(x_t·Wg_e[f]) · (x_t·Wu_e[f]), rows gathered by
-//                           token, SwiGLU fused in the epilogue
+// grouped.cuh — ch15's expert GEMMs: ONE persistent grouped-GEMM launch per projection for
+// all experts at once, with no host synchronization:
+//   moe_grouped_plan        once per shape: m-tile height and persistent grid sizes
+//   moe_expert_up_launch    h[r][f] = silu(x_t · Wg_e[f]) · (x_t · Wu_e[f]) over every
+//                           (expert, tile) work item, rows gathered by token, SwiGLU fused
+//                           in the epilogue
 //   moe_expert_down_launch  the same kernel for y[r][d] = h[r] · Wd_e[d]
-//   moe_combine_launch      out[t] = sum_j w[t][j] · y[pos(t, j)]
-//
+// Their work items come from dispatch.cuh's counting sort (moe_dispatch_launch, same bm).
 // Kernels and launchers only (pointers, sizes and a stream in; no main, no globals), so the
 // lab's layer 03 includes this header as it is. Layouts (bf16, row-major, nn.Linear):
 //   x [T][D]; expert e's gate and up [F][D] at w_gate + e·stride, w_up + e·stride; its down
 //   [D][F] at w_down + e·stride (one stride: the lab's arena and ch15's buffer both keep
-//   experts at a fixed pitch); top-k indices int32 [T][top_k] and weights fp32 [T][top_k];
-//   scratch h [P][F] and y [P][D] in expert-sorted order; out [T][D]. fp32 accumulation.
-// Preconditions (checked by the launchers, exit 3): 1 <= E <= 1024, D and F multiples of 8,
-// top-k indices in [0, E).
+//   experts at a fixed pitch); h [P][F] and y [P][D] in expert-sorted row order (P =
+//   T·top_k). fp32 accumulation, one bf16 rounding per output.
+// Preconditions (checked by the launchers, exit 3): 1 <= E <= 1024, D and F multiples of 8.
 #pragma once
 #include <cuda_bf16.h>
 #include <stdint.h>
@@ -23,8 +20,7 @@
 #include <stdlib.h>
 
 #include "../common/check.h"
-
-#define MOE_MAX_EXPERTS 1024
+#include "dispatch.cuh"  // MoeTile's tables come from moe_dispatch_launch
 
 namespace moe_grouped {
 constexpr int THREADS = 128;      // 4 warps, side by side along N
@@ -44,61 +40,6 @@ struct Smem {
   static constexpr int bytes = Stages<BM>::value * (BM + (GLU ? 2 : 1) * BN) * BK * 2;
 };
 }  // namespace moe_grouped
-
-// ---- dispatch: counting sort by expert --------------------------------------------------
-
-// Strategy: one block of 1024 threads (E <= 1024 experts, one per thread in the scan):
-// shared-memory histogram with atomics, a two-level warp-shuffle prefix sum, then a
-// scatter through per-expert cursors. Limiter: latency (a few microseconds); the order of
-// the pairs inside one expert is whatever the atomics give, which changes no result (rows
-// are independent and the combine finds each pair through pair_pos).
-__global__ void __launch_bounds__(1024)
-    moe_dispatch_sort_kernel(const int32_t *__restrict__ topk_idx, int P, int top_k, int E,
-                             int bm, int32_t *__restrict__ offsets,
-                             int32_t *__restrict__ tile_start,
-                             int32_t *__restrict__ sorted_token, int32_t *__restrict__ pair_pos) {
-  __shared__ int32_t s_cnt[MOE_MAX_EXPERTS];
-  __shared__ int32_t s_sum[2][32];
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  for (int e = tid; e < E; e += blockDim.x) s_cnt[e] = 0;
-  __syncthreads();
-  for (int p = tid; p < P; p += blockDim.x) atomicAdd(&s_cnt[topk_idx[p]], 1);
-  __syncthreads();
-  // Exclusive prefix sums of the counts and of the m-tiles (ceil(count / bm)) per expert.
-  const int c = tid < E ? s_cnt[tid] : 0, m = (c + bm - 1) / bm;
-  int ci = c, mi = m;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const int a = __shfl_up_sync(0xffffffffu, ci, o), b = __shfl_up_sync(0xffffffffu, mi, o);
-    if (lane >= o) ci += a, mi += b;
-  }
-  if (lane == 31) s_sum[0][warp] = ci, s_sum[1][warp] = mi;
-  __syncthreads();
-  if (warp == 0) {
-    int a = s_sum[0][lane], b = s_sum[1][lane];
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int x = __shfl_up_sync(0xffffffffu, a, o), y = __shfl_up_sync(0xffffffffu, b, o);
-      if (lane >= o) a += x, b += y;
-    }
-    s_sum[0][lane] = a, s_sum[1][lane] = b;
-  }
-  __syncthreads();
-  const int c_ex = ci - c + (warp ? s_sum[0][warp - 1] : 0);
-  const int m_ex = mi - m + (warp ? s_sum[1][warp - 1] : 0);
-  if (tid < E) {
-    offsets[tid] = c_ex;
-    tile_start[tid] = m_ex;
-    s_cnt[tid] = c_ex;  // becomes the expert's write cursor
-  }
-  if (tid == E - 1) offsets[E] = c_ex + c, tile_start[E] = m_ex + m;
-  __syncthreads();
-  for (int p = tid; p < P; p += blockDim.x) {
-    const int slot = atomicAdd(&s_cnt[topk_idx[p]], 1);
-    sorted_token[slot] = p / top_k;
-    pair_pos[p] = slot;
-  }
-}
 
 // ---- the grouped GEMM -------------------------------------------------------------------
 
@@ -307,37 +248,6 @@ __global__ void __launch_bounds__(moe_grouped::THREADS)
   asm volatile("cp.async.wait_group 0;\n" ::: "memory");
 }
 
-// ---- combine ------------------------------------------------------------------------------
-
-// Strategy: one block per token, 16-byte loads of its top_k expert rows, fp32 weighted sum in
-// the routing order (deterministic), one bf16 rounding. Limiter: latency (P·D·2 bytes read).
-__global__ void __launch_bounds__(256)
-    moe_combine_topk_kernel(const __nv_bfloat16 *__restrict__ y,
-                            const int32_t *__restrict__ pair_pos,
-                            const float *__restrict__ topk_w, int top_k, int D,
-                            __nv_bfloat16 *__restrict__ out) {
-  const int t = blockIdx.x;
-  for (int c = threadIdx.x; c < D / 8; c += blockDim.x) {
-    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (int j = 0; j < top_k; j++) {
-      const float w = topk_w[(int64_t)t * top_k + j];
-      const uint4 v = *(const uint4 *)(y + (int64_t)pair_pos[(int64_t)t * top_k + j] * D + c * 8);
-      const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
-#pragma unroll
-      for (int q = 0; q < 4; q++) {
-        const float2 f = __bfloat1622float2(h[q]);
-        s[2 * q] += w * f.x;
-        s[2 * q + 1] += w * f.y;
-      }
-    }
-    uint4 o;
-    __nv_bfloat162 *oh = (__nv_bfloat162 *)&o;
-#pragma unroll
-    for (int q = 0; q < 4; q++) oh[q] = __floats2bfloat162_rn(s[2 * q], s[2 * q + 1]);
-    *(uint4 *)(out + (int64_t)t * D + c * 8) = o;
-  }
-}
-
 // ---- launchers ------------------------------------------------------------------------------
 
 // What the launchers need to know once per shape: the m-tile height (rows of tokens per work
@@ -347,11 +257,6 @@ typedef struct {
   int grid_up, grid_down;   // blocks of the persistent launches
 } MoeGroupedPlan;
 
-static inline void moe_grouped_die(const char *what) {
-  fprintf(stderr, "ch15 grouped: %s\n", what);
-  exit(GTL_EXIT_RUNTIME);
-}
-
 template <int BM, bool GLU>
 static inline int moe_grouped_configure(int sms) {
   auto *k = moe_grouped_gemm_kernel<BM, GLU>;
@@ -359,7 +264,7 @@ static inline int moe_grouped_configure(int sms) {
   GTL_CUDA(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   int per_sm = 0;
   GTL_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, moe_grouped::THREADS, smem));
-  if (per_sm < 1) moe_grouped_die("the grouped GEMM does not fit on an SM");
+  if (per_sm < 1) moe_die("the grouped GEMM does not fit on an SM");
   return sms * per_sm;
 }
 
@@ -385,21 +290,6 @@ static inline MoeGroupedPlan moe_grouped_plan(int64_t T, int top_k, int E, int s
   return p;
 }
 
-/** Sort the P = T·top_k pairs by expert. topk_idx int32 [T][top_k] (values in [0, E)).
- *  Writes offsets [E+1] (first sorted row of each expert; offsets[E] = P), tile_start [E+1]
- *  (prefix sum of ceil(count_e / bm)), sorted_token [P] (token of each sorted row) and
- *  pair_pos [P] (sorted row of pair t·top_k + j). One block; E <= 1024. */
-static inline void moe_dispatch_launch(const int32_t *topk_idx, int64_t T, int top_k, int E,
-                                       int bm, int32_t *offsets, int32_t *tile_start,
-                                       int32_t *sorted_token, int32_t *pair_pos,
-                                       cudaStream_t s) {
-  if (E < 1 || E > MOE_MAX_EXPERTS || top_k < 1 || T < 1 || T * top_k >= (1ll << 31))
-    moe_grouped_die("dispatch needs 1 <= E <= 1024, top_k >= 1, T·top_k < 2^31");
-  moe_dispatch_sort_kernel<<<1, 1024, 0, s>>>(topk_idx, (int)(T * top_k), top_k, E, bm,
-                                              offsets, tile_start, sorted_token, pair_pos);
-  GTL_LAUNCH();
-}
-
 template <bool GLU>
 static inline void moe_grouped_gemm_launch(const MoeGroupedPlan *p, const __nv_bfloat16 *A,
                                            const int32_t *a_token, const __nv_bfloat16 *W0,
@@ -408,7 +298,7 @@ static inline void moe_grouped_gemm_launch(const MoeGroupedPlan *p, const __nv_b
                                            int E, int64_t N, int64_t K, __nv_bfloat16 *C,
                                            cudaStream_t s) {
   if (N % 8 || K % 8 || N < 8 || K < 8 || E < 1 || E > MOE_MAX_EXPERTS)
-    moe_grouped_die("grouped GEMM needs N, K multiples of 8 and 1 <= E <= 1024");
+    moe_die("grouped GEMM needs N, K multiples of 8 and 1 <= E <= 1024");
   const int grid = GLU ? p->grid_up : p->grid_down;
   using namespace moe_grouped;
   if (p->bm == 16)
@@ -448,11 +338,3 @@ static inline void moe_expert_down_launch(const MoeGroupedPlan *p, const __nv_bf
                                  E, D, F, y, s);
 }
 
-/** out [T][D] bf16 = sum_j topk_w[t][j] · y[pair_pos[t·top_k + j]] (fp32 sum, j in order). */
-static inline void moe_combine_launch(const __nv_bfloat16 *y, const int32_t *pair_pos,
-                                      const float *topk_w, int64_t T, int top_k, int64_t D,
-                                      __nv_bfloat16 *out, cudaStream_t s) {
-  if (D % 8 || T < 1 || T > (1ll << 31) - 1) moe_grouped_die("combine needs D % 8 == 0");
-  moe_combine_topk_kernel<<<(unsigned)T, 256, 0, s>>>(y, pair_pos, topk_w, top_k, (int)D, out);
-  GTL_LAUNCH();
-}

@@ -31,7 +31,7 @@
 #include <string.h>
 
 #include "../common/gauntlet.h"
-#include "grouped.cuh"
+#include "dispatch.cuh"
 
 #define MOE_REF_TOKENS 32  // tokens the CPU reference checks at most (evenly spaced)
 
@@ -59,15 +59,27 @@ typedef struct {
   int32_t *hp_idx, *hp_sorted;  // [P] top-k indices in, then sorted_token | pair_pos out
   int32_t *hp_off;              // [E+1]
   cublasHandle_t cublas;        // bound to the timed stream
-  MoeGroupedPlan plan;          // optimized (and the dispatch of the cuBLAS row)
+  void *plan;                   // the variant's launch plan (optimized: MoeGroupedPlan)
   // cuBLAS grouped GEMM: per active expert, host sizes and device pointer arrays
   int n_active;
   int *g_m, *g_n_up, *g_n_down, *g_k_up, *g_k_down, *g_ld_up, *g_ld_down, *g_ldc_up, *g_one;
   cublasOperation_t *g_ta, *g_tb;
   float *g_alpha, *g_beta;
   const void **d_ptr;  // [6][n_active]: W_up, Xs, GU, W_down, H, Y
+  int ref_status;      // the reference row's first library status other than success
 } MoeBlock;
 
+// A library row timed beside the variant (optimized: cuBLAS's grouped GEMM, in
+// cublas_grouped.cuh): setup once (returns -1 with a reason when it cannot run), then steps.
+typedef struct {
+  const char *name;
+  int (*setup)(MoeBlock *b, char *why, size_t n_why);
+  void (*step)(void *b, cudaStream_t s);
+} MoeRefRow;
+
+/** Once, in setup: what the variant's step needs beyond the inputs (optimized: the grouped
+ *  GEMMs' plan for a GPU of `sms` SMs). */
+void moe_prepare(MoeBlock *b, int sms);
 /** One iteration of the block on stream s: the variant's step (baseline.cu, optimized.cu). */
 void moe_step(MoeBlock *b, cudaStream_t s);
 
@@ -237,74 +249,6 @@ static void moe_swiglu_launch(const MoeBlock *b, cudaStream_t s) {
   GTL_LAUNCH();
 }
 
-// ---- cuBLAS grouped GEMM (cublasGemmGroupedBatchedEx, cuBLAS 12.5+) ------------------------
-// The library's grouped GEMM takes each group's m, n, k from HOST arrays, so it cannot follow
-// a device-side sort without a sync. The row is timed with every advantage: the per-expert
-// sizes and pointer arrays are built in setup from the host routing (untimed); the timed
-// step is our dispatch, a gather (cuBLAS cannot gather rows), grouped gate+up (one GEMM of
-// N = 2F per active expert), SwiGLU, grouped down, our combine.
-#if CUBLAS_VERSION >= 120500
-#define MOE_HAVE_GROUPED 1
-static void moe_cublas_grouped_setup(MoeBlock *b) {
-  int64_t *off = (int64_t *)malloc(sizeof(int64_t) * (b->E + 1));
-  off[0] = 0;
-  for (int64_t e = 0; e < b->E; e++) off[e + 1] = off[e] + b->h_count[e];
-  const int n = b->n_active = (int)moe_active(b);
-  int **ints[] = {&b->g_m, &b->g_n_up, &b->g_n_down, &b->g_k_up, &b->g_k_down, &b->g_ld_up,
-                  &b->g_ld_down, &b->g_ldc_up, &b->g_one};
-  for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) *ints[i] = (int *)malloc(4 * n);
-  b->g_ta = (cublasOperation_t *)malloc(sizeof(cublasOperation_t) * n);
-  b->g_tb = (cublasOperation_t *)malloc(sizeof(cublasOperation_t) * n);
-  b->g_alpha = (float *)malloc(4 * n);
-  b->g_beta = (float *)malloc(4 * n);
-  const void **hp = (const void **)malloc(sizeof(void *) * 6 * n);
-  int a = 0;
-  for (int64_t e = 0; e < b->E; e++) {
-    if (!b->h_count[e]) continue;
-    // Row-major C[m][N] = X[m][K] · W[N][K]^T is column-major C^T = W^T(op T) · X^T(op N).
-    b->g_m[a] = b->h_count[e];
-    b->g_n_up[a] = (int)(2 * b->F), b->g_k_up[a] = (int)b->D, b->g_ld_up[a] = (int)b->D;
-    b->g_n_down[a] = (int)b->D, b->g_k_down[a] = (int)b->F, b->g_ld_down[a] = (int)b->F;
-    b->g_ldc_up[a] = (int)(2 * b->F);
-    b->g_one[a] = 1;
-    b->g_ta[a] = CUBLAS_OP_T, b->g_tb[a] = CUBLAS_OP_N;
-    b->g_alpha[a] = 1.0f, b->g_beta[a] = 0.0f;
-    const __nv_bfloat16 *w = b->d_w + e * b->stride;
-    hp[0 * n + a] = w;                                  // gate | up [2F][D]
-    hp[1 * n + a] = b->d_xs + off[e] * b->D;            // X_e [m][D]
-    hp[2 * n + a] = b->d_gu + off[e] * 2 * b->F;        // GU_e [m][2F]
-    hp[3 * n + a] = w + 2 * b->F * b->D;                // down [D][F]
-    hp[4 * n + a] = b->d_h + off[e] * b->F;             // H_e [m][F]
-    hp[5 * n + a] = b->d_y + off[e] * b->D;             // Y_e [m][D]
-    a++;
-  }
-  b->d_ptr = (const void **)gtl_malloc(sizeof(void *) * 6 * n, "cuBLAS pointer arrays");
-  GTL_CUDA(cudaMemcpy(b->d_ptr, hp, sizeof(void *) * 6 * n, cudaMemcpyHostToDevice));
-  free(hp);
-  free(off);
-}
-static void moe_cublas_grouped_step(void *user, cudaStream_t s) {
-  MoeBlock *b = (MoeBlock *)user;
-  const int n = b->n_active;
-  void *const *p = (void *const *)b->d_ptr;
-  moe_dispatch_launch(b->d_topk_idx, b->T, (int)b->top_k, (int)b->E, b->plan.bm, b->d_offsets,
-                      b->d_tile_start, b->d_sorted_token, b->d_pair_pos, s);
-  moe_gather_launch(b, s);
-  GTL_CUBLAS(cublasGemmGroupedBatchedEx(
-      b->cublas, b->g_ta, b->g_tb, b->g_n_up, b->g_m, b->g_k_up, b->g_alpha, p, CUDA_R_16BF,
-      b->g_ld_up, p + n, CUDA_R_16BF, b->g_ld_up, b->g_beta, p + 2 * n, CUDA_R_16BF,
-      b->g_ldc_up, n, b->g_one, CUBLAS_COMPUTE_32F));
-  moe_swiglu_launch(b, s);
-  GTL_CUBLAS(cublasGemmGroupedBatchedEx(
-      b->cublas, b->g_ta, b->g_tb, b->g_n_down, b->g_m, b->g_k_down, b->g_alpha, p + 3 * n,
-      CUDA_R_16BF, b->g_ld_down, p + 4 * n, CUDA_R_16BF, b->g_ld_down, b->g_beta, p + 5 * n,
-      CUDA_R_16BF, b->g_n_down, n, b->g_one, CUBLAS_COMPUTE_32F));
-  moe_combine_launch(b->d_y, b->d_pair_pos, b->d_topk_w, b->T, (int)b->top_k, b->D, b->d_out,
-                     s);
-}
-#else
-#define MOE_HAVE_GROUPED 0
-#endif
 
 static void moe_step_run(void *user, cudaStream_t s) { moe_step((MoeBlock *)user, s); }
 
@@ -320,10 +264,10 @@ static int moe_parse_skew(const char *s, double *out) {
 }
 
 // main() of both programs: parse, device, inputs and routing, reference, poison, validated
-// run, validate, time the step; the optimized program also validates and times the cuBLAS
-// grouped-GEMM step (with_cublas) as the library reference; report.
+// run, validate, time the step; then, when lib is given (optimized: cuBLAS's grouped GEMM),
+// validate and time that library row too; report.
 static int moe_main(int argc, char **argv, const char *variant, const char *strategy,
-                    int with_cublas) {
+                    const MoeRefRow *lib) {
   int64_t T = -1, E = -1, top_k = -1, D = -1, F = -1;
   const char *preset = NULL, *skew_s = NULL;
   GtlOpt opts[] = {{"T", GTL_OPT_INT, &T, "tokens (default 64)"},
@@ -376,6 +320,7 @@ static int moe_main(int argc, char **argv, const char *variant, const char *stra
     gtl_fill_uniform(w, GTL_BF16, 2 * F * D, s, -ru, ru, ctx.stream);
     gtl_fill_uniform(w + 2 * F * D, GTL_BF16, D * F, s ^ 0xD0D0ull, -rd, rd, ctx.stream);
   }
+  GTL_CUDA(cudaStreamSynchronize(ctx.stream));  // the reference copies on another stream
   b.d_x = d_x, b.d_w = d_w;
   b.h_topk_idx = (int32_t *)malloc(P * 4);
   b.h_topk_w = (float *)malloc(P * 4);
@@ -401,7 +346,7 @@ static int moe_main(int argc, char **argv, const char *variant, const char *stra
   b.hp_off = (int32_t *)gtl_malloc_pinned((E + 1) * 4, "pinned offsets");
   GTL_CUBLAS(cublasCreate(&b.cublas));
   GTL_CUBLAS(cublasSetStream(b.cublas, ctx.stream));
-  b.plan = moe_grouped_plan(T, (int)top_k, (int)E, ctx.dev.sms);
+  moe_prepare(&b, ctx.dev.sms);
   if (!b.h_topk_idx || !b.h_topk_w || !b.h_count) {
     fprintf(stderr, "ch15: host out of memory for the routing\n");
     return GTL_EXIT_RUNTIME;
@@ -447,7 +392,6 @@ static int moe_main(int argc, char **argv, const char *variant, const char *stra
   r.bound = bound;
   r.ref = "cpu_double";
   rc = r;
-  rc.variant = "cublas_grouped";
   double *ref = NULL;
   if (ctx.args.verify) {
     gtl_phase_push(GTL_PHASE_REFERENCE);
@@ -456,6 +400,7 @@ static int moe_main(int argc, char **argv, const char *variant, const char *stra
     gtl_phase_push(GTL_PHASE_VALIDATE);
     moe_validate(&ctx, &b, &g_out, moe_step_run, &b, tok, n_ref, ref, &r.err);
     r.validated = 1;
+    if (!ctx.args.json) gtl_err_print(stdout, &r.err, "out vs cpu_double");
     gtl_phase_pop();
     if (!r.err.pass) {
       gtl_report_row(&ctx, &r);
@@ -464,46 +409,52 @@ static int moe_main(int argc, char **argv, const char *variant, const char *stra
   }
   gtl_bench(&ctx, moe_step_run, &b, &r.st);
 
-  int cublas_ok = with_cublas && MOE_HAVE_GROUPED;
-  if (cublas_ok) {
-    int ver = 0;
-    GTL_CUBLAS(cublasGetVersion(b.cublas, &ver));
-    cublas_ok = ver >= 120500;
-    if (!cublas_ok && !ctx.args.json)
-      printf("# cuBLAS %d lacks cublasGemmGroupedBatchedEx (12.5+): no cuBLAS row\n", ver);
+  // The library row (optimized: cuBLAS's grouped GEMM), under its own NVTX names
+  // (ch15.<row>.*) so that a profile of ch15.<variant>.timed sees only our kernels.
+  int lib_ok = lib != NULL;
+  char why[256] = "";
+  if (lib_ok) {
+    gtl_nvtx_init("ch15", lib->name);
+    lib_ok = lib->setup(&b, why, sizeof why) == 0;
   }
-#if MOE_HAVE_GROUPED
-  if (cublas_ok) {
-    // Its own NVTX names (ch15.cublas_grouped.*): a profile of ch15.optimized.timed sees
-    // only our kernels.
-    gtl_nvtx_init("ch15", "cublas_grouped");
-    moe_cublas_grouped_setup(&b);
+  if (lib_ok) {
     if (ctx.args.verify) {
       gtl_phase_push(GTL_PHASE_VALIDATE);
-      moe_validate(&ctx, &b, &g_out, moe_cublas_grouped_step, &b, tok, n_ref, ref, &rc.err);
+      moe_validate(&ctx, &b, &g_out, lib->step, &b, tok, n_ref, ref, &rc.err);
       rc.validated = 1;
+      if (!ctx.args.json) gtl_err_print(stdout, &rc.err, "library row out vs cpu_double");
       gtl_phase_pop();
+    } else {
+      lib->step(&b, ctx.stream);  // one call to learn whether the library takes it
+      GTL_CUDA(cudaStreamSynchronize(ctx.stream));
     }
-    if (rc.err.pass || !ctx.args.verify) gtl_bench(&ctx, moe_cublas_grouped_step, &b, &rc.st);
+    if (b.ref_status)
+      snprintf(why, sizeof why, "the library returned %s",
+               cublasGetStatusName((cublasStatus_t)b.ref_status));
+    else if (ctx.args.verify && !rc.err.pass)
+      snprintf(why, sizeof why, "it FAILED validation");  // ours stands on its own reference
+    lib_ok = !b.ref_status && (!ctx.args.verify || rc.err.pass);
+  }
+  if (lib && !lib_ok && !ctx.args.json) printf("# no %s row: %s\n", lib->name, why);
+  if (lib_ok) {
+    rc.variant = lib->name;
+    gtl_bench(&ctx, lib->step, &b, &rc.st);
     r.ref_median_ms = rc.st.median;
     gtl_result_extra(&r, "cublas_grouped_ms", rc.st.median);
     gtl_result_extra(&r, "pct_of_cublas_grouped", 100.0 * rc.st.median / r.st.median);
   }
-#endif
   gtl_result_extra(&r, "load_min", cmin);
   gtl_result_extra(&r, "load_mean", mean);
   gtl_result_extra(&r, "load_max", cmax);
   gtl_result_extra(&r, "active_experts", (double)moe_active(&b));
   gtl_report_row(&ctx, &r);
-  if (cublas_ok) {
+  if (lib_ok) {
     gtl_report_row(&ctx, &rc);
     if (!ctx.args.json)
-      printf("# %s vs cuBLAS grouped GEMM: %.2fx (%.4f vs %.4f ms)%s\n", variant,
-             rc.st.median / r.st.median, r.st.median, rc.st.median,
-             rc.err.pass || !ctx.args.verify ? "" : " — cuBLAS row FAILED validation");
+      printf("# %s vs %s: %.2fx (%.4f vs %.4f ms)\n", variant, lib->name,
+             rc.st.median / r.st.median, r.st.median, rc.st.median);
   }
-  int code = gtl_report_finish(&ctx, &r);
-  if (cublas_ok && ctx.args.verify && !rc.err.pass) code = GTL_EXIT_FAIL;
+  const int code = gtl_report_finish(&ctx, &r);
 
   free(ref);
   int *g_arr[] = {b.g_m, b.g_n_up, b.g_n_down, b.g_k_up, b.g_k_down, b.g_ld_up, b.g_ld_down,

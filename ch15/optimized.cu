@@ -21,10 +21,17 @@
 //   busy), sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_elapsed (large
 //   T), launch__grid_size (= SMs x blocks per SM: persistent), gpu__time_duration.sum.
 // Book: MoE parallelism and routing (dispatch, grouped experts, load imbalance).
-#include "moe.cuh"
+#include "grouped.cuh"         // the lab-reusable kernels: dispatch, grouped GEMMs, combine
+#include "cublas_grouped.cuh"  // the driver (moe.cuh) and the library row
+
+void moe_prepare(MoeBlock *b, int sms) {
+  static MoeGroupedPlan plan;  // one block per process
+  plan = moe_grouped_plan(b->T, (int)b->top_k, (int)b->E, sms);
+  b->plan = &plan;
+}
 
 void moe_step(MoeBlock *b, cudaStream_t s) {
-  const MoeGroupedPlan *p = &b->plan;
+  const MoeGroupedPlan *p = (const MoeGroupedPlan *)b->plan;
   const int E = (int)b->E;
   const __nv_bfloat16 *w = b->d_w;
   moe_dispatch_launch(b->d_topk_idx, b->T, (int)b->top_k, E, p->bm, b->d_offsets,
@@ -41,5 +48,5 @@ int main(int argc, char **argv) {
   return moe_main(argc, argv, "optimized",
                   "device counting sort, persistent grouped GEMM (cp.async + mma.sync, SwiGLU "
                   "epilogue) for gate+up and for down, combine; no host sync",
-                  1);
+                  MOE_REF_ROW);
 }
