@@ -115,9 +115,10 @@ static void moe_route(MoeBlock *b, uint64_t seed) {
       l[best] = -INFINITY;
       b->h_count[best]++;
     }
+    const double top = w[0];  // the largest chosen logit
     double z = 0;
-    for (int64_t j = 0; j < b->top_k; j++) z += exp((double)w[j] - w[0]);  // w[0] is the max
-    for (int64_t j = 0; j < b->top_k; j++) w[j] = (float)(exp((double)w[j] - w[0]) / z);
+    for (int64_t j = 0; j < b->top_k; j++) z += exp((double)w[j] - top);
+    for (int64_t j = 0; j < b->top_k; j++) w[j] = (float)(exp((double)w[j] - top) / z);
   }
   free(l);
 }
