@@ -22,7 +22,7 @@
 //     Y_e^T (2F×T, ld 2F) = W_e (col-major D×2F, op T) · X_e^T (col-major D×T, op N)
 // which is cublasGemmEx(OP_T, OP_N, m = 2F, n = T, k = D, W_e, ld D, X_e, ld D, Y_e, ld 2F).
 #pragma once
-#include <cublas_v2.h>  // before gauntlet.h: check.h defines GTL_CUBLAS when it sees it
+#include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <math.h>
 #include <stdio.h>

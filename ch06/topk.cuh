@@ -12,6 +12,8 @@
 //
 // Layout: lane l of the warp holds experts [l·E/32, (l+1)·E/32) of its token in
 // registers (E=128: 4 floats, one 16-byte load per lane, 512 contiguous bytes per warp).
+// router_topk_kernel (E and top_k fixed at compile time) is what ch06 times; for any E
+// and top_k at run time, router_topk_any_launch at the end of this file.
 // Preconditions, checked by router_topk_launch: E a multiple of 32 (<= 1024),
 // 1 <= top_k <= min(E, 32); d_logits 16-byte aligned when E/32 % 4 == 0, d_idx and d_w
 // 16-byte aligned when top_k % 4 == 0 (cudaMalloc'd buffers are).
@@ -156,5 +158,100 @@ void router_topk_launch(const float *d_logits, int32_t *d_idx, float *d_w, int64
   }
   router_topk_kernel<E, TOP_K><<<(unsigned)blocks, kRouterWarpsPerBlock * 32, 0, s>>>(
       d_logits, d_idx, d_w, (int)T, norm_topk_prob);
+  GTL_LAUNCH();
+}
+
+// ---- any E and top_k at run time (the lab: mini has E = 8) ---------------------------
+// The same router for 1 <= E <= 1024 and 1 <= top_k <= min(E, 32) given at run time.
+// Lane l holds experts l, l+32, l+64, … (a strided layout: any E, coalesced loads);
+// VMAX = ceil(E/32) rounded up to a power of two bounds the registers. Winner j is kept
+// by lane j, so the weights are written by top_k lanes at once. Same semantics and tie
+// rule as router_topk_kernel; the top-k sum is a butterfly (the templated kernel sums in
+// order), so weights may differ from it in the last bit.
+// Strategy: warp per token, shuffle softmax and top_k shuffle-argmax rounds. Limiter:
+// latency.
+template <int VMAX>
+__global__ void __launch_bounds__(kRouterWarpsPerBlock * 32)
+    router_topk_any_kernel(const float *__restrict__ logits, int32_t *__restrict__ idx_out,
+                           float *__restrict__ w_out, int T, int E, int top_k, int norm_topk_prob) {
+  const unsigned full = 0xffffffffu;
+  const int lane = threadIdx.x & 31;
+  const int t = blockIdx.x * kRouterWarpsPerBlock + (threadIdx.x >> 5);
+  if (t >= T) return;  // whole warps leave together
+  const float *row = logits + (int64_t)t * E;
+  float x[VMAX];
+  float m = -INFINITY;
+#pragma unroll
+  for (int i = 0; i < VMAX; i++) {
+    const int ex = lane + 32 * i;
+    x[i] = ex < E ? row[ex] : -INFINITY;
+    m = fmaxf(m, x[i]);
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(full, m, off));
+  float sum = 0.0f;
+#pragma unroll
+  for (int i = 0; i < VMAX; i++)
+    if (lane + 32 * i < E) sum += expf(x[i] - m);
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(full, sum, off);
+
+  unsigned taken = 0;  // bit i: expert lane + 32 i is already chosen
+  int my_i = 0;        // lane j < top_k keeps winner j
+  float my_p = 0.0f;
+  for (int j = 0; j < top_k; j++) {
+    float bv = -INFINITY;
+    int bi = INT_MAX;
+#pragma unroll
+    for (int i = 0; i < VMAX; i++) {
+      const int ex = lane + 32 * i;
+      if (ex < E && !((taken >> i) & 1u) && router_before(x[i], ex, bv, bi)) {
+        bv = x[i];
+        bi = ex;
+      }
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+      const float ov = __shfl_xor_sync(full, bv, off);
+      const int oi = __shfl_xor_sync(full, bi, off);
+      if (router_before(ov, oi, bv, bi)) {
+        bv = ov;
+        bi = oi;
+      }
+    }
+    if ((bi & 31) == lane) taken |= 1u << (bi >> 5);
+    if (lane == j) {
+      my_i = bi;
+      my_p = expf(bv - m) / sum;
+    }
+  }
+  float top_sum = lane < top_k ? my_p : 0.0f;
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) top_sum += __shfl_xor_sync(full, top_sum, off);
+  if (lane < top_k) {
+    idx_out[(int64_t)t * top_k + lane] = my_i;
+    w_out[(int64_t)t * top_k + lane] = norm_topk_prob ? my_p / top_sum : my_p;
+  }
+}
+
+// Enqueue router_topk_any_kernel for T tokens on s: d_logits [T][E] fp32 in; d_idx
+// [T][top_k] int32 and d_w [T][top_k] fp32 out (no alignment needed). Exits 3 unless
+// 1 <= T <= INT_MAX, 1 <= E <= 1024 and 1 <= top_k <= min(E, 32).
+static inline void router_topk_any_launch(const float *d_logits, int32_t *d_idx, float *d_w, int64_t T,
+                                          int E, int top_k, int norm_topk_prob, cudaStream_t s) {
+  if (T < 1 || T > INT_MAX || E < 1 || E > 1024 || top_k < 1 || top_k > 32 || top_k > E) {
+    fprintf(stderr, "router_topk_any_launch: need 1 <= T, 1 <= E <= 1024, 1 <= top_k <= min(E, 32) "
+            "(T=%lld E=%d top_k=%d)\n", (long long)T, E, top_k);
+    exit(GTL_EXIT_RUNTIME);
+  }
+  const unsigned blocks = (unsigned)((T + kRouterWarpsPerBlock - 1) / kRouterWarpsPerBlock);
+  const unsigned threads = kRouterWarpsPerBlock * 32;
+  const int v = (E + 31) / 32;
+  if (v <= 1) router_topk_any_kernel<1><<<blocks, threads, 0, s>>>(d_logits, d_idx, d_w, (int)T, E, top_k, norm_topk_prob);
+  else if (v <= 2) router_topk_any_kernel<2><<<blocks, threads, 0, s>>>(d_logits, d_idx, d_w, (int)T, E, top_k, norm_topk_prob);
+  else if (v <= 4) router_topk_any_kernel<4><<<blocks, threads, 0, s>>>(d_logits, d_idx, d_w, (int)T, E, top_k, norm_topk_prob);
+  else if (v <= 8) router_topk_any_kernel<8><<<blocks, threads, 0, s>>>(d_logits, d_idx, d_w, (int)T, E, top_k, norm_topk_prob);
+  else if (v <= 16) router_topk_any_kernel<16><<<blocks, threads, 0, s>>>(d_logits, d_idx, d_w, (int)T, E, top_k, norm_topk_prob);
+  else router_topk_any_kernel<32><<<blocks, threads, 0, s>>>(d_logits, d_idx, d_w, (int)T, E, top_k, norm_topk_prob);
   GTL_LAUNCH();
 }

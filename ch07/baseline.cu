@@ -13,7 +13,7 @@
 //   (sectors per request: 32 here for 64 useful bytes; 16 for a 512-byte coalesced warp load),
 //   dram__throughput.avg.pct_of_peak_sustained_elapsed
 // Book: memory access patterns — coalescing, vectorized access.
-#include "permute.cuh"
+#include "permute_driver.cuh"
 
 // Strategy: thread per row, 2-byte copies. Limiter: uncoalesced sectors, few warps.
 __global__ void permute_rowthread_kernel(const __nv_bfloat16 *__restrict__ x,

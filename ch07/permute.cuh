@@ -1,240 +1,127 @@
-// permute.cuh — ch07's problem, reference and driver, shared by baseline.cu and
-// optimized.cu so that the two files differ only in their kernel and its launch.
+// permute.cuh — ch07's optimized dispatch kernels and their launchers (no driver: the
+// lab includes this file; ch07/permute_driver.cuh holds the chapter's problem and timing).
 //
-// The problem: MoE dispatch. T tokens of hidden size D (bf16) each chose top_k of E
-// experts. Grouped-GEMM experts want their input rows contiguous per expert, so the
-// dispatch step permutes x into out[T·top_k][D], rows sorted by expert:
-//     out[p][:] = x[src[p]][:]           for p in [0, T·top_k)      (gather form)
-//     out[dst[t·k + j]][:] = x[t][:]     for t < T, j < top_k       (scatter form)
-// src[] (the token behind each permuted row) and its inverse dst[] come from a counting
-// sort by expert, done on the host here (ch15 does it on the device).
-//
-// Roofline: each x row is needed top_k times, but DRAM need only see it once:
-//     bytes = T·D·2 (read x) + T·k·D·2 (write out) + T·k·4 (read src or dst);  flops = 0.
-// Bound by the copy ceiling (bytes read + written per second, measured by ch02/ceilings).
+// MoE dispatch in scatter form: out[dst[t·top_k + j]][:] = x[t][:] for t < T, j < top_k,
+// rows bf16 of D elements (D % 8 == 0, bases 16-byte aligned: every uint4 access is
+// aligned). dst comes from a counting sort by expert, so out holds rows grouped by expert.
+//   permute_warptoken_launch  warp per token, 16-byte lanes, row read once, top_k stores
+//   permute_bulk_launch       thread per token, the copy engine (cp.async.bulk), CC 9.0+
 #pragma once
 #include <cuda_bf16.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include <stdint.h>
 
-#include "../common/gauntlet.h"
+#include "../common/check.h"
 
-typedef struct {
-  int64_t T, top_k, E, D;      // tokens, experts per token, experts, hidden size
-  const __nv_bfloat16 *d_x;    // [T][D] tokens
-  const int32_t *d_src;        // [T·top_k] token index of each permuted row
-  const int32_t *d_dst;        // [T·top_k] permuted row of token t's j-th expert (t·k + j)
-  __nv_bfloat16 *d_out;        // [T·top_k][D] rows grouped by expert
-} PermuteProblem;
+constexpr int kPermuteChunk = 12;  // uint4 per lane held in registers: 32 × 12 × 16 B = 6 KB of the row
+// Unroll factor of the slot loop. Left to itself nvcc unrolls it (36 stores and 3 dst
+// loads per trip); the unrolled loop needs more registers, halves the resident warps and
+// measured 3% slower on an H200 (README, exercise 4). -DPERMUTE_SLOT_UNROLL=4 shows it.
+#ifndef PERMUTE_SLOT_UNROLL
+#define PERMUTE_SLOT_UNROLL 1
+#endif
+static constexpr int kPermuteSlotUnroll = PERMUTE_SLOT_UNROLL;  // #pragma unroll takes a constant, not a macro
 
-// One kernel a program offers. permute_main times every variant this GPU can run, in
-// table order, one row each; the first one's result is the JSON line. --variant=NAME
-// (offered when a program lists more than one) runs only that one, or waives (77) when
-// the GPU lacks what it needs.
-#define PERMUTE_MAX_VARIANTS 8  // kernels one program may list
-
-typedef struct {
-  const char *name;      // row label; the JSON "variant" when the program has several
-  const char *strategy;  // one line of the report header
-  int min_cc;            // compute capability the kernel needs, major·10 + minor (0: any)
-  void (*launch)(const PermuteProblem *p, cudaStream_t s);  // enqueue one dispatch on s
-} PermuteVariant;
-
-static double permute_bytes(const PermuteProblem *p) {
-  return (double)p->T * p->D * 2 + (double)p->T * p->top_k * p->D * 2 +
-         (double)p->T * p->top_k * 4;
-}
-
-// Routing: token t picks top_k distinct experts (seeded), then a stable counting sort by
-// expert gives src[] and its inverse dst[]. Writes the per-expert counts into counts[E].
-static void permute_route(int64_t T, int64_t top_k, int64_t E, uint64_t seed, int32_t *src,
-                          int32_t *dst, int32_t *counts) {
-  int32_t *expert = (int32_t *)malloc(sizeof(int32_t) * T * top_k);
-  for (int64_t t = 0; t < T; t++)
+// Strategy: warp per token, uint4 per lane, read once / write top_k. Limiter: DRAM.
+__global__ void permute_warptoken_kernel(const uint4 *__restrict__ x,
+                                         const int32_t *__restrict__ dst,
+                                         uint4 *__restrict__ out, int64_t T, int64_t top_k,
+                                         int64_t D8) {
+  const int64_t t = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  if (t >= T) return;
+  const uint4 *in = x + t * D8;
+  for (int64_t base = lane; base < D8; base += 32 * kPermuteChunk) {
+    uint4 v[kPermuteChunk];
+#pragma unroll
+    for (int i = 0; i < kPermuteChunk; i++)  // all loads first: 12 independent 16-byte loads
+      if (base + 32 * i < D8) v[i] = in[base + 32 * i];
+    // one slot's 12 stores per loop trip (PERMUTE_SLOT_UNROLL = 1, see above)
+#pragma unroll kPermuteSlotUnroll
     for (int64_t j = 0; j < top_k; j++) {
-      int32_t e;
-      int dup;
-      uint64_t draw = 0;
-      do {  // redraw until distinct from the token's earlier choices
-        e = (int32_t)gtl_uniform_u32(seed ^ 0x5EEDull, (uint64_t)(t * 64 + j) * 1024 + draw++,
-                                     (uint32_t)E);
-        dup = 0;
-        for (int64_t i = 0; i < j; i++) dup |= expert[t * top_k + i] == e;
-      } while (dup);
-      expert[t * top_k + j] = e;
+      uint4 *o = out + (int64_t)dst[t * top_k + j] * D8;
+#pragma unroll
+      for (int i = 0; i < kPermuteChunk; i++)
+        if (base + 32 * i < D8) __stcs(o + base + 32 * i, v[i]);
     }
-  memset(counts, 0, sizeof(int32_t) * E);
-  for (int64_t i = 0; i < T * top_k; i++) counts[expert[i]]++;
-  int64_t *offset = (int64_t *)calloc((size_t)E + 1, sizeof(int64_t));
-  for (int64_t e = 0; e < E; e++) offset[e + 1] = offset[e] + counts[e];
-  for (int64_t i = 0; i < T * top_k; i++) {
-    int64_t p = offset[expert[i]]++;
-    src[p] = (int32_t)(i / top_k);
-    dst[i] = (int32_t)p;
   }
-  free(offset);
-  free(expert);
 }
 
-typedef struct {
-  const PermuteProblem *p;
-  const PermuteVariant *v;
-} PermuteRun;
-
-static void permute_run(void *user, cudaStream_t s) {
-  const PermuteRun *r = (const PermuteRun *)user;
-  r->v->launch(r->p, s);
+// Enqueue out[dst[t·top_k + j]][:] = x[t][:] (t < T, j < top_k) on s: x [T][D] and out
+// [T·top_k][D] bf16, 16-byte aligned, D % 8 == 0.
+static inline void permute_warptoken_launch(const __nv_bfloat16 *x, const int32_t *dst, __nv_bfloat16 *out,
+                                            int64_t T, int64_t top_k, int64_t D, cudaStream_t s) {
+  const int threads = 256, tokens_per_block = threads / 32;
+  permute_warptoken_kernel<<<(unsigned)((T + tokens_per_block - 1) / tokens_per_block),
+                             threads, 0, s>>>((const uint4 *)x, dst, (uint4 *)out, T, top_k, D / 8);
+  GTL_LAUNCH();
 }
 
-// main() of both programs: parse, device, inputs, reference; then per variant: poison,
-// validated run, validate (exact: a copy must be bit for bit), time, report row.
-static int permute_main(int argc, char **argv, const char *program,
-                        const PermuteVariant *variants, int n_variants) {
-  int64_t T = 4096, top_k = 4, E = 32, D = 2880;
-  const char *vname = NULL;  // NULL: every variant this GPU can run
-  GtlOpt opts[] = {{"T", GTL_OPT_INT, &T, "tokens (default 4096)"},
-                   {"top_k", GTL_OPT_INT, &top_k, "experts per token (default 4)"},
-                   {"E", GTL_OPT_INT, &E, "experts (default 32)"},
-                   {"D", GTL_OPT_INT, &D, "hidden size, a multiple of 8 (default 2880)"},
-                   {"variant", GTL_OPT_STR, &vname, "run only this kernel of the program"}};
-  GtlCtx ctx;
-  gtl_parse(&ctx, "ch07", program, argc, argv, opts, n_variants > 1 ? 5 : 4, 10, 200,
-            GTL_L2_COLD);
-  const PermuteVariant *only = NULL;
-  for (int i = 0; vname && i < n_variants; i++)
-    if (!strcmp(variants[i].name, vname)) only = &variants[i];
-  if (vname && !only) gtl_usage_fail(&ctx, "unknown --variant=%s", vname);
-  if (ctx.args.size == GTL_SIZE_SMALL) T = 256;
-  if (ctx.args.size == GTL_SIZE_LARGE) T = 16384;
-  if (T < 1 || T > (1 << 22) || top_k < 1 || E < top_k || E > 4096 || D < 8 || D % 8 ||
-      D > (1 << 16))
-    gtl_usage_fail(&ctx, "need 1 <= T <= 4194304, 1 <= top_k <= E <= 4096, "
-                         "8 <= D <= 65536 with D a multiple of 8");
-  gtl_open(&ctx);
-  const int cc = ctx.dev.cc_major * 10 + ctx.dev.cc_minor;
-  const PermuteVariant *run_v[PERMUTE_MAX_VARIANTS];
-  int n_run = 0;
-  char why[512] = "";
-  for (int i = 0; i < n_variants && n_run < PERMUTE_MAX_VARIANTS; i++) {
-    const PermuteVariant *v = &variants[i];
-    if (only && v != only) continue;
-    if (cc >= v->min_cc) {
-      run_v[n_run++] = v;
-    } else if (!why[0]) {
-      snprintf(why, sizeof why, "variant %s needs compute capability %d.%d or newer; found %s, "
-               "CC %d.%d", v->name, v->min_cc / 10, v->min_cc % 10, ctx.dev.name,
-               ctx.dev.cc_major, ctx.dev.cc_minor);
-    }
+constexpr int kPermuteBulkTokens = 4;  // tokens (threads) per block: 4 rows = 23 KB of shared memory at D = 2880
+constexpr int kPermuteBulkBarBytes = 128;  // the block's mbarriers (8 B each), then its rows
+static_assert(kPermuteBulkTokens * 8 <= kPermuteBulkBarBytes, "one 8-byte mbarrier per token fits before the rows");
+
+// Strategy: thread per token, the copy engine moves the row: global → shared once
+// (cp.async.bulk, completion counted in bytes on an mbarrier), shared → global top_k
+// times (cp.async.bulk ... bulk_group). Limiter: DRAM. (PTX ISA, "Data movement:
+// cp.async.bulk" and "mbarrier"; the wait loop is the mbarrier.try_wait idiom.)
+__global__ void permute_bulk_kernel(const unsigned char *__restrict__ x,
+                                    const int32_t *__restrict__ dst,
+                                    unsigned char *__restrict__ out, int64_t T, int64_t top_k,
+                                    uint32_t row_bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ __align__(128) unsigned char permute_smem[];
+  const int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (t >= T) return;
+  const uint32_t bar = (uint32_t)__cvta_generic_to_shared(permute_smem + 8 * threadIdx.x);
+  const uint32_t row =
+      (uint32_t)__cvta_generic_to_shared(permute_smem + kPermuteBulkBarBytes + (size_t)threadIdx.x * row_bytes);
+  // The barrier expects one arrival and row_bytes from the engine; the thread arrives,
+  // asks for the row, and sleeps in try_wait until phase 0 completes.
+  asm volatile(
+      "{\n"
+      ".reg .pred done;\n"
+      "mbarrier.init.shared::cta.b64 [%0], 1;\n"
+      "fence.mbarrier_init.release.cluster;\n"
+      "fence.proxy.async.shared::cta;\n"
+      "mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %2;\n"
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%1], [%3], %2, [%0];\n"
+      "WAIT_ROW:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], 0;\n"
+      "@!done bra WAIT_ROW;\n"
+      "}\n" ::"r"(bar),
+      "r"(row), "r"(row_bytes), "l"(x + t * row_bytes)
+      : "memory");
+  for (int64_t j = 0; j < top_k; j++)
+    asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n" ::"l"(
+                     out + (int64_t)dst[t * top_k + j] * row_bytes),
+                 "r"(row), "r"(row_bytes)
+                 : "memory");
+  // The stores must finish before the thread (and its shared memory) goes away.
+  asm volatile("cp.async.bulk.commit_group;\ncp.async.bulk.wait_group 0;\n" ::: "memory");
+#endif
+}
+
+// The same scatter by the copy engine (CC 9.0+): up to kPermuteBulkTokens rows per block,
+// fewer when rows are long (D up to 65536: 128 KB). Same arguments as the warp launcher.
+static inline void permute_bulk_launch(const __nv_bfloat16 *x, const int32_t *dst, __nv_bfloat16 *out, int64_t T,
+                                       int64_t top_k, int64_t D, cudaStream_t s) {
+  const uint32_t row_bytes = (uint32_t)(D * 2);
+  static size_t max_smem = 0, set_smem = 0;
+  if (!max_smem) {
+    int dev, v;
+    GTL_CUDA(cudaGetDevice(&dev));
+    GTL_CUDA(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    max_smem = (size_t)v;
   }
-  gtl_require(&ctx, n_run > 0, why);
-  char workload[128];
-  snprintf(workload, sizeof workload, "T%lld_k%lld_E%lld_D%lld", (long long)T,
-           (long long)top_k, (long long)E, (long long)D);
-
-  PermuteProblem p = {T, top_k, E, D, NULL, NULL, NULL, NULL};
-  const size_t n_in = (size_t)T * D, rows = (size_t)T * top_k, n_out = rows * D;
-  gtl_phase_push(GTL_PHASE_SETUP);
-  __nv_bfloat16 *d_x = (__nv_bfloat16 *)gtl_malloc(n_in * 2, "x [T][D] bf16");
-  int32_t *d_src = (int32_t *)gtl_malloc(rows * 4, "src [T*top_k] int32");
-  int32_t *d_dst = (int32_t *)gtl_malloc(rows * 4, "dst [T*top_k] int32");
-  GtlGuarded g_out;
-  p.d_out = (__nv_bfloat16 *)gtl_guarded_alloc(&g_out, n_out * 2, "out [T*top_k][D] bf16");
-  gtl_fill_uniform(d_x, GTL_BF16, n_in, ctx.args.seed, -1.0f, 1.0f, ctx.stream);
-  int32_t *h_src = (int32_t *)malloc(rows * 4), *h_dst = (int32_t *)malloc(rows * 4);
-  int32_t *counts = (int32_t *)malloc(E * 4);
-  permute_route(T, top_k, E, ctx.args.seed, h_src, h_dst, counts);
-  GTL_CUDA(cudaMemcpy(d_src, h_src, rows * 4, cudaMemcpyHostToDevice));
-  GTL_CUDA(cudaMemcpy(d_dst, h_dst, rows * 4, cudaMemcpyHostToDevice));
-  p.d_x = d_x;
-  p.d_src = d_src;
-  p.d_dst = d_dst;
-  gtl_phase_pop();
-
-  int32_t cmin = counts[0], cmax = counts[0];
-  for (int64_t e = 1; e < E; e++) {
-    cmin = counts[e] < cmin ? counts[e] : cmin;
-    cmax = counts[e] > cmax ? counts[e] : cmax;
+  int tpb = kPermuteBulkTokens;
+  while (tpb > 1 && kPermuteBulkBarBytes + (size_t)tpb * row_bytes > max_smem) tpb--;
+  const size_t smem = kPermuteBulkBarBytes + (size_t)tpb * row_bytes;
+  if (smem > set_smem) {  // above 48 KB a kernel must opt in
+    GTL_CUDA(cudaFuncSetAttribute(permute_bulk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  (int)smem));
+    set_smem = smem;
   }
-  char notes[1024];
-  int o = 0;
-  for (int i = 0; i < n_run; i++)
-    o += snprintf(notes + o, sizeof notes - o, "%s%s: %s\n", n_variants > 1 ? "kernel " : "",
-                  n_variants > 1 ? run_v[i]->name : "strategy", run_v[i]->strategy);
-  snprintf(notes + o, sizeof notes - o,
-           "rows per expert: min %d, max %d (uniform routing)\n"
-           "roofline: %.1f MB per iteration (x once + out + one index array), 0 flops; "
-           "bound by copy",
-           cmin, cmax, permute_bytes(&p) / 1e6);
-  gtl_report_header(&ctx, workload, notes);
-
-  // Reference: the gather on the host from the same bf16 values (exact).
-  double *ref = NULL;
-  uint16_t *h_out = NULL;
-  float *out = NULL;
-  if (ctx.args.verify) {
-    gtl_phase_push(GTL_PHASE_REFERENCE);
-    uint16_t *h_x = (uint16_t *)malloc(n_in * 2);
-    h_out = (uint16_t *)malloc(n_out * 2);
-    out = (float *)malloc(n_out * sizeof(float));
-    ref = (double *)malloc(n_out * sizeof(double));
-    GTL_CUDA(cudaMemcpy(h_x, d_x, n_in * 2, cudaMemcpyDeviceToHost));
-    for (size_t row = 0; row < rows; row++)
-      for (int64_t d = 0; d < D; d++)
-        ref[row * D + d] = gtl_bf16_to_f32(h_x[(size_t)h_src[row] * D + d]);
-    free(h_x);
-    gtl_phase_pop();
-  }
-
-  GtlResult res[PERMUTE_MAX_VARIANTS];
-  int rc = 0;
-  for (int i = 0; i < n_run; i++) {
-    GtlResult *r = &res[i];
-    gtl_result_init(r, &ctx, "bf16", workload);
-    if (n_variants > 1) r->variant = run_v[i]->name;
-    r->bytes = permute_bytes(&p);
-    r->flops = 0;
-    r->bound = GTL_BOUND_COPY;
-    r->ref = "host_gather";
-    PermuteRun pr = {&p, run_v[i]};
-    if (ctx.args.verify) {
-      gtl_phase_push(GTL_PHASE_VALIDATE);
-      gtl_poison(p.d_out, n_out * 2, ctx.stream);
-      permute_run(&pr, ctx.stream);
-      GTL_CUDA(cudaStreamSynchronize(ctx.stream));
-      GTL_CUDA(cudaMemcpy(h_out, p.d_out, n_out * 2, cudaMemcpyDeviceToHost));
-      gtl_bf16_to_f32_array(h_out, out, n_out);
-      GtlTol exact = {0, 0, 0};  // a copy is exact: every bit must match
-      gtl_compare(out, ref, n_out, exact, &r->err);
-      size_t bad_guard = gtl_guarded_check(&g_out);
-      if (bad_guard) {
-        fprintf(stderr, "ch07: %s: %zu guard bytes around out were overwritten\n",
-                run_v[i]->name, bad_guard);
-        r->err.pass = 0;
-      }
-      r->validated = 1;
-      gtl_phase_pop();
-      if (!r->err.pass) {  // never time a wrong kernel
-        gtl_report_row(&ctx, r);
-        rc = gtl_report_finish(&ctx, r);
-        break;
-      }
-    }
-    gtl_bench(&ctx, permute_run, &pr, &r->st);
-    gtl_report_row(&ctx, r);
-  }
-  if (rc == 0) rc = gtl_report_finish(&ctx, &res[0]);
-  free(out);
-  free(ref);
-  free(h_out);
-
-  free(h_src);
-  free(h_dst);
-  free(counts);
-  GTL_CUDA(cudaFree(d_x));
-  GTL_CUDA(cudaFree(d_src));
-  GTL_CUDA(cudaFree(d_dst));
-  gtl_guarded_free(&g_out);
-  gtl_end(&ctx);
-  return rc;
+  permute_bulk_kernel<<<(unsigned)((T + tpb - 1) / tpb), tpb, smem, s>>>(
+      (const unsigned char *)x, dst, (unsigned char *)out, T, top_k, row_bytes);
+  GTL_LAUNCH();
 }

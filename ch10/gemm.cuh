@@ -1,5 +1,6 @@
 // gemm.cuh — ch10's problem, cuBLAS reference and timing, and the driver shared by
-// baseline.cu and optimized.cu, so that the two files differ only in their kernel.
+// baseline.cu and optimized.cu, so that the two files differ only in their kernel. The
+// optimized kernels are in mma.cuh and wgmma.cuh (kernels and launchers, for the lab).
 //
 // The problem: one expert's gate+up projection of gpt-oss-20b at prefill,
 //     C[M][N] = A[M][K] · B[N][K]^T        (bf16 in, fp32 accumulate, bf16 out)
@@ -19,7 +20,7 @@
 // bf16 output — the library's answer to the same problem — is timed in the same run:
 // its median is ref_median_ms and pct_of_cublas = 100 · cuBLAS median / kernel median.
 #pragma once
-#include <cublas_v2.h>  // before gauntlet.h, so that check.h defines GTL_CUBLAS
+#include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,20 +49,6 @@ typedef struct {
   // kernel runs on this device, else one line saying why not (the program waives).
   const char *(*unsupported)(const GtlDevice *dev);
 } GemmVariant;
-
-// Epilogue helper of the optimized kernels: store two neighbouring outputs (row, col),
-// (row, col+1) as bf16, skipping any past M or N.
-__device__ __forceinline__ void gemm_store_pair(__nv_bfloat16 *C, int M, int N, int row,
-                                                int col, float v0, float v1) {
-  if (row >= M) return;
-  __nv_bfloat16 *dst = C + (size_t)row * N + col;
-  if (N % 2 == 0 && col + 1 < N) {  // 4-byte aligned and both in range
-    *(__nv_bfloat162 *)dst = __floats2bfloat162_rn(v0, v1);
-  } else {
-    if (col < N) dst[0] = __float2bfloat16_rn(v0);
-    if (col + 1 < N) dst[1] = __float2bfloat16_rn(v1);
-  }
-}
 
 static double gemm_flops(const GemmProblem *p) { return 2.0 * p->M * p->N * p->K; }
 static double gemm_bytes(const GemmProblem *p) {

@@ -21,9 +21,20 @@
 // so the kernel's body is compiled only where nvcc defines __CUDA_ARCH_FEAT_SM90_ALL (the
 // sm_90a pass); the sm_90 pass gets a body that traps, and gemm_wgmma_unsupported()
 // waives the variant before launch on any GPU or binary that would reach it.
+//
+// Kernel and launcher only (no driver: the lab includes this file; ch10/gemm.cuh is the
+// chapter's driver):  hopper::gemm_wgmma_launch(A, B, C, M, N, K, stream), after
+// hopper::gemm_wgmma_unsupported(dev) said NULL.
 #pragma once
 #include <cuda.h>          // CUtensorMap and its enums: types only, the program never links -lcuda
 #include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled_v12000, the encoder's pointer type
+#include <cuda_bf16.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "../common/gauntlet.h"
+#include "gemm_epilogue.cuh"
 
 namespace hopper {
 // BN = 240, not 256: 5760 = 24 x 240, so the default problem has 32 x 24 = 768 full tiles
@@ -387,7 +398,7 @@ __global__ void gemm_wgmma_probe_kernel(int *has_sm90a) {
 
 // The driver's tensor-map encoder, fetched through the runtime (no -lcuda): NULL if the
 // driver does not export it.
-static PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+static inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   static PFN_cuTensorMapEncodeTiled_v12000 fn = NULL;
   if (!fn) {
     void *p = NULL;
@@ -403,7 +414,7 @@ static PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 // A [rows][K] bf16 row-major tensor, copied in boxes of BK x box_rows, 128-byte swizzle,
 // zeros outside. Dimensions and strides are listed innermost first; the row stride
 // (K·2 bytes) must be a multiple of 16, which the driver's K % 8 == 0 rule guarantees.
-static void tensor_map_make(CUtensorMap *map, const void *base, int64_t rows, int64_t K,
+static inline void tensor_map_make(CUtensorMap *map, const void *base, int64_t rows, int64_t K,
                             int box_rows) {
   const cuuint64_t dims[2] = {(cuuint64_t)K, (cuuint64_t)rows};
   const cuuint64_t strides[1] = {(cuuint64_t)K * 2};
@@ -422,7 +433,7 @@ static void tensor_map_make(CUtensorMap *map, const void *base, int64_t rows, in
 }
 
 // NULL when the wgmma kernel can run here, else why not (the program waives, exit 77).
-static const char *gemm_wgmma_unsupported(const GtlDevice *dev) {
+static inline const char *gemm_wgmma_unsupported(const GtlDevice *dev) {
   static char why[448];
   if (dev->cc_major != 9 || dev->cc_minor != 0) {
     snprintf(why, sizeof why,
@@ -450,7 +461,10 @@ static const char *gemm_wgmma_unsupported(const GtlDevice *dev) {
   return NULL;
 }
 
-void gemm_wgmma_launch(const GemmProblem *p, cudaStream_t s) {
+// Enqueue C = A·B^T on s: A [M][K], B [N][K] (K contiguous), C [M][N] row-major, bf16 in
+// and out, fp32 accumulation; K % 8 == 0 (TMA row strides are multiples of 16 bytes).
+static inline void gemm_wgmma_launch(const __nv_bfloat16 *d_A, const __nv_bfloat16 *d_B, __nv_bfloat16 *d_C,
+                                     int64_t M, int64_t N, int64_t K, cudaStream_t s) {
   // Once per process: the shared-memory opt-in and the SM count. Once per problem: the
   // two tensor maps (host-side encoding, kept out of the timed loop).
   static int sms = 0;
@@ -464,15 +478,15 @@ void gemm_wgmma_launch(const GemmProblem *p, cudaStream_t s) {
     GTL_CUDA(cudaGetDevice(&dev));
     GTL_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   }
-  if (map_A != p->d_A || map_B != p->d_B || map_M != p->M || map_N != p->N || map_K != p->K) {
-    tensor_map_make(&map_a, p->d_A, p->M, p->K, BM);
-    tensor_map_make(&map_b, p->d_B, p->N, p->K, BN);
-    map_A = p->d_A, map_B = p->d_B, map_M = p->M, map_N = p->N, map_K = p->K;
+  if (map_A != d_A || map_B != d_B || map_M != M || map_N != N || map_K != K) {
+    tensor_map_make(&map_a, d_A, M, K, BM);
+    tensor_map_make(&map_b, d_B, N, K, BN);
+    map_A = d_A, map_B = d_B, map_M = M, map_N = N, map_K = K;
   }
-  const int64_t tiles = ((p->M + BM - 1) / BM) * ((p->N + BN - 1) / BN);
+  const int64_t tiles = ((M + BM - 1) / BM) * ((N + BN - 1) / BN);
   const int grid = (int)(tiles < sms ? tiles : sms);  // persistent: at most one block per SM
-  gemm_wgmma_kernel<<<grid, THREADS, SMEM_BYTES, s>>>(map_a, map_b, p->d_C, (int)p->M,
-                                                      (int)p->N, (int)p->K);
+  gemm_wgmma_kernel<<<grid, THREADS, SMEM_BYTES, s>>>(map_a, map_b, d_C, (int)M,
+                                                      (int)N, (int)K);
   GTL_LAUNCH();
 }
 }  // namespace hopper

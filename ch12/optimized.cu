@@ -23,6 +23,7 @@
 //   kernel changed, so the win is invisible per kernel (ncu also serializes them, so PDL
 //   overlap does not show there).
 // Book: CUDA graphs and device-side orchestration — stream capture, graph replay, PDL.
+#include "launch.cuh"  // graph capture and PDL (the lab includes it)
 #include "step.cuh"
 
 static int g_no_pdl;  // --no-pdl (a GTL_OPT_FLAG writes an int)
@@ -31,56 +32,14 @@ static cudaGraphExec_t g_exec;
 
 void step_kernel_launch(const void *kernel, dim3 grid, dim3 block, size_t smem, void **args,
                         cudaStream_t s) {
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg = {grid, block, smem, s, &attr, g_pdl ? 1u : 0u};
-  GTL_CUDA(cudaLaunchKernelExC(&cfg, kernel, args));
+  pdl_launch(kernel, grid, block, smem, args, s, g_pdl);
 }
 
-// Strategy: empty; it only takes part in the PDL probe. Limiter: none.
-__global__ void pdl_probe_kernel(void) {
-  step_wait_prior();
-  step_allow_next();
-}
-
-// 1 when two PDL launches capture, instantiate and run; any error is cleared (they are
-// not sticky: a rejected attribute leaves the context usable).
-static int pdl_probe(cudaStream_t s) {
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg = {dim3(1), dim3(32), 0, s, &attr, 1};
-  cudaGraph_t g = NULL;
-  cudaGraphExec_t x = NULL;
-  cudaError_t e = cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal);
-  if (e == cudaSuccess) {
-    const cudaError_t e1 = cudaLaunchKernelEx(&cfg, pdl_probe_kernel);
-    const cudaError_t e2 = cudaLaunchKernelEx(&cfg, pdl_probe_kernel);
-    e = cudaStreamEndCapture(s, &g);  // always end the capture, even after a failure
-    if (e == cudaSuccess) e = e1 != cudaSuccess ? e1 : e2;
-  }
-  if (e == cudaSuccess) e = cudaGraphInstantiate(&x, g, 0);
-  if (e == cudaSuccess) e = cudaGraphLaunch(x, s);
-  if (e == cudaSuccess) e = cudaStreamSynchronize(s);
-  if (x) cudaGraphExecDestroy(x);
-  if (g) cudaGraphDestroy(g);
-  if (e != cudaSuccess)
-    fprintf(stderr, "ch12: programmatic dependent launch rejected (%s); graph without it\n",
-            cudaGetErrorName(e));
-  cudaGetLastError();
-  return e == cudaSuccess;
-}
+static void step_enqueue_cb(void *user, cudaStream_t s) { step_enqueue((const StepProblem *)user, s); }
 
 int step_prepare(StepProblem *p, cudaStream_t s) {
   g_pdl = !g_no_pdl && pdl_probe(s);
-  cudaGraph_t g;
-  GTL_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-  step_enqueue(p, s);  // recorded, not run
-  GTL_CUDA(cudaStreamEndCapture(s, &g));
-  GTL_CUDA(cudaGraphInstantiate(&g_exec, g, 0));
-  GTL_CUDA(cudaGraphUpload(g_exec, s));
-  GTL_CUDA(cudaGraphDestroy(g));
+  g_exec = graph_capture(s, step_enqueue_cb, p);  // every launch of the step recorded, not run
   return g_pdl;
 }
 

@@ -19,12 +19,12 @@
 // on the device: nothing inside a step waits for the host. Every kernel has the same
 // shape, ready for programmatic dependent launch (PDL):
 //     prologue    loads that no earlier kernel of the step writes (weights, past KV rows)
-//     step_wait_prior()    cudaGridDependencySynchronize
-//     step_allow_next()    cudaTriggerProgrammaticLaunchCompletion
+//     pdl_wait_prior()    cudaGridDependencySynchronize
+//     pdl_allow_next()    cudaTriggerProgrammaticLaunchCompletion
 //     body        reads and writes activations
 // Launched plainly (baseline) both calls return at once: the stream already ordered the
 // kernels. Launched with PDL (optimized) the next kernel starts while this one runs, does
-// its prologue, and waits in step_wait_prior() until this one has completed and its
+// its prologue, and waits in pdl_wait_prior() until this one has completed and its
 // writes are visible (PTX ISA, griddepcontrol). Every thread reaches the wait before any
 // activation access or early exit, so "kernel N completed" implies "N−1 completed".
 //
@@ -42,6 +42,7 @@
 #include <time.h>
 
 #include "../common/gauntlet.h"
+#include "launch.cuh"  // the PDL pair (pdl_wait_prior, pdl_allow_next)
 
 // ---- the mini model (fixed shapes; layers and past length are flags) ------------------
 enum {
@@ -115,19 +116,6 @@ void step_run(void *user, cudaStream_t s);
 void step_release(void);
 
 // ---- device helpers ------------------------------------------------------------------
-// The PDL pair. griddepcontrol exists from sm_90; on older targets the stream order alone
-// is the dependency, so the calls compile away.
-__device__ __forceinline__ void step_wait_prior() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  cudaGridDependencySynchronize();
-#endif
-}
-__device__ __forceinline__ void step_allow_next() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  cudaTriggerProgrammaticLaunchCompletion();
-#endif
-}
-
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
@@ -177,21 +165,21 @@ __device__ __forceinline__ void load_row(uint4 (&w)[KC], const __nv_bfloat16 *ro
 
 // ---- kernels (shared by both programs) -------------------------------------------------
 // Strategy: one thread per element, block of D. Limiter: launch latency.
-__global__ void __launch_bounds__(STEP_D) embed_kernel(const __nv_bfloat16 *__restrict__ emb,
+__global__ void __launch_bounds__(STEP_D) step_embed_kernel(const __nv_bfloat16 *__restrict__ emb,
                                                        const int *token, float *x) {
-  step_wait_prior();  // the token may come from the previous step's argmax
-  step_allow_next();
+  pdl_wait_prior();  // the token may come from the previous step's argmax
+  pdl_allow_next();
   x[threadIdx.x] = __bfloat162float(emb[(size_t)*token * STEP_D + threadIdx.x]);
 }
 
 // Strategy: one block of D threads, norm weight loaded before the wait. Limiter: latency.
-__global__ void __launch_bounds__(STEP_D) rmsnorm_kernel(const float *x,
+__global__ void __launch_bounds__(STEP_D) step_rmsnorm_kernel(const float *x,
                                                          const __nv_bfloat16 *__restrict__ w,
                                                          float *out) {
   __shared__ float red[STEP_D / 32];
   const float wv = __bfloat162float(w[threadIdx.x]);
-  step_wait_prior();
-  step_allow_next();
+  pdl_wait_prior();
+  pdl_allow_next();
   const float v = x[threadIdx.x];
   const float ss = block_sum<STEP_D / 32>(v * v, red);
   out[threadIdx.x] = v * rsqrtf(ss / STEP_D + STEP_EPS) * wv;
@@ -201,14 +189,14 @@ __global__ void __launch_bounds__(STEP_D) rmsnorm_kernel(const float *x,
 // 16-byte weight slices loaded before the wait. Limiter: launch + L2 latency. out may
 // alias res (x += Wo·a): each element is read and written by the same lane.
 template <int KC>
-__global__ void __launch_bounds__(256) gemv_kernel(const __nv_bfloat16 *__restrict__ W,
+__global__ void __launch_bounds__(256) step_gemv_kernel(const __nv_bfloat16 *__restrict__ W,
                                                    const float *in, const float *res,
                                                    float *out, int N) {
   const int row = blockIdx.x * STEP_ROWS_PER_BLOCK + (threadIdx.x >> 5);
   uint4 w[KC];
   if (row < N) load_row<KC>(w, W + (size_t)row * KC * 256);
-  step_wait_prior();
-  step_allow_next();
+  pdl_wait_prior();
+  pdl_allow_next();
   if (row >= N) return;
   const float acc = warp_dot_row<KC>(w, in);
   if ((threadIdx.x & 31) == 0) out[row] = acc + (res ? res[row] : 0.f);
@@ -218,15 +206,15 @@ __global__ void __launch_bounds__(256) gemv_kernel(const __nv_bfloat16 *__restri
 // place and on k, then k and v appended to this layer's cache at position pos.
 // Strategy: one thread per rotated pair (q, then k) and per copied v element; cos/sin
 // computed before the wait. Limiter: launch latency.
-__global__ void __launch_bounds__(256) rope_kv_kernel(float *q, const float *k, const float *v,
+__global__ void __launch_bounds__(256) step_rope_kv_kernel(float *q, const float *k, const float *v,
                                                       float *kc, float *vc, int pos,
                                                       int s_max) {
   const int t = threadIdx.x, half = STEP_HEAD_DIM / 2, i = t % half;
   const float inv_freq = powf((float)STEP_ROPE_THETA, -(float)(2 * i) / STEP_HEAD_DIM);
   float sn, cs;
   sincosf((float)pos * inv_freq, &sn, &cs);
-  step_wait_prior();
-  step_allow_next();
+  pdl_wait_prior();
+  pdl_allow_next();
   if (t < STEP_Q / 2) {
     float *qh = q + (t / half) * STEP_HEAD_DIM;
     const float a = qh[i], b = qh[i + half];
@@ -248,7 +236,7 @@ __global__ void __launch_bounds__(256) rope_kv_kernel(float *q, const float *k, 
 // Strategy: thread per position for scores (its past key row loaded before the wait:
 // the cache below pos is not written by the step), warp per position stripe with lane =
 // dimension for P·V. Limiter: latency of the dependent reduction chain.
-__global__ void __launch_bounds__(128) attention_kernel(const float *q, const float *kc,
+__global__ void __launch_bounds__(128) step_attention_kernel(const float *q, const float *kc,
                                                         const float *vc, float *out, int S,
                                                         int s_max) {
   extern __shared__ float p_sm[];  // [S] scores, then probabilities
@@ -264,8 +252,8 @@ __global__ void __launch_bounds__(128) attention_kernel(const float *q, const fl
     for (int c = 0; c < STEP_HEAD_DIM / 4; c++)
       kr[c] = __ldg((const float4 *)(K + (size_t)t * STEP_HEAD_DIM) + c);
   }
-  step_wait_prior();
-  step_allow_next();
+  pdl_wait_prior();
+  pdl_allow_next();
   if (t < STEP_HEAD_DIM) q_sm[t] = q[h * STEP_HEAD_DIM + t] * rsqrtf((float)STEP_HEAD_DIM);
   __syncthreads();
   float m = -INFINITY;
@@ -306,10 +294,10 @@ __global__ void __launch_bounds__(128) attention_kernel(const float *q, const fl
 // Router: softmax over E logits, top_k (ties to the lower index), weights renormalized to
 // sum 1 (HF Mixtral; Qwen3-MoE norm_topk_prob=true). Strategy: one warp, lane = expert.
 // Limiter: launch latency.
-__global__ void __launch_bounds__(32) router_topk_kernel(const float *logits, int *idx,
+__global__ void __launch_bounds__(32) step_router_topk_kernel(const float *logits, int *idx,
                                                          float *w) {
-  step_wait_prior();
-  step_allow_next();
+  pdl_wait_prior();
+  pdl_allow_next();
   const int lane = threadIdx.x;
   const float z = lane < STEP_E ? logits[lane] : -INFINITY;
   const float m = warp_max(z);
@@ -341,12 +329,12 @@ __global__ void __launch_bounds__(32) router_topk_kernel(const float *logits, in
 // act[j][f] = silu(Wg_e[f]·h) · (Wu_e[f]·h) for the j-th chosen expert e.
 // Strategy: warp per (f, j); weights loaded after the wait (the expert is known only
 // then). Limiter: launch + L2 latency.
-__global__ void __launch_bounds__(256) expert_gate_up_kernel(
+__global__ void __launch_bounds__(256) step_expert_gate_up_kernel(
     const __nv_bfloat16 *__restrict__ Wg, const __nv_bfloat16 *__restrict__ Wu,
     const float *h, const int *idx, float *act) {
   const int f = blockIdx.x * STEP_ROWS_PER_BLOCK + (threadIdx.x >> 5), j = blockIdx.y;
-  step_wait_prior();
-  step_allow_next();
+  pdl_wait_prior();
+  pdl_allow_next();
   const size_t row = ((size_t)idx[j] * STEP_F + f) * STEP_D;
   uint4 wg[STEP_D / 256], wu[STEP_D / 256];
   load_row<STEP_D / 256>(wg, Wg + row);
@@ -357,12 +345,12 @@ __global__ void __launch_bounds__(256) expert_gate_up_kernel(
 }
 
 // ys[j][d] = Wd_e[d] · act[j]. Strategy: warp per (d, j), K = F. Limiter: as above.
-__global__ void __launch_bounds__(256) expert_down_kernel(const __nv_bfloat16 *__restrict__ Wd,
+__global__ void __launch_bounds__(256) step_expert_down_kernel(const __nv_bfloat16 *__restrict__ Wd,
                                                           const float *act, const int *idx,
                                                           float *ys) {
   const int d = blockIdx.x * STEP_ROWS_PER_BLOCK + (threadIdx.x >> 5), j = blockIdx.y;
-  step_wait_prior();
-  step_allow_next();
+  pdl_wait_prior();
+  pdl_allow_next();
   uint4 w[STEP_F / 256];
   load_row<STEP_F / 256>(w, Wd + ((size_t)idx[j] * STEP_D + d) * STEP_F);
   const float y = warp_dot_row<STEP_F / 256>(w, act + j * STEP_F);
@@ -371,10 +359,10 @@ __global__ void __launch_bounds__(256) expert_down_kernel(const __nv_bfloat16 *_
 
 // x += Σ_j w_j · ys[j] (fixed order: deterministic, no atomics). Strategy: thread per
 // element. Limiter: launch latency.
-__global__ void __launch_bounds__(STEP_D) moe_combine_kernel(const float *ys, const float *w,
+__global__ void __launch_bounds__(STEP_D) step_moe_combine_kernel(const float *ys, const float *w,
                                                              float *x) {
-  step_wait_prior();
-  step_allow_next();
+  pdl_wait_prior();
+  pdl_allow_next();
   float acc = 0.f;
 #pragma unroll
   for (int j = 0; j < STEP_TOP_K; j++) acc += w[j] * ys[j * STEP_D + threadIdx.x];
@@ -383,11 +371,11 @@ __global__ void __launch_bounds__(STEP_D) moe_combine_kernel(const float *ys, co
 
 // Greedy next token: argmax of n logits, ties to the lower index. Strategy: one block of
 // 1024 threads, strided scan then (value, index) tree. Limiter: launch latency.
-__global__ void __launch_bounds__(1024) argmax_kernel(const float *logits, int n, int *out) {
+__global__ void __launch_bounds__(1024) step_argmax_kernel(const float *logits, int n, int *out) {
   __shared__ float bv_sm[32];
   __shared__ int bi_sm[32];
-  step_wait_prior();
-  step_allow_next();
+  pdl_wait_prior();
+  pdl_allow_next();
   float bv = -INFINITY;
   int bi = 0x7fffffff;
   for (int i = threadIdx.x; i < n; i += blockDim.x)
@@ -428,37 +416,37 @@ static int step_enqueue(const StepProblem *p, cudaStream_t s) {
   const size_t kv_layer = (size_t)STEP_H_KV * s_max * STEP_HEAD_DIM;
   const float *none = NULL;
   step_launch_count = 0;
-  step_launch(embed_kernel, 1, STEP_D, 0, s, p->d_w + p->off_embed, p->d_token, p->d_x);
+  step_launch(step_embed_kernel, 1, STEP_D, 0, s, p->d_w + p->off_embed, p->d_token, p->d_x);
   for (int l = 0; l < p->L; l++) {
     float *kc = p->d_kc + l * kv_layer, *vc = p->d_vc + l * kv_layer;
     int *idx = p->d_topk_idx + l * STEP_TOP_K;
     float *tw = p->d_topk_w + l * STEP_TOP_K;
-    step_launch(rmsnorm_kernel, 1, STEP_D, 0, s, p->d_x, step_w(p, l, W_ATTN_NORM), p->d_xn);
-    step_launch(gemv_kernel<1>, STEP_Q / RB, 256, 0, s, step_w(p, l, W_Q), p->d_xn, none,
+    step_launch(step_rmsnorm_kernel, 1, STEP_D, 0, s, p->d_x, step_w(p, l, W_ATTN_NORM), p->d_xn);
+    step_launch(step_gemv_kernel<1>, STEP_Q / RB, 256, 0, s, step_w(p, l, W_Q), p->d_xn, none,
                 p->d_q, (int)STEP_Q);
-    step_launch(gemv_kernel<1>, STEP_KV / RB, 256, 0, s, step_w(p, l, W_K), p->d_xn, none,
+    step_launch(step_gemv_kernel<1>, STEP_KV / RB, 256, 0, s, step_w(p, l, W_K), p->d_xn, none,
                 p->d_k, (int)STEP_KV);
-    step_launch(gemv_kernel<1>, STEP_KV / RB, 256, 0, s, step_w(p, l, W_V), p->d_xn, none,
+    step_launch(step_gemv_kernel<1>, STEP_KV / RB, 256, 0, s, step_w(p, l, W_V), p->d_xn, none,
                 p->d_v, (int)STEP_KV);
-    step_launch(rope_kv_kernel, 1, 256, 0, s, p->d_q, p->d_k, p->d_v, kc, vc, pos, s_max);
-    step_launch(attention_kernel, STEP_H, 128, (size_t)S * sizeof(float), s, p->d_q, kc, vc,
+    step_launch(step_rope_kv_kernel, 1, 256, 0, s, p->d_q, p->d_k, p->d_v, kc, vc, pos, s_max);
+    step_launch(step_attention_kernel, STEP_H, 128, (size_t)S * sizeof(float), s, p->d_q, kc, vc,
                 p->d_attn, S, s_max);
-    step_launch(gemv_kernel<STEP_Q / 256>, STEP_D / RB, 256, 0, s, step_w(p, l, W_O),
+    step_launch(step_gemv_kernel<STEP_Q / 256>, STEP_D / RB, 256, 0, s, step_w(p, l, W_O),
                 p->d_attn, p->d_x, p->d_x, (int)STEP_D);
-    step_launch(rmsnorm_kernel, 1, STEP_D, 0, s, p->d_x, step_w(p, l, W_FFN_NORM), p->d_xn);
-    step_launch(gemv_kernel<1>, (STEP_E + RB - 1) / RB, 256, 0, s, step_w(p, l, W_ROUTER),
+    step_launch(step_rmsnorm_kernel, 1, STEP_D, 0, s, p->d_x, step_w(p, l, W_FFN_NORM), p->d_xn);
+    step_launch(step_gemv_kernel<1>, (STEP_E + RB - 1) / RB, 256, 0, s, step_w(p, l, W_ROUTER),
                 p->d_xn, none, p->d_router, (int)STEP_E);
-    step_launch(router_topk_kernel, 1, 32, 0, s, p->d_router, idx, tw);
-    step_launch(expert_gate_up_kernel, dim3(STEP_F / RB, STEP_TOP_K), 256, 0, s,
+    step_launch(step_router_topk_kernel, 1, 32, 0, s, p->d_router, idx, tw);
+    step_launch(step_expert_gate_up_kernel, dim3(STEP_F / RB, STEP_TOP_K), 256, 0, s,
                 step_w(p, l, W_GATE), step_w(p, l, W_UP), p->d_xn, idx, p->d_act);
-    step_launch(expert_down_kernel, dim3(STEP_D / RB, STEP_TOP_K), 256, 0, s,
+    step_launch(step_expert_down_kernel, dim3(STEP_D / RB, STEP_TOP_K), 256, 0, s,
                 step_w(p, l, W_DOWN), p->d_act, idx, p->d_ys);
-    step_launch(moe_combine_kernel, 1, STEP_D, 0, s, p->d_ys, tw, p->d_x);
+    step_launch(step_moe_combine_kernel, 1, STEP_D, 0, s, p->d_ys, tw, p->d_x);
   }
-  step_launch(rmsnorm_kernel, 1, STEP_D, 0, s, p->d_x, p->d_w + p->off_final_norm, p->d_xn);
-  step_launch(gemv_kernel<1>, STEP_V / RB, 256, 0, s, p->d_w + p->off_lm_head, p->d_xn, none,
+  step_launch(step_rmsnorm_kernel, 1, STEP_D, 0, s, p->d_x, p->d_w + p->off_final_norm, p->d_xn);
+  step_launch(step_gemv_kernel<1>, STEP_V / RB, 256, 0, s, p->d_w + p->off_lm_head, p->d_xn, none,
               p->d_logits, (int)STEP_V);
-  step_launch(argmax_kernel, 1, 1024, 0, s, p->d_logits, (int)STEP_V, p->d_next);
+  step_launch(step_argmax_kernel, 1, 1024, 0, s, p->d_logits, (int)STEP_V, p->d_next);
   return step_launch_count;
 }
 

@@ -72,7 +72,7 @@ enum {
   PD_E = 32, PD_TOP_K = 4, PD_F = 2880,
   PD_MAX_LAYERS = 8,
   PD_SMLOG_WORDS = 32,  // 1024 bits of %smid per stage
-  PD_GEMV_ILP = 4       // 16-byte weight loads per lane per round (ch08); see gemv_kernel
+  PD_GEMV_ILP = 4       // 16-byte weight loads per lane per round (ch08); see colocate_gemv_kernel
 };
 #define PD_EPS 1e-5f
 #define PD_STAGE_DECODE 0
@@ -266,7 +266,7 @@ __global__ void __launch_bounds__(256)
 // Strategy: block per token; x[t] += Σ_j w_j · ye[slot(t, j)] in j order (no atomics).
 // Limiter: DRAM.
 __global__ void __launch_bounds__(256)
-    combine_kernel(const __nv_bfloat16 *__restrict__ ye, float *__restrict__ x, int T, int off,
+    colocate_combine_kernel(const __nv_bfloat16 *__restrict__ ye, float *__restrict__ x, int T, int off,
                    uint64_t wseed, uint64_t wbase, int stage) {
   pd_note_sm(stage);
   const int t = blockIdx.x;
@@ -306,7 +306,7 @@ __device__ __forceinline__ uint4 pd_ld_stream(const uint4 *p) {  // weights are 
 // The SASS shows ptxas placing each weight load (LDG.E.NA.128) beside its FMAs, so about one
 // load per lane is in flight; 36 registers let 48 warps per SM carry the latency instead.
 // Limiter: bytes in flight per SM (Little's law) — 2.3 TB/s on 132 SMs, ~1 TB/s on 36 (README).
-__global__ void __launch_bounds__(256) gemv_kernel(const __grid_constant__ GemvArgs g, int stage) {
+__global__ void __launch_bounds__(256) colocate_gemv_kernel(const __grid_constant__ GemvArgs g, int stage) {
   pd_note_sm(stage);
   const int row = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) >> 5);
   const int lane = threadIdx.x & 31;
@@ -351,7 +351,7 @@ __global__ void __launch_bounds__(256) gemv_kernel(const __grid_constant__ GemvA
 // ---- launchers ---------------------------------------------------------------------------
 static void gemv_launch(const GemvArgs *g, int stage, cudaStream_t s) {
   const int rows = g->accumulate ? g->N : g->n_mats * g->N;
-  gemv_kernel<<<(rows + 7) / 8, 256, 0, s>>>(*g, stage);
+  colocate_gemv_kernel<<<(rows + 7) / 8, 256, 0, s>>>(*g, stage);
   GTL_LAUNCH();
 }
 static unsigned int pd_grid(size_t n) {  // grid-stride kernels: at most 32768 blocks of 256
@@ -510,7 +510,7 @@ static void pd_prefill_chunk(const PdWork *w, int c, cudaStream_t s) {
     pd_gemm_run(w, &w->g_gu, ly->gu, w->pre_xe, w->pre_he, s);
     swiglu_launch<__nv_bfloat16>(w->pre_he, w->pre_ae, rows, PD_STAGE_PREFILL, s);
     pd_gemm_run(w, &w->g_down, ly->down, w->pre_ae, w->pre_ye, s);
-    combine_kernel<<<T, 256, 0, s>>>(w->pre_ye, X, T, off, w->seed ^ PD_SEED_PRE_WEIGHT,
+    colocate_combine_kernel<<<T, 256, 0, s>>>(w->pre_ye, X, T, off, w->seed ^ PD_SEED_PRE_WEIGHT,
                                      pd_prefill_wbase(w, c, l), PD_STAGE_PREFILL);
     GTL_LAUNCH();
   }

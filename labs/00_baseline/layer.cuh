@@ -1,0 +1,414 @@
+// layer.cuh — layer 00 of the lab: the MoE decode step built from every chapter's
+// baseline, as a stage table (labs/moe/frame.cuh) with its kernels. decode.cu runs it;
+// a later layer starts from lab00_ops() and replaces the stages its chapters improve.
+//
+// What it is: a correct, simple GPU decode step — the map every later layer changes.
+//   thread-per-output GEMVs     every GEMV (q/k/v/o, router, experts, lm_head) gives one
+//                               thread one output row and loops it over K: the naive
+//                               starting point before ch08 (whose own baseline is already
+//                               a block per row); adjacent threads read adjacent rows
+//   router on the host          router logits are copied back each layer, softmax + top-k
+//                               run on the CPU (ch06's baseline)
+//   per-expert loop, host sync  the host walks the experts that got tokens: copy the
+//                               expert's token list over and wait, gather its rows, run
+//                               gate/up, down, scatter-add (ch07's and ch15's baselines)
+//   contiguous KV cache         the engine's default: [L][B][H_kv][max_len][head_dim]
+//                               fp32, reserved at the maximum length up front (ch16's
+//                               baseline)
+//   eager launches              12 kernels per layer (14 with q/k norm) plus 4 per active
+//                               expert (ch12's baseline)
+//   bf16 weights, fp32 activations and accumulation; Mixtral and Qwen3-MoE semantics
+//   (gpt-oss's biases, sinks, sliding window, YaRN and clamped SwiGLU are refused).
+#pragma once
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../moe/frame.cuh"
+#include "../moe/reference.h"
+
+constexpr int kLab00Threads = 128;  // every kernel of the layer: blocks of 128 threads
+
+
+// Strategy: thread per element. Limiter: launch latency.
+__global__ void embed_rows_kernel(const __nv_bfloat16 *__restrict__ emb, const int *tok, float *x, int D) {
+  const int d = blockIdx.x * blockDim.x + threadIdx.x;
+  if (d < D) x[(size_t)blockIdx.y * D + d] = __bfloat162float(emb[(size_t)tok[blockIdx.y] * D + d]);
+}
+
+// out[row] = w ⊙ x[row] / sqrt(mean(x[row]²) + eps), rows of n (in place allowed).
+// Strategy: block per row, strided loop, shared-memory tree sum. Limiter: latency.
+__global__ void rmsnorm_blockrow_kernel(const float *x, const __nv_bfloat16 *__restrict__ w, float *out, int n, float eps) {
+  __shared__ float red[kLab00Threads];
+  const float *xr = x + (size_t)blockIdx.x * n;
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < n; i += kLab00Threads) ss += xr[i] * xr[i];
+  red[threadIdx.x] = ss;
+  __syncthreads();
+  for (int s = kLab00Threads / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+    __syncthreads();
+  }
+  const float inv = rsqrtf(red[0] / n + eps);
+  for (int i = threadIdx.x; i < n; i += kLab00Threads)
+    out[(size_t)blockIdx.x * n + i] = __bfloat162float(w[i]) * (xr[i] * inv);
+}
+
+// out[b][n] (+)= Σ_k W[n][k] · in[b][k]. Strategy: thread per output, serial loop over K
+// (adjacent threads read adjacent rows: 32 rows per warp load). Limiter: uncoalesced
+// weight reads, and for N of a few thousand too few threads to fill the GPU.
+__global__ void gemv_threadrow_kernel(const __nv_bfloat16 *__restrict__ W, const float *in, float *out, int N, int K,
+                            int accumulate) {
+  const int n = blockIdx.x * blockDim.x + threadIdx.x;
+  if (n >= N) return;
+  const __nv_bfloat16 *w = W + (size_t)n * K;
+  const float *x = in + (size_t)blockIdx.y * K;
+  float acc = 0.f;
+  for (int k = 0; k < K; k++) acc += __bfloat162float(w[k]) * x[k];
+  float *o = out + (size_t)blockIdx.y * N + n;
+  *o = accumulate ? *o + acc : acc;
+}
+
+// Rotate-half RoPE of q (in place) and k, then K and V of position pos into the cache.
+// Strategy: thread per (row, head, pair i / i + hd/2), angle in double. Limiter: latency.
+__global__ void rope_kv_append_kernel(float *q, const float *k, const float *v, float *kc, float *vc, int H, int H_kv,
+                               int hd, int pos, int max_len, double theta) {
+  const int half = hd / 2, i = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+  if (i >= (H + H_kv) * half) return;
+  const int head = i / half, j = i % half;
+  double sn, cs;
+  sincos(pos * pow(theta, -2.0 * j / hd), &sn, &cs);
+  const float c = (float)cs, s = (float)sn;
+  if (head < H) {
+    float *h = q + ((size_t)b * H + head) * hd;
+    const float x0 = h[j], x1 = h[j + half];
+    h[j] = x0 * c - x1 * s;
+    h[j + half] = x1 * c + x0 * s;
+    return;
+  }
+  const int kh = head - H;
+  const float *kk = k + ((size_t)b * H_kv + kh) * hd, *vv = v + ((size_t)b * H_kv + kh) * hd;
+  const size_t at = (((size_t)b * H_kv + kh) * max_len + pos) * hd;
+  kc[at + j] = kk[j] * c - kk[j + half] * s;
+  kc[at + j + half] = kk[j + half] * c + kk[j] * s;
+  vc[at + j] = vv[j];
+  vc[at + j + half] = vv[j + half];
+}
+
+// scores[b][h][t] = q·K[t] / sqrt(hd), t <= pos. Strategy: thread per score. Limiter: latency.
+__global__ void attn_score_kernel(const float *q, const float *kc, float *scores, int H, int H_kv, int hd,
+                                  int pos, int max_len) {
+  const int t = blockIdx.x * blockDim.x + threadIdx.x, bh = blockIdx.y, b = bh / H, h = bh % H;
+  if (t > pos) return;
+  const float *qq = q + (size_t)bh * hd, *kk = kc + (((size_t)b * H_kv + h / (H / H_kv)) * max_len + t) * hd;
+  float s = 0.f;
+  for (int d = 0; d < hd; d++) s += qq[d] * kk[d];
+  scores[(size_t)bh * max_len + t] = s * rsqrtf((float)hd);
+}
+
+// Softmax over t <= pos of each (b, h) row. Strategy: thread per row, three serial passes.
+__global__ void attn_softmax_kernel(float *scores, int rows, int n, int max_len) {
+  const int r = blockIdx.x * blockDim.x + threadIdx.x;
+  if (r >= rows) return;
+  float *s = scores + (size_t)r * max_len, mx = -INFINITY, sum = 0.f;
+  for (int t = 0; t < n; t++) mx = fmaxf(mx, s[t]);
+  for (int t = 0; t < n; t++) sum += (s[t] = __expf(s[t] - mx));
+  for (int t = 0; t < n; t++) s[t] /= sum;
+}
+
+// att[b][h][d] = Σ_t p[t] · V[t][d]. Strategy: thread per output, serial loop over t.
+__global__ void attn_av_kernel(const float *scores, const float *vc, float *att, int H, int H_kv, int hd,
+                               int pos, int max_len) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+  if (i >= H * hd) return;
+  const int h = i / hd, d = i % hd;
+  const float *p = scores + ((size_t)b * H + h) * max_len;
+  const float *vv = vc + (((size_t)b * H_kv + h / (H / H_kv)) * max_len) * hd + d;
+  float acc = 0.f;
+  for (int t = 0; t <= pos; t++) acc += p[t] * vv[(size_t)t * hd];
+  att[(size_t)b * H * hd + i] = acc;
+}
+
+// xs[i] = xn[idx[i]]. Strategy: thread per element. Limiter: latency.
+__global__ void expert_gather_kernel(const float *xn, const int *idx, float *xs, int D) {
+  const int d = blockIdx.x * blockDim.x + threadIdx.x;
+  if (d < D) xs[(size_t)blockIdx.y * D + d] = xn[(size_t)idx[blockIdx.y] * D + d];
+}
+
+// h[i][f] = silu(Wg[f]·xs[i]) · (Wu[f]·xs[i]). Strategy: thread per output, two serial dots.
+__global__ void expert_swiglu_up_kernel(const __nv_bfloat16 *__restrict__ Wg, const __nv_bfloat16 *__restrict__ Wu,
+                                 const float *xs, float *h, int F, int D) {
+  const int f = blockIdx.x * blockDim.x + threadIdx.x;
+  if (f >= F) return;
+  const __nv_bfloat16 *g = Wg + (size_t)f * D, *u = Wu + (size_t)f * D;
+  const float *x = xs + (size_t)blockIdx.y * D;
+  float a = 0.f, c = 0.f;
+  for (int k = 0; k < D; k++) {
+    a += __bfloat162float(g[k]) * x[k];
+    c += __bfloat162float(u[k]) * x[k];
+  }
+  h[(size_t)blockIdx.y * F + f] = a / (1.f + __expf(-a)) * c;
+}
+
+// x[idx[i]] += wt[i] · ys[i] (a token appears once per expert: no races). Thread per element.
+__global__ void expert_combine_kernel(const float *ys, const int *idx, const float *wt, float *x, int D) {
+  const int d = blockIdx.x * blockDim.x + threadIdx.x;
+  if (d < D) x[(size_t)idx[blockIdx.y] * D + d] += wt[blockIdx.y] * ys[(size_t)blockIdx.y * D + d];
+}
+
+// The layer's own buffers (the engine owns the activations and the KV cache).
+typedef struct {
+  float *d_scores;            // [B][H][max_len] attention probabilities
+  float *h_router;            // [B][E] router logits, pinned
+  int *d_idx, *h_idx;         // [E][B] each expert's token list (device, pinned host)
+  float *d_wt, *h_wt;         // [E][B] each token's weight for that expert
+  int *h_cnt;                 // [E] tokens per expert
+  int *active, n_active;      // experts with tokens, ascending: the plan's groups
+  float *d_xs, *d_h, *d_ys;   // [B][D] gathered rows, [B][F] expert hidden, [B][D] expert out
+} Lab00;
+
+static inline dim3 lab00_grid(int n, int rows) {
+  return dim3((unsigned)((n + kLab00Threads - 1) / kLab00Threads), (unsigned)rows);
+}
+
+// out[b][n] (+)= W[n] · in[b] for b < rows, W bf16 [N][K], in/out fp32 (one thread per row).
+static inline void lab00_gemv(const Engine *e, const __nv_bfloat16 *W, const float *in, float *out, int N, int K,
+                       int rows, int accumulate) {
+  gemv_threadrow_kernel<<<lab00_grid(N, rows), kLab00Threads, 0, e->s>>>(W, in, out, N, K, accumulate);
+  GTL_LAUNCH();
+}
+
+static inline void lab00_rmsnorm(const Engine *e, const float *x, const __nv_bfloat16 *w, float *out, int rows, int n) {
+  rmsnorm_blockrow_kernel<<<rows, kLab00Threads, 0, e->s>>>(x, w, out, n, (float)e->cfg.rms_eps);
+  GTL_LAUNCH();
+}
+
+// Refuse what this layer does not compute (the frame's configure hook).
+static inline int lab00_configure(Engine *e, char *err, size_t n) {
+  const MoeConfig *c = &e->cfg;
+  if (c->E > 4096 || c->top_k > 64) {  // lab00_topk's stack arrays
+    snprintf(err, n, "routes at most 4096 experts, top_k <= 64 (model: %d, %d)", c->E, c->top_k);
+    return -1;
+  }
+  if (c->attn_bias || c->attn_sinks || c->router_bias || c->expert_bias || c->act != MOE_ACT_SILU ||
+      c->rope_type != MOE_ROPE_DEFAULT || c->n_layer_types) {
+    snprintf(err, n, "%s uses gpt-oss semantics (biases, sinks, YaRN, clamped SwiGLU), which this layer "
+             "does not compute; --preset=gptoss20b_mixtral has the same shapes", c->name);
+    return -1;
+  }
+  if (c->sliding_window && e->kv.max_len > c->sliding_window) {
+    snprintf(err, n, "context %d exceeds the model's sliding_window %lld (not supported)", e->kv.max_len,
+             (long long)c->sliding_window);
+    return -1;
+  }
+  return 0;
+}
+
+static inline void lab00_setup(Engine *e) {
+  const MoeConfig *c = &e->cfg;
+  const size_t B = (size_t)e->B;
+  Lab00 *p = (Lab00 *)calloc(1, sizeof(Lab00));
+  p->d_scores = (float *)gtl_malloc(B * c->H * e->kv.max_len * 4, "attention scores");
+  p->h_router = (float *)gtl_malloc_pinned(B * c->E * 4, "router logits (host)");
+  p->d_idx = (int *)gtl_malloc(B * c->E * 4, "expert token lists");
+  p->h_idx = (int *)gtl_malloc_pinned(B * c->E * 4, "expert token lists (host)");
+  p->d_wt = (float *)gtl_malloc(B * c->E * 4, "expert weights");
+  p->h_wt = (float *)gtl_malloc_pinned(B * c->E * 4, "expert weights (host)");
+  p->h_cnt = (int *)calloc((size_t)c->E, sizeof(int));
+  p->active = (int *)calloc((size_t)c->E, sizeof(int));
+  p->d_xs = (float *)gtl_malloc(B * c->D * 4, "gathered rows");
+  p->d_h = (float *)gtl_malloc(B * c->F * 4, "expert hidden");
+  p->d_ys = (float *)gtl_malloc(B * c->D * 4, "expert out");
+  e->layer = p;
+}
+
+static inline void lab00_teardown(Engine *e) {
+  Lab00 *p = (Lab00 *)e->layer;
+  void *d[] = {p->d_scores, p->d_idx, p->d_wt, p->d_xs, p->d_h, p->d_ys};
+  for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) GTL_CUDA(cudaFree(d[i]));
+  GTL_CUDA(cudaFreeHost(p->h_router));
+  GTL_CUDA(cudaFreeHost(p->h_idx));
+  GTL_CUDA(cudaFreeHost(p->h_wt));
+  free(p->h_cnt);
+  free(p->active);
+  free(p);
+}
+
+// ---- stages ------------------------------------------------------------------------------
+static inline void lab00_embed(Engine *e, int) {
+  embed_rows_kernel<<<lab00_grid(e->cfg.D, e->B), kLab00Threads, 0, e->s>>>(engine_w(e, MOE_EMBED, 0, 0),
+                                                                            e->a.d_tok, e->a.d_x, e->cfg.D);
+  GTL_LAUNCH();
+}
+
+static inline void lab00_qkv(Engine *e, int l) {
+  const MoeConfig *c = &e->cfg;
+  const int B = e->B, hd = c->head_dim;
+  lab00_rmsnorm(e, e->a.d_x, engine_w(e, MOE_ATTN_NORM, l, 0), e->a.d_xn, B, c->D);
+  lab00_gemv(e, engine_w(e, MOE_Q, l, 0), e->a.d_xn, e->a.d_q, c->H * hd, c->D, B, 0);
+  lab00_gemv(e, engine_w(e, MOE_K, l, 0), e->a.d_xn, e->a.d_k, c->H_kv * hd, c->D, B, 0);
+  lab00_gemv(e, engine_w(e, MOE_V, l, 0), e->a.d_xn, e->a.d_v, c->H_kv * hd, c->D, B, 0);
+  if (c->qk_norm) {  // Qwen3-MoE: each head normalized over head_dim before RoPE
+    lab00_rmsnorm(e, e->a.d_q, engine_w(e, MOE_Q_NORM, l, 0), e->a.d_q, B * c->H, hd);
+    lab00_rmsnorm(e, e->a.d_k, engine_w(e, MOE_K_NORM, l, 0), e->a.d_k, B * c->H_kv, hd);
+  }
+}
+
+static inline void lab00_rope(Engine *e, int l) {
+  const MoeConfig *c = &e->cfg;
+  float *kc = (float *)e->kv.k + engine_kv_layer(e, l), *vc = (float *)e->kv.v + engine_kv_layer(e, l);
+  rope_kv_append_kernel<<<lab00_grid((c->H + c->H_kv) * c->head_dim / 2, e->B), kLab00Threads, 0, e->s>>>(
+      e->a.d_q, e->a.d_k, e->a.d_v, kc, vc, c->H, c->H_kv, c->head_dim, e->pos, e->kv.max_len, c->rope_theta);
+  GTL_LAUNCH();
+}
+
+static inline void lab00_attend(Engine *e, int l) {
+  const MoeConfig *c = &e->cfg;
+  Lab00 *p = (Lab00 *)e->layer;
+  const int B = e->B, hd = c->head_dim, n = e->pos + 1, max_len = e->kv.max_len;
+  const float *kc = (const float *)e->kv.k + engine_kv_layer(e, l), *vc = (const float *)e->kv.v + engine_kv_layer(e, l);
+  attn_score_kernel<<<lab00_grid(n, B * c->H), kLab00Threads, 0, e->s>>>(e->a.d_q, kc, p->d_scores, c->H, c->H_kv,
+                                                                         hd, e->pos, max_len);
+  GTL_LAUNCH();
+  attn_softmax_kernel<<<(B * c->H + kLab00Threads - 1) / kLab00Threads, kLab00Threads, 0, e->s>>>(p->d_scores,
+                                                                                                 B * c->H, n, max_len);
+  GTL_LAUNCH();
+  attn_av_kernel<<<lab00_grid(c->H * hd, B), kLab00Threads, 0, e->s>>>(p->d_scores, vc, e->a.d_att, c->H, c->H_kv,
+                                                                       hd, e->pos, max_len);
+  GTL_LAUNCH();
+}
+
+static inline void lab00_out(Engine *e, int l) {  // x += Wo att
+  const MoeConfig *c = &e->cfg;
+  lab00_gemv(e, engine_w(e, MOE_O, l, 0), e->a.d_att, e->a.d_x, c->D, c->H * c->head_dim, e->B, 1);
+}
+
+static inline void lab00_router(Engine *e, int l) {
+  const MoeConfig *c = &e->cfg;
+  lab00_rmsnorm(e, e->a.d_x, engine_w(e, MOE_FFN_NORM, l, 0), e->a.d_xn, e->B, c->D);
+  lab00_gemv(e, engine_w(e, MOE_ROUTER, l, 0), e->a.d_xn, e->a.d_router, c->E, c->D, e->B, 0);
+}
+
+/** Each expert's token list on the host (Lab00.h_idx/h_wt/h_cnt/active) from the per-token
+ *  top-k on the host (EngineActs.h_topk_idx/_w [B][top_k]), tokens in order. For a layer
+ *  that keeps 00's per-expert loop but routes its own way. */
+static inline void lab00_expert_lists(Engine *e) {
+  const MoeConfig *c = &e->cfg;
+  Lab00 *p = (Lab00 *)e->layer;
+  memset(p->h_cnt, 0, sizeof(int) * c->E);
+  for (int b = 0; b < e->B; b++)
+    for (int j = 0; j < c->top_k; j++) {
+      const int x = e->a.h_topk_idx[(size_t)b * c->top_k + j], n = p->h_cnt[x]++;
+      p->h_idx[(size_t)x * e->B + n] = b;
+      p->h_wt[(size_t)x * e->B + n] = e->a.h_topk_w[(size_t)b * c->top_k + j];
+    }
+  p->n_active = 0;
+  for (int x = 0; x < c->E; x++)
+    if (p->h_cnt[x]) p->active[p->n_active++] = x;
+}
+
+// The router on the host: logits back (a synchronize), softmax + top-k per token in
+// double (moe_route, the CPU reference's), then each expert's token list.
+static inline void lab00_topk(Engine *e, int) {
+  const MoeConfig *c = &e->cfg;
+  Lab00 *p = (Lab00 *)e->layer;
+  GTL_CUDA(cudaMemcpyAsync(p->h_router, e->a.d_router, sizeof(float) * e->B * c->E, cudaMemcpyDeviceToHost, e->s));
+  GTL_CUDA(cudaStreamSynchronize(e->s));
+  double logits[4096], w[64];
+  int idx[64];
+  for (int b = 0; b < e->B; b++) {
+    for (int x = 0; x < c->E; x++) logits[x] = p->h_router[(size_t)b * c->E + x];
+    moe_route(logits, c->E, c->top_k, c->norm_topk_prob, idx, w);
+    for (int j = 0; j < c->top_k; j++) {
+      e->a.h_topk_idx[(size_t)b * c->top_k + j] = idx[j];
+      e->a.h_topk_w[(size_t)b * c->top_k + j] = (float)w[j];
+    }
+  }
+  lab00_expert_lists(e);
+}
+
+// One group per expert with tokens (the host loop); counts the experts read.
+static inline int lab00_experts_plan(Engine *e, int) {
+  Lab00 *p = (Lab00 *)e->layer;
+  e->experts_read += p->n_active;
+  e->experts_read_n += 1;
+  return p->n_active;
+}
+
+// Expert active[g]'s token list over, a synchronize (the per-expert host sync), its rows gathered.
+static inline void lab00_dispatch(Engine *e, int, int g) {
+  Lab00 *p = (Lab00 *)e->layer;
+  const int x = p->active[g], n = p->h_cnt[x];
+  GTL_CUDA(cudaMemcpyAsync(p->d_idx + (size_t)x * e->B, p->h_idx + (size_t)x * e->B, sizeof(int) * n,
+                           cudaMemcpyHostToDevice, e->s));
+  GTL_CUDA(cudaMemcpyAsync(p->d_wt + (size_t)x * e->B, p->h_wt + (size_t)x * e->B, sizeof(float) * n,
+                           cudaMemcpyHostToDevice, e->s));
+  GTL_CUDA(cudaStreamSynchronize(e->s));
+  expert_gather_kernel<<<lab00_grid(e->cfg.D, n), kLab00Threads, 0, e->s>>>(e->a.d_xn, p->d_idx + (size_t)x * e->B,
+                                                                            p->d_xs, e->cfg.D);
+  GTL_LAUNCH();
+}
+
+static inline void lab00_expert_up(Engine *e, int l, int g) {
+  const MoeConfig *c = &e->cfg;
+  Lab00 *p = (Lab00 *)e->layer;
+  const int x = p->active[g];
+  expert_swiglu_up_kernel<<<lab00_grid(c->F, p->h_cnt[x]), kLab00Threads, 0, e->s>>>(
+      engine_w(e, MOE_GATE, l, x), engine_w(e, MOE_UP, l, x), p->d_xs, p->d_h, c->F, c->D);
+  GTL_LAUNCH();
+}
+
+static inline void lab00_expert_down(Engine *e, int l, int g) {
+  const MoeConfig *c = &e->cfg;
+  Lab00 *p = (Lab00 *)e->layer;
+  const int x = p->active[g];
+  lab00_gemv(e, engine_w(e, MOE_DOWN, l, x), p->d_h, p->d_ys, c->D, c->F, p->h_cnt[x], 0);
+}
+
+static inline void lab00_combine(Engine *e, int, int g) {
+  Lab00 *p = (Lab00 *)e->layer;
+  const int x = p->active[g];
+  expert_combine_kernel<<<lab00_grid(e->cfg.D, p->h_cnt[x]), kLab00Threads, 0, e->s>>>(
+      p->d_ys, p->d_idx + (size_t)x * e->B, p->d_wt + (size_t)x * e->B, e->a.d_x, e->cfg.D);
+  GTL_LAUNCH();
+}
+
+static inline void lab00_logits(Engine *e, int) {
+  const MoeConfig *c = &e->cfg;
+  lab00_rmsnorm(e, e->a.d_x, engine_w(e, MOE_FINAL_NORM, 0, 0), e->a.d_xn, e->B, c->D);
+  lab00_gemv(e, engine_w(e, MOE_LM_HEAD, 0, 0), e->a.d_xn, e->a.d_logits, c->V, c->D, e->B, 0);
+}
+
+/** Layer 00's table: every stage above, the host sampler, the engine's default fp32
+ *  contiguous KV cache, bf16 tolerances (rel_l2 < 1e-2, top-1 >= 99%), eager. */
+static inline LayerOps lab00_ops(void) {
+  LayerOps o;
+  memset(&o, 0, sizeof o);
+  o.target = "labs/00_baseline";
+  o.adds = "adds: every chapter's baseline (thread-per-output GEMVs, host router, per-expert host loop with a "
+           "sync, contiguous fp32 KV, eager launches)";
+  o.default_preset = "gptoss20b_mixtral";
+  o.dtype = "bf16";
+  o.tol_rel_l2 = 1e-2;
+  o.tol_top1 = 0.99;
+  o.expert_fmt = o.dense_fmt = MOE_WF_BF16;
+  o.kv_bytes = 2;  // the model's bf16 KV, whatever this layer stores (the same bytes for every layer)
+  o.configure = lab00_configure;
+  o.setup = lab00_setup;
+  o.teardown = lab00_teardown;
+  o.embed = lab00_embed;
+  o.qkv = lab00_qkv;
+  o.rope = lab00_rope;
+  o.attend = lab00_attend;
+  o.out = lab00_out;
+  o.router = lab00_router;
+  o.topk = lab00_topk;
+  o.experts_plan = lab00_experts_plan;
+  o.dispatch = lab00_dispatch;
+  o.expert_up = lab00_expert_up;
+  o.expert_down = lab00_expert_down;
+  o.combine = lab00_combine;
+  o.logits = lab00_logits;
+  return o;
+}
