@@ -36,6 +36,20 @@ __device__ __forceinline__ bool router_before(float va, int ia, float vb, int ib
   return va > vb || (va == vb && ia < ib);
 }
 
+// The warp's best (value, index) under router_before, left in every lane: each lane
+// offers its candidate, 5 xor-butterfly steps carry the (value, index) pairs.
+__device__ __forceinline__ void router_warp_best(float &bv, int &bi) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
+    const int oi = __shfl_xor_sync(0xffffffffu, bi, off);
+    if (router_before(ov, oi, bv, bi)) {
+      bv = ov;
+      bi = oi;
+    }
+  }
+}
+
 // Strategy: warp per token, logits in registers, shuffle max/sum, top_k rounds of a
 // shuffle argmax. Limiter: latency (launch, one DRAM/L2 load, a chain of dependent
 // shuffles), not bandwidth: 32 KB in at T=64.
@@ -95,15 +109,7 @@ __global__ void __launch_bounds__(kRouterWarpsPerBlock * 32)
         bv = x[i];
         bi = lane * V + i;
       }
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-      const float ov = __shfl_xor_sync(full, bv, off);
-      const int oi = __shfl_xor_sync(full, bi, off);
-      if (router_before(ov, oi, bv, bi)) {
-        bv = ov;
-        bi = oi;
-      }
-    }
+    router_warp_best(bv, bi);
     sel_v[j] = bv;
     sel_i[j] = bi;
     if (bi / V == lane) taken |= 1u << (bi - lane * V);
@@ -210,15 +216,7 @@ __global__ void __launch_bounds__(kRouterWarpsPerBlock * 32)
         bi = ex;
       }
     }
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-      const float ov = __shfl_xor_sync(full, bv, off);
-      const int oi = __shfl_xor_sync(full, bi, off);
-      if (router_before(ov, oi, bv, bi)) {
-        bv = ov;
-        bi = oi;
-      }
-    }
+    router_warp_best(bv, bi);
     if ((bi & 31) == lane) taken |= 1u << (bi >> 5);
     if (lane == j) {
       my_i = bi;

@@ -50,6 +50,11 @@ for layer in tests/lab_layers/*.cu; do
   compile "every header + the frame + $layer" "$tmp/together$i.cu"
 done
 
+# The override shown in labs/README.md compiles as written (its includes made absolute).
+sed -n '/^```c$/,/^```$/p' labs/README.md | sed '1d;$d' | sed "s|\"\\.\\./\\.\\./|\"$PWD/|" > "$tmp/readme_layer.cu"
+if [ -s "$tmp/readme_layer.cu" ]; then compile "labs/README.md's example layer" "$tmp/readme_layer.cu"
+else bad "labs/README.md: no c code block"; fi
+
 # Every __global__ function name of the project's sources, once.
 dups=$(python3 - <<'PY'
 import glob, re

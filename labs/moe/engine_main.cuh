@@ -276,6 +276,10 @@ static inline int engine_main(int argc, char **argv, const LayerOps *ops) {
   e->top_p = top_p;
   e->kv.max_len = (int)(prompt + gen + stage_steps > check ? prompt + gen + stage_steps : check);
   if (ops->configure && ops->configure(e, err, sizeof err)) gtl_usage_fail(ctx, "%s: %s", target, err);
+  if (ops->graph) {  // the table has the field; replaying the step as a graph is layer 04's work
+    fprintf(stderr, "error: %s: LayerOps.graph = 1, but the engine does not replay graphs yet\n", target);
+    return GTL_EXIT_RUNTIME;
+  }
   ctx->args.iters = (int)(gen - 1 - warmup);  // the timed decode steps, for the report
 
   gtl_open(ctx);
