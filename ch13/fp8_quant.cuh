@@ -36,9 +36,11 @@
 #define FP8_QUANT_UNROLL 4         // independent 16-byte loads in flight per thread
 
 // The scale state of one tensor, in device memory. The GEMM reads scale_inv.
+// scale_inv comes first: a pointer to it is the GEMM's scale pointer, and at offset 0 it
+// keeps cudaMalloc's 256-byte alignment.
 typedef struct {
-  float scale;            // quantize: q = RNE_satfinite(x · scale)
   float scale_inv;        // 1 / the scale the last quantization used: the GEMM's dequant factor
+  float scale;            // quantize: q = RNE_satfinite(x · scale)
   float amax;             // max |x| seen by the last launch
   unsigned history_pos;   // delayed: next slot of the amax history ring
   unsigned blocks_done;   // grid-completion counter; every launch leaves it at 0

@@ -92,7 +92,8 @@ static const char *lt_gemm_plan(LtGemm *g, const LtShape *s, cudaDataType_t in, 
                                               &d_scale_w, sizeof d_scale_w));
     GTL_CUBLAS(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
                                               &d_scale_x, sizeof d_scale_x));
-    GTL_CUBLAS(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fa, sizeof fa));
+    if (fa)  // default 0: partial sums are promoted to fp32 periodically (as ch02/ceilings ran)
+      GTL_CUBLAS(cublasLtMatmulDescSetAttribute(g->op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fa, sizeof fa));
   }
   GTL_CUBLAS(cublasLtMatrixLayoutCreate(&g->lw, in, s->K, s->N, s->K));
   GTL_CUBLAS(cublasLtMatrixLayoutCreate(&g->lx, in, s->K, s->M, s->K));
@@ -111,17 +112,21 @@ static const char *lt_gemm_plan(LtGemm *g, const LtShape *s, cudaDataType_t in, 
   // fp8: C = NULL first (as PyTorch's scaled_mm passes it), then C = Y; bf16 the other way.
   const void *c_try[2] = {in == CUDA_R_8F_E4M3 ? NULL : Y, in == CUDA_R_8F_E4M3 ? Y : NULL};
   const float alpha = 1.0f, beta = 0.0f;
+  cublasStatus_t refused = CUBLAS_STATUS_SUCCESS;
   for (int t = 0; t < 2 && hs == CUBLAS_STATUS_SUCCESS; t++)
     for (int k = 0; k < found; k++) {
-      if (cublasLtMatmul(g->lt, g->op, &alpha, W, g->lw, X, g->lx, &beta, c_try[t], g->ly, Y,
-                         g->ly, &heur[k].algo, g->ws, LT_WORKSPACE_BYTES, st) == CUBLAS_STATUS_SUCCESS) {
+      refused = cublasLtMatmul(g->lt, g->op, &alpha, W, g->lw, X, g->lx, &beta, c_try[t], g->ly, Y,
+                               g->ly, &heur[k].algo, g->ws, LT_WORKSPACE_BYTES, st);
+      if (refused == CUBLAS_STATUS_SUCCESS) {
         g->algo = heur[k].algo;
         g->C = c_try[t];
         return NULL;
       }
     }
   snprintf(why, sizeof why, "cuBLASLt has no algorithm for this %s GEMM on this GPU (heuristic: %s, "
-           "%d found)", in == CUDA_R_8F_E4M3 ? "fp8 e4m3" : "bf16", cublasGetStatusName(hs), found);
+           "%d found; cublasLtMatmul: %s; CUBLASLT_LOG_LEVEL=2 says why)",
+           in == CUDA_R_8F_E4M3 ? "fp8 e4m3" : "bf16", cublasGetStatusName(hs), found,
+           cublasGetStatusName(refused));
   return why;
 }
 
