@@ -32,7 +32,7 @@ run mini 40 "$d" --model=/tmp/mini_ckpt --prompt=16 --gen=4
 h=$(grep -o '"logits_hash":"[0-9a-f]*"' "$out/mini.log" | sed -n '1p;3p' | sort -u | wc -l)
 echo "== mini: --preset=mini and --model=<written mini> logits_hash: $([ "$h" = 1 ] && echo same || echo DIFFERENT)" | tee -a "$out/mini.log"
 run memcheck 90 compute-sanitizer --tool memcheck --leak-check full "$d" --preset=mini --batch=3 --prompt=12 --gen=6 --check=12 --check-rows=3 --stage-steps=2
-run gptoss_b1 150 "$d" --preset=gptoss20b
-run gptoss_b64 150 "$d" --preset=gptoss20b --batch=64 --prompt=32 --gen=8
+run gptoss_b1 150 "$d" --preset=gptoss20b_mixtral
+run gptoss_b64 150 "$d" --preset=gptoss20b_mixtral --batch=64 --prompt=32 --gen=8
 run hf_check 150 python3 labs/moe/hf_check.py --decode "$d" --summary "$out/hf_check.json"
 echo "run_device.sh: done in ${SECONDS}s"
