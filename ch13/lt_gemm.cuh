@@ -124,7 +124,7 @@ static const char *lt_gemm_plan(LtGemm *g, const LtShape *s, cudaDataType_t in, 
       }
     }
   snprintf(why, sizeof why, "cuBLASLt has no algorithm for this %s GEMM on this GPU (heuristic: %s, "
-           "%d found; cublasLtMatmul: %s; CUBLASLT_LOG_LEVEL=2 says why)",
+           "%d found; cublasLtMatmul: %s; CUBLASLT_LOG_LEVEL=1 prints why)",
            in == CUDA_R_8F_E4M3 ? "fp8 e4m3" : "bf16", cublasGetStatusName(hs), found,
            cublasGetStatusName(refused));
   return why;
