@@ -34,8 +34,8 @@
 // The quantization error itself (Y vs the bf16-input reference). RNE to 3 mantissa bits
 // leaves a relative error of RMS 2^-3/sqrt(12)·sqrt(E[1/m^2]) ≈ 0.026 per element (m the
 // significand, uniform in [1, 2)); a product carries two, so rel_l2 ≈ 0.036 for these
-// inputs. 5e-2 passes that and fails an unscaled quantization (W's values sit below E4M3's
-// smallest normal, 2^-6, and lose most of their bits).
+// inputs. 5e-2 passes that; it is there for a missing scale (most of W, |w| < 1/sqrt(K),
+// lies below E4M3's smallest normal, 2^-6, and would lose most of its bits).
 static const GtlTol QUANT_TOL = {5e-2, 0.5, 0.5};
 
 typedef struct {
