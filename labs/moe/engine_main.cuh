@@ -32,7 +32,7 @@ static inline int engine_generate(Engine *e, const EngineRun *run, GtlResult *r)
     engine_step(e, 1);
   }
   engine_sample(e, &sm, 0);
-  if (e->ops.sample) GTL_CUDA(cudaStreamSynchronize(e->s));  // h_tok is rewritten only by the host path
+  if (e->ops.sample) GTL_CUDA(cudaStreamSynchronize(e->s));  // prefill_s includes the GPU work (the host path waited in engine_sample)
   clock_gettime(CLOCK_MONOTONIC, &t1);
   const double prefill_s = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
 
@@ -275,7 +275,7 @@ static inline int engine_main(int argc, char **argv, const LayerOps *ops) {
   e->temperature = temperature;
   e->top_p = top_p;
   e->kv.max_len = (int)(prompt + gen + stage_steps > check ? prompt + gen + stage_steps : check);
-  if (ops->configure && ops->configure(e, err, sizeof err)) gtl_usage_fail(ctx, "%s: %s", target, err);
+  if (ops->configure && ops->configure(e, err, sizeof err)) gtl_usage_fail(ctx, "%s", err);
   if (ops->graph) {  // the table has the field; replaying the step as a graph is layer 04's work
     fprintf(stderr, "error: %s: LayerOps.graph = 1, but the engine does not replay graphs yet\n", target);
     return GTL_EXIT_RUNTIME;
