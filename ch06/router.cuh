@@ -132,11 +132,11 @@ static void router_ties(const float *x, const int32_t *ref_idx, int64_t T, int64
 
 // Indices: exact against the reference, except that among exactly equal logits (hence
 // exactly equal probabilities) any member of the tie set is accepted at that place
-// (DESIGN.md section 2: "indices exact, ties compared as sets"). An output index is
+// (the project's rule for indices: exact, with ties compared as sets). An output index is
 // accepted at place j when it is an expert, not already output at an earlier place of
 // the same token, and its logit equals that of the reference's j-th expert; *n_tie_alt
 // counts places where such an alternative (not the lower index) was output.
-// Weights: DESIGN.md's fp32 tolerance (gtl_tol_for(GTL_FP32): rel_l2 1e-6, element
+// Weights: the project's fp32 tolerance (gtl_tol_for(GTL_FP32): rel_l2 1e-6, element
 // rtol 1e-5) against the double reference; a tie alternative has the same weight.
 static void router_validate(const float *x, int64_t T, int64_t E, int64_t k,
                             const int32_t *ref_idx, const double *ref_w, const int32_t *out_idx,

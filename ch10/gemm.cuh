@@ -15,7 +15,7 @@
 // the tensor cores, reported against the measured bf16 GEMM ceiling.
 //
 // Reference: cuBLAS cublasGemmEx on the same bf16 inputs with CUBLAS_COMPUTE_32F and an
-// fp32 output (DESIGN.md section 2: cuBLAS with FP32 compute for GEMM-sized work), so
+// fp32 output (the project's reference for GEMM-sized work: cuBLAS with FP32 compute), so
 // only the kernel's bf16 output rounding and its summation order differ. cuBLAS with a
 // bf16 output — the library's answer to the same problem — is timed in the same run:
 // its median is ref_median_ms and pct_of_cublas = 100 · cuBLAS median / kernel median.

@@ -727,7 +727,7 @@ static int step_main(int argc, char **argv, const char *variant, const char *str
     // differs. Worst case per dot product of length K is gamma_K = K·u (Higham, Accuracy
     // and Stability of Numerical Algorithms, 2nd ed., §3.1; u = 2^-24), 1.2e-4 at K = 2048;
     // ~8 such reductions in series per layer plus the head (L = 4) bound the logits near
-    // 4e-3, inside DESIGN.md's bf16 starting tolerance (rel_l2 5e-3), which we apply.
+    // 4e-3, inside the project's bf16 starting tolerance (rel_l2 5e-3), which we apply.
     // The typical error (sqrt(K)·u per op) is ~1e-5.
     gtl_compare(out, ref, STEP_V, gtl_tol_for(GTL_BF16), &r.err);
     int ok = r.err.pass;
@@ -738,7 +738,7 @@ static int step_main(int argc, char **argv, const char *variant, const char *str
     for (int i = 0; i < STEP_V; i++)
       if (i != top1 && (top2 < 0 || ref[i] > ref[top2])) top2 = i;
     // A device token whose reference logit ties the best within the measured error is a
-    // tie, compared as a set (DESIGN.md section 2).
+    // tie, compared as a set (the project's rule for indices).
     const int top1_ok = next == top1 || (next >= 0 && next < STEP_V &&
                                           ref[top1] - ref[next] <= 2 * r.err.max_abs);
     for (int l = 0; l < L; l++) {

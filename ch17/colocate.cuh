@@ -52,7 +52,7 @@
 // Higham, "Accuracy and Stability of Numerical Algorithms", §3.1: |error| <= γ_K Σ|w||x|,
 // γ_K ≈ K·2^-24 = 2.4e-4 worst case, ~√K·2^-24 typical — bound rel_l2 1e-4); three tokens
 // of the first and of the last prefill chunk, rounded to bf16 where the GPU stores bf16
-// (DESIGN.md's bf16 tolerance, rel_l2 5e-3).
+// (the project's bf16 tolerance, rel_l2 5e-3).
 #pragma once
 #include <cublasLt.h>  // before gauntlet.h, so that check.h defines GTL_CUBLAS
 #include <cuda_bf16.h>

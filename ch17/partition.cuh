@@ -13,7 +13,7 @@
 //   cuGreenCtxStreamCreate(&stream, gctx, CU_STREAM_NON_BLOCKING, 0)
 // Work enqueued on such a stream (runtime <<<>>> launches, cuBLASLt, events: ch17 checks
 // with %smid) runs on that partition's SMs only; graphs captured across two partition
-// streams keep each kernel on its partition (DESIGN.md section 4). Both partitions share the
+// streams are expected to keep each kernel on its partition (not measured here). Both partitions share the
 // rest of the GPU: HBM bandwidth, the L2, the copy engines — green contexts split SMs only.
 //
 // The group is aligned to the GPU's co-scheduling step (8 SMs on Hopper: 132 = 96 + 36);
@@ -21,7 +21,7 @@
 // clusters may not fit it), so put the stage that uses clusters (cuBLAS's Hopper GEMMs) in
 // the group.
 //
-// No -lcuda (DESIGN.md section 1): every cu* function comes through
+// No -lcuda (the project links only the runtime): every cu* function comes through
 // cudaGetDriverEntryPointByVersion, so the program starts on machines without a driver;
 // <cuda.h> is included for its types only.
 #pragma once
