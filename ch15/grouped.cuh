@@ -70,7 +70,7 @@ __device__ __forceinline__ void moe_mma_bf16(float d[4], const unsigned a[4], un
 // Element offset of 16-byte chunk `chunk` of row `row` in a [rows][64] bf16 stage. A row is
 // 128 B, all 32 banks; XOR-ing the chunk with row % 8 spreads the same chunk of 8
 // consecutive rows (one 8x8 ldmatrix matrix) over 8 bank groups: no conflicts.
-__device__ __forceinline__ int moe_swz(int row, int chunk) {
+__host__ __device__ __forceinline__ int moe_swz(int row, int chunk) {
   return row * moe_grouped::BK + ((chunk ^ (row & 7)) << 3);
 }
 
@@ -81,7 +81,7 @@ struct MoeTile {
 // Work item w of the launch. Items are numbered expert by expert; inside an expert, n-tile
 // major and m-tile minor, so the m-tiles that share a weight tile run side by side in the
 // same wave and the second one finds it in L2.
-__device__ __forceinline__ MoeTile moe_tile_of(int w, const int32_t *__restrict__ offsets,
+__host__ __device__ __forceinline__ MoeTile moe_tile_of(int w, const int32_t *__restrict__ offsets,
                                                const int32_t *__restrict__ tile_start, int E,
                                                int n_tiles, int bm) {
   int lo = 0, hi = E - 1;  // the last expert whose first item is <= w (empty ones skipped)
@@ -94,7 +94,7 @@ __device__ __forceinline__ MoeTile moe_tile_of(int w, const int32_t *__restrict_
   MoeTile t;
   t.e = lo;
   t.row0 = offsets[lo] + (local % mt) * bm;
-  t.rows = min(bm, offsets[lo + 1] - t.row0);
+  t.rows = offsets[lo + 1] - t.row0 < bm ? offsets[lo + 1] - t.row0 : bm;
   t.n0 = (local / mt) * moe_grouped::BN;
   return t;
 }
