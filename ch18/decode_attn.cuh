@@ -364,8 +364,10 @@ __global__ void __launch_bounds__(128)
       __floats2bfloat162_rn(acc0 / den, acc1 / den);
 }
 
-// CTAs of attn_splitkv_gqa_kernel resident per SM (also raises the kernels' dynamic
-// shared-memory limit to ATTN_SMEM_BYTES; call once before the first launch).
+// CTAs of attn_splitkv_gqa_kernel resident per SM, from the occupancy calculator. It also
+// raises the kernels' dynamic shared-memory limit to ATTN_SMEM_BYTES: call it once before
+// the first launch (needed when ATTN_STAGES > 3, i.e. more than the default 48 KB).
+// Exits 3 through GTL_CUDA on a CUDA error.
 static inline int attn_splitkv_ctas_per_sm(void) {
   int n0 = 0, n1 = 0;
   GTL_CUDA(cudaFuncSetAttribute(attn_splitkv_gqa_kernel<false>,
@@ -383,8 +385,10 @@ static inline int attn_splitkv_ctas_per_sm(void) {
 // `slots` resident CTAs (SMs × attn_splitkv_ctas_per_sm()). All CTAs carry about the same
 // work, so the time is waves × (tiles per CTA + about one tile of pipeline fill and
 // epilogue): pick the split count that minimizes ceil(B·H_kv·s / slots) · (ceil(tiles / s)
-// + 1), the smaller s on ties (fewer partials to write and merge).
+// + 1), the smaller s on ties (fewer partials to write and merge); 1 <= s <= min(tiles, 256).
+// The model assumes every sequence has about max_keys keys; shorter ones leave CTAs idle.
 static inline int attn_splitkv_num_splits(int B, int H_kv, int max_keys, int slots) {
+  if (slots < 1) slots = 1;
   const int64_t pairs = (int64_t)B * H_kv, tiles = (max_keys + ATTN_TILE - 1) / ATTN_TILE;
   int best = 1;
   int64_t best_cost = INT64_MAX;
@@ -403,11 +407,12 @@ static inline size_t attn_splitkv_workspace_floats(int B, int H, int num_splits)
 // Enqueue one attention step on stream s: the split kernel, then (num_splits > 1) the
 // combine. workspace: attn_splitkv_workspace_floats(B, H, num_splits) floats (NULL when
 // num_splits == 1). Returns 0, or -1 with a message on stderr for arguments the kernel
-// cannot take (group > 16, unaligned pointers, num_splits out of range).
+// cannot take (group > 16, B > 65535, unaligned pointers or strides, num_splits out of
+// range). Shapes: see AttnDecodeArgs; head_dim is ATTN_HEAD_DIM (64).
 static inline int attn_splitkv_launch(const AttnDecodeArgs *a, int num_splits, float *workspace,
                                       cudaStream_t s) {
   const int G = a->H_kv > 0 ? a->H / a->H_kv : 0;
-  if (a->B < 1 || G < 1 || a->H % a->H_kv || G > ATTN_MAX_GROUP || num_splits < 1 ||
+  if (a->B < 1 || a->B > 65535 || G < 1 || a->H % a->H_kv || G > ATTN_MAX_GROUP || num_splits < 1 ||
       num_splits > 65535 || (num_splits > 1 && !workspace) ||
       (((uintptr_t)a->q | (uintptr_t)a->kv.k | (uintptr_t)a->kv.v) % 16) ||
       (a->kv.page_stride | a->kv.head_stride | a->kv.token_stride) % 8 ||
