@@ -91,8 +91,10 @@ ch05/optimized: PROG_LDLIBS += -lpthread  # ring_loader.cuh's reader threads (gl
 # it ch04/optimized builds but waives. MPI=1 adds the multi-node bootstrap (mpicc's flags).
 NCCL_HOME ?= $(firstword $(foreach d,$(CUDA_HOME) /usr /usr/local,$(if $(wildcard $(d)/include/nccl.h),$(d))))
 NCCL_OWN   = $(filter-out /usr /usr/local $(CUDA_HOME),$(NCCL_HOME))
-ch04/optimized: PROG_NVCCFLAGS += $(if $(NCCL_HOME),-DGTL_HAVE_NCCL $(if $(NCCL_OWN),-I$(NCCL_HOME)/include))
-ch04/optimized: PROG_LDLIBS += $(if $(NCCL_HOME),$(if $(NCCL_OWN),-L$(NCCL_HOME)/lib -Xlinker -rpath=$(NCCL_HOME)/lib) -l:libnccl.so.2)
+NCCL_NVCCFLAGS = $(if $(NCCL_HOME),-DGTL_HAVE_NCCL $(if $(NCCL_OWN),-I$(NCCL_HOME)/include))
+NCCL_LDLIBS    = $(if $(NCCL_HOME),$(if $(NCCL_OWN),-L$(NCCL_HOME)/lib -Xlinker -rpath=$(NCCL_HOME)/lib) -l:libnccl.so.2)
+ch04/optimized: PROG_NVCCFLAGS += $(NCCL_NVCCFLAGS)
+ch04/optimized: PROG_LDLIBS += $(NCCL_LDLIBS)
 ch04/%: PROG_NVCCFLAGS += $(if $(filter 1,$(MPI)),-DGTL_MPI $(filter -I%,$(shell mpicc --showme:compile 2>/dev/null || mpicc -show 2>/dev/null)))
 ch04/%: PROG_LDLIBS += -lpthread $(if $(filter 1,$(MPI)),$(filter -L% -l%,$(shell mpicc --showme:link 2>/dev/null || mpicc -show 2>/dev/null)))
 $(if $(NCCL_HOME),,$(if $(filter ch04 ch04/optimized,$(MAKECMDGOALS)),$(warning ch04/optimized: nccl.h not found under NCCL_HOME, $(CUDA_HOME), /usr or /usr/local; it will build and waive. Install NCCL (apt-get install libnccl-dev from NVIDIA's CUDA repository, or pip install nvidia-nccl-cu13), then: make -B ch04 NCCL_HOME=<folder with include/nccl.h and lib/libnccl.so.2>)))
@@ -148,8 +150,15 @@ build/moe/%.o: labs/moe/%.c | build/moe
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 build/libmoe.a build/libmoe_host.a: $(MOE_OBJ)
 	ar rcs $@ $^
-$(LAB_PROGRAMS): %: %.cu build/libmoe.a build/libcommon.a | build/dep
-	$(NVCC) $(NVCCFLAGS) -MMD -MP -MF build/dep/$(subst /,_,$@).d -o $@ $< build/libmoe.a build/libcommon.a $(LDLIBS) -lpthread
+# A layer that needs more than the common flags says so like a chapter does, one line
+# each (e.g. labs/NN_x/decode: PROG_NVCCFLAGS += -gencode=arch=compute_90a,code=sm_90a, or
+# += $(NCCL_NVCCFLAGS) with PROG_LDLIBS += $(NCCL_LDLIBS)). tests/lab_layers/*.cu are
+# test-only layers (make lab-test-layers; tests/lab_headers.sh compiles them in CI).
+LAB_TEST_PROGRAMS := $(patsubst %.cu,%,$(wildcard tests/lab_layers/*.cu))
+$(LAB_PROGRAMS) $(LAB_TEST_PROGRAMS): %: %.cu build/libmoe.a build/libcommon.a | build/dep
+	$(NVCC) $(NVCCFLAGS) $(PROG_NVCCFLAGS) -MMD -MP -MF build/dep/$(subst /,_,$@).d -o $@ $< build/libmoe.a build/libcommon.a $(LDLIBS) -lpthread $(PROG_LDLIBS)
+.PHONY: lab-test-layers
+lab-test-layers: $(LAB_TEST_PROGRAMS)
 tests/bin/test_lab_%: tests/test_lab_%.c build/libmoe_host.a build/libcommon_host.a | tests/bin
 	$(CC) $(CFLAGS) -Ilabs/moe -Itests -o $@ $< build/libmoe_host.a build/libcommon_host.a -lcmocka -lm -lpthread
 .PHONY: labs
@@ -173,7 +182,7 @@ test: test-deps
 	@SAN_TESTS="$(SAN_BINS)" scripts/run_tests.sh $(TEST_BINS)
 
 clean:
-	rm -rf build tests/bin tests/bin-san $(PROGRAMS) $(LAB_PROGRAMS)
+	rm -rf build tests/bin tests/bin-san $(PROGRAMS) $(LAB_PROGRAMS) $(LAB_TEST_PROGRAMS)
 
 help:
 	@echo "MoE Gauntlet — targets:"

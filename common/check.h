@@ -35,14 +35,14 @@ void gtl_die(const char *lib, const char *name, int code, const char *expr, cons
 #define GTL_LAUNCH() GTL_CUDA(cudaGetLastError())
 #endif
 
-#if defined(CUBLAS_API_H_) || defined(CUBLAS_V2_H_)
+/* Defined whatever the include order: a macro's body is read where it is used, so only
+ * the code that uses it needs cublas_v2.h (or cublasLt.h) included before. */
 #define GTL_CUBLAS(x)                                                                    \
   do {                                                                                   \
     cublasStatus_t gtl_s_ = (x);                                                         \
     if (gtl_s_ != CUBLAS_STATUS_SUCCESS)                                                 \
       gtl_die("cuBLAS", cublasGetStatusName(gtl_s_), (int)gtl_s_, #x, __FILE__, __LINE__); \
   } while (0)
-#endif
 
 /* Driver-API results (CUresult) from entry points got through cudaGetDriverEntryPoint:
  * we never link -lcuda, so the code is printed as a number with its enum name. */

@@ -4,6 +4,7 @@
 #      built with AddressSanitizer + UBSan ($SAN_TESTS, tests/bin-san/test_*)
 #   1b. the libFuzzer harnesses of tests/fuzz, $FUZZ_TEST_SECONDS (20) s each (scripts/fuzz.sh)
 #   2. python unittest of scripts/check_expectations and the quest-log scripts
+#   2b. the lab's headers alone and together with the lab frame, -Werror (tests/lab_headers.sh)
 #   3. every GPU program: exit 2 with a usage line on a bad flag (and on the bad values of
 #      tests/usage_checks.txt); without a GPU, exit 77 with exactly one line
 #   4. disassembly checks of tests/sass_checks.txt (cuobjdump)
@@ -50,6 +51,13 @@ n=$(printf '%s\n' "$out" | sed -n 's/^Ran \([0-9]*\) test.*/\1/p')
 if [ "$rc" -eq 0 ]; then pass=$((pass + ${n:-0})); echo "[  PASSED  ] ${n:-0} test(s)."
 else printf '%s\n' "$out" | tail -n 30; n_f=$(printf '%s\n' "$out" | sed -n 's/.*failures=\([0-9]*\).*/\1/p'); n_e=$(printf '%s\n' "$out" | sed -n 's/.*errors=\([0-9]*\).*/\1/p')
   fail=$((fail + ${n_f:-0} + ${n_e:-0})); [ $(( ${n_f:-0} + ${n_e:-0} )) -gt 0 ] || bad "python tests exited $rc"; fi
+
+echo "== lab headers: alone and together with the lab frame, -Werror (tests/lab_headers.sh)"
+out=$(tests/lab_headers.sh 2>&1); rc=$?
+printf '%s\n' "$out" | grep -v '^ok: '
+n_ok=$(printf '%s\n' "$out" | grep -c '^ok: '); n_bad=$(printf '%s\n' "$out" | grep -c '^FAILED: ')
+pass=$((pass + n_ok)); fail=$((fail + n_bad))
+if [ "$rc" -ne 0 ] && [ "$n_bad" -eq 0 ]; then bad "tests/lab_headers.sh exited $rc"; fi
 
 echo "== GPU programs: usage errors and waiving without a GPU"
 progs=$(find ch[0-9][0-9] labs -maxdepth 2 -type f -perm -u+x ! -name '*.*' 2>/dev/null | sort)

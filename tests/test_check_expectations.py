@@ -139,6 +139,18 @@ class UpdateAndSchema(unittest.TestCase):
         self.assertEqual(rows[1], {"mode": "split", "sms": "96+36", "p99_ms": 0.629,
                                    "check_sm": "PASS 36, 96"})
 
+    def test_only_tables_attached_with_readme_reach_the_chapter_readme(self):
+        e = {"baseline": {"median_ms": 4.0}, "optimized": {"median_ms": 1.0}, "speedup": 4.0,
+             "min_speedup": 4.0, "workload": "w1", "provenance": {"command": "x"},
+             "sweep": {"rows": [{"T": 1.0, "ms": 0.05}], "readme": True,
+                       "provenance": {"command": "ch15/sweep.sh", "git": "abc"}},
+             "other": {"rows": [{"mode": "hidden"}], "provenance": {"command": "y"}}}
+        text = ce.chapter_table("ch15", e)
+        self.assertIn("| T | ms |", text)
+        self.assertIn("| 1 | 0.05 |", text)
+        self.assertIn("`ch15/sweep.sh`", text)
+        self.assertNotIn("hidden", text)
+
     def test_waived_programs_are_skipped(self):
         open(os.path.join(self.res, "ch04.baseline.json"), "w").close()  # waived: no line
         self.write("ch07.baseline.json", line("baseline", 0.3))
