@@ -136,7 +136,7 @@ FUZZ_SECONDS ?= 30
 fuzz: build/version.h
 	@scripts/fuzz.sh $(FUZZ_SECONDS)
 
-# ---- labs/: the MoE decode engine (DESIGN.md section 6) ------------------------------
+# ---- labs/: the MoE decode engine (labs/README.md) ------------------------------------
 # labs/moe/*.c is the lab's host model core (config, checkpoint, CPU reference, sampler),
 # plain C11: build/libmoe.a (programs) and build/libmoe_host.a (tests) hold the same
 # objects. Every labs/NN_*/*.cu is one program beside its source (labs/00_baseline/decode).

@@ -101,7 +101,7 @@ static void ar_exit(int code) {
   exit(code);
 }
 
-// One WAIVED line (DESIGN.md section 2), exit 77.
+// One WAIVED line (docs/contract.md), exit 77.
 static void ar_waive(const GtlCtx *ctx, const char *what) {
   printf("WAIVED: %s/%s %s\n", ctx->target, ctx->variant, what);
   ar_exit(GTL_EXIT_WAIVED);
@@ -297,7 +297,7 @@ static void ar_ref_range(void *p, size_t lo, size_t hi) {
   }
 }
 
-// bf16 tolerance (DESIGN.md) widened for n > 2: NCCL's ring rounds each partial sum to
+// bf16 tolerance (docs/contract.md) widened for n > 2: NCCL's ring rounds each partial sum to
 // bf16 once per hop, so up to n−1 roundings stack up. Recursive summation's error bound
 // grows as (n−1)·u·Σ|x_i| (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed.,
 // 2002, §4.2); the rel_l2 of independent roundings grows as sqrt(n−1).
@@ -710,7 +710,7 @@ static int ar_main(int argc, char **argv, const char *variant, const ArMethod *c
   for (int r = 0; r < team.n_local; r++) team.dev[r] = r;
 #endif
   gtl_open(&ctx);
-  // Results of n GPUs are kept under "<n>x_<key>" (DESIGN.md section 5).
+  // Results of n GPUs are kept under "<n>x_<key>" (expectations/2x_h200.json, 4x_h200.json, …).
   char key1[48];
   snprintf(key1, sizeof key1, "%.40s", ctx.dev.hardware_key);
   snprintf(ctx.dev.hardware_key, sizeof ctx.dev.hardware_key, "%dx_%s", team.n_ranks, key1);

@@ -1,5 +1,5 @@
 // gemv.cuh — ch08's decode GEMV: the kernel ch08/optimized.cu times and the lab reuses
-// for its expert matrices (DESIGN.md section 6: a chapter kernel the lab needs lives in a
+// for its expert matrices (labs/README.md: a chapter kernel the lab needs lives in a
 // header of its own chapter).
 //
 // One launch computes, for every matrix m of a GemvBatch (a MoE layer's selected experts:

@@ -1,4 +1,4 @@
-/* args.h — the one command line every program shares (DESIGN.md section 2):
+/* args.h — the one command line every program shares (docs/contract.md):
  *   --warmup=N --iters=N --seed=N --size=small|default|large --l2=cold|warm
  *   --device=N --json --no-verify --help
  * plus the options a program adds (explicit dims, --variant=…), declared as a table.

@@ -1,4 +1,4 @@
-/* bench.h — program start-up and timing (DESIGN.md section 2, "Timing").
+/* bench.h — program start-up and timing (docs/contract.md, "Timing").
  * gtl_begin: parse → device init (waive 77 without a GPU) → ceilings → stream → NVTX.
  * gtl_bench: untimed warm-up, then per-iteration CUDA events recorded into preallocated
  * arrays on the dedicated stream, one synchronize at the end; with --l2=cold the L2 is

@@ -1,5 +1,5 @@
 /* report.h — the run context every program carries, and its output: '#' header lines,
- * a fixed-width table, exactly one flat JSON line (schema gauntlet.v1, DESIGN.md
+ * a fixed-width table, exactly one flat JSON line (schema gauntlet.v1, docs/contract.md
  * section 2). Pure C11 (report.c), unit-tested (tests/test_report.c); the CUDA stream
  * is held as the struct cudaStream_t points to, so no CUDA header is needed here. */
 #pragma once
@@ -76,7 +76,7 @@ double gtl_result_pct(const GtlResult *r, const GtlCeilings *c); /* % of its bou
 void gtl_report_header(const GtlCtx *ctx, const char *workload, const char *notes);
 /** One fixed-width table row (prints the column heads first time). Nothing with --json. */
 void gtl_report_row(GtlCtx *ctx, const GtlResult *r);
-/** The flat JSON line for r (with '\n'). Every field of DESIGN.md is present; missing
+/** The flat JSON line for r (with '\n'). Every field of docs/contract.md is present; missing
  *  numbers are null. */
 void gtl_report_json(FILE *f, const GtlCtx *ctx, const GtlResult *r);
 /** Print r's JSON line on stdout and return the exit code: 0 PASS/UNVERIFIED, 1 FAIL. */

@@ -1,5 +1,5 @@
 /* validate.h — poison, NaN-safe comparison against a higher-precision reference,
- * tolerances by dtype, and guard bands around device outputs (DESIGN.md section 2).
+ * tolerances by dtype, and guard bands around device outputs (docs/contract.md, "Validation").
  * The comparison and tolerance table are pure C11 (validate.c, tests/test_validate.c);
  * poison and guards need the GPU (validate_dev.cu). */
 #pragma once
@@ -22,7 +22,7 @@ typedef struct {
   double atol;
 } GtlTol;
 
-/** Starting tolerances of DESIGN.md: rel_l2 fp32 1e-6, tf32 1e-3, fp16 1e-3, bf16 5e-3,
+/** Starting tolerances (docs/contract.md): rel_l2 fp32 1e-6, tf32 1e-3, fp16 1e-3, bf16 5e-3,
  *  fp8 e4m3 2e-2, int32 exact. Element bounds are a few units in the last place of the
  *  dtype (bf16 2^-7 = 7.8e-3 per ulp at 1.0; fp16 2^-10; fp8 e4m3 2^-3). */
 GtlTol gtl_tol_for(GtlDtype d);
