@@ -88,6 +88,16 @@ static void permute_run(void *user, cudaStream_t s) {
   r->v->launch(r->p, s);
 }
 
+// The --variant help line, naming the kernels this program offers ("…: bulk, warp").
+#define PERMUTE_VARIANT_HELP "run only this kernel of the program: "
+static const char *permute_variant_help(const PermuteVariant *v, int n) {
+  static char buf[256];
+  size_t o = (size_t)snprintf(buf, sizeof buf, "%s", PERMUTE_VARIANT_HELP);
+  for (int i = 0; i < n && o < sizeof buf; i++)
+    o += (size_t)snprintf(buf + o, sizeof buf - o, "%s%s", i ? ", " : "", v[i].name);
+  return buf;
+}
+
 // main() of both programs: parse, device, inputs, reference; then per variant: poison,
 // validated run, validate (exact: a copy must be bit for bit), time, report row.
 static int permute_main(int argc, char **argv, const char *program,
@@ -98,14 +108,16 @@ static int permute_main(int argc, char **argv, const char *program,
                    {"top_k", GTL_OPT_INT, &top_k, "experts per token (default 4)"},
                    {"E", GTL_OPT_INT, &E, "experts (default 32)"},
                    {"D", GTL_OPT_INT, &D, "hidden size, a multiple of 8 (default 2880)"},
-                   {"variant", GTL_OPT_STR, &vname, "run only this kernel of the program"}};
+                   {"variant", GTL_OPT_STR, &vname, permute_variant_help(variants, n_variants)}};
   GtlCtx ctx;
   gtl_parse(&ctx, "ch07", program, argc, argv, opts, n_variants > 1 ? 5 : 4, 10, 200,
             GTL_L2_COLD);
   const PermuteVariant *only = NULL;
   for (int i = 0; vname && i < n_variants; i++)
     if (!strcmp(variants[i].name, vname)) only = &variants[i];
-  if (vname && !only) gtl_usage_fail(&ctx, "unknown --variant=%s", vname);
+  if (vname && !only)
+    gtl_usage_fail(&ctx, "unknown --variant=%s (this program has: %s)", vname,
+                   permute_variant_help(variants, n_variants) + strlen(PERMUTE_VARIANT_HELP));
   if (ctx.args.size == GTL_SIZE_SMALL) T = 256;
   if (ctx.args.size == GTL_SIZE_LARGE) T = 16384;
   if (T < 1 || T > (1 << 22) || top_k < 1 || E < top_k || E > 4096 || D < 8 || D % 8 ||

@@ -125,6 +125,16 @@ static const char *gemm_variant_unfit(const GtlCtx *ctx, const GemmVariant *v, c
 
 // main() of every ch10 program: parse, device, feature check, inputs, reference, poison,
 // validated run, validate, time the kernel, validate and time cuBLAS bf16, report.
+// The --variant help line, naming the kernels this program offers ("…: wgmma, mma").
+#define GEMM_VARIANT_HELP "which kernel of this program to run: "
+static const char *gemm_variant_help(const GemmVariant *v, int n) {
+  static char buf[256];
+  size_t o = (size_t)snprintf(buf, sizeof buf, "%s", GEMM_VARIANT_HELP);
+  for (int i = 0; i < n && o < sizeof buf; i++)
+    o += (size_t)snprintf(buf + o, sizeof buf - o, "%s%s", i ? ", " : "", v[i].name);
+  return buf;
+}
+
 static int gemm_main(int argc, char **argv, const char *program, const GemmVariant *variants,
                      int n_variants) {
   int64_t M = -1, N = -1, K = -1;  // -1: take the --size preset
@@ -132,14 +142,16 @@ static int gemm_main(int argc, char **argv, const char *program, const GemmVaria
   GtlOpt opts[] = {{"M", GTL_OPT_INT, &M, "rows of A and C: tokens (default 4096)"},
                    {"N", GTL_OPT_INT, &N, "rows of B, columns of C (default 5760)"},
                    {"K", GTL_OPT_INT, &K, "reduction length, a multiple of 8 (default 2880)"},
-                   {"variant", GTL_OPT_STR, &vname, "which kernel of this program to run"}};
+                   {"variant", GTL_OPT_STR, &vname, gemm_variant_help(variants, n_variants)}};
   GtlCtx ctx;
   gtl_parse(&ctx, "ch10", program, argc, argv, opts, n_variants > 1 ? 4 : 3, 10, 100,
             GTL_L2_COLD);
   const GemmVariant *v = vname ? NULL : &variants[0];
   for (int i = 0; vname && i < n_variants; i++)
     if (!strcmp(variants[i].name, vname)) v = &variants[i];
-  if (!v) gtl_usage_fail(&ctx, "unknown --variant=%s", vname);
+  if (!v)
+    gtl_usage_fail(&ctx, "unknown --variant=%s (this program has: %s)", vname,
+                   gemm_variant_help(variants, n_variants) + strlen(GEMM_VARIANT_HELP));
   // Presets: small = every dimension off the tile grid (edges, quick under memcheck);
   // large = a 16K-token prefill through the same expert.
   const int64_t pre[3][3] = {{4096, 5760, 2880}, {1000, 1000, 1000}, {16384, 5760, 2880}};

@@ -170,5 +170,26 @@ class SassCheck(unittest.TestCase):
         self.assertEqual(self.check("@no_such_kernel", "FFMA")[0], 1)
 
 
+class VariantHelp(unittest.TestCase):
+    """A program with several kernels names them: in --help, and when --variant is wrong."""
+
+    def check(self, prog, names):
+        exe = os.path.join(ROOT, prog)
+        if not os.access(exe, os.X_OK):
+            self.skipTest(f"{prog} is not built")
+        p = subprocess.run([exe, "--variant=nope"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(f"this program has: {names}", p.stderr)
+        p = subprocess.run([exe, "-h"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0)
+        self.assertIn(names, p.stdout)
+
+    def test_ch07_lists_its_kernels(self):
+        self.check("ch07/optimized", "bulk, warp")
+
+    def test_ch10_lists_its_kernels(self):
+        self.check("ch10/optimized", "wgmma, mma")
+
+
 if __name__ == "__main__":
     unittest.main()
