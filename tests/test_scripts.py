@@ -191,5 +191,64 @@ class VariantHelp(unittest.TestCase):
         self.check("ch10/optimized", "wgmma, mma")
 
 
+class LabCheckpointFlags(unittest.TestCase):
+    """The lab's host-only checkpoint paths (no GPU): --write-checkpoint never writes into a
+    folder holding anything unless --force; --check-model accepts what the writer wrote,
+    names the tensor of a corrupted header (exit 3) and changes nothing in the folder."""
+    DECODE = os.path.join(ROOT, "labs", "00_baseline", "decode")
+
+    def setUp(self):
+        if not os.access(self.DECODE, os.X_OK):
+            self.skipTest("labs/00_baseline/decode is not built")
+        self.dir = tempfile.mkdtemp()
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    def decode(self, *args):
+        p = subprocess.run([self.DECODE, *args], capture_output=True, text=True, timeout=120)
+        return p.returncode, p.stdout + p.stderr
+
+    def snapshot(self, d):
+        out = {}
+        for n in sorted(os.listdir(d)):
+            with open(os.path.join(d, n), "rb") as f:
+                out[n] = (f.read(), os.stat(os.path.join(d, n)).st_mtime_ns)
+        return out
+
+    def test_write_refuses_a_folder_with_files(self):
+        ck = os.path.join(self.dir, "ck")
+        os.makedirs(ck)
+        mine = os.path.join(ck, "notes.txt")
+        with open(mine, "w") as f:
+            f.write("a user's file")
+        rc, out = self.decode("--preset=tiny_mixtral", f"--write-checkpoint={ck}")
+        self.assertEqual(rc, 2)
+        self.assertIn("not empty", out)
+        self.assertEqual(os.listdir(ck), ["notes.txt"])  # nothing written
+        rc, _ = self.decode("--preset=tiny_mixtral", f"--write-checkpoint={ck}", "--force")
+        self.assertEqual(rc, 0)
+        with open(mine) as f:
+            self.assertEqual(f.read(), "a user's file")  # --force writes beside, not over it
+
+    def test_check_model_accepts_names_and_only_reads(self):
+        ck = os.path.join(self.dir, "ck")
+        self.assertEqual(self.decode("--preset=tiny_mixtral", f"--write-checkpoint={ck}")[0], 0)
+        before = self.snapshot(ck)
+        rc, out = self.decode(f"--check-model={ck}")
+        self.assertEqual(rc, 0, out)
+        self.assertIn("OK", out)
+        self.assertEqual(self.snapshot(ck), before)
+        path = os.path.join(ck, "model.safetensors")
+        with open(path, "r+b") as f:  # grow the first tensor's first dimension in the header
+            head = f.read(4096)
+            i = head.index(b'"shape":[') + len(b'"shape":[')
+            f.seek(i)
+            f.write(b"9")
+        rc, out = self.decode(f"--check-model={ck}")
+        self.assertEqual(rc, 3)
+        self.assertRegex(out, r'tensor "[\w.]+"')
+
+
 if __name__ == "__main__":
     unittest.main()

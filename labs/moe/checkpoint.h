@@ -183,6 +183,12 @@ typedef struct {
   int fused;               /* write the v5 fused expert layout (gpt-oss: always fused) */
 } MoeWriteOpts;
 
+/** May a checkpoint be written into dir? Yes when dir does not exist or is an empty
+ *  folder; a folder holding anything (a user's files: nothing is ever overwritten) only
+ *  with force. Returns 0, or -1 with the reason in err ("DIR is not empty (N entries):
+ *  …", "DIR exists and is not a folder", or the stat/opendir error). */
+int moe_ckpt_dir_writable(const char *dir, int force, char *err, size_t errlen);
+
 /** Write config.json and the synthetic weights of c (seed) into dir (created if needed)
  *  as model.safetensors, or model-0000i-of-0000N.safetensors + model.safetensors.index.json
  *  when more than one shard. Streams one tensor (gpt-oss: one expert slab) at a time

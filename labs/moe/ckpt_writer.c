@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 
 #include "checkpoint.h"
@@ -94,6 +95,29 @@ static int write_tensor(FILE *out, const MoeLayout *lay, const MoePlan *p, const
   }
   free(slab);
   return rc;
+}
+
+int moe_ckpt_dir_writable(const char *dir, int force, char *err, size_t errlen) {
+  if (err && errlen) err[0] = '\0';
+  struct stat sb;
+  if (stat(dir, &sb) != 0) {
+    if (errno == ENOENT) return 0;
+    FAIL("%s: %s", dir, strerror(errno));
+  }
+  if (!S_ISDIR(sb.st_mode)) FAIL("%s exists and is not a folder", dir);
+  DIR *d = opendir(dir);
+  if (!d) FAIL("%s: %s", dir, strerror(errno));
+  int n = 0;
+  char first[256] = "";
+  for (struct dirent *de; (de = readdir(d)) != NULL;) {
+    if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+    if (!n++) snprintf(first, sizeof first, "%s", de->d_name);
+  }
+  closedir(d);
+  if (n && !force)
+    FAIL("%s is not empty (%d entr%s, e.g. %s): refusing to write a checkpoint there (--force to write over it)",
+         dir, n, n == 1 ? "y" : "ies", first);
+  return 0;
 }
 
 int moe_ckpt_write_synthetic(const char *dir, const MoeConfig *c, uint64_t seed,

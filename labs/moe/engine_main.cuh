@@ -192,13 +192,19 @@ static inline void engine_kv_alloc(Engine *e) {
 static inline int engine_main(int argc, char **argv, const LayerOps *ops) {
   const char *target = ops->target, *adds = ops->adds;
   const char *preset = NULL, *model = NULL, *write_dir = NULL, *ids_arg = NULL, *ids_file = NULL,
-             *dump = NULL;
+             *dump = NULL, *check_dir = NULL;
+  int force = 0;
+  static char preset_help[256];
+  snprintf(preset_help, sizeof preset_help, "%s (default %s)", moe_config_preset_names(),
+           ops->default_preset ? ops->default_preset : "gptoss20b");
   int64_t batch = 1, prompt = -1, gen = -1, check = -1, check_rows = -1, stage_steps = 4;
   double temperature = 0, top_p = 1;
   GtlOpt opts[] = {
-      {"preset", GTL_OPT_STR, &preset, "gptoss20b (default), qwen3moe, mini, tiny_mixtral, tiny_qwen3"},
-      {"model", GTL_OPT_STR, &model, "DIR: a Hugging Face Mixtral/Qwen3-MoE checkpoint instead of a preset"},
-      {"write-checkpoint", GTL_OPT_STR, &write_dir, "DIR: write the preset's seeded checkpoint (HF layout), exit"},
+      {"preset", GTL_OPT_STR, &preset, preset_help},
+      {"model", GTL_OPT_STR, &model, "DIR: a Hugging Face checkpoint (Mixtral, Qwen3-MoE, gpt-oss) instead of a preset; only read"},
+      {"check-model", GTL_OPT_STR, &check_dir, "DIR: check a checkpoint's config, index and every tensor's dtype, shape and bytes on the host (no GPU), exit"},
+      {"write-checkpoint", GTL_OPT_STR, &write_dir, "DIR: write the preset's seeded checkpoint (HF layout) into a new or empty folder, exit"},
+      {"force", GTL_OPT_FLAG, &force, "with --write-checkpoint: write into a folder that is not empty"},
       {"batch", GTL_OPT_INT, &batch, "sequences decoded together (default 1)"},
       {"prompt", GTL_OPT_INT, &prompt, "prompt tokens per sequence, seeded ids (default 512)"},
       {"gen", GTL_OPT_INT, &gen, "tokens generated per sequence (default 128)"},
@@ -220,9 +226,34 @@ static inline int engine_main(int argc, char **argv, const LayerOps *ops) {
   if (!preset) preset = ops->default_preset ? ops->default_preset : "gptoss20b";
   if (!model && moe_config_preset(preset, &e->cfg))
     gtl_usage_fail(ctx, "--preset=%s: not one of %s", preset, moe_config_preset_names());
+  if (check_dir) {  // host only: the loader's own pass over the folder, no GPU needed
+    if (model || write_dir) gtl_usage_fail(ctx, "--check-model stands alone: drop --model / --write-checkpoint");
+    MoeCheckpoint ck;
+    char cerr[2048];
+    if (moe_ckpt_open(check_dir, &ck, cerr, sizeof cerr)) {
+      fprintf(stderr, "error: %s\n", cerr);
+      free(e);
+      return GTL_EXIT_RUNTIME;
+    }
+    const MoeConfig *cc = &ck.lay.cfg;
+    printf("%s: OK — %s, L=%d D=%d E=%d top_k=%d V=%d; %d file(s), %d tensors mapped (%d bf16, %d f16, "
+           "%d f32, %d strided or MXFP4), %d unused; %llu parameters\n",
+           check_dir, moe_arch_name(cc->arch), cc->L, cc->D, cc->E, cc->top_k, cc->V, ck.n_files,
+           ck.lay.n, ck.n_bf16, ck.n_f16, ck.n_f32, ck.n_strided, ck.n_unused,
+           (unsigned long long)moe_params_total(cc));
+    moe_ckpt_close(&ck);
+    free(e);
+    return GTL_EXIT_PASS;
+  }
+  if (force && !write_dir) gtl_usage_fail(ctx, "--force goes with --write-checkpoint");
   if (write_dir) {  // host only: no GPU needed
     if (model) gtl_usage_fail(ctx, "--write-checkpoint writes a preset; drop --model");
     char err[1024];
+    if (moe_ckpt_dir_writable(write_dir, force, err, sizeof err)) {
+      fprintf(stderr, "error: %s\n", err);
+      free(e);
+      return GTL_EXIT_USAGE;
+    }
     const MoeWriteOpts o = {GTL_ST_BF16, (uint64_t)4 << 30, 0};
     if (moe_ckpt_write_synthetic(write_dir, &e->cfg, ctx->args.seed, &o, err, sizeof err)) {
       fprintf(stderr, "error: %s\n", err);
