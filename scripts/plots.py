@@ -8,7 +8,7 @@ Pictures (PNG, committed under docs/plots/):
   speedups.png  each chapter's measured speedup against its floor (the teaching claim)
   roofline.png  every chapter program, baseline and optimized, on the GPU's measured
                 roofline: arithmetic intensity (flops / bytes) against attained TFLOP/s,
-                under the ceilings stored in the file (read GB/s, bf16 and fp32 TFLOP/s).
+                under the ceilings stored in the file (read GB/s, fp8, bf16 and fp32 TFLOP/s).
                 Programs that do no arithmetic (copies, loads) sit at the left edge, their
                 attained GB/s turned into the TFLOP/s the read ceiling's slope gives there.
   lab_ladder.png  tokens/s of each lab layer at batch 1 against the bf16 weight roofline
@@ -48,11 +48,16 @@ def draw(exp, out):
     sp = [ch[n]["speedup"] for n in names]
     fl = [ch[n]["min_speedup"] for n in names]
     colors = ["tab:green" if s >= f else "tab:red" for s, f in zip(sp, fl)]
-    ax.bar(names, sp, color=colors, label="measured speedup")
+    ax.bar(names, [v - 1 for v in sp], bottom=1, color=colors, label="measured speedup (red: under its floor)")
     ax.scatter(names, fl, marker="_", s=600, color="black", zorder=3, label="floor (the chapter's claim)")
     for i, s in enumerate(sp):
         ax.text(i, s * 1.05, f"{s:.1f}x", ha="center", fontsize=8)
     ax.set_yscale("log")
+    ax.set_ylim(1, max(sp + fl) * 1.6)
+    ticks = [t for t in (1, 1.5, 2, 3, 5, 10, 20, 50, 100, 200) if t <= max(sp + fl) * 1.6]
+    ax.set_yticks(ticks)
+    ax.set_yticklabels([f"{t:g}x" for t in ticks])
+    ax.minorticks_off()
     ax.set_ylabel("baseline / optimized (log)")
     ax.set_title(f"Speedup of each chapter's optimized program over its baseline — {gpu}")
     ax.legend(loc="upper right", fontsize=8)
@@ -68,6 +73,10 @@ def draw(exp, out):
     if read and bf16:
         ax.plot(ai, [min(bf16, read * a / 1e3) for a in ai], color="tab:blue",
                 label=f"bf16 tensor cores {bf16:.0f} TFLOP/s, read {read:.0f} GB/s")
+    fp8 = c.get("fp8_tflops")
+    if read and fp8:
+        ax.plot(ai, [min(fp8, read * a / 1e3) for a in ai], color="tab:red", ls=":",
+                label=f"fp8 tensor cores {fp8:.0f} TFLOP/s")
     if read and fp32:
         ax.plot(ai, [min(fp32, read * a / 1e3) for a in ai], color="tab:gray", ls="--",
                 label=f"fp32 SIMT {fp32:.0f} TFLOP/s")
@@ -114,7 +123,8 @@ def draw(exp, out):
         if read and b1[0].get("bytes") and b1[0].get("median_ms"):
             per_tok = b1[0]["bytes"] / max(1.0, b1[0]["tokens_per_s"] * b1[0]["median_ms"] / 1e3)
             roof = read * 1e9 / per_tok
-    ax.bar(lnames, tps, color="tab:green")
+    ax.bar(lnames, tps, color="tab:green", width=0.5)
+    ax.set_xlim(-0.75, max(len(lnames), 3) - 0.25)
     for i, v in enumerate(tps):
         ax.text(i, v * 1.05, f"{v:.1f}", ha="center", fontsize=8)
     if roof:
