@@ -11,3 +11,13 @@ void gtl_die(const char *lib, const char *name, int code, const char *expr, cons
           expr);
   exit(GTL_EXIT_RUNTIME);
 }
+
+const char *gtl_oom_message(char *buf, size_t n, const char *kind, const char *what,
+                            size_t asked, size_t free_b, size_t total_b, const char *err_name) {
+  if (!buf || !n) return buf;
+  snprintf(buf, n,
+           "error: out of %s memory allocating %s: asked %.1f MiB, device free %.1f of %.1f MiB (%s)",
+           kind ? kind : "?", what ? what : "?", asked / 1048576.0, free_b / 1048576.0,
+           total_b / 1048576.0, err_name ? err_name : "?");
+  return buf;
+}

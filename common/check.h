@@ -19,6 +19,13 @@ extern "C" {
 void gtl_die(const char *lib, const char *name, int code, const char *expr, const char *file,
              int line);
 
+/** The out-of-memory line every program prints before exit 3 (docs/contract.md):
+ *  "error: out of <kind> memory allocating <what>: asked <A> MiB, device free <F> of <T> MiB
+ *  (<err_name>)", MiB = 2^20 bytes, one decimal. Written into buf[n] (always terminated);
+ *  returns buf. kind is "device" or "pinned host"; asked/free_b/total_b in bytes. */
+const char *gtl_oom_message(char *buf, size_t n, const char *kind, const char *what,
+                            size_t asked, size_t free_b, size_t total_b, const char *err_name);
+
 #ifdef __cplusplus
 }
 #endif

@@ -73,12 +73,10 @@ void gtl_device_open(GtlCtx *ctx) {
 static void die_oom(const char *kind, size_t bytes, const char *what, cudaError_t e) {
   size_t free_b = 0, total_b = 0;
   cudaMemGetInfo(&free_b, &total_b);
+  char msg[512];
   fflush(stdout);
-  fprintf(stderr,
-          "error: out of %s memory allocating %s: asked %.1f MiB, device free %.1f of %.1f MiB "
-          "(%s)\n",
-          kind, what, bytes / 1048576.0, free_b / 1048576.0, total_b / 1048576.0,
-          cudaGetErrorName(e));
+  fprintf(stderr, "%s\n",
+          gtl_oom_message(msg, sizeof msg, kind, what, bytes, free_b, total_b, cudaGetErrorName(e)));
   exit(GTL_EXIT_RUNTIME);
 }
 

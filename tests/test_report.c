@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "check.h"
 #include "json.h"
 #include "report.h"
 
@@ -147,6 +148,23 @@ static void ceilings_file_is_read_and_errors_named(void **state) {
   rmdir(dir);
 }
 
+static void out_of_memory_line_names_both_sizes(void **state) {
+  (void)state;
+  char buf[512];
+  /* 3 GiB + 512 KiB asked with 1 GiB of 140 GiB free: sizes in MiB, one decimal */
+  const size_t asked = ((size_t)3 << 30) + (512 << 10), free_b = (size_t)1 << 30,
+               total = (size_t)140 << 30;
+  gtl_oom_message(buf, sizeof buf, "device", "weights (bf16)", asked, free_b, total,
+                  "cudaErrorMemoryAllocation");
+  assert_string_equal(buf, "error: out of device memory allocating weights (bf16): asked 3072.5 MiB, "
+                           "device free 1024.0 of 143360.0 MiB (cudaErrorMemoryAllocation)");
+  /* a short buffer is cut, never overrun, and stays terminated */
+  char small[16];
+  memset(small, 'x', sizeof small);
+  gtl_oom_message(small, sizeof small, "device", "w", asked, free_b, total, "e");
+  assert_int_equal(strlen(small), sizeof small - 1);
+}
+
 static void datasheet_fallback_is_labelled(void **state) {
   (void)state;
   GtlCeilings c;
@@ -163,6 +181,7 @@ int main(void) {
       cmocka_unit_test(failed_and_untimed_results_report_nulls),
       cmocka_unit_test(lab_fields_and_extras_appear_when_set),
       cmocka_unit_test(hardware_keys_from_device_names),
+      cmocka_unit_test(out_of_memory_line_names_both_sizes),
       cmocka_unit_test(ceilings_file_is_read_and_errors_named),
       cmocka_unit_test(datasheet_fallback_is_labelled)};
   return cmocka_run_group_tests_name("report", tests, NULL, NULL);
