@@ -14,26 +14,9 @@
 #include "checkpoint.h"
 #include "convert.h"
 
-static void rm_dir(const char *dir) {
-  DIR *d = opendir(dir);
-  if (!d) return;
-  struct dirent *e;
-  char p[1200];
-  while ((e = readdir(d)))
-    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-      snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-      unlink(p);
-    }
-  closedir(d);
-  rmdir(dir);
-}
+#include "tmpdir.h"
 
-static char *tmp_dir(void) {
-  static char d[64];
-  snprintf(d, sizeof d, "/tmp/test_lab_ckpt_XXXXXX");
-  if (!mkdtemp(d)) fail_msg("mkdtemp failed");
-  return d;
-}
+static char *tmp_dir(void) { return tmp_dir_named("test_lab_ckpt"); }
 
 static void layout_tiles_the_arena(void **state) {
   (void)state;

@@ -19,26 +19,9 @@
 #include "mxfp4.h"
 #include "reference.h"
 
-static void rm_dir(const char *dir) {
-  DIR *d = opendir(dir);
-  if (!d) return;
-  struct dirent *e;
-  char p[1200];
-  while ((e = readdir(d)))
-    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-      snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-      unlink(p);
-    }
-  closedir(d);
-  rmdir(dir);
-}
+#include "tmpdir.h"
 
-static char *tmp_dir(void) {
-  static char d[64];
-  snprintf(d, sizeof d, "/tmp/test_lab_gptoss_XXXXXX");
-  if (!mkdtemp(d)) fail_msg("mkdtemp failed");
-  return d;
-}
+static char *tmp_dir(void) { return tmp_dir_named("test_lab_gptoss"); }
 
 /* E2M1 from its definition (OCP MX v1.0): sign bit 3, exponent bits 2-1 (bias 1), mantissa
  * bit 0; exponent 0 is subnormal (0 or 0.5). Scaled by 2^(s−127) by repeated doubling. */
