@@ -19,8 +19,7 @@
 // after the timed graph replays. Messages up to 4 MiB are timed as 100 all-reduces in one
 // CUDA graph per GPU, larger ones one at a time by event fork/join (allreduce.cuh).
 // --sweep adds the host-staged baseline and prints where the one-shot kernel stops
-// beating NCCL. Measured on 2 H200s (NV18), 64 MiB, fork timing: one-shot 0.2175 ms,
-// NCCL 0.2585 ms (README: the runs, and what is not measured yet).
+// beating NCCL. The measured crossover, on 2 and 4 H200s, is in the README.
 //
 // Multi-node: `make -B ch04 MPI=1` bootstraps the same NCCL code over MPI (rank 0 calls
 // ncclGetUniqueId, MPI_Bcast sends it, every process calls ncclCommInitRank with one GPU):

@@ -15,7 +15,7 @@
 constexpr int kPermuteChunk = 12;  // uint4 per lane held in registers: 32 × 12 × 16 B = 6 KB of the row
 // Unroll factor of the slot loop. Left to itself nvcc unrolls it (36 stores and 3 dst
 // loads per trip); the unrolled loop needs more registers, halves the resident warps and
-// measured 3% slower on an H200 (README, exercise 4). -DPERMUTE_SLOT_UNROLL=4 shows it.
+// measured 3% slower on an H200 (README, "What was tried"). -DPERMUTE_SLOT_UNROLL=4 shows it.
 #ifndef PERMUTE_SLOT_UNROLL
 #define PERMUTE_SLOT_UNROLL 1
 #endif
