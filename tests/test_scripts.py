@@ -169,6 +169,20 @@ class SassCheck(unittest.TestCase):
     def test_unknown_kernel_fails(self):
         self.assertEqual(self.check("@no_such_kernel", "FFMA")[0], 1)
 
+    def test_baseline_binary_lacking_the_lessons_instruction_fails(self):
+        # ch08's lesson: the warp-per-row kernel adds 16-byte loads and a shuffle reduction;
+        # its baseline's block-per-row kernel has neither, although the binary does (common's
+        # L2 flush has 16-byte loads), so only the per-kernel check tells them apart.
+        prog = os.path.join(ROOT, "ch08", "baseline")
+        if not os.access(prog, os.X_OK):
+            self.skipTest("ch08/baseline is not built")
+        run = lambda *a: subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "sass_check.py"), prog, *a],
+                                        env=dict(os.environ, PATH=SASS_PATH), capture_output=True, text=True,
+                                        timeout=120).returncode
+        self.assertEqual(run("LDG.E.128"), 0)
+        self.assertEqual(run("@gemv_blockrow", "LDG.E.128"), 1)
+        self.assertEqual(run("@gemv_blockrow", "SHFL.BFLY"), 1)
+
 
 class VariantHelp(unittest.TestCase):
     """A program with several kernels names them: in --help, and when --variant is wrong."""
