@@ -1,0 +1,77 @@
+/* fp8_kv.h — the FP8 KV-cache rules of chapter 19 that host and device share: the scale
+ * rule, the block-table dtype flag, the memory-pressure policy and the shared-memory tile
+ * offsets. Plain C (the host test tests/test_ch19_fp8.c includes it) and CUDA (__host__
+ * __device__ under nvcc): one definition for the kernel and the test.
+ *
+ * Quantization: each cached K (or V) row, one token of one KV head (64 dims), is stored as
+ * 64 FP8 E4M3 values (OCP 8-bit FP spec v1.0, 2023: 1-4-3, bias 7, max finite 448, no
+ * infinities) and one scale, s = amax(|row|) / 448 rounded UP to bf16, so that row / s
+ * never exceeds 448 by more than an fp32 rounding (saturated to 448). q = RNE(x / s)
+ * saturating (__nv_cvt_float_to_fp8(…, __NV_SATFINITE, __NV_E4M3) on the device,
+ * gtl_f32_to_fp8e4m3 on the host). The K and V scales of one (token, KV head) are stored
+ * as one 32-bit word, K scale in the low 16 bits: 4 bytes per 128 bytes of FP8 K and V,
+ * 2 bytes per 64-byte row (3%). */
+#pragma once
+#include <stdint.h>
+#include <string.h>
+
+#ifdef __CUDACC__
+#define FP8KV_HD __host__ __device__ __forceinline__
+#else
+#define FP8KV_HD static inline
+#endif
+
+#define FP8KV_MAX 448.0f           /* largest finite E4M3 */
+#define FP8KV_PAGE_FP8 0x40000000  /* block-table entry flag: the page is in the FP8 pool */
+#define FP8KV_PAGE_MASK 0x3FFFFFFF /* the page's index in its pool */
+
+/* bf16 bits of the scale of a row whose largest magnitude is amax (>= 0): amax / 448
+ * rounded up to the next bf16 (truncating the fp32 bits and adding one bf16 ulp when any
+ * were cut). amax 0 (an all-zero row) or not finite gives 1.0 (0x3F80): the row still
+ * quantizes to exact zeros, and a NaN row stays NaN. */
+FP8KV_HD uint16_t fp8kv_scale_bits(float amax) {
+  if (!(amax > 0.0f) || !(amax <= 3.0e38f)) return 0x3F80;
+  const float f = amax / FP8KV_MAX;
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if (u & 0xFFFFu) u += 0x10000u; /* f > 0: a carry into the exponent is still correct */
+  return (uint16_t)(u >> 16);
+}
+
+/* The bf16 bits as a float (exact). */
+FP8KV_HD float fp8kv_bf16_bits_to_float(uint16_t h) {
+  const uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+/* One (token, KV head)'s scale word: K scale bits low, V scale bits high. */
+FP8KV_HD uint32_t fp8kv_scale_pair(uint16_t k_bits, uint16_t v_bits) {
+  return (uint32_t)k_bits | ((uint32_t)v_bits << 16);
+}
+
+/* Memory-pressure policy. Pages are allocated in time order (the decode steps append to
+ * every sequence together: logical page j of each sequence before page j + 1 of any); a
+ * page allocated while the pool already holds >= pressure_pct % of its capacity
+ * (pool_pages) is written in FP8, older pages stay bf16. pressure_pct 0: every page FP8;
+ * 100: every page bf16. `allocated` counts the pages allocated before this one. */
+FP8KV_HD int fp8kv_page_is_fp8(int64_t allocated, int64_t pool_pages, int pressure_pct) {
+  return allocated * 100 >= (int64_t)pressure_pct * pool_pages;
+}
+
+/* Byte offset of 16-byte chunk `chunk` (0..7) of row `row` in a 64-row × 128-byte tile of
+ * shared memory: chunk c of row r is stored at c ^ (r & 7), so the 8 rows one ldmatrix
+ * phase reads fall in 8 different 16-byte bank groups (the swizzle of ch18's tiles). */
+FP8KV_HD uint32_t fp8kv_tile_off(int row, int chunk) {
+  return (uint32_t)(row * 128 + ((chunk ^ (row & 7)) << 4));
+}
+
+/* An FP8 row arrives (cp.async) as 4 chunks of 16 values: FP8 chunk c (dims 16c..16c+15)
+ * lands where bf16 chunk c of the row goes, fp8kv_tile_off(row, c). The conversion
+ * (one thread per row) reads those 4 chunks into registers, then writes bf16 chunk 2c
+ * (dims 16c..16c+7) and 2c + 1 (dims 16c+8..16c+15): same row, so no other thread's data
+ * is touched. Dim d of an FP8 row therefore arrives at byte
+ * fp8kv_tile_off(row, d / 16) + d % 16 and ends at fp8kv_tile_off(row, d / 8) + 2·(d % 8). */
+FP8KV_HD uint32_t fp8kv_staged_byte(int row, int d) { return fp8kv_tile_off(row, d >> 4) + (d & 15); }
+FP8KV_HD uint32_t fp8kv_bf16_byte(int row, int d) { return fp8kv_tile_off(row, d >> 3) + 2 * (d & 7); }
