@@ -30,7 +30,7 @@
  * were cut). amax 0 (an all-zero row) or not finite gives 1.0 (0x3F80): the row still
  * quantizes to exact zeros, and a NaN row stays NaN. */
 FP8KV_HD uint16_t fp8kv_scale_bits(float amax) {
-  if (!(amax > 0.0f) || !(amax <= 3.0e38f)) return 0x3F80;
+  if (!(amax > 0.0f) || !(amax <= 3.40282347e38f)) return 0x3F80; /* 0, NaN, inf */
   const float f = amax / FP8KV_MAX;
   uint32_t u;
   memcpy(&u, &f, 4);

@@ -40,6 +40,7 @@ static void scale_rule_rounds_up_to_bf16(void **state) {
   assert_int_equal(fp8kv_scale_bits(0.0f), 0x3F80);
   assert_int_equal(fp8kv_scale_bits(NAN), 0x3F80);
   assert_int_equal(fp8kv_scale_bits(INFINITY), 0x3F80);
+  assert_true((double)fp8kv_bf16_bits_to_float(fp8kv_scale_bits(3.0e38f)) * 448.0 >= 3.0e38); /* large finite: a real scale */
   assert_int_equal(fp8kv_scale_pair(0x1234, 0xABCD), 0xABCD1234u); /* K low, V high */
 }
 
