@@ -185,7 +185,7 @@ static int kv_row(GtlCtx *ctx, const KvRowArgs *a, const int32_t *h_lens, const 
   kv_plan(ctx, a, max_keys, &plan);
   char workload[96];
   snprintf(workload, sizeof workload, "B%d_S%d_H%d_Hkv%d_d64_%s", B, S, H, a->bf.H_kv, label);
-  gtl_result_init(r, ctx, t->fp8 ? "fp8_e4m3_kv" : "bf16", workload);
+  gtl_result_init(r, ctx, gtl_dtype_name(t->fp8 ? GTL_FP8E4M3 : GTL_BF16), workload);
   r->variant = name;
   r->bytes = kv_bytes(h_lens, t, B, H, a->bf.H_kv, window);
   r->flops = kv_flops(h_lens, B, H, window);
@@ -439,7 +439,7 @@ static int kv_main(int argc, char **argv, const char *variant, const char *strat
   }
   GtlResult *head = done ? (rc ? &r[done - 1] : &r[0]) : NULL;
   if (!head) {  // the quantizer check failed before any row: report a failed full row
-    gtl_result_init(&r[0], &ctx, "fp8_e4m3_kv", workload);
+    gtl_result_init(&r[0], &ctx, gtl_dtype_name(reads_fp8 ? GTL_FP8E4M3 : GTL_BF16), workload);
     r[0].err.pass = 0;
     r[0].validated = 1;
     head = &r[0];
