@@ -1,0 +1,424 @@
+// layer.cuh — layer 01 of the lab: layer 00's stage table (lab00_ops()) with the stages
+// chapters 01–06 improve replaced. decode.cu runs it; a later layer starts from
+// lab01_ops() the same way.
+//
+// What it replaces (everything else is 00's: embed, RoPE + KV append, attention, the
+// host sampler, the fp32 contiguous KV cache):
+//   cuBLAS tensor-core projections   q, k, v, o, router and lm_head: one cublasGemmEx each,
+//                                    bf16 weights and activations, fp32 accumulation and
+//                                    output, the batch as the GEMM's N (ch02), in place of
+//                                    00's thread-per-output GEMVs
+//   GPU router                       softmax + top-k by ch06's router_topk_any_launch: no
+//                                    copy to the host, no synchronize (ch06)
+//   batched experts, no host sync    a one-block plan kernel groups the tokens by expert on
+//                                    the device and writes the pointer arrays of three
+//                                    cublasGemmBatchedEx calls (gate+up, down): one batched
+//                                    GEMM over the routed experts (ch01's idea) where 00
+//                                    looped over experts with a synchronize each
+//   one device arena                 every scratch buffer of the layer and cuBLAS's
+//                                    workspace in one allocation at setup: no cudaMalloc
+//                                    in a step (ch03's point on allocation and staging)
+// ch01's own launcher (ch01/batched_gemm.cuh, cublasGemmStridedBatchedEx) does not fit:
+// it runs all E experts at one fixed stride, while a decode step must read only the
+// experts its tokens picked, and which those are is known only on the device. The
+// pointer-array form of the same batched GEMM takes its matrices from device memory.
+//
+// Groups: G = min(E, B·top_k) expert groups of capacity B rows each (a token picks an
+// expert at most once). The routed experts fill groups 0 … n-1 in ascending expert
+// order, their tokens in ascending order; groups n … G-1 (n < G happens only when
+// batch·top_k tokens share experts) repeat the last routed expert with zero rows. So the
+// GEMMs read G experts' weights per layer: exactly the routed ones at batch 1 (G = top_k)
+// and at large batch (all E routed); in between, G - n extra reads.
+// bf16 weights and GEMM inputs, fp32 accumulation, residual, KV and softmax; Mixtral and
+// Qwen3-MoE semantics (gpt-oss is refused as layer 00 refuses it).
+#pragma once
+#include <cublas_v2.h>
+
+#include "../00_baseline/layer.cuh"
+#include "../../ch06/topk.cuh"
+
+constexpr int kLab01Threads = 128;      // element-wise kernels: blocks of 128 threads
+constexpr int kLab01PlanThreads = 256;  // the plan kernel: one block
+constexpr int kLab01MaxExperts = 1024;  // ch06's router_topk_any_launch bound (and the plan's shared counts)
+
+// ---- the expert plan: host/device functions (the host test, plan_test.cpp, runs them) ----
+// The routing of a step is the frame's top-k: idx[b·top_k + j] (expert of token b's j-th
+// choice), n = B·top_k entries. A group g holds one expert's rows: tokens tok[g·cap + t]
+// for t < count[g]; entry i of the top-k sits in row slot[i] = g·cap + t.
+
+/** Tokens routed to expert x: entries of idx[0..n) equal to x. */
+__host__ __device__ inline int lab01_plan_count(const int32_t *idx, int n, int x) {
+  int c = 0;
+  for (int i = 0; i < n; i++) c += idx[i] == x;
+  return c;
+}
+
+/** Fill group g with expert x's rows, in entry order (ascending token): tok, wt [cap]
+ *  (entry i's token i / top_k and weight w[i]), and slot[i] = g·cap + t for those
+ *  entries. Returns the rows written. */
+__host__ __device__ inline int lab01_plan_fill(const int32_t *idx, const float *w, int n, int top_k, int x, int g,
+                                               int cap, int32_t *tok, float *wt, int32_t *slot) {
+  int t = 0;
+  for (int i = 0; i < n; i++)
+    if (idx[i] == x) {
+      tok[(size_t)g * cap + t] = i / top_k;
+      wt[(size_t)g * cap + t] = w[i];
+      slot[i] = g * cap + t;
+      t++;
+    }
+  return t;
+}
+
+/** The group of routed expert x: how many routed experts (count > 0) precede it. */
+__host__ __device__ inline int lab01_plan_rank(const int *count, int x) {
+  int r = 0;
+  for (int y = 0; y < x; y++) r += count[y] > 0;
+  return r;
+}
+
+/** The expert whose weights group g reads: the g-th routed expert, or for a padding group
+ *  (g >= n_routed) the last routed one, whose rows are zero and whose output is ignored. */
+__host__ __device__ inline int lab01_plan_group_expert(const int *expert, int n_routed, int g) {
+  return g < n_routed ? expert[g] : expert[n_routed - 1];
+}
+
+// ---- kernels ----------------------------------------------------------------------------
+// out[i] = bf16(in[i]), i < n. Strategy: grid-stride, thread per element. Limiter: latency.
+__global__ void lab01_to_bf16_kernel(const float *in, __nv_bfloat16 *out, size_t n) {
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    out[i] = __float2bfloat16(in[i]);
+}
+
+// The device plan of one layer: groups (expert, rows, tokens, weights), every top-k
+// entry's row, and the batched GEMMs' pointer arrays (wl: the layer's [E][3] gate, up,
+// down weight pointers). Strategy: one block; thread per expert for counts, ranks and
+// fills (serial scans of the B·top_k entries), thread per group for the pointers.
+// Limiter: latency (one block, O(E·B·top_k / threads) work: small at decode batches).
+__global__ void __launch_bounds__(kLab01PlanThreads)
+    lab01_expert_plan_kernel(const int32_t *idx, const float *w, int n, int top_k, int E, int G, int cap,
+                             const __nv_bfloat16 *const *wl, int32_t *g_count, int32_t *g_tok, float *g_wt,
+                             int32_t *slot, const __nv_bfloat16 *xg, float *gu, const __nv_bfloat16 *hb, float *yg,
+                             int D, int F, const void **p) {
+  __shared__ int count[kLab01MaxExperts], expert[kLab01MaxExperts], n_routed;
+  if (threadIdx.x == 0) n_routed = 0;
+  for (int x = threadIdx.x; x < E; x += blockDim.x) count[x] = lab01_plan_count(idx, n, x);
+  __syncthreads();
+  for (int x = threadIdx.x; x < E; x += blockDim.x)
+    if (count[x]) {
+      const int g = lab01_plan_rank(count, x);
+      expert[g] = x;
+      g_count[g] = lab01_plan_fill(idx, w, n, top_k, x, g, cap, g_tok, g_wt, slot);
+      atomicAdd(&n_routed, 1);
+    }
+  __syncthreads();
+  for (int g = threadIdx.x; g < G; g += blockDim.x) {
+    const int x = lab01_plan_group_expert(expert, n_routed, g);
+    if (g >= n_routed) g_count[g] = 0;  // a padding group: zero rows, output ignored
+    const size_t r = (size_t)g * cap;
+    p[0 * G + g] = wl[3 * x + 0];        // A: gate (fused gate+up when contiguous)
+    p[1 * G + g] = wl[3 * x + 1];        // A: up
+    p[2 * G + g] = wl[3 * x + 2];        // A: down
+    p[3 * G + g] = xg + r * D;           // B of gate/up: the group's rows, bf16 [cap][D]
+    p[4 * G + g] = gu + r * 2 * F;       // C of gate: [cap][2F] fp32, gate in [0, F)
+    p[5 * G + g] = gu + r * 2 * F + F;   // C of up: in [F, 2F)
+    p[6 * G + g] = hb + r * F;           // B of down: SwiGLU rows, bf16 [cap][F]
+    p[7 * G + g] = yg + r * D;           // C of down: [cap][D] fp32
+  }
+}
+
+// xg[g·cap + t] = xb[tok] for the group's rows, zero past count[g] (rows = G·cap).
+// Strategy: grid-stride, thread per element. Limiter: latency.
+__global__ void lab01_expert_gather_kernel(const __nv_bfloat16 *xb, const int32_t *g_count, const int32_t *g_tok,
+                                           __nv_bfloat16 *xg, int D, int cap, size_t rows) {
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < rows * D; i += (size_t)gridDim.x * blockDim.x) {
+    const size_t r = i / D, d = i % D;
+    xg[i] = (int)(r % cap) < g_count[r / cap] ? xb[(size_t)g_tok[r] * D + d] : __float2bfloat16(0.f);
+  }
+}
+
+// hb[r][f] = bf16(silu(gu[r][f]) · gu[r][F + f]). Strategy: thread per element. Limiter: latency.
+__global__ void lab01_swiglu_kernel(const float *gu, __nv_bfloat16 *hb, int F, size_t rows) {
+  const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= rows * F) return;
+  const size_t r = i / F, f = i % F;
+  const float a = gu[r * 2 * F + f], c = gu[r * 2 * F + F + f];
+  hb[i] = __float2bfloat16(a / (1.f + __expf(-a)) * c);
+}
+
+// x[b][d] += Σ_j w[b][j] · yg[slot[b][j]][d]: each token gathers its top_k expert rows
+// (no scatter, no atomics, the same order every step). Strategy: thread per element,
+// grid (D, B). Limiter: latency.
+__global__ void lab01_expert_combine_kernel(const float *yg, const int32_t *slot, const float *w, float *x, int D,
+                                            int top_k) {
+  const int d = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+  if (d >= D) return;
+  float acc = 0.f;
+  for (int j = 0; j < top_k; j++)
+    acc += w[(size_t)b * top_k + j] * yg[(size_t)slot[(size_t)b * top_k + j] * D + d];
+  x[(size_t)b * D + d] += acc;
+}
+
+// ---- the layer's state: one device arena ---------------------------------------------------
+// Lab00 first: 00's stages kept here (attention) find their scratch (d_scores) through it.
+typedef struct {
+  Lab00 base;                  // only base.d_scores is used (00's attend)
+  cublasHandle_t blas;
+  int G, cap, fused_gate_up;   // groups, rows per group; gate and up adjacent in memory
+  void *arena;                 // the one allocation; every pointer below lies inside it
+  size_t arena_bytes;
+  __nv_bfloat16 *xb;           // [B][max(D, H·hd)] bf16 GEMM input (normalized rows or attention)
+  const __nv_bfloat16 **wptr;  // [L][E][3] gate, up, down weight pointers (uploaded at setup)
+  int32_t *g_count, *g_tok, *slot;  // [G], [G][cap], [B][top_k]
+  float *g_wt;                 // [G][cap]
+  const void **p;              // [8][G] the batched GEMMs' pointer arrays
+  __nv_bfloat16 *xg, *hb;      // [G][cap][D] gathered rows, [G][cap][F] SwiGLU out
+  float *gu, *yg;              // [G][cap][2F] gate|up, [G][cap][D] expert out
+  void *ws;                    // cuBLAS workspace
+} Lab01;
+
+constexpr size_t kLab01Workspace = (size_t)32 << 20;  // cuBLAS's recommended workspace on Hopper (cuBLAS docs, cublasSetWorkspace)
+
+/** Byte offsets of the arena's regions (256-byte aligned, in the order of Lab01's
+ *  fields from xb to ws) for B sequences of model c with max_len positions; returns
+ *  the total. off[] has 13 entries. Host-tested in plan_test.cpp. */
+static inline size_t lab01_arena_layout(const MoeConfig *c, int B, int max_len, size_t off[13]) {
+  const size_t Bz = (size_t)B, Q = (size_t)c->H * c->head_dim, D = (size_t)c->D, F = (size_t)c->F;
+  const size_t G = (size_t)(c->E < B * c->top_k ? c->E : B * c->top_k), cap = Bz;
+  const size_t sz[13] = {Bz * c->H * max_len * 4,      // d_scores (00's attention)
+                         Bz * (D > Q ? D : Q) * 2,     // xb
+                         (size_t)c->L * c->E * 3 * sizeof(void *),  // wptr
+                         G * 4, G * cap * 4, Bz * c->top_k * 4,     // g_count, g_tok, slot
+                         G * cap * 4,                  // g_wt
+                         8 * G * sizeof(void *),       // p
+                         G * cap * D * 2, G * cap * F * 2,  // xg, hb
+                         G * cap * 2 * F * 4, G * cap * D * 4,  // gu, yg
+                         kLab01Workspace};
+  size_t at = 0;
+  for (int i = 0; i < 13; i++) {
+    off[i] = at;
+    at += (sz[i] + 255) / 256 * 256;
+  }
+  return at;
+}
+
+// Refuse what 00 refuses, and what ch06's router and the 16-byte alignment of the GEMM
+// operands need.
+static inline int lab01_configure(Engine *e, char *err, size_t n) {
+  if (lab00_configure(e, err, n)) return -1;
+  const MoeConfig *c = &e->cfg;
+  if (c->E > kLab01MaxExperts || c->top_k > 32) {
+    snprintf(err, n, "routes at most %d experts, top_k <= 32 (ch06's GPU router; model: %d, %d)", kLab01MaxExperts,
+             c->E, c->top_k);
+    return -1;
+  }
+  if (c->D % 8 || c->F % 8 || (c->H * c->head_dim) % 8) {
+    snprintf(err, n, "needs D, F and H*head_dim multiples of 8 (16-byte rows for the bf16 GEMMs; model: %d, %d, %d)",
+             c->D, c->F, c->H * c->head_dim);
+    return -1;
+  }
+  return 0;
+}
+
+static inline void lab01_setup(Engine *e) {
+  const MoeConfig *c = &e->cfg;
+  Lab01 *p = (Lab01 *)calloc(1, sizeof(Lab01));
+  size_t off[13];
+  p->G = c->E < e->B * c->top_k ? c->E : e->B * c->top_k;
+  p->cap = e->B;
+  p->arena_bytes = lab01_arena_layout(c, e->B, e->kv.max_len, off);
+  p->arena = gtl_malloc(p->arena_bytes, "layer 01 arena (scratch + cuBLAS workspace)");
+  char *a = (char *)p->arena;
+  p->base.d_scores = (float *)(a + off[0]);
+  p->xb = (__nv_bfloat16 *)(a + off[1]);
+  p->wptr = (const __nv_bfloat16 **)(a + off[2]);
+  p->g_count = (int32_t *)(a + off[3]);
+  p->g_tok = (int32_t *)(a + off[4]);
+  p->slot = (int32_t *)(a + off[5]);
+  p->g_wt = (float *)(a + off[6]);
+  p->p = (const void **)(a + off[7]);
+  p->xg = (__nv_bfloat16 *)(a + off[8]);
+  p->hb = (__nv_bfloat16 *)(a + off[9]);
+  p->gu = (float *)(a + off[10]);
+  p->yg = (float *)(a + off[11]);
+  p->ws = a + off[12];
+  // Every expert's weight pointers, once; gate and up fuse into one [2F][D] GEMM when
+  // every expert's up follows its gate directly (the engine's layout pads to 64 elements).
+  const size_t nw = (size_t)c->L * c->E * 3;
+  const __nv_bfloat16 **h = (const __nv_bfloat16 **)malloc(sizeof(void *) * nw);
+  p->fused_gate_up = 1;
+  for (int l = 0; l < c->L; l++)
+    for (int x = 0; x < c->E; x++) {
+      const __nv_bfloat16 **q = h + ((size_t)l * c->E + x) * 3;
+      q[0] = engine_w(e, MOE_GATE, l, x);
+      q[1] = engine_w(e, MOE_UP, l, x);
+      q[2] = engine_w(e, MOE_DOWN, l, x);
+      p->fused_gate_up &= q[1] == q[0] + (size_t)c->F * c->D;
+    }
+  GTL_CUDA(cudaMemcpy(p->wptr, h, sizeof(void *) * nw, cudaMemcpyHostToDevice));
+  free(h);
+  GTL_CUBLAS(cublasCreate(&p->blas));
+  GTL_CUBLAS(cublasSetStream(p->blas, e->s));  // resets the workspace: set ours after it
+  GTL_CUBLAS(cublasSetWorkspace(p->blas, p->ws, kLab01Workspace));
+  e->layer = p;
+}
+
+static inline void lab01_teardown(Engine *e) {
+  Lab01 *p = (Lab01 *)e->layer;
+  GTL_CUBLAS(cublasDestroy(p->blas));
+  GTL_CUDA(cudaFree(p->arena));
+  free(p);
+}
+
+// ---- cuBLAS ------------------------------------------------------------------------------
+// out[b][n] = W[n] · xb[b] (+ out[b][n] when accumulate), b < B: W bf16 [N][K] (nn.Linear),
+// xb bf16 [B][K], out fp32 [B][N], fp32 accumulation. Column-major, out^T (N×B) = W (the
+// K×N view, op T) · xb^T (K×B, op N): cublasGemmEx(T, N, N, B, K, W, K, xb, K, out, N).
+static inline void lab01_gemm(const Engine *e, const __nv_bfloat16 *W, const __nv_bfloat16 *xb, float *out, int N,
+                              int K, int accumulate) {
+  const Lab01 *p = (const Lab01 *)e->layer;
+  const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
+  GTL_CUBLAS(cublasGemmEx(p->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, e->B, K, &alpha, W, CUDA_R_16BF, K, xb, CUDA_R_16BF,
+                          K, &beta, out, CUDA_R_32F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// The same per group g < G with matrices from the device pointer arrays A, Bm, C:
+// C_g (m×cap, ldc) = A_g^T (A_g: [m][k] bf16) · B_g ([cap][k] bf16), fp32 out.
+static inline void lab01_gemm_groups(const Engine *e, const void *const *A, const void *const *Bm, void *const *C,
+                                     int m, int k, int ldc) {
+  const Lab01 *p = (const Lab01 *)e->layer;
+  const float alpha = 1.f, beta = 0.f;
+  GTL_CUBLAS(cublasGemmBatchedEx(p->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, p->cap, k, &alpha, A, CUDA_R_16BF, k, Bm,
+                                 CUDA_R_16BF, k, &beta, C, CUDA_R_32F, ldc, p->G, CUBLAS_COMPUTE_32F,
+                                 CUBLAS_GEMM_DEFAULT));
+}
+
+static inline void lab01_to_bf16(const Engine *e, const float *in, __nv_bfloat16 *out, size_t n) {
+  const size_t blocks = (n + kLab01Threads - 1) / kLab01Threads;
+  lab01_to_bf16_kernel<<<(unsigned)(blocks < 1024 ? blocks : 1024), kLab01Threads, 0, e->s>>>(in, out, n);
+  GTL_LAUNCH();
+}
+
+// ---- stages ------------------------------------------------------------------------------
+static inline void lab01_qkv(Engine *e, int l) {
+  const MoeConfig *c = &e->cfg;
+  Lab01 *p = (Lab01 *)e->layer;
+  const int B = e->B, hd = c->head_dim;
+  lab00_rmsnorm(e, e->a.d_x, engine_w(e, MOE_ATTN_NORM, l, 0), e->a.d_xn, B, c->D);
+  lab01_to_bf16(e, e->a.d_xn, p->xb, (size_t)B * c->D);
+  lab01_gemm(e, engine_w(e, MOE_Q, l, 0), p->xb, e->a.d_q, c->H * hd, c->D, 0);
+  lab01_gemm(e, engine_w(e, MOE_K, l, 0), p->xb, e->a.d_k, c->H_kv * hd, c->D, 0);
+  lab01_gemm(e, engine_w(e, MOE_V, l, 0), p->xb, e->a.d_v, c->H_kv * hd, c->D, 0);
+  if (c->qk_norm) {  // Qwen3-MoE: each head normalized over head_dim before RoPE (00's kernel)
+    lab00_rmsnorm(e, e->a.d_q, engine_w(e, MOE_Q_NORM, l, 0), e->a.d_q, B * c->H, hd);
+    lab00_rmsnorm(e, e->a.d_k, engine_w(e, MOE_K_NORM, l, 0), e->a.d_k, B * c->H_kv, hd);
+  }
+}
+
+static inline void lab01_out(Engine *e, int l) {  // x += Wo att
+  const MoeConfig *c = &e->cfg;
+  Lab01 *p = (Lab01 *)e->layer;
+  const int Q = c->H * c->head_dim;
+  lab01_to_bf16(e, e->a.d_att, p->xb, (size_t)e->B * Q);
+  lab01_gemm(e, engine_w(e, MOE_O, l, 0), p->xb, e->a.d_x, c->D, Q, 1);
+}
+
+// Router logits by cuBLAS; xb keeps the normalized rows for the experts' gather.
+static inline void lab01_router(Engine *e, int l) {
+  const MoeConfig *c = &e->cfg;
+  Lab01 *p = (Lab01 *)e->layer;
+  lab00_rmsnorm(e, e->a.d_x, engine_w(e, MOE_FFN_NORM, l, 0), e->a.d_xn, e->B, c->D);
+  lab01_to_bf16(e, e->a.d_xn, p->xb, (size_t)e->B * c->D);
+  lab01_gemm(e, engine_w(e, MOE_ROUTER, l, 0), p->xb, e->a.d_router, c->E, c->D, 0);
+}
+
+// Softmax + top-k on the GPU (ch06): a.d_topk_idx/_w, nothing copied to the host.
+static inline void lab01_topk(Engine *e, int) {
+  const MoeConfig *c = &e->cfg;
+  router_topk_any_launch(e->a.d_router, e->a.d_topk_idx, e->a.d_topk_w, e->B, c->E, c->top_k, c->norm_topk_prob, e->s);
+}
+
+// One group for the engine: the batched GEMMs run every routed expert at once. Counts
+// the expert weights the GEMMs read (G per layer; see the file's head).
+static inline int lab01_experts_plan(Engine *e, int) {
+  e->experts_read += ((Lab01 *)e->layer)->G;
+  e->experts_read_n += 1;
+  return 1;
+}
+
+// The device plan (groups, rows, pointer arrays), then every group's rows gathered.
+static inline void lab01_dispatch(Engine *e, int l, int) {
+  const MoeConfig *c = &e->cfg;
+  Lab01 *p = (Lab01 *)e->layer;
+  lab01_expert_plan_kernel<<<1, kLab01PlanThreads, 0, e->s>>>(
+      e->a.d_topk_idx, e->a.d_topk_w, e->B * c->top_k, c->top_k, c->E, p->G, p->cap, p->wptr + (size_t)l * c->E * 3,
+      p->g_count, p->g_tok, p->g_wt, p->slot, p->xg, p->gu, p->hb, p->yg, c->D, c->F, p->p);
+  GTL_LAUNCH();
+  const size_t rows = (size_t)p->G * p->cap, blocks = (rows * c->D + kLab01Threads - 1) / kLab01Threads;
+  lab01_expert_gather_kernel<<<(unsigned)(blocks < 4096 ? blocks : 4096), kLab01Threads, 0, e->s>>>(
+      p->xb, p->g_count, p->g_tok, p->xg, c->D, p->cap, rows);
+  GTL_LAUNCH();
+}
+
+// gate|up = W_gate|up · rows (one GEMM of 2F rows when gate and up are adjacent, else
+// two), then SwiGLU into bf16 for the down GEMM.
+static inline void lab01_expert_up(Engine *e, int, int) {
+  const MoeConfig *c = &e->cfg;
+  Lab01 *p = (Lab01 *)e->layer;
+  const int G = p->G, F = c->F;
+  if (p->fused_gate_up) {
+    lab01_gemm_groups(e, p->p + 0 * G, p->p + 3 * G, (void *const *)(p->p + 4 * G), 2 * F, c->D, 2 * F);
+  } else {
+    lab01_gemm_groups(e, p->p + 0 * G, p->p + 3 * G, (void *const *)(p->p + 4 * G), F, c->D, 2 * F);
+    lab01_gemm_groups(e, p->p + 1 * G, p->p + 3 * G, (void *const *)(p->p + 5 * G), F, c->D, 2 * F);
+  }
+  const size_t rows = (size_t)G * p->cap;
+  lab01_swiglu_kernel<<<(unsigned)((rows * F + kLab01Threads - 1) / kLab01Threads), kLab01Threads, 0, e->s>>>(
+      p->gu, p->hb, F, rows);
+  GTL_LAUNCH();
+}
+
+static inline void lab01_expert_down(Engine *e, int, int) {
+  const MoeConfig *c = &e->cfg;
+  Lab01 *p = (Lab01 *)e->layer;
+  lab01_gemm_groups(e, p->p + 2 * p->G, p->p + 6 * p->G, (void *const *)(p->p + 7 * p->G), c->D, c->F, c->D);
+}
+
+static inline void lab01_combine(Engine *e, int, int) {
+  const MoeConfig *c = &e->cfg;
+  Lab01 *p = (Lab01 *)e->layer;
+  lab01_expert_combine_kernel<<<lab00_grid(c->D, e->B), kLab00Threads, 0, e->s>>>(p->yg, p->slot, e->a.d_topk_w,
+                                                                                 e->a.d_x, c->D, c->top_k);
+  GTL_LAUNCH();
+}
+
+static inline void lab01_logits(Engine *e, int) {
+  const MoeConfig *c = &e->cfg;
+  Lab01 *p = (Lab01 *)e->layer;
+  lab00_rmsnorm(e, e->a.d_x, engine_w(e, MOE_FINAL_NORM, 0, 0), e->a.d_xn, e->B, c->D);
+  lab01_to_bf16(e, e->a.d_xn, p->xb, (size_t)e->B * c->D);
+  lab01_gemm(e, engine_w(e, MOE_LM_HEAD, 0, 0), p->xb, e->a.d_logits, c->V, c->D, 0);
+}
+
+/** Layer 01's table: lab00_ops() with qkv, out, router, topk, the expert stages and
+ *  logits replaced, its own setup/teardown (the arena, the cuBLAS handle) and configure;
+ *  embed, rope, attend, the host sampler, the KV cache and the bf16 tolerances are 00's. */
+static inline LayerOps lab01_ops(void) {
+  LayerOps o = lab00_ops();  // start from the previous layer's table
+  o.target = "labs/01_basics";
+  o.adds = "adds: cuBLAS bf16 tensor-core projections (batch as N), ch06's GPU router, experts as batched "
+           "cuBLAS GEMMs planned on the device (no host sync), one device arena";
+  o.configure = lab01_configure;
+  o.setup = lab01_setup;
+  o.teardown = lab01_teardown;
+  o.qkv = lab01_qkv;
+  o.out = lab01_out;
+  o.router = lab01_router;
+  o.topk = lab01_topk;
+  o.experts_plan = lab01_experts_plan;
+  o.dispatch = lab01_dispatch;
+  o.expert_up = lab01_expert_up;
+  o.expert_down = lab01_expert_down;
+  o.combine = lab01_combine;
+  o.logits = lab01_logits;
+  return o;
+}
