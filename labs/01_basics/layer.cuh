@@ -5,9 +5,9 @@
 // What it replaces (everything else is 00's: embed, RoPE + KV append, attention, the
 // host sampler, the fp32 contiguous KV cache):
 //   cuBLAS tensor-core projections   q, k, v, o, router and lm_head: one cublasGemmEx each,
-//                                    bf16 weights and activations, fp32 accumulation and
-//                                    output, the batch as the GEMM's N (ch02), in place of
-//                                    00's thread-per-output GEMVs
+//                                    bf16 weights, fp32 accumulation and output, the batch
+//                                    as the GEMM's N (ch02), in place of 00's thread-per-
+//                                    output GEMVs
 //   GPU router                       softmax + top-k by ch06's router_topk_any_launch: no
 //                                    copy to the host, no synchronize (ch06)
 //   batched experts, no host sync    a one-block plan kernel groups the tokens by expert on
@@ -23,14 +23,21 @@
 // experts its tokens picked, and which those are is known only on the device. The
 // pointer-array form of the same batched GEMM takes its matrices from device memory.
 //
-// Groups: G = min(E, B·top_k) expert groups of capacity B rows each (a token picks an
-// expert at most once). The routed experts fill groups 0 … n-1 in ascending expert
+// Groups: G = min(E, B·top_k) expert groups of capacity B tokens each (a token picks an
+// expert at most once); a group's GEMM rows are its B hi rows, then its B lo rows. The routed experts fill groups 0 … n-1 in ascending expert
 // order, their tokens in ascending order; groups n … G-1 (n < G happens only when
 // batch·top_k tokens share experts) repeat the last routed expert with zero rows. So the
 // GEMMs read G experts' weights per layer: exactly the routed ones at batch 1 (G = top_k)
 // and at large batch (all E routed); in between, G - n extra reads.
-// bf16 weights and GEMM inputs, fp32 accumulation, residual, KV and softmax; Mixtral and
-// Qwen3-MoE semantics (gpt-oss is refused as layer 00 refuses it).
+// Split bf16 GEMM inputs: every fp32 activation row x goes to cuBLAS as two bf16 rows,
+// hi = bf16(x) and lo = bf16(x - hi), in one GEMM of N = 2·rows (the weights are read
+// once; at decode sizes the GEMM is bound by reading them, so the doubled N costs little);
+// the consumer adds the two outputs in fp32. hi + lo carries 16 significant bits where
+// bf16 alone carries 8. Why: with the CPU reference's products fed bf16(x) alone, mini's
+// validation logits move by rel_l2 2.9e-2 (row 0) and 1.2e-1 (row 63 at batch 64; router
+// choices flip), over the 1e-2 bound; fed hi + lo, by 7e-6 (split_check.sh, host only).
+// bf16 weights, fp32 accumulation, residual, KV and softmax; Mixtral and Qwen3-MoE
+// semantics (gpt-oss is refused as layer 00 refuses it).
 #pragma once
 #include <cublas_v2.h>
 
@@ -83,10 +90,38 @@ __host__ __device__ inline int lab01_plan_group_expert(const int *expert, int n_
 }
 
 // ---- kernels ----------------------------------------------------------------------------
-// out[i] = bf16(in[i]), i < n. Strategy: grid-stride, thread per element. Limiter: latency.
-__global__ void lab01_to_bf16_kernel(const float *in, __nv_bfloat16 *out, size_t n) {
+// Row index of a logical expert row s = g·cap + t among the groups' GEMM rows ([G][2·cap]:
+// the hi rows 0 … cap-1, then the lo rows); its lo row is cap further.
+__host__ __device__ inline size_t lab01_hi_row(size_t s, int cap) { return s + s / cap * cap; }
+
+// The split of x into two bf16 parts: hi = bf16(x), lo = bf16(x - hi).
+__device__ __forceinline__ void lab01_split(float x, __nv_bfloat16 *hi, __nv_bfloat16 *lo) {
+  const __nv_bfloat16 h = __float2bfloat16(x);
+  *hi = h;
+  *lo = __float2bfloat16(x - __bfloat162float(h));
+}
+
+// in [rows][K] fp32 (n = rows·K) → out [2·rows][K] bf16: hi rows, then lo rows.
+// Strategy: grid-stride, thread per element. Limiter: latency.
+__global__ void lab01_split_bf16_kernel(const float *in, __nv_bfloat16 *out, size_t n) {
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-    out[i] = __float2bfloat16(in[i]);
+    lab01_split(in[i], &out[i], &out[n + i]);
+}
+
+// out_j[b][c] (+)= s[b][c0 + c] + s[rows + b][c0 + c]: the hi and lo GEMM outputs added,
+// for up to three column ranges of s ([2·rows][ld] fp32) into out0/1/2 ([rows][n_j]).
+// Strategy: grid-stride, thread per output. Limiter: latency.
+__global__ void lab01_sum_halves_kernel(const float *s, int ld, int rows, float *out0, int n0, float *out1, int n1,
+                                        float *out2, int n2, int accumulate) {
+  const int n = n0 + n1 + n2;
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)rows * n;
+       i += (size_t)gridDim.x * blockDim.x) {
+    const int b = (int)(i / n), c = (int)(i % n);
+    const float v = s[(size_t)b * ld + c] + s[((size_t)rows + b) * ld + c];
+    float *o = c < n0 ? out0 + (size_t)b * n0 + c
+             : c < n0 + n1 ? out1 + (size_t)b * n1 + (c - n0) : out2 + (size_t)b * n2 + (c - n0 - n1);
+    *o = accumulate ? *o + v : v;
+  }
 }
 
 // The device plan of one layer: groups (expert, rows, tokens, weights), every top-k
@@ -114,47 +149,53 @@ __global__ void __launch_bounds__(kLab01PlanThreads)
   for (int g = threadIdx.x; g < G; g += blockDim.x) {
     const int x = lab01_plan_group_expert(expert, n_routed, g);
     if (g >= n_routed) g_count[g] = 0;  // a padding group: zero rows, output ignored
-    const size_t r = (size_t)g * cap;
+    const size_t r = (size_t)g * 2 * cap;  // the group's first GEMM row
     p[0 * G + g] = wl[3 * x + 0];        // A: gate (fused gate+up when contiguous)
     p[1 * G + g] = wl[3 * x + 1];        // A: up
     p[2 * G + g] = wl[3 * x + 2];        // A: down
-    p[3 * G + g] = xg + r * D;           // B of gate/up: the group's rows, bf16 [cap][D]
-    p[4 * G + g] = gu + r * 2 * F;       // C of gate: [cap][2F] fp32, gate in [0, F)
+    p[3 * G + g] = xg + r * D;           // B of gate/up: the group's rows, bf16 [2·cap][D]
+    p[4 * G + g] = gu + r * 2 * F;       // C of gate: [2·cap][2F] fp32, gate in [0, F)
     p[5 * G + g] = gu + r * 2 * F + F;   // C of up: in [F, 2F)
-    p[6 * G + g] = hb + r * F;           // B of down: SwiGLU rows, bf16 [cap][F]
-    p[7 * G + g] = yg + r * D;           // C of down: [cap][D] fp32
+    p[6 * G + g] = hb + r * F;           // B of down: SwiGLU rows, bf16 [2·cap][F]
+    p[7 * G + g] = yg + r * D;           // C of down: [2·cap][D] fp32
   }
 }
 
-// xg[g·cap + t] = xb[tok] for the group's rows, zero past count[g] (rows = G·cap).
-// Strategy: grid-stride, thread per element. Limiter: latency.
-__global__ void lab01_expert_gather_kernel(const __nv_bfloat16 *xb, const int32_t *g_count, const int32_t *g_tok,
+// The groups' GEMM rows from the normalized rows xn [B][D] fp32: logical row g·cap + t
+// is token g_tok's row split into hi and lo, zero past count[g]. Strategy: grid-stride,
+// thread per element of the logical rows (G·cap·D). Limiter: latency.
+__global__ void lab01_expert_gather_kernel(const float *xn, const int32_t *g_count, const int32_t *g_tok,
                                            __nv_bfloat16 *xg, int D, int cap, size_t rows) {
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < rows * D; i += (size_t)gridDim.x * blockDim.x) {
-    const size_t r = i / D, d = i % D;
-    xg[i] = (int)(r % cap) < g_count[r / cap] ? xb[(size_t)g_tok[r] * D + d] : __float2bfloat16(0.f);
+    const size_t s = i / D, d = i % D, hi = lab01_hi_row(s, cap);
+    const float x = (int)(s % cap) < g_count[s / cap] ? xn[(size_t)g_tok[s] * D + d] : 0.f;
+    lab01_split(x, &xg[hi * D + d], &xg[(hi + cap) * D + d]);
   }
 }
 
-// hb[r][f] = bf16(silu(gu[r][f]) · gu[r][F + f]). Strategy: thread per element. Limiter: latency.
-__global__ void lab01_swiglu_kernel(const float *gu, __nv_bfloat16 *hb, int F, size_t rows) {
+// h = silu(gate) · up with gate and up the sums of the hi and lo outputs, split again
+// into hb's hi and lo rows for the down GEMM. gu [G][2·cap][2F], hb [G][2·cap][F];
+// rows = G·cap logical rows. Strategy: thread per element. Limiter: latency.
+__global__ void lab01_swiglu_kernel(const float *gu, __nv_bfloat16 *hb, int F, int cap, size_t rows) {
   const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= rows * F) return;
-  const size_t r = i / F, f = i % F;
-  const float a = gu[r * 2 * F + f], c = gu[r * 2 * F + F + f];
-  hb[i] = __float2bfloat16(a / (1.f + __expf(-a)) * c);
+  const size_t hi = lab01_hi_row(i / F, cap), lo = hi + cap, f = i % F;
+  const float a = gu[hi * 2 * F + f] + gu[lo * 2 * F + f], c = gu[hi * 2 * F + F + f] + gu[lo * 2 * F + F + f];
+  lab01_split(a / (1.f + __expf(-a)) * c, &hb[hi * F + f], &hb[lo * F + f]);
 }
 
-// x[b][d] += Σ_j w[b][j] · yg[slot[b][j]][d]: each token gathers its top_k expert rows
-// (no scatter, no atomics, the same order every step). Strategy: thread per element,
-// grid (D, B). Limiter: latency.
+// x[b][d] += Σ_j w[b][j] · y[slot[b][j]][d], y the sum of the hi and lo rows of yg
+// ([G][2·cap][D]): each token gathers its top_k expert rows (no scatter, no atomics, the
+// same order every step). Strategy: thread per element, grid (D, B). Limiter: latency.
 __global__ void lab01_expert_combine_kernel(const float *yg, const int32_t *slot, const float *w, float *x, int D,
-                                            int top_k) {
+                                            int top_k, int cap) {
   const int d = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
   if (d >= D) return;
   float acc = 0.f;
-  for (int j = 0; j < top_k; j++)
-    acc += w[(size_t)b * top_k + j] * yg[(size_t)slot[(size_t)b * top_k + j] * D + d];
+  for (int j = 0; j < top_k; j++) {
+    const size_t hi = lab01_hi_row((size_t)slot[(size_t)b * top_k + j], cap);
+    acc += w[(size_t)b * top_k + j] * (yg[hi * D + d] + yg[(hi + cap) * D + d]);
+  }
   x[(size_t)b * D + d] += acc;
 }
 
@@ -163,38 +204,52 @@ __global__ void lab01_expert_combine_kernel(const float *yg, const int32_t *slot
 typedef struct {
   Lab00 base;                  // only base.d_scores is used (00's attend)
   cublasHandle_t blas;
-  int G, cap, fused_gate_up;   // groups, rows per group; gate and up adjacent in memory
+  int G, cap, fused_gate_up;   // groups, tokens per group; gate and up adjacent in memory
   void *arena;                 // the one allocation; every pointer below lies inside it
   size_t arena_bytes;
-  __nv_bfloat16 *xb;           // [B][max(D, H·hd)] bf16 GEMM input (normalized rows or attention)
+  __nv_bfloat16 *xb;           // [2B][max(D, H·hd)] split bf16 GEMM input (hi rows, lo rows)
+  float *s;                    // [2B][max(H·hd + 2·H_kv·hd, D, E, V)] dense GEMM outputs (hi, lo)
   const __nv_bfloat16 **wptr;  // [L][E][3] gate, up, down weight pointers (uploaded at setup)
   int32_t *g_count, *g_tok, *slot;  // [G], [G][cap], [B][top_k]
   float *g_wt;                 // [G][cap]
   const void **p;              // [8][G] the batched GEMMs' pointer arrays
-  __nv_bfloat16 *xg, *hb;      // [G][cap][D] gathered rows, [G][cap][F] SwiGLU out
-  float *gu, *yg;              // [G][cap][2F] gate|up, [G][cap][D] expert out
+  __nv_bfloat16 *xg, *hb;      // [G][2·cap][D] gathered rows, [G][2·cap][F] SwiGLU out
+  float *gu, *yg;              // [G][2·cap][2F] gate|up, [G][2·cap][D] expert out
   void *ws;                    // cuBLAS workspace
 } Lab01;
 
+constexpr int kLab01Regions = 14;
 constexpr size_t kLab01Workspace = (size_t)32 << 20;  // cuBLAS's recommended workspace on Hopper (cuBLAS docs, cublasSetWorkspace)
 
-/** Byte offsets of the arena's regions (256-byte aligned, in the order of Lab01's
- *  fields from xb to ws) for B sequences of model c with max_len positions; returns
- *  the total. off[] has 13 entries. Host-tested in plan_test.cpp. */
-static inline size_t lab01_arena_layout(const MoeConfig *c, int B, int max_len, size_t off[13]) {
-  const size_t Bz = (size_t)B, Q = (size_t)c->H * c->head_dim, D = (size_t)c->D, F = (size_t)c->F;
+/** Bytes of each arena region for B sequences of model c with max_len positions, in the
+ *  order of Lab01's fields from base.d_scores to ws. */
+static inline void lab01_arena_sizes(const MoeConfig *c, int B, int max_len, size_t sz[kLab01Regions]) {
+  const size_t Bz = (size_t)B, Q = (size_t)c->H * c->head_dim, KV = (size_t)c->H_kv * c->head_dim;
+  const size_t D = (size_t)c->D, F = (size_t)c->F, E = (size_t)c->E, V = (size_t)c->V;
   const size_t G = (size_t)(c->E < B * c->top_k ? c->E : B * c->top_k), cap = Bz;
-  const size_t sz[13] = {Bz * c->H * max_len * 4,      // d_scores (00's attention)
-                         Bz * (D > Q ? D : Q) * 2,     // xb
-                         (size_t)c->L * c->E * 3 * sizeof(void *),  // wptr
-                         G * 4, G * cap * 4, Bz * c->top_k * 4,     // g_count, g_tok, slot
-                         G * cap * 4,                  // g_wt
-                         8 * G * sizeof(void *),       // p
-                         G * cap * D * 2, G * cap * F * 2,  // xg, hb
-                         G * cap * 2 * F * 4, G * cap * D * 4,  // gu, yg
-                         kLab01Workspace};
-  size_t at = 0;
-  for (int i = 0; i < 13; i++) {
+  size_t sw = Q + 2 * KV;  // the widest dense GEMM output
+  if (D > sw) sw = D;
+  if (E > sw) sw = E;
+  if (V > sw) sw = V;
+  const size_t v[kLab01Regions] = {Bz * c->H * max_len * 4,  // d_scores (00's attention)
+                                   2 * Bz * (D > Q ? D : Q) * 2,  // xb
+                                   2 * Bz * sw * 4,               // s
+                                   (size_t)c->L * c->E * 3 * sizeof(void *),  // wptr
+                                   G * 4, G * cap * 4, Bz * c->top_k * 4,     // g_count, g_tok, slot
+                                   G * cap * 4,                    // g_wt
+                                   8 * G * sizeof(void *),         // p
+                                   G * 2 * cap * D * 2, G * 2 * cap * F * 2,      // xg, hb
+                                   G * 2 * cap * 2 * F * 4, G * 2 * cap * D * 4,  // gu, yg
+                                   kLab01Workspace};
+  for (int i = 0; i < kLab01Regions; i++) sz[i] = v[i];
+}
+
+/** Byte offsets of the arena's regions (each 256-byte aligned, in lab01_arena_sizes'
+ *  order); returns the total. Host-tested in plan_test.cpp. */
+static inline size_t lab01_arena_layout(const MoeConfig *c, int B, int max_len, size_t off[kLab01Regions]) {
+  size_t sz[kLab01Regions], at = 0;
+  lab01_arena_sizes(c, B, max_len, sz);
+  for (int i = 0; i < kLab01Regions; i++) {
     off[i] = at;
     at += (sz[i] + 255) / 256 * 256;
   }
@@ -222,7 +277,7 @@ static inline int lab01_configure(Engine *e, char *err, size_t n) {
 static inline void lab01_setup(Engine *e) {
   const MoeConfig *c = &e->cfg;
   Lab01 *p = (Lab01 *)calloc(1, sizeof(Lab01));
-  size_t off[13];
+  size_t off[kLab01Regions];
   p->G = c->E < e->B * c->top_k ? c->E : e->B * c->top_k;
   p->cap = e->B;
   p->arena_bytes = lab01_arena_layout(c, e->B, e->kv.max_len, off);
@@ -230,17 +285,18 @@ static inline void lab01_setup(Engine *e) {
   char *a = (char *)p->arena;
   p->base.d_scores = (float *)(a + off[0]);
   p->xb = (__nv_bfloat16 *)(a + off[1]);
-  p->wptr = (const __nv_bfloat16 **)(a + off[2]);
-  p->g_count = (int32_t *)(a + off[3]);
-  p->g_tok = (int32_t *)(a + off[4]);
-  p->slot = (int32_t *)(a + off[5]);
-  p->g_wt = (float *)(a + off[6]);
-  p->p = (const void **)(a + off[7]);
-  p->xg = (__nv_bfloat16 *)(a + off[8]);
-  p->hb = (__nv_bfloat16 *)(a + off[9]);
-  p->gu = (float *)(a + off[10]);
-  p->yg = (float *)(a + off[11]);
-  p->ws = a + off[12];
+  p->s = (float *)(a + off[2]);
+  p->wptr = (const __nv_bfloat16 **)(a + off[3]);
+  p->g_count = (int32_t *)(a + off[4]);
+  p->g_tok = (int32_t *)(a + off[5]);
+  p->slot = (int32_t *)(a + off[6]);
+  p->g_wt = (float *)(a + off[7]);
+  p->p = (const void **)(a + off[8]);
+  p->xg = (__nv_bfloat16 *)(a + off[9]);
+  p->hb = (__nv_bfloat16 *)(a + off[10]);
+  p->gu = (float *)(a + off[11]);
+  p->yg = (float *)(a + off[12]);
+  p->ws = a + off[13];
   // Every expert's weight pointers, once; gate and up fuse into one [2F][D] GEMM when
   // every expert's up follows its gate directly (the engine's layout pads to 64 elements).
   const size_t nw = (size_t)c->L * c->E * 3;
@@ -270,44 +326,60 @@ static inline void lab01_teardown(Engine *e) {
 }
 
 // ---- cuBLAS ------------------------------------------------------------------------------
-// out[b][n] = W[n] · xb[b] (+ out[b][n] when accumulate), b < B: W bf16 [N][K] (nn.Linear),
-// xb bf16 [B][K], out fp32 [B][N], fp32 accumulation. Column-major, out^T (N×B) = W (the
-// K×N view, op T) · xb^T (K×B, op N): cublasGemmEx(T, N, N, B, K, W, K, xb, K, out, N).
-static inline void lab01_gemm(const Engine *e, const __nv_bfloat16 *W, const __nv_bfloat16 *xb, float *out, int N,
-                              int K, int accumulate) {
+// s[r][c0 + n] = W[n] · xb[r] for r < 2B (the hi rows, then the lo rows): W bf16 [N][K]
+// (nn.Linear), xb bf16 [2B][K], s fp32 [2B][ld], fp32 accumulation. Column-major,
+// s^T (N×2B, ld) = W (the K×N view, op T) · xb^T (K×2B, op N):
+// cublasGemmEx(T, N, N, 2B, K, W, K, xb, K, s + c0, ld).
+static inline void lab01_gemm(const Engine *e, const __nv_bfloat16 *W, int N, int K, int c0, int ld) {
   const Lab01 *p = (const Lab01 *)e->layer;
-  const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
-  GTL_CUBLAS(cublasGemmEx(p->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, e->B, K, &alpha, W, CUDA_R_16BF, K, xb, CUDA_R_16BF,
-                          K, &beta, out, CUDA_R_32F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  const float alpha = 1.f, beta = 0.f;
+  GTL_CUBLAS(cublasGemmEx(p->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, 2 * e->B, K, &alpha, W, CUDA_R_16BF, K, p->xb,
+                          CUDA_R_16BF, K, &beta, p->s + c0, CUDA_R_32F, ld, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 // The same per group g < G with matrices from the device pointer arrays A, Bm, C:
-// C_g (m×cap, ldc) = A_g^T (A_g: [m][k] bf16) · B_g ([cap][k] bf16), fp32 out.
+// C_g (m×2·cap, ldc) = A_g^T (A_g: [m][k] bf16) · B_g ([2·cap][k] bf16), fp32 out.
 static inline void lab01_gemm_groups(const Engine *e, const void *const *A, const void *const *Bm, void *const *C,
                                      int m, int k, int ldc) {
   const Lab01 *p = (const Lab01 *)e->layer;
   const float alpha = 1.f, beta = 0.f;
-  GTL_CUBLAS(cublasGemmBatchedEx(p->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, p->cap, k, &alpha, A, CUDA_R_16BF, k, Bm,
+  GTL_CUBLAS(cublasGemmBatchedEx(p->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, 2 * p->cap, k, &alpha, A, CUDA_R_16BF, k, Bm,
                                  CUDA_R_16BF, k, &beta, C, CUDA_R_32F, ldc, p->G, CUBLAS_COMPUTE_32F,
                                  CUBLAS_GEMM_DEFAULT));
 }
 
-static inline void lab01_to_bf16(const Engine *e, const float *in, __nv_bfloat16 *out, size_t n) {
-  const size_t blocks = (n + kLab01Threads - 1) / kLab01Threads;
-  lab01_to_bf16_kernel<<<(unsigned)(blocks < 1024 ? blocks : 1024), kLab01Threads, 0, e->s>>>(in, out, n);
+static inline unsigned lab01_blocks(size_t n, size_t most) {
+  const size_t b = (n + kLab01Threads - 1) / kLab01Threads;
+  return (unsigned)(b < most ? b : most);
+}
+
+// xb = the split of in [B][K] fp32 (hi rows, then lo rows).
+static inline void lab01_split_rows(const Engine *e, const float *in, int K) {
+  const size_t n = (size_t)e->B * K;
+  lab01_split_bf16_kernel<<<lab01_blocks(n, 1024), kLab01Threads, 0, e->s>>>(in, ((Lab01 *)e->layer)->xb, n);
+  GTL_LAUNCH();
+}
+
+// out_j (+)= hi + lo of s's columns [0, n0 + n1 + n2) (ld wide), into up to three outputs.
+static inline void lab01_sum_halves(const Engine *e, int ld, float *o0, int n0, float *o1, int n1, float *o2, int n2,
+                                    int accumulate) {
+  lab01_sum_halves_kernel<<<lab01_blocks((size_t)e->B * (n0 + n1 + n2), 4096), kLab01Threads, 0, e->s>>>(
+      ((Lab01 *)e->layer)->s, ld, e->B, o0, n0, o1, n1, o2, n2, accumulate);
   GTL_LAUNCH();
 }
 
 // ---- stages ------------------------------------------------------------------------------
+// RMSNorm (00's kernel), the split, q, k and v as three GEMMs into one [2B][Q + 2KV]
+// scratch, one kernel adding hi and lo into a.d_q, a.d_k, a.d_v.
 static inline void lab01_qkv(Engine *e, int l) {
   const MoeConfig *c = &e->cfg;
-  Lab01 *p = (Lab01 *)e->layer;
-  const int B = e->B, hd = c->head_dim;
+  const int B = e->B, hd = c->head_dim, Q = c->H * hd, KV = c->H_kv * hd, ld = Q + 2 * KV;
   lab00_rmsnorm(e, e->a.d_x, engine_w(e, MOE_ATTN_NORM, l, 0), e->a.d_xn, B, c->D);
-  lab01_to_bf16(e, e->a.d_xn, p->xb, (size_t)B * c->D);
-  lab01_gemm(e, engine_w(e, MOE_Q, l, 0), p->xb, e->a.d_q, c->H * hd, c->D, 0);
-  lab01_gemm(e, engine_w(e, MOE_K, l, 0), p->xb, e->a.d_k, c->H_kv * hd, c->D, 0);
-  lab01_gemm(e, engine_w(e, MOE_V, l, 0), p->xb, e->a.d_v, c->H_kv * hd, c->D, 0);
+  lab01_split_rows(e, e->a.d_xn, c->D);
+  lab01_gemm(e, engine_w(e, MOE_Q, l, 0), Q, c->D, 0, ld);
+  lab01_gemm(e, engine_w(e, MOE_K, l, 0), KV, c->D, Q, ld);
+  lab01_gemm(e, engine_w(e, MOE_V, l, 0), KV, c->D, Q + KV, ld);
+  lab01_sum_halves(e, ld, e->a.d_q, Q, e->a.d_k, KV, e->a.d_v, KV, 0);
   if (c->qk_norm) {  // Qwen3-MoE: each head normalized over head_dim before RoPE (00's kernel)
     lab00_rmsnorm(e, e->a.d_q, engine_w(e, MOE_Q_NORM, l, 0), e->a.d_q, B * c->H, hd);
     lab00_rmsnorm(e, e->a.d_k, engine_w(e, MOE_K_NORM, l, 0), e->a.d_k, B * c->H_kv, hd);
@@ -316,19 +388,19 @@ static inline void lab01_qkv(Engine *e, int l) {
 
 static inline void lab01_out(Engine *e, int l) {  // x += Wo att
   const MoeConfig *c = &e->cfg;
-  Lab01 *p = (Lab01 *)e->layer;
   const int Q = c->H * c->head_dim;
-  lab01_to_bf16(e, e->a.d_att, p->xb, (size_t)e->B * Q);
-  lab01_gemm(e, engine_w(e, MOE_O, l, 0), p->xb, e->a.d_x, c->D, Q, 1);
+  lab01_split_rows(e, e->a.d_att, Q);
+  lab01_gemm(e, engine_w(e, MOE_O, l, 0), c->D, Q, 0, c->D);
+  lab01_sum_halves(e, c->D, e->a.d_x, c->D, NULL, 0, NULL, 0, 1);
 }
 
-// Router logits by cuBLAS; xb keeps the normalized rows for the experts' gather.
+// Router logits by cuBLAS; a.d_xn keeps the normalized rows for the experts' gather.
 static inline void lab01_router(Engine *e, int l) {
   const MoeConfig *c = &e->cfg;
-  Lab01 *p = (Lab01 *)e->layer;
   lab00_rmsnorm(e, e->a.d_x, engine_w(e, MOE_FFN_NORM, l, 0), e->a.d_xn, e->B, c->D);
-  lab01_to_bf16(e, e->a.d_xn, p->xb, (size_t)e->B * c->D);
-  lab01_gemm(e, engine_w(e, MOE_ROUTER, l, 0), p->xb, e->a.d_router, c->E, c->D, 0);
+  lab01_split_rows(e, e->a.d_xn, c->D);
+  lab01_gemm(e, engine_w(e, MOE_ROUTER, l, 0), c->E, c->D, 0, c->E);
+  lab01_sum_halves(e, c->E, e->a.d_router, c->E, NULL, 0, NULL, 0, 0);
 }
 
 // Softmax + top-k on the GPU (ch06): a.d_topk_idx/_w, nothing copied to the host.
@@ -345,7 +417,7 @@ static inline int lab01_experts_plan(Engine *e, int) {
   return 1;
 }
 
-// The device plan (groups, rows, pointer arrays), then every group's rows gathered.
+// The device plan (groups, rows, pointer arrays), then every group's rows gathered and split.
 static inline void lab01_dispatch(Engine *e, int l, int) {
   const MoeConfig *c = &e->cfg;
   Lab01 *p = (Lab01 *)e->layer;
@@ -353,14 +425,14 @@ static inline void lab01_dispatch(Engine *e, int l, int) {
       e->a.d_topk_idx, e->a.d_topk_w, e->B * c->top_k, c->top_k, c->E, p->G, p->cap, p->wptr + (size_t)l * c->E * 3,
       p->g_count, p->g_tok, p->g_wt, p->slot, p->xg, p->gu, p->hb, p->yg, c->D, c->F, p->p);
   GTL_LAUNCH();
-  const size_t rows = (size_t)p->G * p->cap, blocks = (rows * c->D + kLab01Threads - 1) / kLab01Threads;
-  lab01_expert_gather_kernel<<<(unsigned)(blocks < 4096 ? blocks : 4096), kLab01Threads, 0, e->s>>>(
-      p->xb, p->g_count, p->g_tok, p->xg, c->D, p->cap, rows);
+  const size_t rows = (size_t)p->G * p->cap;
+  lab01_expert_gather_kernel<<<lab01_blocks(rows * c->D, 4096), kLab01Threads, 0, e->s>>>(
+      e->a.d_xn, p->g_count, p->g_tok, p->xg, c->D, p->cap, rows);
   GTL_LAUNCH();
 }
 
 // gate|up = W_gate|up · rows (one GEMM of 2F rows when gate and up are adjacent, else
-// two), then SwiGLU into bf16 for the down GEMM.
+// two), then SwiGLU, split into bf16 hi and lo rows for the down GEMM.
 static inline void lab01_expert_up(Engine *e, int, int) {
   const MoeConfig *c = &e->cfg;
   Lab01 *p = (Lab01 *)e->layer;
@@ -373,7 +445,7 @@ static inline void lab01_expert_up(Engine *e, int, int) {
   }
   const size_t rows = (size_t)G * p->cap;
   lab01_swiglu_kernel<<<(unsigned)((rows * F + kLab01Threads - 1) / kLab01Threads), kLab01Threads, 0, e->s>>>(
-      p->gu, p->hb, F, rows);
+      p->gu, p->hb, F, p->cap, rows);
   GTL_LAUNCH();
 }
 
@@ -387,16 +459,16 @@ static inline void lab01_combine(Engine *e, int, int) {
   const MoeConfig *c = &e->cfg;
   Lab01 *p = (Lab01 *)e->layer;
   lab01_expert_combine_kernel<<<lab00_grid(c->D, e->B), kLab00Threads, 0, e->s>>>(p->yg, p->slot, e->a.d_topk_w,
-                                                                                 e->a.d_x, c->D, c->top_k);
+                                                                                 e->a.d_x, c->D, c->top_k, p->cap);
   GTL_LAUNCH();
 }
 
 static inline void lab01_logits(Engine *e, int) {
   const MoeConfig *c = &e->cfg;
-  Lab01 *p = (Lab01 *)e->layer;
   lab00_rmsnorm(e, e->a.d_x, engine_w(e, MOE_FINAL_NORM, 0, 0), e->a.d_xn, e->B, c->D);
-  lab01_to_bf16(e, e->a.d_xn, p->xb, (size_t)e->B * c->D);
-  lab01_gemm(e, engine_w(e, MOE_LM_HEAD, 0, 0), p->xb, e->a.d_logits, c->V, c->D, 0);
+  lab01_split_rows(e, e->a.d_xn, c->D);
+  lab01_gemm(e, engine_w(e, MOE_LM_HEAD, 0, 0), c->V, c->D, 0, c->V);
+  lab01_sum_halves(e, c->V, e->a.d_logits, c->V, NULL, 0, NULL, 0, 0);
 }
 
 /** Layer 01's table: lab00_ops() with qkv, out, router, topk, the expert stages and
@@ -405,8 +477,9 @@ static inline void lab01_logits(Engine *e, int) {
 static inline LayerOps lab01_ops(void) {
   LayerOps o = lab00_ops();  // start from the previous layer's table
   o.target = "labs/01_basics";
-  o.adds = "adds: cuBLAS bf16 tensor-core projections (batch as N), ch06's GPU router, experts as batched "
-           "cuBLAS GEMMs planned on the device (no host sync), one device arena";
+  o.adds = "adds: cuBLAS bf16 tensor-core projections (batch as N, activations split into bf16 hi + lo), "
+           "ch06's GPU router, experts as batched cuBLAS GEMMs planned on the device (no host sync), one "
+           "device arena";
   o.configure = lab01_configure;
   o.setup = lab01_setup;
   o.teardown = lab01_teardown;

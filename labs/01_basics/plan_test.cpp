@@ -9,7 +9,9 @@
 //    top-k entry's slot must point back at its token, weight and expert, slots must be
 //    distinct, padding groups empty, and the combine's gather (Σ_j w · y[slot]) must
 //    equal the scatter-add of 00 on stand-in expert outputs.
-// 2. The arena: every region 256-byte aligned, in order, large enough for its buffer.
+// 2. The arena: every region 256-byte aligned, in order, large enough for its buffer
+//    (sizes recomputed here from the model, hi and lo rows included).
+// 3. The hi/lo GEMM rows of the groups (lab01_hi_row): inside their group, each used once.
 // Prints "ok: ..." / "FAILED: ..." and exits 1 on any failure.
 #include "../moe/engine.cuh"
 #include "layer.cuh"
@@ -124,18 +126,38 @@ static void check_plan(int E, int top_k, int B, uint64_t seed) {
 static void check_arena(const char *preset, int B, int max_len) {
   MoeConfig c;
   CHECK(!moe_config_preset(preset, &c), "arena: preset %s unknown\n", preset);
-  size_t off[13];
+  size_t off[kLab01Regions];
   const size_t total = lab01_arena_layout(&c, B, max_len, off);
   const size_t G = (size_t)(c.E < B * c.top_k ? c.E : B * c.top_k), Q = (size_t)c.H * c.head_dim;
-  const size_t need[13] = {(size_t)B * c.H * max_len * 4, (size_t)B * (c.D > (int)Q ? c.D : Q) * 2,
-                           (size_t)c.L * c.E * 3 * 8, G * 4, G * B * 4, (size_t)B * c.top_k * 4, G * B * 4, 8 * G * 8,
-                           G * B * c.D * 2, G * B * c.F * 2, G * B * 2 * c.F * 4, G * B * c.D * 4, kLab01Workspace};
-  for (int i = 0; i < 13; i++) {
-    const size_t end = i < 12 ? off[i + 1] : total;
+  const size_t KV = (size_t)c.H_kv * c.head_dim, R = 2 * (size_t)B;  // GEMM rows: hi and lo
+  size_t sw = Q + 2 * KV;
+  if ((size_t)c.V > sw) sw = c.V;
+  if ((size_t)c.D > sw) sw = c.D;
+  const size_t need[kLab01Regions] = {(size_t)B * c.H * max_len * 4, R * (c.D > (int)Q ? c.D : Q) * 2, R * sw * 4,
+                                      (size_t)c.L * c.E * 3 * 8, G * 4, G * B * 4, (size_t)B * c.top_k * 4, G * B * 4,
+                                      8 * G * 8, G * R * c.D * 2, G * R * c.F * 2, G * R * 2 * c.F * 4,
+                                      G * R * c.D * 4, kLab01Workspace};
+  for (int i = 0; i < kLab01Regions; i++) {
+    const size_t end = i < kLab01Regions - 1 ? off[i + 1] : total;
     CHECK(off[i] % 256 == 0 && end >= off[i] + need[i] && end - off[i] < need[i] + 256,
           "arena %s B=%d: region %d at %zu..%zu, needs %zu bytes\n", preset, B, i, off[i], end, need[i]);
   }
-  printf("ok: arena %s B=%d max_len=%d: 13 regions aligned and sized, %.1f MB\n", preset, B, max_len, total / 1e6);
+  printf("ok: arena %s B=%d max_len=%d: %d regions aligned and sized, %.1f MB\n", preset, B, max_len, kLab01Regions,
+         total / 1e6);
+}
+
+// The GEMM rows of the logical rows s = g·cap + t: hi rows g·2cap + t, lo rows cap further,
+// inside group g's 2·cap rows, every one used once.
+static void check_rows(int G, int cap) {
+  char *used = (char *)calloc((size_t)G * 2 * cap, 1);
+  for (size_t s = 0; s < (size_t)G * cap; s++) {
+    const size_t hi = lab01_hi_row(s, cap), lo = hi + cap, g = s / cap;
+    CHECK(hi >= g * 2 * cap && lo < (g + 1) * 2 * cap && !used[hi] && !used[lo],
+          "rows G=%d cap=%d: logical row %zu -> %zu/%zu\n", G, cap, s, hi, lo);
+    used[hi] = used[lo] = 1;
+  }
+  free(used);
+  printf("ok: rows G=%d cap=%d: hi and lo rows inside their group, each once\n", G, cap);
 }
 
 int main(void) {
@@ -149,6 +171,11 @@ int main(void) {
   check_arena("gptoss20b_mixtral", 1, 644);
   check_arena("gptoss20b_mixtral", 64, 44);
   check_arena("qwen3moe", 7, 300);
+  check_arena("tiny_qwen3", 3, 20);
+  check_rows(1, 1);
+  check_rows(4, 1);
+  check_rows(32, 64);
+  check_rows(7, 3);
   printf("plan_test: %s\n", fails ? "FAILED" : "all passed");
   return fails ? 1 : 0;
 }
