@@ -5,6 +5,7 @@
 #   1b. the libFuzzer harnesses of tests/fuzz, $FUZZ_TEST_SECONDS (20) s each (scripts/fuzz.sh)
 #   2. python unittest of scripts/check_expectations, the quest-log scripts, book_refs.md
 #   2b. the lab's headers alone and together with the lab frame, -Werror (tests/lab_headers.sh)
+#   2c. lab layers' host tests (labs/NN_*/plan_test.cpp)
 #   3. every GPU program: exit 2 with a usage line on a bad flag (and on the bad values of
 #      tests/usage_checks.txt); without a GPU, exit 77 with exactly one line
 #   4. disassembly checks of tests/sass_checks.txt (cuobjdump)
@@ -58,6 +59,21 @@ printf '%s\n' "$out" | grep -v '^ok: '
 n_ok=$(printf '%s\n' "$out" | grep -c '^ok: '); n_bad=$(printf '%s\n' "$out" | grep -c '^FAILED: ')
 pass=$((pass + n_ok)); fail=$((fail + n_bad))
 if [ "$rc" -ne 0 ] && [ "$n_bad" -eq 0 ]; then bad "tests/lab_headers.sh exited $rc"; fi
+
+echo "== lab layer host tests (labs/NN_*/plan_test.cpp: the kernels' own host/device index code)"
+for t in labs/[0-9][0-9]_*/plan_test.cpp; do
+  [ -f "$t" ] || continue
+  bin=tests/bin/$(basename "$(dirname "$t")")_plan_test
+  if nvcc -std=c++17 -Icommon -Ibuild -o "$bin" -x cu "$t" -Lbuild -lmoe -lcommon -lcublas > "$bin.build.log" 2>&1; then
+    out=$("./$bin" 2>&1); rc=$?
+    n_ok=$(printf '%s\n' "$out" | grep -c '^ok: '); n_bad=$(printf '%s\n' "$out" | grep -c '^FAILED: ')
+    printf '%s\n' "$out" | grep -v '^ok: '
+    pass=$((pass + n_ok)); fail=$((fail + n_bad))
+    if [ "$rc" -ne 0 ] && [ "$n_bad" -eq 0 ]; then bad "$bin exited $rc"; fi
+  else
+    bad "$t does not build"; tail -n 5 "$bin.build.log"
+  fi
+done
 
 echo "== GPU programs: usage errors and waiving without a GPU"
 progs=$(find ch[0-9][0-9] labs -maxdepth 2 -type f -perm -u+x ! -name '*.*' 2>/dev/null | sort)

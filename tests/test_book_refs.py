@@ -36,11 +36,11 @@ class BookRefs(unittest.TestCase):
         chapters = sorted(d for d in os.listdir(ROOT) if re.fullmatch(r"ch\d\d", d)
                           and os.path.isfile(os.path.join(ROOT, d, "optimized.cu")))
         for ch in chapters:
-            self.assertRegex(self.text, r"\n\| %s \|" % ch[2:], f"{ch} has no row")
+            self.assertTrue(re.search(r"\n\| %s \|" % ch[2:], self.text), f"{ch} has no row in book_refs.md")
         labs = os.path.join(ROOT, "labs")
         for d in sorted(os.listdir(labs)):
             if re.fullmatch(r"\d\d_\w+", d):
-                self.assertIn(f"labs/{d}", self.text)
+                self.assertTrue(f"labs/{d}" in self.text, f"labs/{d} has no row in book_refs.md")
 
 
 if __name__ == "__main__":
