@@ -3,11 +3,11 @@
 #   build; mini (validated against the CPU reference) at batch 1 and 64; compute-sanitizer
 #   memcheck on mini; transformers checks (labs/moe/hf_check.py); gptoss20b at batch 1
 #   (prompt 512, generate 128) and batch 64 (prompt 32, generate 8: the baseline is slow).
-# Logs and the JSON lines (results.jsonl) go to $OUT (default results/device/labs_00).
+# Logs and the JSON lines (results.jsonl) go to $OUT (default results/labs_00).
 #   labs/00_baseline/run_device.sh [budget_seconds, default 460]
 set -u
 cd "$(dirname "$0")/../.." || exit 3
-out=${OUT:-results/device/labs_00}
+out=${OUT:-results/labs_00}
 mkdir -p "$out"
 budget=${1:-460}
 d=labs/00_baseline/decode

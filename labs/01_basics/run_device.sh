@@ -6,11 +6,11 @@
 #   memcheck  compute-sanitizer memcheck with leak check, 01 on mini (batch 3)
 #   b1      00 then 01, gptoss20b_mixtral, batch 1, prompt 512, gen 128
 #   b64     00 then 01, gptoss20b_mixtral, batch 64, prompt 32, gen 8 (00's stored point)
-# Logs, and each run's JSON line as NAME.json, go to $OUT (default results/device/labs_01).
+# Logs, and each run's JSON line as NAME.json, go to $OUT (default results/labs_01).
 #   labs/01_basics/run_device.sh [budget_seconds, default 540] [parts, default "mini memcheck b1 b64"]
 set -u
 cd "$(dirname "$0")/../.." || exit 3
-out=${OUT:-results/device/labs_01}
+out=${OUT:-results/labs_01}
 mkdir -p "$out"
 budget=${1:-540}
 parts=${2:-mini memcheck b1 b64}
