@@ -13,6 +13,12 @@
 // Roofline: each x row is needed top_k times, but DRAM need only see it once:
 //     bytes = T·D·2 (read x) + T·k·D·2 (write out) + T·k·4 (read src or dst);  flops = 0.
 // Bound by the copy ceiling (bytes read + written per second, measured by ch02/ceilings).
+//
+// Two figures (common/bench.h): the metric is --l2=cold, one dispatch alone between two
+// events after an L2 flush; beside it every kernel also gets a --l2=rotate row: dispatches
+// back to back, each on the next of N copies of the inputs (x, src, dst; N × bytes >= 4 ×
+// L2), as the kernel runs inside a decode step. --l2=rotate makes the rotated figure the
+// metric; --l2=warm times neither copies nor flushes.
 #pragma once
 #include <cuda_bf16.h>
 #include <stdio.h>
@@ -88,6 +94,67 @@ static void permute_run(void *user, cudaStream_t s) {
   r->v->launch(r->p, s);
 }
 
+// --l2=rotate: n copies of the read-only inputs, copy i one region holding x, src, dst;
+// every copy writes the same out.
+typedef struct {
+  int n;                   // copies: gtl_rotate_copies_for(bytes of one region)
+  void *base;              // n regions back to back
+  PermuteProblem *p;       // [n] problems, p[i] reading region i
+  const PermuteVariant *v; // the kernel being timed
+} PermuteRotate;
+
+static void permute_rotate_setup(GtlCtx *ctx, const PermuteProblem *p, PermuteRotate *rot) {
+  const size_t x_bytes = (size_t)p->T * p->D * 2, i_bytes = (size_t)p->T * p->top_k * 4;
+  const size_t x_pad = (x_bytes + 255) / 256 * 256, i_pad = (i_bytes + 255) / 256 * 256;
+  const size_t stride = x_pad + 2 * i_pad;
+  rot->n = gtl_rotate_copies_for(ctx, stride);
+  rot->base = gtl_malloc(stride * rot->n, "--l2=rotate input copies (>= 4x L2)");
+  rot->p = (PermuteProblem *)malloc(sizeof(PermuteProblem) * rot->n);
+  if (!rot->p) {
+    fprintf(stderr, "ch07: host out of memory for %d input copies\n", rot->n);
+    exit(GTL_EXIT_RUNTIME);
+  }
+  for (int c = 0; c < rot->n; c++) {
+    char *r = (char *)rot->base + stride * c;
+    GTL_CUDA(cudaMemcpyAsync(r, p->d_x, x_bytes, cudaMemcpyDeviceToDevice, ctx->stream));
+    GTL_CUDA(cudaMemcpyAsync(r + x_pad, p->d_src, i_bytes, cudaMemcpyDeviceToDevice,
+                             ctx->stream));
+    GTL_CUDA(cudaMemcpyAsync(r + x_pad + i_pad, p->d_dst, i_bytes, cudaMemcpyDeviceToDevice,
+                             ctx->stream));
+    rot->p[c] = *p;
+    rot->p[c].d_x = (const __nv_bfloat16 *)r;
+    rot->p[c].d_src = (const int32_t *)(r + x_pad);
+    rot->p[c].d_dst = (const int32_t *)(r + x_pad + i_pad);
+  }
+  GTL_CUDA(cudaStreamSynchronize(ctx->stream));
+}
+
+static void permute_rotate_run(void *user, int copy, cudaStream_t s) {
+  const PermuteRotate *r = (const PermuteRotate *)user;
+  r->v->launch(&r->p[copy], s);
+}
+
+// Poison out, run the kernel once on problem q, compare with the reference (exact: a copy
+// must be bit for bit) and check the guard bytes around out.
+static void permute_check(const PermuteProblem *q, const PermuteVariant *v, GtlGuarded *g_out,
+                          uint16_t *h_out, float *out, const double *ref, cudaStream_t s,
+                          GtlErr *err) {
+  const size_t n_out = (size_t)q->T * q->top_k * q->D;
+  gtl_poison(q->d_out, n_out * 2, s);
+  v->launch(q, s);
+  GTL_CUDA(cudaStreamSynchronize(s));
+  GTL_CUDA(cudaMemcpy(h_out, q->d_out, n_out * 2, cudaMemcpyDeviceToHost));
+  gtl_bf16_to_f32_array(h_out, out, n_out);
+  GtlTol exact = {0, 0, 0};  // a copy is exact: every bit must match
+  gtl_compare(out, ref, n_out, exact, err);
+  size_t bad_guard = gtl_guarded_check(g_out);
+  if (bad_guard) {
+    fprintf(stderr, "ch07: %s: %zu guard bytes around out were overwritten\n", v->name,
+            bad_guard);
+    err->pass = 0;
+  }
+}
+
 // The --variant help line, naming the kernels this program offers ("…: bulk, warp").
 #define PERMUTE_VARIANT_HELP "run only this kernel of the program: "
 static const char *permute_variant_help(const PermuteVariant *v, int n) {
@@ -110,6 +177,7 @@ static int permute_main(int argc, char **argv, const char *program,
                    {"D", GTL_OPT_INT, &D, "hidden size, a multiple of 8 (default 2880)"},
                    {"variant", GTL_OPT_STR, &vname, permute_variant_help(variants, n_variants)}};
   GtlCtx ctx;
+  gtl_allow_rotate();  // this driver keeps input copies (PermuteRotate)
   gtl_parse(&ctx, "ch07", program, argc, argv, opts, n_variants > 1 ? 5 : 4, 10, 200,
             GTL_L2_COLD);
   const PermuteVariant *only = NULL;
@@ -199,7 +267,20 @@ static int permute_main(int argc, char **argv, const char *program,
     gtl_phase_pop();
   }
 
+  // Input copies for the rotated figure: a row beside each cold one, or the metric under
+  // --l2=rotate; none under --l2=warm.
+  const int rotate_only = ctx.args.l2 == GTL_L2_ROTATE, rotate_too = ctx.args.l2 == GTL_L2_COLD;
+  PermuteRotate rot;
+  memset(&rot, 0, sizeof rot);
+  if (rotate_only || rotate_too) {
+    gtl_phase_push(GTL_PHASE_SETUP);
+    permute_rotate_setup(&ctx, &p, &rot);
+    gtl_phase_pop();
+  }
+
   GtlResult res[PERMUTE_MAX_VARIANTS];
+  GtlStats rot_st[PERMUTE_MAX_VARIANTS];
+  memset(rot_st, 0, sizeof rot_st);
   int rc = 0;
   for (int i = 0; i < n_run; i++) {
     GtlResult *r = &res[i];
@@ -210,21 +291,13 @@ static int permute_main(int argc, char **argv, const char *program,
     r->bound = GTL_BOUND_COPY;
     r->ref = "host_gather";
     PermuteRun pr = {&p, run_v[i]};
+    rot.v = run_v[i];
     if (ctx.args.verify) {
       gtl_phase_push(GTL_PHASE_VALIDATE);
-      gtl_poison(p.d_out, n_out * 2, ctx.stream);
-      permute_run(&pr, ctx.stream);
-      GTL_CUDA(cudaStreamSynchronize(ctx.stream));
-      GTL_CUDA(cudaMemcpy(h_out, p.d_out, n_out * 2, cudaMemcpyDeviceToHost));
-      gtl_bf16_to_f32_array(h_out, out, n_out);
-      GtlTol exact = {0, 0, 0};  // a copy is exact: every bit must match
-      gtl_compare(out, ref, n_out, exact, &r->err);
-      size_t bad_guard = gtl_guarded_check(&g_out);
-      if (bad_guard) {
-        fprintf(stderr, "ch07: %s: %zu guard bytes around out were overwritten\n",
-                run_v[i]->name, bad_guard);
-        r->err.pass = 0;
-      }
+      permute_check(&p, run_v[i], &g_out, h_out, out, ref, ctx.stream, &r->err);
+      if (r->err.pass && rot.n)  // the last input copy: same values, other addresses
+        permute_check(&rot.p[rot.n - 1], run_v[i], &g_out, h_out, out, ref, ctx.stream,
+                      &r->err);
       r->validated = 1;
       gtl_phase_pop();
       if (!r->err.pass) {  // never time a wrong kernel
@@ -233,9 +306,29 @@ static int permute_main(int argc, char **argv, const char *program,
         break;
       }
     }
-    gtl_bench(&ctx, permute_run, &pr, &r->st);
+    if (rotate_only) gtl_bench_rotate(&ctx, permute_rotate_run, &rot, rot.n, &r->st);
+    else gtl_bench(&ctx, permute_run, &pr, &r->st);
     gtl_report_row(&ctx, r);
+    if (rotate_too) {  // the rotated row beside the cold one
+      GtlResult rr = *r;
+      char name[64];
+      snprintf(name, sizeof name, "%s_rotate", n_variants > 1 ? run_v[i]->name : program);
+      rr.variant = name;
+      gtl_bench_rotate(&ctx, permute_rotate_run, &rot, rot.n, &rr.st);
+      gtl_report_row(&ctx, &rr);
+      rot_st[i] = rr.st;
+      if (i == 0) {
+        gtl_result_extra(r, "rotate_median_ms", rr.st.median);
+        gtl_result_extra(r, "rotate_p95_ms", rr.st.p95);
+        gtl_result_extra(r, "pct_of_ceiling_rotate", gtl_result_pct(&rr, &ctx.ceil));
+      }
+    }
   }
+  if (rc == 0 && rotate_too && !ctx.args.json)
+    for (int i = 0; i < n_run; i++)
+      printf("# %s: %.4f ms alone (L2 flushed), %.4f ms back to back on rotated inputs (%d "
+             "copies, %d launches per event pair)\n",
+             run_v[i]->name, res[i].st.median, rot_st[i].median, rot.n, gtl_rotate_k(rot.n));
   if (rc == 0) rc = gtl_report_finish(&ctx, &res[0]);
   free(out);
   free(ref);
@@ -248,6 +341,8 @@ static int permute_main(int argc, char **argv, const char *program,
   GTL_CUDA(cudaFree(d_src));
   GTL_CUDA(cudaFree(d_dst));
   gtl_guarded_free(&g_out);
+  if (rot.base) GTL_CUDA(cudaFree(rot.base));
+  free(rot.p);
   gtl_end(&ctx);
   return rc;
 }

@@ -14,7 +14,11 @@
 // Σ_b keys_b · H_kv · 64 · 2 B · 2 = 268 MB at 16 × 8192, plus q and out (0.26 MB);
 // 4 · Σ_b keys_b · H · 64 flops (q·k and p·v) = 2.1 GFLOP. 8 FLOP/B, far below the H200's
 // balance point even for fp32 FMA, so the bound is read bandwidth. The cache is 4.5x the
-// L2 and the L2 is flushed before every timed iteration.
+// L2 and the L2 is flushed before every timed iteration (the metric). The full row is also
+// timed as inside a decode step (common/bench.h, --l2=rotate): launches back to back, each
+// on the next of N copies of q, K and V (N × bytes >= 4 × L2), reported beside the metric.
+// --l2=rotate itself is not offered: the window row reads 2 MB a step, which whole-cache
+// copies cannot rotate out of L2.
 #pragma once
 #include <cuda_bf16.h>
 #include <math.h>
@@ -116,12 +120,39 @@ static void attn_run(void *user, cudaStream_t s) {
   const AttnRun *r = (const AttnRun *)user;
   attn_launch(r->a, r->p, s);
 }
+static void attn_rotate_run(void *user, int copy, cudaStream_t s) {
+  const AttnRun *r = (const AttnRun *)user;  // a: [copies] arguments, copy i on copy i's q, K, V
+  attn_launch(&r->a[copy], r->p, s);
+}
 
-// One row: plan, poison, validated run, compare, time. Returns 0, or 1 on FAIL.
+// Poison out, one launch, compare with ref (bf16 tolerance), check the guard. 0 or 1.
+static int attn_check(const AttnDecodeArgs *a, const AttnPlan *plan, const double *ref,
+                      GtlGuarded *g_out, cudaStream_t s, const char *label, GtlErr *err) {
+  const size_t n_out = (size_t)a->B * a->H * ATTN_HEAD_DIM;
+  gtl_poison(a->out, n_out * 2, s);
+  attn_launch(a, plan, s);
+  GTL_CUDA(cudaStreamSynchronize(s));
+  uint16_t *raw = (uint16_t *)malloc(n_out * 2);
+  float *out = (float *)malloc(n_out * 4);
+  GTL_CUDA(cudaMemcpy(raw, a->out, n_out * 2, cudaMemcpyDeviceToHost));
+  for (size_t i = 0; i < n_out; i++) out[i] = gtl_bf16_to_f32(raw[i]);
+  gtl_compare(out, ref, n_out, gtl_tol_for(GTL_BF16), err);
+  const size_t bad_guard = gtl_guarded_check(g_out);
+  if (bad_guard) {
+    fprintf(stderr, "ch18: %zu guard bytes around out were overwritten (%s)\n", bad_guard, label);
+    err->pass = 0;
+  }
+  free(raw);
+  free(out);
+  return err->pass ? 0 : 1;
+}
+
+// One row: plan, poison, validated run, compare, time. With n_rot copies (rot: their
+// arguments), the last copy is validated too and rot_st gets the rotated figure. Returns 0,
+// or 1 on FAIL.
 static int attn_row(GtlCtx *ctx, const AttnDecodeArgs *a, const int32_t *h_lens, int S,
                     const double *ref, GtlGuarded *g_out, const char *label, const char *name,
-                    GtlResult *r) {
-  const size_t n_out = (size_t)a->B * a->H * ATTN_HEAD_DIM;
+                    GtlResult *r, const AttnDecodeArgs *rot, int n_rot, GtlStats *rot_st) {
   int max_keys = 0;
   for (int b = 0; b < a->B; b++) {
     const int n = h_lens[b] - attn_first_key(h_lens[b], a->window);
@@ -141,26 +172,14 @@ static int attn_row(GtlCtx *ctx, const AttnDecodeArgs *a, const int32_t *h_lens,
   int rc = 0;
   if (ctx->args.verify) {
     gtl_phase_push(GTL_PHASE_VALIDATE);
-    gtl_poison(a->out, n_out * 2, ctx->stream);
-    attn_launch(a, &plan, ctx->stream);
-    GTL_CUDA(cudaStreamSynchronize(ctx->stream));
-    uint16_t *raw = (uint16_t *)malloc(n_out * 2);
-    float *out = (float *)malloc(n_out * 4);
-    GTL_CUDA(cudaMemcpy(raw, a->out, n_out * 2, cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < n_out; i++) out[i] = gtl_bf16_to_f32(raw[i]);
-    gtl_compare(out, ref, n_out, gtl_tol_for(GTL_BF16), &r->err);
+    rc = attn_check(a, &plan, ref, g_out, ctx->stream, label, &r->err);
+    if (rc == 0 && n_rot)  // the last input copy: same values, other addresses
+      rc = attn_check(&rot[n_rot - 1], &plan, ref, g_out, ctx->stream, label, &r->err);
     r->validated = 1;
-    const size_t bad_guard = gtl_guarded_check(g_out);
-    if (bad_guard) {
-      fprintf(stderr, "ch18: %zu guard bytes around out were overwritten (%s)\n", bad_guard, label);
-      r->err.pass = 0;
-    }
-    if (!r->err.pass) {
+    if (rc) {
       gtl_err_print(stderr, &r->err, label);
       rc = GTL_EXIT_FAIL;  // never time a wrong kernel
     }
-    free(raw);
-    free(out);
     gtl_phase_pop();
   }
   if (rc == 0) {
@@ -168,6 +187,16 @@ static int attn_row(GtlCtx *ctx, const AttnDecodeArgs *a, const int32_t *h_lens,
     gtl_bench(ctx, attn_run, &run, &r->st);
   }
   gtl_report_row(ctx, r);
+  if (rc == 0 && n_rot) {  // the rotated row: the step as inside a decode step
+    AttnRun run = {rot, &plan};
+    GtlResult rr = *r;
+    char rname[192];
+    snprintf(rname, sizeof rname, "%s rotate", name);
+    rr.variant = rname;
+    gtl_bench_rotate(ctx, attn_rotate_run, &run, n_rot, &rr.st);
+    gtl_report_row(ctx, &rr);
+    *rot_st = rr.st;
+  }
   if (!ctx->args.json) printf("#   %s: %s\n", label, plan.what);
   attn_plan_free(&plan);
   return rc;
@@ -273,6 +302,27 @@ static int attn_main(int argc, char **argv, const char *variant, const char *str
       a->kv.head_stride = (int64_t)Si * D, a->kv.token_stride = D;
     }
   }
+  // Copies of the full row's q, K, V for its rotated figure (not under --l2=warm).
+  const size_t q_pad = (n_q * 2 + 255) / 256 * 256, kv_pad = (n_kv * 2 + 255) / 256 * 256;
+  const size_t rot_stride = q_pad + 2 * kv_pad;
+  const int n_rot = ctx.args.l2 == GTL_L2_COLD ? gtl_rotate_copies_for(&ctx, rot_stride) : 0;
+  char *d_rot = n_rot ? (char *)gtl_malloc(rot_stride * n_rot, "--l2=rotate copies of q, K, V")
+                      : NULL;
+  AttnDecodeArgs *rot = (AttnDecodeArgs *)calloc(n_rot ? n_rot : 1, sizeof(AttnDecodeArgs));
+  for (int c = 0; c < n_rot; c++) {
+    char *base = d_rot + rot_stride * c;
+    const cudaMemcpyKind d2d = cudaMemcpyDeviceToDevice;
+    GTL_CUDA(cudaMemcpyAsync(base, d_q, n_q * 2, d2d, ctx.stream));
+    GTL_CUDA(cudaMemcpyAsync(base + q_pad, d_k, n_kv * 2, d2d, ctx.stream));
+    GTL_CUDA(cudaMemcpyAsync(base + q_pad + kv_pad, d_v, n_kv * 2, d2d, ctx.stream));
+    rot[c] = rows[0];
+    rot[c].q = (const __nv_bfloat16 *)base;
+    rot[c].kv.k = (const __nv_bfloat16 *)(base + q_pad);
+    rot[c].kv.v = (const __nv_bfloat16 *)(base + q_pad + kv_pad);
+  }
+  GTL_CUDA(cudaStreamSynchronize(ctx.stream));
+  GtlStats rot_st;
+  memset(&rot_st, 0, sizeof rot_st);
   const int32_t *row_lens[3] = {h_lens, h_lens_r, h_lens};
   char labels[3][32], names[3][160];
   snprintf(labels[0], 32, "full");
@@ -314,7 +364,8 @@ static int attn_main(int argc, char **argv, const char *variant, const char *str
       attn_cpu(h_q, h_k, h_v, row_lens[i], h_sinks, Bi, H, Hk, Si, rows[i].window, ref);
       gtl_phase_pop();
     }
-    rc = attn_row(&ctx, &rows[i], row_lens[i], Si, ref, &g_out, labels[i], names[i], &r[i]);
+    rc = attn_row(&ctx, &rows[i], row_lens[i], Si, ref, &g_out, labels[i], names[i], &r[i], rot,
+                  i == 0 ? n_rot : 0, &rot_st);
   }
   GtlResult *head = rc ? &r[done - 1] : &r[0];
   head->variant = variant;
@@ -325,6 +376,12 @@ static int attn_main(int argc, char **argv, const char *variant, const char *str
     gtl_result_extra(head, "pct_of_ceiling_paged", gtl_result_pct(&r[1], &ctx.ceil));
     gtl_result_extra(head, "rel_l2_paged", r[1].err.rel_l2);
     gtl_result_extra(head, "rel_l2_window", r[2].err.rel_l2);
+    if (n_rot) {
+      GtlResult rr = r[0];
+      rr.st = rot_st;
+      gtl_result_extra(head, "rotate_median_ms", rot_st.median);
+      gtl_result_extra(head, "pct_of_ceiling_rotate", gtl_result_pct(&rr, &ctx.ceil));
+    }
   }
   rc = gtl_report_finish(&ctx, head);
 
@@ -333,6 +390,8 @@ static int attn_main(int argc, char **argv, const char *variant, const char *str
   void *bufs[] = {d_q, d_k, d_v, d_kp, d_vp, d_table, d_ident, d_lens, d_lens_r, d_sinks};
   for (int i = 0; i < 10; i++) GTL_CUDA(cudaFree(bufs[i]));
   gtl_guarded_free(&g_out);
+  if (d_rot) GTL_CUDA(cudaFree(d_rot));
+  free(rot);
   gtl_end(&ctx);
   return rc;
 }
