@@ -260,15 +260,18 @@ static int serve_main(int argc, char **argv, const char *variant, const char *st
   int32_t *d_prompt = (int32_t *)gtl_malloc((size_t)sv.n_req * sv.max_prompt * 4, "prompts");
   int32_t *d_plen = (int32_t *)gtl_malloc((size_t)sv.n_req * 4, "prompt lengths");
   sv.d_gen = (int32_t *)gtl_malloc((size_t)sv.n_req * sv.max_out * 4, "generated tokens");
-  GTL_CUDA(cudaMemcpy(d_prompt, sv.h_prompt, (size_t)sv.n_req * sv.max_prompt * 4, cudaMemcpyHostToDevice));
-  GTL_CUDA(cudaMemcpy(d_plen, h_len, (size_t)sv.n_req * 4, cudaMemcpyHostToDevice));
-  GTL_CUDA(cudaMemset(sv.d_attn, 0, rows * SERVE_HID * 2));  // GEMV pad rows read finite zeros
+  // On the timed stream (non-blocking: it does not wait for the legacy stream's copies).
+  GTL_CUDA(cudaMemcpyAsync(d_prompt, sv.h_prompt, (size_t)sv.n_req * sv.max_prompt * 4, cudaMemcpyHostToDevice,
+                           ctx.stream));
+  GTL_CUDA(cudaMemcpyAsync(d_plen, h_len, (size_t)sv.n_req * 4, cudaMemcpyHostToDevice, ctx.stream));
+  GTL_CUDA(cudaMemsetAsync(sv.d_attn, 0, rows * SERVE_HID * 2, ctx.stream));  // GEMV pad rows: finite zeros
   const float rw = sqrtf(3.0f / SERVE_HID);
   gtl_fill_uniform(sv.d_W, GTL_BF16, (size_t)SERVE_VOCAB * SERVE_HID, sv.seed ^ 0x57ull, -rw, rw, ctx.stream);
   gtl_fill_uniform(sv.d_sinks, GTL_FP32, SERVE_H, sv.seed ^ 0x5155ull, -1.0f, 1.0f, ctx.stream);
   sv.tok.seed = sv.seed, sv.tok.prompt = d_prompt, sv.tok.prompt_len = d_plen, sv.tok.gen = sv.d_gen;
   sv.tok.max_prompt = sv.max_prompt, sv.tok.max_out = sv.max_out;
   GTL_CUDA(cudaEventCreate(&sv.ev_start));
+  GTL_CUDA(cudaStreamSynchronize(ctx.stream));  // h_prompt and h_len may be read again below
   sv.check_step = -1;
   gtl_phase_pop();
 
