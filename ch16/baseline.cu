@@ -14,8 +14,8 @@
 // Build and run:   make ch16 && ./ch16/baseline          (pair: scripts/pair.sh ch16)
 // Nsight Systems: nsys profile -t cuda,nvtx ./ch16/baseline --iters=1 — long runs of steps
 //   whose batch shrinks to a few stragglers while the reserved memory sits unused.
-// Nsight Compute:  scripts/profile.sh ch16 baseline (the same kernels as optimized; the
-//   difference is how many sequences each step carries: launch__grid_size of attn_splitkv).
+// Nsight Compute: the same kernels as optimized (its header has the command); the
+//   difference is how many sequences each step carries: launch__grid_size of attn_splitkv.
 // Book: production inference — why static batching wastes KV memory and steps.
 #include "serve_main.cuh"
 

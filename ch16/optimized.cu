@@ -20,7 +20,7 @@
 //   ./ch16/optimized --arrival=poisson:2000               requests arriving over time
 // Nsight Systems: nsys profile -t cuda,nvtx ./ch16/optimized --iters=1 — the steps of one
 //   trace, ~3x fewer than the baseline's, each with a fuller batch.
-// Nsight Compute:  scripts/profile.sh ch16 optimized, or directly
+// Nsight Compute (a trace launches thousands of kernels: profile 20 of them), directly
 //   ncu --clock-control none --nvtx --nvtx-include "gauntlet@ch16.optimized.timed]" -k regex:attn_splitkv
 //       -c 20 --metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size ./ch16/optimized --warmup=0 --iters=1
 //   launch__grid_size = 8 x batch: the attention grid of a full continuous batch.
