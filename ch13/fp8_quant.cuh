@@ -9,8 +9,14 @@
 // s = 1. Two recipes, as NVIDIA Transformer Engine defines them (TE user guide, "FP8
 // Current Scaling" and "FP8 Delayed Scaling";
 // https://nvidia.github.io/TransformerEngine/features/low_precision_training/):
-//   current — s comes from this tensor's own amax: one pass reads x for amax, a second
-//             reads it again to quantize (fp8_tensor_amax_launch, fp8_tensor_quantize_launch).
+//   current — s comes from this tensor's own amax, so every element must be read before
+//             the first one can be written. fp8_tensor_current_launch reads x from HBM
+//             once: each block copies its slice of x into shared memory (cp.async), the
+//             blocks publish their amax and meet at a grid barrier (a cooperative launch),
+//             then each block quantizes its slice out of shared memory. That needs x to fit
+//             in the shared memory of one block per SM (132 × 227 KiB = 29 MiB on an H200:
+//             M = 4096 tokens of K = 2880 is 22.5 MiB). Larger tensors take two passes,
+//             the second reading x again: fp8_tensor_amax_launch, fp8_tensor_quantize_launch.
 //   delayed — s comes from the largest amax in a history of the last H steps (TE's
 //             DelayedScaling with amax_compute_algo="max", margin 0): one pass quantizes
 //             with the stored s and records this tensor's amax; the last block to finish
@@ -23,6 +29,7 @@
 // state is one Fp8TensorScale in device memory per tensor (plus, for delayed, a float
 // history of H entries), set up once by fp8_tensor_scale_init_launch.
 #pragma once
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
 #include <stdint.h>
@@ -32,8 +39,11 @@
 
 #define FP8_E4M3_MAX 448.0f      // largest finite E4M3 value (OCP 8-bit FP spec v1.0)
 #define FP8_QUANT_THREADS 256
-#define FP8_QUANT_MAX_BLOCKS 1024  // one wave on an H100/H200 (8 blocks of 256 per SM)
-#define FP8_QUANT_UNROLL 4         // independent 16-byte loads in flight per thread
+#define FP8_QUANT_MAX_BLOCKS 1024  // size of the partial array; one wave is at most 8 × SMs
+// Independent 16-byte loads issued per thread before the first is used (the two-pass kernels).
+#define FP8_QUANT_UNROLL 8
+#define FP8_STAGE_THREADS 1024      // the one-pass kernel: one block per SM
+#define FP8_STAGE_MIN_CHUNKS 1024   // ... and at least this many 16-byte chunks per block
 
 // The scale state of one tensor, in device memory. The GEMM reads scale_inv.
 // scale_inv comes first: a pointer to it is the GEMM's scale pointer, and at offset 0 it
@@ -63,13 +73,14 @@ __device__ __forceinline__ unsigned fp8_halves_to_f32_bits(unsigned m) {
   return max(m >> 16, m & 0xFFFFu) << 16;
 }
 
-// Block-wide unsigned max; every thread gets the result. One redux per warp (sm_80+).
+// Block-wide unsigned max (blockDim.x a multiple of 32, at most 1024); every thread gets
+// the result. One redux per warp (sm_80+).
 __device__ __forceinline__ unsigned fp8_block_max(unsigned v) {
-  __shared__ unsigned warp_max[FP8_QUANT_THREADS / 32];
+  __shared__ unsigned warp_max[32];
   v = __reduce_max_sync(0xFFFFFFFFu, v);
   if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = v;
   __syncthreads();
-  v = threadIdx.x < FP8_QUANT_THREADS / 32 ? warp_max[threadIdx.x] : 0u;
+  v = threadIdx.x % 32 < blockDim.x / 32 ? warp_max[threadIdx.x % 32] : 0u;  // every warp
   v = __reduce_max_sync(0xFFFFFFFFu, v);
   __syncthreads();  // warp_max may be reused by the caller's next reduction
   return v;
@@ -97,24 +108,25 @@ __device__ __forceinline__ int fp8_grid_amax(Fp8TensorScale *st, unsigned block_
   return 1;
 }
 
-// Strategy: grid-stride 16-byte loads, FP8_QUANT_UNROLL in flight, packed-bf16 max, one
-// redux per warp, last block finishes. Limiter: HBM read bandwidth. Plain loads (not
+// Strategy: FP8_QUANT_UNROLL 16-byte loads issued per thread before the first is used (a
+// grid sized to the tensor covers it in one round when it fits one wave), packed-bf16 max,
+// one redux per warp, last block finishes. Limiter: HBM read bandwidth. Plain loads (not
 // evict-first): pass 2 reads x again, from L2 when x fits there.
 // Current scaling, pass 1: st->amax = max|x|, st->scale = 448 / amax, st->scale_inv = 1/scale.
 __global__ void __launch_bounds__(FP8_QUANT_THREADS)
     fp8_tensor_amax_kernel(const __nv_bfloat16 *__restrict__ x, size_t n, Fp8TensorScale *st) {
   const uint4 *x8 = (const uint4 *)x;
   const size_t n8 = n / 8, stride = (size_t)gridDim.x * blockDim.x;
-  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   unsigned m = 0;
-  for (; i + (FP8_QUANT_UNROLL - 1) * stride < n8; i += FP8_QUANT_UNROLL * stride) {
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n8;
+       i += FP8_QUANT_UNROLL * stride) {
     uint4 v[FP8_QUANT_UNROLL];
 #pragma unroll
-    for (int u = 0; u < FP8_QUANT_UNROLL; u++) v[u] = __ldg(x8 + i + u * stride);
+    for (int u = 0; u < FP8_QUANT_UNROLL; u++)  // zeros past the end change no max
+      v[u] = i + u * stride < n8 ? __ldg(x8 + i + u * stride) : make_uint4(0, 0, 0, 0);
 #pragma unroll
     for (int u = 0; u < FP8_QUANT_UNROLL; u++) m = fp8_absmax8_bits(v[u], m);
   }
-  for (; i < n8; i += stride) m = fp8_absmax8_bits(__ldg(x8 + i), m);
   unsigned bits = fp8_halves_to_f32_bits(m);
   const uint16_t *xs = (const uint16_t *)x;  // the tail past the last whole 16 bytes
   for (size_t t = n8 * 8 + (size_t)blockIdx.x * blockDim.x + threadIdx.x; t < n; t += stride)
@@ -159,18 +171,72 @@ __global__ void __launch_bounds__(FP8_QUANT_THREADS)
   const uint4 *x8 = (const uint4 *)x;
   uint2 *q8 = (uint2 *)q;
   const size_t n8 = n / 8, stride = (size_t)gridDim.x * blockDim.x;
-  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-  for (; i + (FP8_QUANT_UNROLL - 1) * stride < n8; i += FP8_QUANT_UNROLL * stride) {
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n8;
+       i += FP8_QUANT_UNROLL * stride) {
     uint4 v[FP8_QUANT_UNROLL];
 #pragma unroll
-    for (int u = 0; u < FP8_QUANT_UNROLL; u++) v[u] = __ldcs(x8 + i + u * stride);
+    for (int u = 0; u < FP8_QUANT_UNROLL; u++)
+      if (i + u * stride < n8) v[u] = __ldcs(x8 + i + u * stride);
 #pragma unroll
-    for (int u = 0; u < FP8_QUANT_UNROLL; u++) q8[i + u * stride] = fp8_quantize8(v[u], s);
+    for (int u = 0; u < FP8_QUANT_UNROLL; u++)
+      if (i + u * stride < n8) q8[i + u * stride] = fp8_quantize8(v[u], s);
   }
-  for (; i < n8; i += stride) q8[i] = fp8_quantize8(__ldcs(x8 + i), s);
   const uint16_t *xs = (const uint16_t *)x;
   for (size_t t = n8 * 8 + (size_t)blockIdx.x * blockDim.x + threadIdx.x; t < n; t += stride)
     q[t] = fp8_quantize1(xs[t], s);
+}
+
+// 16 bytes global -> shared without a register (cp.async.cg: L2 only, SASS LDGSTS), and the
+// wait for all of this thread's copies, which makes them visible to this thread (PTX ISA,
+// "cp.async"). Each thread below reads back only the chunks it copied itself.
+__device__ __forceinline__ void fp8_cp_async16(uint4 *smem, const uint4 *gmem) {
+  const unsigned a = (unsigned)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void fp8_cp_async_wait_all() {
+  asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+}
+
+// Strategy: one read of x from HBM. Block b copies the b-th contiguous slice of x into its
+// shared memory (every copy in flight at once), takes the slice's amax there and publishes
+// it; after a grid barrier (cooperative launch: all blocks resident) every block reduces the
+// grid's partials to the same amax and scale, then quantizes its slice out of shared memory
+// with 8-byte stores. Limiter: HBM read of x, then the barrier and the writes of q (to L2).
+// Current scaling, one pass: st->amax, st->scale, st->scale_inv as fp8_tensor_amax_kernel
+// leaves them, q as fp8_tensor_quantize_kernel writes it. Dynamic shared memory:
+// ceil(n/8 / gridDim.x) × 16 bytes; gridDim.x <= FP8_STAGE_THREADS.
+__global__ void __launch_bounds__(FP8_STAGE_THREADS, 1)
+    fp8_tensor_amax_quantize_staged_kernel(const __nv_bfloat16 *__restrict__ x,
+                                           __nv_fp8_storage_t *__restrict__ q, size_t n,
+                                           Fp8TensorScale *st) {
+  extern __shared__ uint4 fp8_stage[];  // this block's slice of x, 8 bf16 per entry
+  const size_t n8 = n / 8, per = (n8 + gridDim.x - 1) / gridDim.x;
+  const size_t c0 = min((size_t)blockIdx.x * per, n8);
+  const int cnt = (int)(min(c0 + per, n8) - c0);
+  const uint4 *x8 = (const uint4 *)x + c0;
+  for (int j = threadIdx.x; j < cnt; j += blockDim.x) fp8_cp_async16(&fp8_stage[j], x8 + j);
+  fp8_cp_async_wait_all();
+  unsigned m = 0;
+  for (int j = threadIdx.x; j < cnt; j += blockDim.x) m = fp8_absmax8_bits(fp8_stage[j], m);
+  unsigned bits = fp8_halves_to_f32_bits(m);
+  // The n % 8 elements past the last whole 16 bytes: one per thread of block 0.
+  const size_t t = n8 * 8 + (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const uint16_t xt = t < n ? ((const uint16_t *)x)[t] : (uint16_t)0;
+  bits = max(bits, (unsigned)(xt & 0x7FFFu) << 16);
+  bits = fp8_block_max(bits);
+  if (threadIdx.x == 0) st->partial[blockIdx.x] = bits;
+  cooperative_groups::this_grid().sync();  // orders the partials' writes before the reads
+  bits = fp8_block_max(threadIdx.x < gridDim.x ? __ldcg(&st->partial[threadIdx.x]) : 0u);
+  const float amax = __uint_as_float(bits);
+  const float s = amax == 0.0f ? 1.0f : FP8_E4M3_MAX / amax;  // NaN amax → NaN scale
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    st->amax = amax;
+    st->scale = s;
+    st->scale_inv = 1.0f / s;
+  }
+  uint2 *q8 = (uint2 *)q + c0;
+  for (int j = threadIdx.x; j < cnt; j += blockDim.x) q8[j] = fp8_quantize8(fp8_stage[j], s);
+  if (t < n) q[t] = fp8_quantize1(xt, s);
 }
 
 // Strategy: one pass: quantize with the stored scale and take the amax of the same
@@ -187,22 +253,18 @@ __global__ void __launch_bounds__(FP8_QUANT_THREADS)
   const uint4 *x8 = (const uint4 *)x;
   uint2 *q8 = (uint2 *)q;
   const size_t n8 = n / 8, stride = (size_t)gridDim.x * blockDim.x;
-  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   unsigned m = 0;
-  for (; i + (FP8_QUANT_UNROLL - 1) * stride < n8; i += FP8_QUANT_UNROLL * stride) {
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n8;
+       i += FP8_QUANT_UNROLL * stride) {
     uint4 v[FP8_QUANT_UNROLL];
 #pragma unroll
-    for (int u = 0; u < FP8_QUANT_UNROLL; u++) v[u] = __ldcs(x8 + i + u * stride);
+    for (int u = 0; u < FP8_QUANT_UNROLL; u++)
+      v[u] = i + u * stride < n8 ? __ldcs(x8 + i + u * stride) : make_uint4(0, 0, 0, 0);
 #pragma unroll
     for (int u = 0; u < FP8_QUANT_UNROLL; u++) {
-      q8[i + u * stride] = fp8_quantize8(v[u], s);
+      if (i + u * stride < n8) q8[i + u * stride] = fp8_quantize8(v[u], s);
       m = fp8_absmax8_bits(v[u], m);
     }
-  }
-  for (; i < n8; i += stride) {
-    const uint4 v = __ldcs(x8 + i);
-    q8[i] = fp8_quantize8(v, s);
-    m = fp8_absmax8_bits(v, m);
   }
   unsigned bits = fp8_halves_to_f32_bits(m);
   const uint16_t *xs = (const uint16_t *)x;
@@ -246,12 +308,49 @@ __global__ void fp8_tensor_scale_init_kernel(Fp8TensorScale *st, float *history,
   if (history && t < history_len) history[t] = 0.0f;
 }
 
-// Blocks for n elements: enough for FP8_QUANT_UNROLL 16-byte chunks per thread, at most
-// FP8_QUANT_MAX_BLOCKS (the size of the partial array, and one wave on Hopper).
-static inline unsigned fp8_quant_blocks(size_t n) {
+// Blocks for one of the FP8_QUANT_THREADS kernels over n elements: one round of
+// FP8_QUANT_UNROLL 16-byte chunks per thread covers the tensor, capped at the blocks of
+// that kernel resident at once on this GPU (one wave) and at FP8_QUANT_MAX_BLOCKS (the
+// partial array); past the cap each thread loops over rounds.
+static inline unsigned fp8_quant_blocks(const void *kernel, size_t n) {
+  int dev = 0, sms = 0, per_sm = 0;
+  GTL_CUDA(cudaGetDevice(&dev));
+  GTL_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  GTL_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, FP8_QUANT_THREADS, 0));
   const size_t per_block = (size_t)FP8_QUANT_THREADS * FP8_QUANT_UNROLL * 8;
+  const size_t wave = (size_t)sms * (per_sm < 1 ? 1 : per_sm);
   size_t b = (n + per_block - 1) / per_block;
+  b = b > wave ? wave : b;
   return (unsigned)(b < 1 ? 1 : b > FP8_QUANT_MAX_BLOCKS ? FP8_QUANT_MAX_BLOCKS : b);
+}
+
+/** Blocks the one-pass kernel (fp8_tensor_amax_quantize_staged_kernel) would use for n bf16
+ *  elements: one per SM, fewer for small tensors (>= FP8_STAGE_MIN_CHUNKS 16-byte chunks
+ *  each), with the shared-memory bytes per block in *smem_bytes. Returns 0 when the
+ *  device cannot run it: no cooperative launch, or x larger than one block per SM can
+ *  hold (then x takes the two-pass path). When nonzero, it has also allowed the kernel
+ *  *smem_bytes of dynamic shared memory. Host only; CUDA errors exit. */
+static inline unsigned fp8_tensor_staged_blocks(size_t n, size_t *smem_bytes) {
+  int dev = 0, sms = 0, coop = 0, optin = 0, per_sm = 0;
+  GTL_CUDA(cudaGetDevice(&dev));
+  GTL_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  GTL_CUDA(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
+  GTL_CUDA(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  const size_t n8 = n / 8;
+  size_t b = (n8 + FP8_STAGE_MIN_CHUNKS - 1) / FP8_STAGE_MIN_CHUNKS;
+  b = b < 1 ? 1 : b > (size_t)sms ? (size_t)sms : b;
+  if (b > FP8_STAGE_THREADS) b = FP8_STAGE_THREADS;  // the partials are reduced by one block
+  const size_t smem = (n8 + b - 1) / b * 16;
+  cudaFuncAttributes fa;
+  GTL_CUDA(cudaFuncGetAttributes(&fa, fp8_tensor_amax_quantize_staged_kernel));
+  if (!coop || smem + fa.sharedSizeBytes > (size_t)optin) return 0;
+  GTL_CUDA(cudaFuncSetAttribute(fp8_tensor_amax_quantize_staged_kernel,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  GTL_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+      &per_sm, fp8_tensor_amax_quantize_staged_kernel, FP8_STAGE_THREADS, smem));
+  if ((size_t)per_sm * sms < b) return 0;  // a cooperative grid must be resident at once
+  *smem_bytes = smem;
+  return (unsigned)b;
 }
 static inline int fp8_quant_check(const char *who, const void *x, const void *q, size_t n) {
   if (n == 0 || ((uintptr_t)x | (uintptr_t)q) % 16) {
@@ -277,7 +376,8 @@ static inline int fp8_tensor_scale_init_launch(Fp8TensorScale *st, float *histor
 static inline int fp8_tensor_amax_launch(const __nv_bfloat16 *x, size_t n, Fp8TensorScale *st,
                                          cudaStream_t s) {
   if (fp8_quant_check("fp8_tensor_amax_launch", x, x, n)) return -1;
-  fp8_tensor_amax_kernel<<<fp8_quant_blocks(n), FP8_QUANT_THREADS, 0, s>>>(x, n, st);
+  const unsigned blocks = fp8_quant_blocks((const void *)fp8_tensor_amax_kernel, n);
+  fp8_tensor_amax_kernel<<<blocks, FP8_QUANT_THREADS, 0, s>>>(x, n, st);
   GTL_LAUNCH();
   return 0;
 }
@@ -287,8 +387,26 @@ static inline int fp8_tensor_amax_launch(const __nv_bfloat16 *x, size_t n, Fp8Te
 static inline int fp8_tensor_quantize_launch(const __nv_bfloat16 *x, __nv_fp8_storage_t *q,
                                              size_t n, const Fp8TensorScale *st, cudaStream_t s) {
   if (fp8_quant_check("fp8_tensor_quantize_launch", x, q, n)) return -1;
-  fp8_tensor_quantize_kernel<<<fp8_quant_blocks(n), FP8_QUANT_THREADS, 0, s>>>(x, q, n, st);
+  const unsigned blocks = fp8_quant_blocks((const void *)fp8_tensor_quantize_kernel, n);
+  fp8_tensor_quantize_kernel<<<blocks, FP8_QUANT_THREADS, 0, s>>>(x, q, n, st);
   GTL_LAUNCH();
+  return 0;
+}
+
+/** Current scaling, the whole of it: st->amax = max|x|, st->scale = 448 / amax,
+ *  st->scale_inv = 1/scale, and q[i] = E4M3(x[i] · scale), saturating. x bf16 [n], q fp8
+ *  [n], both 16-byte aligned. One cooperative launch that reads x once (2n bytes, writes n)
+ *  when fp8_tensor_staged_blocks(n) is nonzero; otherwise fp8_tensor_amax_launch then
+ *  fp8_tensor_quantize_launch (reads 4n bytes, writes n). Returns 0 or -1. */
+static inline int fp8_tensor_current_launch(const __nv_bfloat16 *x, __nv_fp8_storage_t *q, size_t n,
+                                            Fp8TensorScale *st, cudaStream_t s) {
+  if (fp8_quant_check("fp8_tensor_current_launch", x, q, n)) return -1;
+  size_t smem = 0;
+  const unsigned blocks = fp8_tensor_staged_blocks(n, &smem);
+  if (!blocks) return fp8_tensor_amax_launch(x, n, st, s) || fp8_tensor_quantize_launch(x, q, n, st, s);
+  void *args[] = {(void *)&x, (void *)&q, (void *)&n, (void *)&st};
+  GTL_CUDA(cudaLaunchCooperativeKernel((const void *)fp8_tensor_amax_quantize_staged_kernel,
+                                       dim3(blocks), dim3(FP8_STAGE_THREADS), args, smem, s));
   return 0;
 }
 
@@ -304,7 +422,8 @@ static inline int fp8_tensor_quantize_delayed_launch(const __nv_bfloat16 *x, __n
     fprintf(stderr, "fp8_tensor_quantize_delayed_launch: need an amax history (len >= 1)\n");
     return -1;
   }
-  fp8_tensor_quantize_delayed_kernel<<<fp8_quant_blocks(n), FP8_QUANT_THREADS, 0, s>>>(
+  const unsigned blocks = fp8_quant_blocks((const void *)fp8_tensor_quantize_delayed_kernel, n);
+  fp8_tensor_quantize_delayed_kernel<<<blocks, FP8_QUANT_THREADS, 0, s>>>(
       x, q, n, st, history, history_len);
   GTL_LAUNCH();
   return 0;
