@@ -2,6 +2,7 @@
 #include "args.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,7 +22,32 @@ void gtl_args_defaults(GtlArgs *a, int warmup, int iters, GtlL2 l2) {
 const char *gtl_size_name(GtlSize s) {
   return s == GTL_SIZE_SMALL ? "small" : s == GTL_SIZE_LARGE ? "large" : "default";
 }
-const char *gtl_l2_name(GtlL2 l) { return l == GTL_L2_WARM ? "warm" : "cold"; }
+const char *gtl_l2_name(GtlL2 l) {
+  return l == GTL_L2_WARM ? "warm" : l == GTL_L2_ROTATE ? "rotate" : "cold";
+}
+
+int gtl_rotate_copies(size_t bytes_per_copy, size_t l2_bytes, int max_copies) {
+  const uint64_t b = bytes_per_copy, l2 = l2_bytes, big = (uint64_t)1 << 60;
+  if (b == 0 || b > big || l2 > big) return -1; /* below 2^60 nothing overflows */
+  uint64_t n = (4 * l2 + b - 1) / b;             /* ceil(4 · L2 / bytes) */
+  if (n < 2) n = 2;
+  const uint64_t limit = max_copies > 0 ? (uint64_t)max_copies : (uint64_t)INT_MAX;
+  return n > limit ? -1 : (int)n;
+}
+
+int gtl_rotate_k(int n_copies) {
+  if (n_copies < 1) return -1;
+  const long long k = (long long)n_copies * ((16 + n_copies - 1) / n_copies);
+  return k > INT_MAX ? -1 : (int)k;
+}
+
+int gtl_rotate_pairs(int iters, int k) {
+  if (iters < 1) iters = 1;
+  if (k < 1) k = 1;
+  const int by_iters = (int)(((long long)iters + k - 1) / k);
+  const int floor_pairs = iters < 10 ? iters : 10;
+  return by_iters > floor_pairs ? by_iters : floor_pairs;
+}
 
 static int parse_i64(const char *s, long long lo, long long hi, long long *out) {
   if (!s || !*s) return -1;
@@ -93,7 +119,8 @@ int gtl_args_parse(GtlArgs *a, int argc, char **argv, const GtlOpt *extra, int n
     } else if (IS("l2")) {
       if (val && !strcmp(val, "cold")) a->l2 = GTL_L2_COLD;
       else if (val && !strcmp(val, "warm")) a->l2 = GTL_L2_WARM;
-      else FAIL("--l2 must be cold or warm, got '%s'", val ? val : "");
+      else if (val && !strcmp(val, "rotate")) a->l2 = GTL_L2_ROTATE;
+      else FAIL("--l2 must be cold, warm or rotate, got '%s'", val ? val : "");
     } else {
       const GtlOpt *o = NULL;
       for (int k = 0; k < n_extra; k++)
@@ -129,7 +156,7 @@ int gtl_args_parse(GtlArgs *a, int argc, char **argv, const GtlOpt *extra, int n
 void gtl_args_usage(FILE *f, const char *prog, const GtlOpt *extra, int n_extra) {
   fprintf(f,
           "usage: %s [--warmup=N] [--iters=N] [--seed=N] [--size=small|default|large]\n"
-          "          [--l2=cold|warm] [--device=N] [--json] [--no-verify] [--help|-h]",
+          "          [--l2=cold|warm|rotate] [--device=N] [--json] [--no-verify] [--help|-h]",
           prog);
   for (int k = 0; k < n_extra; k++)
     fprintf(f, " [--%s%s]", extra[k].name,

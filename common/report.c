@@ -102,7 +102,10 @@ void gtl_report_header(const GtlCtx *ctx, const char *workload, const char *note
          ctx->args.iters, gtl_l2_name(ctx->args.l2),
          ctx->args.l2 == GTL_L2_COLD ? " (a 2x L2 buffer is read before every timed iteration, "
                                        "outside the events)"
-                                     : " (no flush: repeated runs may hit in L2)");
+         : ctx->args.l2 == GTL_L2_ROTATE
+             ? " (iterations back to back, each on the next of N input copies >= 4x L2; "
+               "time per event pair / iterations in it)"
+             : " (no flush: repeated runs may hit in L2)");
   if (notes && *notes) {
     const char *s = notes;
     while (*s) {

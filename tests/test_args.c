@@ -85,11 +85,76 @@ static void help_is_flagged_not_an_error(void **state) {
   assert_non_null(strstr(err, "-x"));
 }
 
+static void l2_rotate_is_accepted_and_junk_rejected(void **state) {
+  (void)state;
+  GtlArgs a;
+  char err[256] = "";
+  const char *av[] = {"--l2=rotate"};
+  assert_int_equal(parse(&a, av, 1, NULL, 0, err), 0);
+  assert_int_equal(a.l2, GTL_L2_ROTATE);
+  assert_string_equal(gtl_l2_name(a.l2), "rotate");
+  assert_string_equal(gtl_l2_name(GTL_L2_COLD), "cold");
+  assert_string_equal(gtl_l2_name(GTL_L2_WARM), "warm");
+  const char *last[] = {"--l2=rotate", "--l2=warm"}; /* the last one wins */
+  assert_int_equal(parse(&a, last, 2, NULL, 0, err), 0);
+  assert_int_equal(a.l2, GTL_L2_WARM);
+  const char *junk[][1] = {{"--l2=rotated"}, {"--l2=Rotate"}, {"--l2=rot"}, {"--l2="},
+                           {"--l2"}, {"--l2=rotate,cold"}, {"--l2=rotate "}};
+  for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
+    err[0] = 0;
+    assert_int_equal(parse(&a, junk[i], 1, NULL, 0, err), -1);
+    assert_non_null(strstr(err, "cold, warm or rotate"));
+  }
+}
+
+/* N = max(2, ceil(4 · L2 / bytes)): the smallest N >= 2 with N · bytes >= 4 · L2. */
+static void rotate_copy_count_spans_four_l2(void **state) {
+  (void)state;
+  const size_t l2 = (size_t)60 << 20; /* H200 */
+  /* ch08's four experts (199 MB) and ch07's x (23.6 MB) */
+  assert_int_equal(gtl_rotate_copies((size_t)4 * 3 * 2880 * 2880 * 2, l2, 0), 2);
+  assert_int_equal(gtl_rotate_copies((size_t)4096 * 2880 * 2, l2, 0), 11);
+  assert_int_equal(gtl_rotate_copies(l2, l2, 0), 4);
+  assert_int_equal(gtl_rotate_copies(l2 + 1, l2, 0), 4);
+  assert_int_equal(gtl_rotate_copies(l2 - 1, l2, 0), 5);
+  assert_int_equal(gtl_rotate_copies(2 * l2, l2, 0), 2);
+  assert_int_equal(gtl_rotate_copies(100 * l2, l2, 0), 2); /* never fewer than 2 */
+  assert_int_equal(gtl_rotate_copies(1, 1, 0), 4);
+  assert_int_equal(gtl_rotate_copies(1000, 0, 0), 2);
+  for (size_t bytes = 1000; bytes < 8 * l2; bytes = bytes * 3 / 2 + 7) {
+    const int n = gtl_rotate_copies(bytes, l2, 0);
+    assert_true(n >= 2);
+    assert_true((unsigned long long)n * bytes >= 4ull * l2);
+    if (n > 2) assert_true((unsigned long long)(n - 1) * bytes < 4ull * l2); /* smallest */
+  }
+  assert_int_equal(gtl_rotate_copies(0, l2, 0), -1);
+  assert_int_equal(gtl_rotate_copies(l2 / 16, l2, 63), -1); /* 64 needed, 63 allowed */
+  assert_int_equal(gtl_rotate_copies(l2 / 16, l2, 64), 64);
+  assert_int_equal(gtl_rotate_copies(1, (size_t)1 << 40, 0), -1); /* over INT_MAX copies */
+}
+
+static void rotate_pairs_and_k(void **state) {
+  (void)state;
+  assert_int_equal(gtl_rotate_k(1), 16);
+  assert_int_equal(gtl_rotate_k(2), 16);
+  assert_int_equal(gtl_rotate_k(3), 18);
+  assert_int_equal(gtl_rotate_k(11), 22);
+  assert_int_equal(gtl_rotate_k(16), 16);
+  assert_int_equal(gtl_rotate_k(17), 17);
+  assert_int_equal(gtl_rotate_k(0), -1);
+  assert_int_equal(gtl_rotate_pairs(100, 16), 10);  /* at least 10 samples */
+  assert_int_equal(gtl_rotate_pairs(1000, 16), 63); /* about iters iterations */
+  assert_int_equal(gtl_rotate_pairs(1, 16), 1);     /* --iters=1 (a profile): one pair */
+  assert_int_equal(gtl_rotate_pairs(3, 22), 3);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(defaults_hold_without_flags), cmocka_unit_test(common_flags_parse),
       cmocka_unit_test(bad_flags_are_rejected_with_a_reason),
       cmocka_unit_test(program_options_parse_and_validate),
-      cmocka_unit_test(help_is_flagged_not_an_error)};
+      cmocka_unit_test(help_is_flagged_not_an_error),
+      cmocka_unit_test(l2_rotate_is_accepted_and_junk_rejected),
+      cmocka_unit_test(rotate_copy_count_spans_four_l2), cmocka_unit_test(rotate_pairs_and_k)};
   return cmocka_run_group_tests_name("args", tests, NULL, NULL);
 }
