@@ -49,8 +49,8 @@ typedef struct {
   int uneven;            // attention: ragged lengths; GEMM: Zipf-skewed routing (1.2)
 } SweepPoint;
 
-// One candidate configuration: attention uses cfg[0] = splits; GEMM cfg = {bm, grid_up,
-// grid_down}. The launch function runs one step of the point with it.
+// One candidate configuration and what the search learned of it: attention cfg[0] =
+// splits; GEMM cfg = {bm, grid_up, grid_down}.
 typedef struct {
   int cfg[TUNE_MAX_CFG];
   int ok;            // passed validation (or --no-verify)
@@ -64,22 +64,27 @@ typedef struct {
   const char *cache_path;
   int tuning;          // 1: the optimized program (searches, reads and writes the cache)
   int retune;          // --retune: search even on a hit, then overwrite the entry
+  int inject;          // --inject-fault: candidate 1 of each search skips its launch
+  int skip_run;        // set while that candidate is validated: the points' run returns early
   TuneCache *cache;
   int cache_dirty, hits, misses, tried, failed;
   double search_s;     // wall seconds spent searching (validation + timing of candidates)
 } Tuner;
 
-// A point's run: validate one candidate (0/1 into *pass), or time it.
+// What the search needs of a sweep point (tune_points.cuh): make a configuration current,
+// run one step with it, validate it.
 typedef struct {
-  void (*set)(void *pt, const int *cfg);            // make cfg current (allocates)
+  void (*set)(void *pt, const int *cfg);            // make cfg current (host calls only)
   void (*run)(void *pt, cudaStream_t s);            // one step with the current cfg
   void (*validate)(void *pt, GtlErr *err);          // poison, run, compare to the reference
   void *pt;
   const char *kernel;                               // "attn" / "gemm"
 } PointOps;
 
-/** The variant's search (baseline.cu, optimized.cu): fill cands[0..n) (cands[0] = the
- *  hand-picked configuration, already set in hand), return how many to validate and time. */
+/** The variant's choice of candidates (baseline.cu, optimized.cu): fill the cfg of
+ *  cands[0..n) from the hand-picked configuration `hand` or from `space` (n_space
+ *  configurations of n_cfg ints, hand-picked first) or the cache entry under `key`; set
+ *  *from_cache; count the hit or miss in t; return n. */
 int tune_candidates(Tuner *t, const PointOps *ops, const int *hand, const char *key,
                     const int *space, int n_space, int n_cfg, TuneCand *cands, int *from_cache);
 
@@ -134,7 +139,9 @@ static int tune_point(Tuner *t, const PointOps *ops, const int *hand, const int 
     c->ok = 1, c->search_ms = NAN;
     if (t->ctx->args.verify) {
       gtl_phase_push(GTL_PHASE_VALIDATE);
+      t->skip_run = t->inject && i == 1;  // a "generated kernel" that never writes its output
       ops->validate(ops->pt, &c->err);
+      t->skip_run = 0;
       gtl_phase_pop();
       c->ok = c->err.pass;
     }
@@ -198,11 +205,12 @@ static int tune_report_finish(const GtlCtx *ctx, const GtlResult *r, const char 
 
 static int tune_main(int argc, char **argv, const char *variant, const char *strategy) {
   const char *cache_path = NULL;
-  int retune = 0;
+  int retune = 0, inject = 0;
   GtlOpt opts[] = {{"cache", GTL_OPT_STR, &cache_path, "tuning cache file (default " TUNE_DEFAULT_CACHE ", written atomically; optimized only)"},
-                   {"retune", GTL_OPT_FLAG, &retune, "search even where the cache has an entry, and replace it (optimized only)"}};
+                   {"retune", GTL_OPT_FLAG, &retune, "search even where the cache has an entry, and replace it (optimized only)"},
+                   {"inject-fault", GTL_OPT_FLAG, &inject, "the second candidate of each search skips its launch, to show it fail validation and be discarded (optimized only)"}};
   GtlCtx ctx;
-  gtl_parse(&ctx, "ch20", variant, argc, argv, opts, 2, 5, 50, GTL_L2_COLD);
+  gtl_parse(&ctx, "ch20", variant, argc, argv, opts, 3, 5, 50, GTL_L2_COLD);
   if (cache_path && (!*cache_path || strlen(cache_path) > 1000))
     gtl_usage_fail(&ctx, "--cache needs a path of 1..1000 characters");
   if (!cache_path) cache_path = TUNE_DEFAULT_CACHE;
@@ -234,7 +242,7 @@ static int tune_main(int argc, char **argv, const char *variant, const char *str
   Tuner t;
   memset(&t, 0, sizeof t);
   t.ctx = &ctx, t.variant = variant, t.cache_path = cache_path, t.retune = retune, t.cache = &cache;
-  t.tuning = tuning;
+  t.tuning = tuning, t.inject = inject;
   int loaded = 0;
   if (tuning) {
     loaded = tune_cache_load(&cache, cache_path, stderr) == 0;
@@ -252,10 +260,10 @@ static int tune_main(int argc, char **argv, const char *variant, const char *str
            "grouped-GEMM points (ch15 MoE block; uniform routing, Zipf 1.2 at T=64); each validated against the "
            "chapters' CPU double reference\n"
            "metric: median_ms = geometric mean of the points' medians (baseline / optimized = geomean speedup)\n"
-           "cache: %s (%s; key = kernel | GPU name | SM count | CUDA runtime %d | shape bucket)",
+           "cache: %s (%s, %d entries; key = kernel | GPU name | SM count | CUDA runtime %d | shape bucket)",
            strategy, na, np - na, cache_path,
            !tuning ? "not used by the baseline" : loaded ? (cache.n ? "read" : "empty or absent") : "ignored",
-           ctx.dev.runtime_version);
+           cache.n, ctx.dev.runtime_version);
   gtl_report_header(&ctx, workload, notes);
 
   GtlResult rows[TUNE_MAX_POINTS], head;

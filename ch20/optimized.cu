@@ -9,7 +9,8 @@
 // fastest, and times it like the baseline. Winners go to a JSON cache (--cache=PATH,
 // default results/ch20_tune_cache.json) keyed by GPU name, SM count, CUDA runtime version
 // and shape bucket (ch20/tune_cache.h); the next run reads it, skips the search, and says so
-// ("cache hit: search skipped", "cache":"hit" in the JSON line). --retune searches anyway.
+// ("cache hit: search skipped", "cache":"hit" in the JSON line). --retune searches anyway;
+// --inject-fault breaks one candidate per search, to show it discarded.
 //
 // Build and run:   make ch20 && ./ch20/optimized               (pair: scripts/pair.sh ch20)
 //                  ./ch20/optimized --cache=/tmp/c.json ; ./ch20/optimized --cache=/tmp/c.json

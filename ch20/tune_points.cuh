@@ -8,6 +8,7 @@
 
 typedef struct {
   GtlCtx *ctx;
+  const int *skip;           // Tuner.skip_run: --inject-fault's broken candidate
   AttnDecodeArgs a;
   int splits;
   float *ws;                 // split partials, sized for the largest candidate
@@ -18,6 +19,7 @@ typedef struct {
 static void attn_pt_set(void *p, const int *cfg) { ((AttnPoint *)p)->splits = cfg[0]; }
 static void attn_pt_run(void *p, cudaStream_t s) {
   AttnPoint *q = (AttnPoint *)p;
+  if (*q->skip) return;
   if (attn_splitkv_launch(&q->a, q->splits, q->splits > 1 ? q->ws : NULL, s)) exit(GTL_EXIT_RUNTIME);
 }
 static void attn_pt_validate(void *p, GtlErr *err) {
@@ -59,7 +61,8 @@ static int tune_finish_point(Tuner *t, const PointOps *ops, const TuneCand *cand
     char w[96], h[96];
     tune_cfg_str(ops->kernel, cands[best].cfg, w, sizeof w);
     tune_cfg_str(ops->kernel, hand, h, sizeof h);
-    printf("#   %s: %s (hand-picked %s)", label, w, h);
+    if (t->tuning) printf("#   %s: %s (hand-picked %s)", label, w, h);
+    else printf("#   %s: %s (hand-picked)", label, w);
     if (t->tuning) {
       if (from_cache) printf("; cache hit: search skipped\n");
       else {
@@ -102,7 +105,7 @@ static int tune_attn_point(Tuner *t, int B, int S, int ragged, GtlResult *r) {
   GTL_CUDA(cudaStreamSynchronize(ctx->stream));
   AttnPoint p;
   memset(&p, 0, sizeof p);
-  p.ctx = ctx, p.g_out = &g_out;
+  p.ctx = ctx, p.g_out = &g_out, p.skip = &t->skip_run;
   AttnDecodeArgs *a = &p.a;
   int cs = 0;
   while ((1ll << cs) < S) cs++;
@@ -176,6 +179,7 @@ static int tune_attn_point(Tuner *t, int B, int S, int ragged, GtlResult *r) {
 
 typedef struct {
   GtlCtx *ctx;
+  const int *skip;       // Tuner.skip_run: --inject-fault's broken candidate
   MoeBlock *b;
   GemmTuneCfg cfg;
   MoeGroupedPlan hand;   // ch15's plan: run through ch15's own launchers when cfg equals it
@@ -193,6 +197,7 @@ static void gemm_pt_set(void *p, const int *cfg) {
 }
 static void gemm_pt_run(void *p, cudaStream_t s) {
   const GemmPoint *q = (const GemmPoint *)p;
+  if (*q->skip) return;
   MoeBlock *b = q->b;
   const int E = (int)b->E;
   const __nv_bfloat16 *w = b->d_w;
@@ -263,7 +268,7 @@ static int tune_gemm_point(Tuner *t, const GemmShape *g, int T, int skewed, GtlR
 
   GemmPoint p;
   memset(&p, 0, sizeof p);
-  p.ctx = ctx, p.b = &b, p.g_out = &g_out;
+  p.ctx = ctx, p.b = &b, p.g_out = &g_out, p.skip = &t->skip_run;
   int64_t tok[MOE_REF_TOKENS];
   p.tok = tok;
   p.n_ref = moe_ref_tokens(&b, tok);
