@@ -8,6 +8,9 @@
 #   b1        02 then 01, gptoss20b_mixtral, batch 1, prompt $B1_PROMPT (512), gen $B1_GEN (128)
 #   b64       02 then 01, gptoss20b_mixtral, batch 64, prompt 32, gen 8 (the cuBLAS path)
 # Logs, and each run's JSON line as NAME.json, go to $OUT (default results/labs_02).
+# VERIFY_01=0 runs 01's gptoss20b_mixtral points with --no-verify (01 is validated by its
+# own runs; the CPU reference takes most of a gptoss run's wall time); VERIFY_B64=0 the
+# same for 02's batch-64 point (its path is checked on mini at batches 5 and 64).
 #   labs/02_memory/run_device.sh [budget_seconds, default 540] [parts, default "mini memcheck b1 b64"]
 set -u
 cd "$(dirname "$0")/../.." || exit 3
@@ -17,6 +20,8 @@ budget=${1:-540}
 parts=${2:-mini memcheck b1 b64}
 p1=${B1_PROMPT:-512}
 g1=${B1_GEN:-128}
+nv01=; [ "${VERIFY_01:-1}" = 0 ] && nv01=--no-verify
+nv64=; [ "${VERIFY_B64:-1}" = 0 ] && nv64=--no-verify
 d1=labs/01_basics/decode
 d2=labs/02_memory/decode
 run() {  # run NAME CAP_SECONDS cmd...: log to $out/NAME.log, its last JSON line to $out/NAME.json
@@ -49,11 +54,11 @@ for part in $parts; do
     b1)
       run 02_b1 200 "$d2" --preset=gptoss20b_mixtral --batch=1 --prompt="$p1" --gen="$g1"
       breakdown 02_b1
-      run 01_b1 200 "$d1" --preset=gptoss20b_mixtral --batch=1 --prompt="$p1" --gen="$g1"
+      run 01_b1 200 "$d1" --preset=gptoss20b_mixtral --batch=1 --prompt="$p1" --gen="$g1" $nv01
       breakdown 01_b1 ;;
     b64)
-      run 02_b64 200 "$d2" --preset=gptoss20b_mixtral --batch=64 --prompt=32 --gen=8
-      run 01_b64 200 "$d1" --preset=gptoss20b_mixtral --batch=64 --prompt=32 --gen=8 ;;
+      run 02_b64 200 "$d2" --preset=gptoss20b_mixtral --batch=64 --prompt=32 --gen=8 $nv64
+      run 01_b64 200 "$d1" --preset=gptoss20b_mixtral --batch=64 --prompt=32 --gen=8 $nv01 ;;
     *) echo "run_device.sh: unknown part '$part' (mini memcheck b1 b64)"; exit 2 ;;
   esac
 done
