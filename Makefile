@@ -120,6 +120,8 @@ build/san/libsan.a: $(SAN_OBJ)
 	ar rcs $@ $^
 tests/bin-san/%: tests/%.c build/san/libsan.a | tests/bin-san
 	$(CC) $(CFLAGS) $(SAN_FLAGS) -Ilabs/moe -Itests -o $@ $< build/san/libsan.a -lcmocka -lm -lpthread
+# A test of a header-only chapter module rebuilds when that header changes.
+tests/bin/test_ch20_cache tests/bin-san/test_ch20_cache: ch20/tune_cache.h
 -include $(wildcard build/san/*.d)
 
 # The README's pictures (docs/plots/*.png) from expectations/h200.json; matplotlib is
