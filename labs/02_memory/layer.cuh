@@ -52,11 +52,9 @@ __host__ __device__ inline int lab02_use_gemv(int B) { return B <= kLab02GemvMax
 /** The hi row of logical row s in the interleaved split layout; its lo row is the next. */
 __host__ __device__ inline size_t lab02_hi_row(size_t s) { return 2 * s; }
 
-/** Offset of matrix j's outputs in the packed scratch: 2·rows rows of N[i] for each i < j. */
-__host__ __device__ inline size_t lab02_packed_base(int j, int rows, const int *N) {
-  size_t at = 0;
-  for (int i = 0; i < j; i++) at += (size_t)2 * rows * N[i];
-  return at;
+/** Offset of matrix j (0..2) in the packed scratch: 2·rows rows of n0, then of n1. */
+__host__ __device__ inline size_t lab02_packed_base(int j, int rows, int n0, int n1) {
+  return (size_t)2 * rows * (j == 0 ? 0 : j == 1 ? n0 : n0 + n1);
 }
 
 /** Output (b, c) of up to three projections packed in one scratch (matrix j's outputs
@@ -66,8 +64,8 @@ __host__ __device__ inline size_t lab02_packed_base(int j, int rows, const int *
 __host__ __device__ inline int lab02_packed_at(int b, int c, int rows, int n0, int n1, int n2, size_t *hi,
                                                size_t *o) {
   const int j = c < n0 ? 0 : c < n0 + n1 ? 1 : 2;
-  const int N[3] = {n0, n1, n2}, nj = N[j], cj = j == 0 ? c : j == 1 ? c - n0 : c - n0 - n1;
-  *hi = lab02_packed_base(j, rows, N) + lab02_hi_row(b) * nj + cj;
+  const int nj = j == 0 ? n0 : j == 1 ? n1 : n2, cj = j == 0 ? c : j == 1 ? c - n0 : c - n0 - n1;
+  *hi = lab02_packed_base(j, rows, n0, n1) + lab02_hi_row(b) * nj + cj;
   *o = (size_t)b * nj + cj;
   return j;
 }
@@ -233,10 +231,10 @@ static inline void lab02_project(const Engine *e, int n, const __nv_bfloat16 *co
     memset(&g, 0, sizeof g);
     g.B = 2 * B;
     for (int j = 0; j < n; j++)
-      if (gemv_batch_add(&g, W[j], p->xb, p->s + lab02_packed_base(j, B, nn), N[j], K)) exit(GTL_EXIT_RUNTIME);
+      if (gemv_batch_add(&g, W[j], p->xb, p->s + lab02_packed_base(j, B, nn[0], nn[1]), N[j], K)) exit(GTL_EXIT_RUNTIME);
     gemv_warprow_launch(&g, e->s);
   } else {
-    for (int j = 0; j < n; j++) lab01_gemm(e, W[j], N[j], K, (int)lab02_packed_base(j, B, nn), N[j]);
+    for (int j = 0; j < n; j++) lab01_gemm(e, W[j], N[j], K, (int)lab02_packed_base(j, B, nn[0], nn[1]), N[j]);
   }
   lab02_sum_split_kernel<<<lab01_blocks((size_t)B * (nn[0] + nn[1] + nn[2]), 4096), kLab01Threads, 0, e->s>>>(
       p->s, B, out[0], nn[0], n > 1 ? out[1] : NULL, nn[1], n > 2 ? out[2] : NULL, nn[2], accumulate);
@@ -278,13 +276,15 @@ static inline void lab02_expert_gemv(const Engine *e, const void *const *Wa, con
 }
 
 // ---- stages ------------------------------------------------------------------------------
-// 01's setup (arena, weight pointers, cuBLAS), then the arena zeroed once: rows of the
-// groups that no token fills this step (padding, or past a group's count) keep finite
-// values, so the GEMMs' ignored outputs are finite too.
+// 01's setup (arena, weight pointers, cuBLAS), then the expert rows zeroed once (xg, hb,
+// gu, yg: adjacent in the arena, before the cuBLAS workspace; the weight pointers 01
+// uploaded lie before them): rows of the groups that no token fills in a step (padding,
+// or past a group's count) keep finite values, so the ignored outputs are finite too.
 static inline void lab02_setup(Engine *e) {
   lab01_setup(e);
   const Lab01 *p = (const Lab01 *)e->layer;
-  GTL_CUDA(cudaMemsetAsync(p->arena, 0, p->arena_bytes, e->s));  // ordered before the steps on e->s
+  const size_t bytes = (size_t)((const char *)p->ws - (const char *)p->xg);
+  GTL_CUDA(cudaMemsetAsync(p->xg, 0, bytes, e->s));  // ordered before the steps on e->s
 }
 
 // Fused RMSNorm + split, then q, k, v in one projection, hi + lo added into a.d_q/k/v.
@@ -384,7 +384,7 @@ static inline void lab02_logits(Engine *e, int) {
 }
 
 /** Layer 02's table: lab01_ops() with qkv, out, router, the expert stages (dispatch, up,
- *  down, combine) and logits replaced, and setup (01's, plus the arena zeroed once);
+ *  down, combine) and logits replaced, and setup (01's, plus the expert rows zeroed once);
  *  configure, teardown, topk, the expert plan, the arena and the tolerances are 01's;
  *  embed, rope, attend, the host sampler and the KV cache are 00's. */
 static inline LayerOps lab02_ops(void) {

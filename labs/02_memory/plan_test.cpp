@@ -12,6 +12,7 @@
 //    values of every output map one to one onto the scratch's 2·B·(n0 + n1 + n2) floats,
 //    each output lands once in its out_j, and the scratch fits 01's s region; the split
 //    rows fit 01's xb region.
+//    The range lab02_setup zeroes (xg to the workspace) holds exactly xg, hb, gu, yg.
 // 3. The batch threshold: a batch takes the GEMV path exactly when its 2·B rows fit ch08's
 //    GEMV_MAX_BATCH (the expert GEMV's switch covers 2, 4, 6, 8).
 // Prints "ok: ..." / "FAILED: ..." and exits 1 on any failure.
@@ -99,8 +100,6 @@ static void check_packed(const char *name, int B, int n0, int n1, int n2, size_t
   char what[96];
   snprintf(what, sizeof what, "packed %s B=%d (%d, %d, %d)", name, B, n0, n1, n2);
   CHECK(total <= s_floats, "%s: %zu floats, 01's s holds %zu\n", what, total, s_floats);
-  CHECK(lab02_packed_base(3, B, N) == total, "%s: the three matrices end at %zu, not %zu\n", what,
-        lab02_packed_base(3, B, N), total);
   char *seen = (char *)calloc(total, 1), *out[3];
   for (int j = 0; j < 3; j++) out[j] = (char *)calloc((size_t)B * N[j] + 1, 1);
   for (int b = 0; b < B; b++)
@@ -110,7 +109,7 @@ static void check_packed(const char *name, int B, int n0, int n1, int n2, size_t
       CHECK(j >= 0 && j < 3 && N[j] > 0 && hi + N[j] < total + 1 && !seen[hi] && !seen[hi + N[j]],
             "%s: output (%d, %d) -> matrix %d at %zu: outside or shared\n", what, b, c, j, hi);
       // the writer's row of the hi value is lab02_hi_row(b) of matrix j: (hi - base) / N_j
-      const size_t r = (hi - lab02_packed_base(j, B, N)) / N[j];
+      const size_t r = (hi - lab02_packed_base(j, B, n0, n1)) / N[j];
       CHECK(r == lab02_hi_row(b) && at < (size_t)B * N[j] && !out[j][at], "%s: output (%d, %d): row %zu, out %zu\n",
             what, b, c, r, at);
       seen[hi] = seen[hi + N[j]] = 1;
@@ -139,7 +138,14 @@ static void check_model(const char *preset, int B) {
   CHECK(sz[1] >= (size_t)2 * B * K * 2, "%s B=%d: xb %zu bytes < the split rows\n", preset, B, sz[1]);
   CHECK(sz[9] >= (size_t)G * 2 * B * c.D * 2 && sz[10] >= (size_t)G * 2 * B * c.F * 2, "%s B=%d: xg or hb short\n",
         preset, B);
-  printf("ok: model %s B=%d: split rows and packed outputs fit 01's arena\n", preset, B);
+  // lab02_setup zeroes xg … yg (regions 9–12) as one range, from xg to the workspace:
+  // those four must be adjacent and after every region 01 fills at setup (wptr, 3).
+  size_t off[kLab01Regions], span = 0;
+  lab01_arena_layout(&c, B, 64, off);
+  for (int i = 9; i <= 12; i++) span += (sz[i] + 255) / 256 * 256;
+  CHECK(off[13] - off[9] == span && off[9] >= off[3] + sz[3], "%s B=%d: the zeroed range %zu..%zu is not xg..yg\n",
+        preset, B, off[9], off[13]);
+  printf("ok: model %s B=%d: split rows and packed outputs fit 01's arena; zeroed range = xg..yg\n", preset, B);
 }
 
 static void check_threshold(void) {
