@@ -42,6 +42,7 @@ typedef struct {
   int32_t table_stride, page_shift;  // tokens per page = 1 << page_shift
   int64_t page_stride, head_stride;  // elements (= bytes for FP8), both pools; token stride 64
   int64_t scale_page_stride, scale_head_stride;  // scale words; token stride 1
+  int32_t all_fp8;  // 1: every page the table references is FP8 (the register path runs)
 } Attn8KvView;
 
 typedef struct {
@@ -53,6 +54,8 @@ typedef struct {
   int32_t B, H, H_kv, window;
   float scale;              // 1/sqrt(64)
 } Attn8DecodeArgs;
+
+#include "attn_fp8_direct.cuh"  // the register path for all-FP8 caches, and the shared epilogue
 
 __device__ __forceinline__ void attn8_cp_async4(uint32_t dst, const void *src) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(src));
@@ -201,37 +204,9 @@ __global__ void __launch_bounds__(ATTN_THREADS)
       }
     }
     // Scale words of this lane's 4 key columns: K scale into the score, V scale into p.
-    const int c0 = warp * 16 + 2 * qc;
-    float vsc[2][2];
-    const int j0 = start + t * ATTN_TILE + c0;
-    float mx_lo = -INFINITY, mx_hi = -INFINITY;
-#pragma unroll
-    for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-      for (int e = 0; e < 2; e++) {
-        const uint32_t w = sc[c0 + nt * 8 + e];
-        const float ksc = fp8kv_bf16_bits_to_float((uint16_t)(w & 0xFFFFu)) * sl2;
-        vsc[nt][e] = fp8kv_bf16_bits_to_float((uint16_t)(w >> 16));
-        const bool ok = j0 + nt * 8 + e < end;
-        s[nt][e] = ok ? s[nt][e] * ksc : -INFINITY;
-        s[nt][e + 2] = ok ? s[nt][e + 2] * ksc : -INFINITY;
-        mx_lo = fmaxf(mx_lo, s[nt][e]);
-        mx_hi = fmaxf(mx_hi, s[nt][e + 2]);
-      }
-    mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 1));
-    mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
-    const float mn_lo = fmaxf(m_lo, mx_lo), use_lo = mn_lo == -INFINITY ? 0.f : mn_lo;
-    const float al_lo = exp2f(m_lo - use_lo);
-    m_lo = mn_lo;
-    float al_hi = 1.f, use_hi = 0.f;
-    if (kUpper) {
-      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
-      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
-      const float mn_hi = fmaxf(m_hi, mx_hi);
-      use_hi = mn_hi == -INFINITY ? 0.f : mn_hi;
-      al_hi = exp2f(m_hi - use_hi);
-      m_hi = mn_hi;
-    }
+    const int c0 = warp * 16 + 2 * qc, j0 = start + t * ATTN_TILE + c0;
+    float vsc[2][2], use_lo, use_hi, al_lo, al_hi;
+    attn8_scale_scores<kUpper>(s, sc, c0, j0, end, sl2, vsc, m_lo, m_hi, use_lo, use_hi, al_lo, al_hi);
     uint32_t pa[4];  // P·diag(sv) as the A operand of P·V̂
     float sum_lo = 0.f, sum_hi = 0.f;
 #pragma unroll
@@ -270,18 +245,7 @@ __global__ void __launch_bounds__(ATTN_THREADS)
   __syncthreads();
 
   // Merge the 4 warps and write (ch18's epilogue).
-  l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
-  l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
-  l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);
-  l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 2);
-  float *so = reinterpret_cast<float *>(attn8_smem);
-  float *sm = so + 4 * 16 * 64, *sls = sm + 4 * 16;
-  if (qc == 0) {
-    sm[warp * 16 + qr] = m_lo;
-    sls[warp * 16 + qr] = l_lo;
-    sm[warp * 16 + qr + 8] = m_hi;
-    sls[warp * 16 + qr + 8] = l_hi;
-  }
+  float *so = attn8_stash_ml(attn8_smem, warp, qr, qc, m_lo, m_hi, l_lo, l_hi);
 #pragma unroll
   for (int n = 0; n < 8; n++) {
     float *r0 = so + (warp * 16 + qr) * 64 + n * 8 + 2 * qc;
@@ -291,25 +255,7 @@ __global__ void __launch_bounds__(ATTN_THREADS)
     r0[8 * 64 + 1] = o[n][3];
   }
   __syncthreads();
-  for (int idx = threadIdx.x; idx < G * ATTN_HEAD_DIM; idx += ATTN_THREADS) {
-    const int r = idx >> 6, d = idx & 63, h = g * G + r;
-    float M = -INFINITY, L = 0.f, O = 0.f;
-    for (int w = 0; w < 4; w++) M = fmaxf(M, sm[w * 16 + r]);
-    for (int w = 0; w < 4; w++) {
-      const float mw = sm[w * 16 + r], f = mw == -INFINITY ? 0.f : exp2f(mw - M);
-      L += sls[w * 16 + r] * f;
-      O += so[(w * 16 + r) * 64 + d] * f;
-    }
-    const int64_t bh = (int64_t)b * a.H + h;
-    if (num_splits == 1) {
-      const float s2 = a.sinks ? a.sinks[h] * ATTN_LOG2E : -INFINITY, Mx = fmaxf(M, s2);
-      const float f = exp2f(M - Mx), den = L * f + exp2f(s2 - Mx);
-      a.out[bh * ATTN_HEAD_DIM + d] = __float2bfloat16_rn(O * f / den);
-    } else {
-      o_part[(bh * num_splits + split) * ATTN_HEAD_DIM + d] = L > 0.f ? O / L : 0.f;
-      if (d == 0) lse_part[bh * num_splits + split] = L > 0.f ? M + log2f(L) : -INFINITY;
-    }
-  }
+  attn8_merge_write(a, so, g, b, split, num_splits, o_part, lse_part);
 }
 
 // Strategy: one warp per (token, KV head) row pair of K and V: lane l quantizes dims 2l,
@@ -339,20 +285,23 @@ __global__ void __launch_bounds__(256)
   if (lane == 0) scales[row] = fp8kv_scale_pair(bits[0], bits[1]);
 }
 
-// Resident CTAs per SM of attn_fp8_splitkv_kernel; raises its dynamic shared-memory limit to
-// ATTN8_SMEM_BYTES (49 KB at 3 stages, above the 48 KB default): call once before launching.
-// Exits 3 through GTL_CUDA on a CUDA error.
-static inline int attn_fp8_splitkv_ctas_per_sm(void) {
-  int n0 = 0, n1 = 0;
-  GTL_CUDA(cudaFuncSetAttribute(attn_fp8_splitkv_kernel<false>,
-                                cudaFuncAttributeMaxDynamicSharedMemorySize, ATTN8_SMEM_BYTES));
-  GTL_CUDA(cudaFuncSetAttribute(attn_fp8_splitkv_kernel<true>,
-                                cudaFuncAttributeMaxDynamicSharedMemorySize, ATTN8_SMEM_BYTES));
-  GTL_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n0, attn_fp8_splitkv_kernel<false>,
-                                                         ATTN_THREADS, ATTN8_SMEM_BYTES));
-  GTL_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n1, attn_fp8_splitkv_kernel<true>,
-                                                         ATTN_THREADS, ATTN8_SMEM_BYTES));
-  return n0 < n1 ? n0 : n1;
+// Resident CTAs per SM of the kernel attn_fp8_splitkv_launch runs for a cache that is all
+// FP8 (all_fp8 = 1: attn_fp8_direct_kernel) or not (attn_fp8_splitkv_kernel), the smaller
+// count of its two instantiations; raises their dynamic shared-memory limits (above the
+// 48 KB default for the widening kernel): call once before launching. Exits 3 through
+// GTL_CUDA on a CUDA error.
+static inline int attn_fp8_splitkv_ctas_per_sm(int all_fp8) {
+  const void *k[2] = {all_fp8 ? (const void *)attn_fp8_direct_kernel<false> : (const void *)attn_fp8_splitkv_kernel<false>,
+                      all_fp8 ? (const void *)attn_fp8_direct_kernel<true> : (const void *)attn_fp8_splitkv_kernel<true>};
+  const int smem = all_fp8 ? ATTN8D_SMEM_BYTES : ATTN8_SMEM_BYTES;
+  int best = 1 << 30;
+  for (int i = 0; i < 2; i++) {
+    int n = 0;
+    GTL_CUDA(cudaFuncSetAttribute(k[i], cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    GTL_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k[i], ATTN_THREADS, smem));
+    if (n < best) best = n;
+  }
+  return best;
 }
 
 // Quantize n_rows K/V rows (bf16 [n_rows][64] each) into FP8 rows and scale words on
@@ -364,10 +313,11 @@ static inline void attn_fp8_quantize(const __nv_bfloat16 *k, const __nv_bfloat16
   GTL_LAUNCH();
 }
 
-// Enqueue one attention step on stream s: the FP8/bf16 split kernel, then for num_splits
+// Enqueue one attention step on stream s: the split kernel (attn_fp8_direct_kernel when
+// a->kv.all_fp8, else attn_fp8_splitkv_kernel, which reads bf16 and FP8 pages), then for num_splits
 // > 1 ch18's attn_splitkv_combine_kernel (same partial format; programmatic dependent
 // launch). Split count and workspace as ch18 (attn_splitkv_num_splits with
-// attn_fp8_splitkv_ctas_per_sm(), attn_splitkv_workspace_floats). Returns 0, or -1 with a
+// attn_fp8_splitkv_ctas_per_sm(a->kv.all_fp8), attn_splitkv_workspace_floats). Returns 0, or -1 with a
 // message on stderr for arguments the kernel cannot take (group > 16, B > 65535, pools
 // not 16-byte aligned, strides not multiples of 16 elements, scales not 4-byte aligned).
 static inline int attn_fp8_splitkv_launch(const Attn8DecodeArgs *a, int num_splits, float *workspace,
@@ -385,7 +335,11 @@ static inline int attn_fp8_splitkv_launch(const Attn8DecodeArgs *a, int num_spli
   float *o_part = workspace;
   float *lse_part = workspace ? workspace + (size_t)a->B * a->H * num_splits * ATTN_HEAD_DIM : NULL;
   const dim3 grid(num_splits, a->H_kv, a->B);
-  if (G > 8)
+  if (a->kv.all_fp8 && G > 8)
+    attn_fp8_direct_kernel<true><<<grid, ATTN_THREADS, ATTN8D_SMEM_BYTES, s>>>(*a, num_splits, o_part, lse_part);
+  else if (a->kv.all_fp8)
+    attn_fp8_direct_kernel<false><<<grid, ATTN_THREADS, ATTN8D_SMEM_BYTES, s>>>(*a, num_splits, o_part, lse_part);
+  else if (G > 8)
     attn_fp8_splitkv_kernel<true><<<grid, ATTN_THREADS, ATTN8_SMEM_BYTES, s>>>(*a, num_splits, o_part, lse_part);
   else
     attn_fp8_splitkv_kernel<false><<<grid, ATTN_THREADS, ATTN8_SMEM_BYTES, s>>>(*a, num_splits, o_part, lse_part);

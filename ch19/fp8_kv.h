@@ -75,3 +75,21 @@ FP8KV_HD uint32_t fp8kv_tile_off(int row, int chunk) {
  * fp8kv_tile_off(row, d / 16) + d % 16 and ends at fp8kv_tile_off(row, d / 8) + 2·(d % 8). */
 FP8KV_HD uint32_t fp8kv_staged_byte(int row, int d) { return fp8kv_tile_off(row, d >> 4) + (d & 15); }
 FP8KV_HD uint32_t fp8kv_bf16_byte(int row, int d) { return fp8kv_tile_off(row, d >> 3) + 2 * (d & 7); }
+
+/* ---- The register path (attn_fp8_direct_kernel, all-FP8 caches) ----------------------
+ * FP8 rows stay 64 bytes in shared memory (4 chunks of 16 dims); chunk c of row r sits at
+ * c ^ ((r >> 1) & 3): the 8 rows of one ldmatrix phase, 64 bytes apart, then cover all 32
+ * banks. */
+FP8KV_HD uint32_t fp8kv_row_off(int row, int chunk) {
+  return (uint32_t)(row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4));
+}
+
+/* ldmatrix (b16) on FP8 rows hands a lane 4 consecutive codes of one key (K) or 2 codes of
+ * 2 keys (V, .trans). The MMAs' k and n orders are free to permute, as long as Q and K
+ * agree on the head-dim order (Q·Kᵀ sums over it) and the output is written back in true
+ * dim order, so the kernel renumbers dims instead of moving bytes:
+ * - Q·Kᵀ, k-step ks, lane column qc: k slots 2qc, 2qc+1 are dims
+ *   fp8kv_qk_dim(ks, qc, 0) + {0, 1}, slots 2qc+8, 2qc+9 are fp8kv_qk_dim(ks, qc, 1) + {0, 1};
+ * - P·V, n-tile n (0..7), accumulator column 2qc + e (e = 0, 1): dim fp8kv_pv_dim(n, qc, e). */
+FP8KV_HD int fp8kv_qk_dim(int ks, int qc, int hi) { return 16 * ks + 4 * qc + 2 * hi; }
+FP8KV_HD int fp8kv_pv_dim(int n, int qc, int e) { return 16 * (n >> 1) + 4 * qc + 2 * e + (n & 1); }

@@ -360,6 +360,7 @@ static int kv_main(int argc, char **argv, const char *variant, const char *strat
       f->kv.block_table = d_table, f->kv.table_stride = n_pages, f->kv.page_shift = pshift;
       f->kv.page_stride = (int64_t)pg, f->kv.head_stride = (int64_t)P * D;
       f->kv.scale_page_stride = (int64_t)Hk * P, f->kv.scale_head_stride = P;
+      f->kv.all_fp8 = reads_fp8 && n16 == 0;  // --pressure=0: every page FP8
     } else {  // contiguous [B][H_kv][S][64], identity table (FP8-flagged for the optimized)
       a->kv.k = d_k, a->kv.v = d_v, a->kv.block_table = d_ident, a->kv.table_stride = 1;
       a->kv.page_shift = cs, a->kv.page_stride = (int64_t)Hk * Si * D, a->kv.head_stride = (int64_t)Si * D;
@@ -368,6 +369,7 @@ static int kv_main(int argc, char **argv, const char *variant, const char *strat
       f->kv.block_table = d_ident, f->kv.table_stride = 1, f->kv.page_shift = cs;
       f->kv.page_stride = (int64_t)Hk * Si * D, f->kv.head_stride = (int64_t)Si * D;
       f->kv.scale_page_stride = (int64_t)Hk * Si, f->kv.scale_head_stride = Si;
+      f->kv.all_fp8 = reads_fp8;
     }
   }
   const KvDtypes t_all = {reads_fp8 ? h_all8 : NULL, cs, 1}, t_paged = {reads_fp8 ? h_pf8 : NULL, pshift, n_pages};

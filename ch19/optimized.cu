@@ -3,13 +3,14 @@
 // The one change: K and V are stored as FP8 E4M3 codes with one bf16 scale per (token, KV
 // head) row, 64 + 64 + 4 = 132 B per (key, KV head) instead of 256 B. The scale is chosen
 // once, when the token is appended (amax / 448, rounded up to bf16; attn_fp8_quantize), so
-// no old token is ever re-scaled, and it costs 2 B per 64-byte row (3%). The kernel
-// (ch19/decode_attn_fp8.cuh) fetches the codes with cp.async, widens them to bf16 in
-// shared memory (exact), runs ch18's MMAs unchanged, and applies the scales where they are
-// per key: K's to its score column after Q·Kᵀ, V's to p before P is packed for P·V. Each
-// block-table entry says whether its page is bf16 or FP8, so a pool that switches to FP8
-// under memory pressure (--pressure) keeps its older bf16 pages readable.
-//
+// no old token is ever re-scaled, and it costs 2 B per 64-byte row (3%). The scales are
+// applied where they are per key: K's to its score column after Q·Kᵀ, V's to p before P is
+// packed for P·V. When every page is FP8, attn_fp8_direct_kernel (ch19/attn_fp8_direct.cuh)
+// keeps the tiles as FP8 in shared memory and converts the codes to fp16 in registers as
+// it builds each MMA operand. Each block-table entry also says whether its page is bf16 or
+// FP8, so a pool that switches to FP8 under memory pressure (--pressure) keeps its older
+// bf16 pages readable: for such a mix, attn_fp8_splitkv_kernel widens FP8 rows to bf16 in
+// shared memory and runs ch18's MMAs unchanged.
 // Build and run:   make ch19 && ./ch19/optimized               (pair: scripts/pair.sh ch19)
 // Nsight Compute:  scripts/profile.sh ch19 optimized, or directly
 //   ncu --clock-control none --nvtx --nvtx-include "gauntlet@ch19.optimized.timed]" -k regex:attn
@@ -20,13 +21,14 @@
 #include "kvcache.cuh"
 
 void kv_plan(const GtlCtx *ctx, const KvRowArgs *a, int max_keys, KvPlan *p) {
-  const int per_sm = attn_fp8_splitkv_ctas_per_sm();
+  const int per_sm = attn_fp8_splitkv_ctas_per_sm(a->f8.kv.all_fp8);
   p->num_splits = attn_splitkv_num_splits(a->f8.B, a->f8.H_kv, max_keys, ctx->dev.sms * per_sm);
   const size_t n = attn_splitkv_workspace_floats(a->f8.B, a->f8.H, p->num_splits);
   p->workspace = n ? (float *)gtl_malloc(n * 4, "split-KV partials (fp32)") : NULL;
-  snprintf(p->what, sizeof p->what,
-           "attn_fp8_splitkv_kernel, %d splits, %d CTAs/SM, %d B smem%s", p->num_splits, per_sm,
-           ATTN8_SMEM_BYTES, p->num_splits > 1 ? " + attn_splitkv_combine_kernel" : "");
+  snprintf(p->what, sizeof p->what, "%s, %d splits, %d CTAs/SM, %d B smem%s",
+           a->f8.kv.all_fp8 ? "attn_fp8_direct_kernel" : "attn_fp8_splitkv_kernel (bf16 + FP8 pages)",
+           p->num_splits, per_sm, a->f8.kv.all_fp8 ? ATTN8D_SMEM_BYTES : ATTN8_SMEM_BYTES,
+           p->num_splits > 1 ? " + attn_splitkv_combine_kernel" : "");
 }
 
 void kv_launch(const KvRowArgs *a, const KvPlan *p, cudaStream_t s) {
@@ -41,5 +43,6 @@ void kv_plan_free(KvPlan *p) {
 int main(int argc, char **argv) {
   return kv_main(argc, argv, "optimized",
                  "split-KV GQA flash-decoding on FP8 E4M3 K/V + bf16 scale per (token, KV head), "
-                 "widened to bf16 in shared memory; scales on score columns and p", 1);
+                 "converted to fp16 in registers (mixed pages: widened to bf16 in shared memory); "
+                 "scales on score columns and p", 1);
 }

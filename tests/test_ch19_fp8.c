@@ -258,12 +258,129 @@ static void attention_error_depends_on_the_value_mean(void **state) {
   assert_true(with_mean < 5e-3);
 }
 
+/* The register path (attn_fp8_direct_kernel), one warp's 16 keys, emulated from the PTX
+ * ISA's fragment layouts (ldmatrix m8n8 .b16 with and without .trans; mma m16n8k16: lane
+ * (qr = lane / 4, qc = lane % 4) holds A[qr][2qc..+1], A[qr+8][2qc..+1], A[qr][2qc+8..+9],
+ * A[qr+8][2qc+8..+9], B[2qc..+1][qr], B[2qc+8..+9][qr], C[qr][2qc..+1], C[qr+8][2qc..+1]).
+ * The kernel's address, byte-select and dim-numbering choices (fp8kv_row_off,
+ * fp8kv_qk_dim, fp8kv_pv_dim, byte pairs 0,2 / 1,3) must give Q·Kᵀ and P·V in true dims. */
+static uint8_t tile_byte(const uint8_t *tile, uint32_t addr) { return tile[addr]; }
+static void register_path_fragments_give_qk_and_pv(void **state) {
+  (void)state;
+  static uint8_t ktile[64 * 64], vtile[64 * 64];
+  float q[16][64], p[16][16];
+  uint8_t kc[16][64], vc[16][64];
+  uint64_t seed = 5;
+  for (int trial = 0; trial < 20; trial++) {
+    const int w = trial % 4; /* the warp: keys 16w..16w+15 of the tile */
+    memset(ktile, 0xFF, sizeof ktile);
+    memset(vtile, 0xFF, sizeof vtile);
+    for (int k = 0; k < 16; k++)
+      for (int d = 0; d < 64; d++) {
+        kc[k][d] = (uint8_t)(lcg(&seed) & 0xF7); /* no NaN codes (0x7F, 0xFF) */
+        vc[k][d] = (uint8_t)(lcg(&seed) & 0xF7);
+      }
+    for (int k = 0; k < 16; k++) /* cp.async: chunk c of row r at fp8kv_row_off(r, c) */
+      for (int c = 0; c < 4; c++)
+        for (int i = 0; i < 16; i++) {
+          ktile[fp8kv_row_off(16 * w + k, c) + i] = kc[k][16 * c + i];
+          vtile[fp8kv_row_off(16 * w + k, c) + i] = vc[k][16 * c + i];
+        }
+    for (int r = 0; r < 16; r++) {
+      for (int d = 0; d < 64; d++) q[r][d] = urand(&seed, -1.f, 1.f);
+      for (int k = 0; k < 16; k++) p[r][k] = urand(&seed, 0.f, 1.f);
+    }
+    /* Q·Kᵀ: n-tile nt, ldmatrix x4, lane l addresses row 16w + 8nt + (l & 7), chunk l >> 3 */
+    for (int nt = 0; nt < 2; nt++) {
+      double s_hw[16][8] = {{0}};
+      for (int ks = 0; ks < 4; ks++) {
+        double A[16][16], B[16][8];
+        for (int lane = 0; lane < 32; lane++) {
+          const int qr = lane >> 2, qc = lane & 3;
+          const uint32_t row_addr = fp8kv_row_off(16 * w + 8 * nt + qr, ks); /* lane 8ks + qr's address */
+          for (int i = 0; i < 4; i++) { /* register ks: M[qr][2qc], M[qr][2qc+1] = bytes 4qc..4qc+3 */
+            const uint8_t code = tile_byte(ktile, row_addr + 4 * qc + i);
+            B[i < 2 ? 2 * qc + i : 2 * qc + 8 + (i - 2)][qr] = gtl_fp8e4m3_to_f32(code);
+          }
+          for (int hi = 0; hi < 2; hi++)
+            for (int i = 0; i < 2; i++) {
+              const int k = 2 * qc + 8 * hi + i, d = fp8kv_qk_dim(ks, qc, hi) + i;
+              A[qr][k] = q[qr][d];
+              A[qr + 8][k] = q[qr + 8][d];
+            }
+        }
+        for (int r = 0; r < 16; r++)
+          for (int n = 0; n < 8; n++)
+            for (int k = 0; k < 16; k++) s_hw[r][n] += A[r][k] * B[k][n];
+      }
+      for (int r = 0; r < 16; r++)
+        for (int n = 0; n < 8; n++) {
+          double ref = 0;
+          for (int d = 0; d < 64; d++) ref += (double)q[r][d] * gtl_fp8e4m3_to_f32(kc[8 * nt + n][d]);
+          assert_true(fabs(s_hw[r][n] - ref) <= 1e-9 * (1 + fabs(ref)));
+        }
+    }
+    /* P·V: ldmatrix.trans x4 per slab group sg, matrix mm: keys 8(mm & 1) + 0..7, slab
+     * 2sg + (mm >> 1); lane gets M[2qc][qr] (low 16 bits), M[2qc+1][qr] (high). */
+    double o_true[16][64] = {{0}};
+    int seen[64] = {0};
+    for (int sg = 0; sg < 2; sg++)
+      for (int hs = 0; hs < 2; hs++)
+        for (int par = 0; par < 2; par++) {
+          const int n_idx = (2 * sg + hs) * 2 + par;
+          double B[16][8];
+          for (int lane = 0; lane < 32; lane++) {
+            const int qr = lane >> 2, qc = lane & 3;
+            for (int half = 0; half < 2; half++) { /* matrices 2hs (keys 0-7), 2hs+1 (keys 8-15) */
+              const int mm = 2 * hs + half;
+              uint8_t by[4];
+              for (int kk = 0; kk < 2; kk++) {
+                const uint32_t a = fp8kv_row_off(16 * w + 8 * (mm & 1) + 2 * qc + kk, 2 * sg + (mm >> 1));
+                by[2 * kk] = tile_byte(vtile, a + 2 * qr);
+                by[2 * kk + 1] = tile_byte(vtile, a + 2 * qr + 1);
+              }
+              /* __byte_perm selector 0x2020 / 0x3131: low half = bytes (par, 2 + par) */
+              B[2 * qc + 8 * half][qr] = gtl_fp8e4m3_to_f32(by[par]);
+              B[2 * qc + 8 * half + 1][qr] = gtl_fp8e4m3_to_f32(by[2 + par]);
+            }
+          }
+          for (int lane = 0; lane < 32; lane++) {
+            const int qr = lane >> 2, qc = lane & 3;
+            for (int e = 0; e < 2; e++) {
+              const int d = fp8kv_pv_dim(n_idx, qc, e);
+              seen[d]++;
+              for (int rr = 0; rr < 2; rr++) {
+                double acc = 0;
+                for (int k = 0; k < 16; k++) acc += (double)p[qr + 8 * rr][k] * B[k][2 * qc + e];
+                o_true[qr + 8 * rr][d] = acc;
+              }
+            }
+          }
+        }
+    for (int d = 0; d < 64; d++) assert_int_equal(seen[d], 8); /* every dim from exactly one column */
+    for (int r = 0; r < 16; r++)
+      for (int d = 0; d < 64; d++) {
+        double ref = 0;
+        for (int k = 0; k < 16; k++) ref += (double)p[r][k] * gtl_fp8e4m3_to_f32(vc[k][d]);
+        assert_true(fabs(o_true[r][d] - ref) <= 1e-9 * (1 + fabs(ref)));
+      }
+  }
+  /* the 64-byte rows' swizzle: 8 consecutive rows of one chunk cover all 32 banks */
+  for (int r0 = 0; r0 < 64; r0 += 8)
+    for (int c = 0; c < 4; c++) {
+      uint32_t banks = 0;
+      for (int r = r0; r < r0 + 8; r++) banks |= 0xFu << ((fp8kv_row_off(r, c) % 128) / 4);
+      assert_true(banks == 0xFFFFFFFFu);
+    }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(scale_rule_rounds_up_to_bf16), cmocka_unit_test(quantized_rows_meet_the_e4m3_bound),
       cmocka_unit_test(codes_times_scale_are_fixed_points), cmocka_unit_test(widening_is_exact),
       cmocka_unit_test(pressure_policy), cmocka_unit_test(tile_layout_is_ch18s_swizzle),
       cmocka_unit_test(staged_fp8_rows_widen_in_place),
-      cmocka_unit_test(attention_error_depends_on_the_value_mean)};
+      cmocka_unit_test(attention_error_depends_on_the_value_mean),
+      cmocka_unit_test(register_path_fragments_give_qk_and_pv)};
   return cmocka_run_group_tests_name("ch19_fp8", tests, NULL, NULL);
 }

@@ -1,0 +1,308 @@
+// attn_fp8_direct.cuh — ch19's register path: split-KV flash-decoding over an all-FP8 KV
+// cache, the codes converted to fp16 in registers right before the MMAs (kernel only; the
+// launcher in decode_attn_fp8.cuh picks it when every page is FP8).
+//
+// The widening kernel (attn_fp8_splitkv_kernel) turns each FP8 tile back into ch18's bf16
+// tile in shared memory: per 64-key tile, 128 threads each convert a 64-dim row, store 128
+// bytes and meet at one more barrier. That pass costs more instructions than the MMAs and
+// leaves half of each 16 KB stage empty. Here a stage holds only the 8.25 KB the cache
+// sends (5 stages in flight instead of 3, 5 CTAs per SM instead of 4), and each warp builds its MMA operands from the
+// FP8 bytes itself:
+// - K: ldmatrix on the 64-byte rows gives a lane 4 consecutive codes of one key; one
+//   cvt.rn.f16x2.e4m3x2 per pair makes them fp16 B fragments. E4M3 → fp16 is exact (4
+//   significant bits into 11, exponents 2^-9..2^8 inside fp16's range). Q is loaded once as
+//   fp16 in the matching dim order (fp8kv_qk_dim).
+// - V: ldmatrix.trans gives a lane 2 codes of each of 2 keys; a byte permute pairs the keys
+//   per dim, then one cvt per pair. The output dims come out permuted (fp8kv_pv_dim) and
+//   are put back in order when written.
+// - P·diag(sv) is packed as fp16. To keep it inside fp16's range whatever the scales, each
+//   warp divides it by a power of two 2^E ≥ its largest V scale so far and rescales its
+//   accumulators when E grows (with the softmax's alpha, at no extra cost); O is multiplied
+//   by 2^E once, at the end. E never shrinks, so the rescale never enlarges.
+// Limits: q entries must be finite fp16 (|q| < 65504) — bf16 q is converted once.
+// Included by decode_attn_fp8.cuh after its argument structs (Attn8DecodeArgs).
+#pragma once
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+// 5 stages of 8.25 KB: 41.25 KB, so 5 CTAs fit an SM (the registers, <= 102 a thread, too)
+#define ATTN8D_STAGES 5
+#define ATTN8D_STAGE_BYTES (2 * ATTN_TILE * 64 + ATTN_TILE * 4)  // K, V codes, scale words
+#define ATTN8D_SMEM_BYTES (ATTN8D_STAGES * ATTN8D_STAGE_BYTES)
+
+// cp.async of 4 bytes; src_bytes 0 writes zeros (a key past the chunk gets scale words 0).
+__device__ __forceinline__ void attn8d_cp_async4(uint32_t dst, const void *src, int src_bytes) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
+// Two E4M3 codes (low byte → low half) to fp16x2, exact (PTX cvt.rn.f16x2.e4m3x2, sm_89+).
+__device__ __forceinline__ uint32_t attn8d_e4m3x2_to_f16x2(uint32_t codes) {
+  uint32_t r;
+  const unsigned short c = (unsigned short)(codes & 0xFFFFu);
+  asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(r) : "h"(c));
+  return r;
+}
+__device__ __forceinline__ uint32_t attn8d_pack_f16(float lo, float hi) {
+  __half2 v = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<uint32_t *>(&v);
+}
+// d += a (16×16 fp16, row) · b (16×8 fp16, col), fp32 accumulate.
+__device__ __forceinline__ void attn8d_mma_f16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// 2^e as a float for -126 <= e <= 127 (exact).
+__device__ __forceinline__ float attn8d_pow2(int e) { return __uint_as_float((uint32_t)(e + 127) << 23); }
+
+// ---- The epilogue both ch19 kernels share (ch18's): each warp holds (m, l) and o for
+// its 16 keys' share of every query row of the group; they are merged across the 4 warps
+// through shared memory (so [4][16][64] o rows, then [4][16] m, then [4][16] l, floats).
+// attn8_stash_ml sums l over the lane quad, stores m and l and returns so, where the
+// caller writes its o rows (true dim order), then __syncthreads, then attn8_merge_write:
+// with one split it applies the sinks and writes out (bf16), else the split's o / l and
+// log2-sum-exp (m + log2 l) for attn_splitkv_combine_kernel.
+__device__ __forceinline__ float *attn8_stash_ml(unsigned char *smem, int warp, int qr, int qc, float m_lo,
+                                                 float m_hi, float l_lo, float l_hi) {
+  l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
+  l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
+  l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);
+  l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 2);
+  float *so = reinterpret_cast<float *>(smem);
+  float *sm = so + 4 * 16 * 64, *sls = sm + 4 * 16;
+  if (qc == 0) {
+    sm[warp * 16 + qr] = m_lo;
+    sls[warp * 16 + qr] = l_lo;
+    sm[warp * 16 + qr + 8] = m_hi;
+    sls[warp * 16 + qr + 8] = l_hi;
+  }
+  return so;
+}
+__device__ __forceinline__ void attn8_merge_write(const Attn8DecodeArgs &a, const float *so, int g, int b,
+                                                  int split, int num_splits, float *o_part, float *lse_part) {
+  const float *sm = so + 4 * 16 * 64, *sls = sm + 4 * 16;
+  const int G = a.H / a.H_kv;
+  for (int idx = threadIdx.x; idx < G * ATTN_HEAD_DIM; idx += ATTN_THREADS) {
+    const int r = idx >> 6, d = idx & 63, h = g * G + r;
+    float M = -INFINITY, L = 0.f, O = 0.f;
+    for (int w = 0; w < 4; w++) M = fmaxf(M, sm[w * 16 + r]);
+    for (int w = 0; w < 4; w++) {
+      const float mw = sm[w * 16 + r], f = mw == -INFINITY ? 0.f : exp2f(mw - M);
+      L += sls[w * 16 + r] * f;
+      O += so[(w * 16 + r) * 64 + d] * f;
+    }
+    const int64_t bh = (int64_t)b * a.H + h;
+    if (num_splits == 1) {
+      const float s2 = a.sinks ? a.sinks[h] * ATTN_LOG2E : -INFINITY, Mx = fmaxf(M, s2);
+      const float f = exp2f(M - Mx), den = L * f + exp2f(s2 - Mx);
+      a.out[bh * ATTN_HEAD_DIM + d] = __float2bfloat16_rn(O * f / den);
+    } else {
+      o_part[(bh * num_splits + split) * ATTN_HEAD_DIM + d] = L > 0.f ? O / L : 0.f;
+      if (d == 0) lse_part[bh * num_splits + split] = L > 0.f ? M + log2f(L) : -INFINITY;
+    }
+  }
+}
+
+// The scale step both ch19 kernels share, per tile: this lane's 4 key columns (c0 + 8nt + e
+// in the tile, key j0 + 8nt + e) get their K scale (times scale · log2 e) on the scores,
+// keys at or past `end` become -inf, their V scales go to vsc, then ch18's online-softmax
+// max update for the lower 8 query rows (and the upper 8 when kUpper): the new maxima
+// in m_*, the values to subtract in use_*, the factors for the old l and O in al_*.
+template <bool kUpper>
+__device__ __forceinline__ void attn8_scale_scores(float s[2][4], const uint32_t *sc, int c0, int j0, int end,
+                                                   float sl2, float vsc[2][2], float &m_lo, float &m_hi,
+                                                   float &use_lo, float &use_hi, float &al_lo, float &al_hi) {
+  float mx_lo = -INFINITY, mx_hi = -INFINITY;
+#pragma unroll
+  for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+      const uint32_t w = sc[c0 + nt * 8 + e];
+      const float ksc = fp8kv_bf16_bits_to_float((uint16_t)(w & 0xFFFFu)) * sl2;
+      vsc[nt][e] = fp8kv_bf16_bits_to_float((uint16_t)(w >> 16));
+      const bool ok = j0 + nt * 8 + e < end;
+      s[nt][e] = ok ? s[nt][e] * ksc : -INFINITY;
+      s[nt][e + 2] = ok ? s[nt][e + 2] * ksc : -INFINITY;
+      mx_lo = fmaxf(mx_lo, s[nt][e]);
+      mx_hi = fmaxf(mx_hi, s[nt][e + 2]);
+    }
+  mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 1));
+  mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
+  const float mn_lo = fmaxf(m_lo, mx_lo);
+  use_lo = mn_lo == -INFINITY ? 0.f : mn_lo;
+  al_lo = exp2f(m_lo - use_lo);
+  m_lo = mn_lo;
+  al_hi = 1.f, use_hi = 0.f;
+  if (kUpper) {
+    mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
+    mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
+    const float mn_hi = fmaxf(m_hi, mx_hi);
+    use_hi = mn_hi == -INFINITY ? 0.f : mn_hi;
+    al_hi = exp2f(m_hi - use_hi);
+    m_hi = mn_hi;
+  }
+}
+
+// Strategy: ch18's CTA per (sequence, KV head, split) and 64-key cp.async tiles, warp w
+// owning keys 16w..16w+15 of each tile, online softmax; operands built in registers from
+// FP8 (see the top of this file); the epilogue is ch18's. Limiter: DRAM read bandwidth at
+// 132 B per (key, KV head). Arguments as attn_fp8_splitkv_kernel; every page must be FP8.
+template <bool kUpper>
+__global__ void __launch_bounds__(ATTN_THREADS)
+    attn_fp8_direct_kernel(const __grid_constant__ Attn8DecodeArgs a, int num_splits,
+                           float *__restrict__ o_part, float *__restrict__ lse_part) {
+  extern __shared__ __align__(128) unsigned char attn8d_smem[];
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::);
+#endif
+  const int split = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
+  const int G = a.H / a.H_kv, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int qr = lane >> 2, qc = lane & 3;
+  const int len = a.seq_lens[b], lo = attn_first_key(len, a.window);
+  int chunk = (len - lo + num_splits - 1) / num_splits;
+  chunk = (chunk + ATTN_TILE - 1) / ATTN_TILE * ATTN_TILE;
+  const int start = lo + split * chunk, end = min(len, start + chunk);
+  const int n_tiles = end > start ? (end - start + ATTN_TILE - 1) / ATTN_TILE : 0;
+  const uint32_t smem = (uint32_t)__cvta_generic_to_shared(attn8d_smem);
+
+  uint32_t qa[4][4];  // Q as fp16 A fragments, dims in fp8kv_qk_dim order
+  {
+    const __nv_bfloat162 *q =
+        reinterpret_cast<const __nv_bfloat162 *>(a.q + ((int64_t)b * a.H + (int64_t)g * G) * ATTN_HEAD_DIM);
+    for (int ks = 0; ks < 4; ks++)
+      for (int i = 0; i < 4; i++) {
+        const int r = qr + (i & 1) * 8, d = fp8kv_qk_dim(ks, qc, i >> 1);
+        const float2 f = r < G ? __bfloat1622float2(q[(r * ATTN_HEAD_DIM + d) >> 1]) : make_float2(0.f, 0.f);
+        qa[ks][i] = attn8d_pack_f16(f.x, f.y);
+      }
+  }
+
+  // Tile t into stage st: 2 K and 2 V chunks of 16 codes per thread, one scale word for
+  // threads 0..63. Keys past `end` are zeros (codes and scales).
+  auto load_tile = [&](int st, int t) {
+    const uint32_t ks = smem + st * ATTN8D_STAGE_BYTES, vs = ks + ATTN_TILE * 64;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      const int idx = threadIdx.x + i * ATTN_THREADS, row = idx >> 2, c = idx & 3;
+      const int j = start + t * ATTN_TILE + row;
+      int64_t off = 0;
+      if (j < end) {
+        const int32_t e = __ldg(a.kv.block_table + (int64_t)b * a.kv.table_stride + (j >> a.kv.page_shift));
+        off = (int64_t)(e & FP8KV_PAGE_MASK) * a.kv.page_stride + (int64_t)g * a.kv.head_stride +
+              (int64_t)(j & ((1 << a.kv.page_shift) - 1)) * ATTN_HEAD_DIM;
+      }
+      attn_cp_async16(ks + fp8kv_row_off(row, c), a.kv.k8 + off + c * 16, j < end ? 16 : 0);
+      attn_cp_async16(vs + fp8kv_row_off(row, c), a.kv.v8 + off + c * 16, j < end ? 16 : 0);
+    }
+    if (threadIdx.x < ATTN_TILE) {
+      const int row = threadIdx.x, j = start + t * ATTN_TILE + row;
+      const uint32_t *src = a.kv.scales;
+      if (j < end) {
+        const int32_t e = __ldg(a.kv.block_table + (int64_t)b * a.kv.table_stride + (j >> a.kv.page_shift));
+        src += (int64_t)(e & FP8KV_PAGE_MASK) * a.kv.scale_page_stride + (int64_t)g * a.kv.scale_head_stride +
+               (j & ((1 << a.kv.page_shift) - 1));
+      }
+      attn8d_cp_async4(vs + ATTN_TILE * 64 + row * 4, src, j < end ? 4 : 0);
+    }
+  };
+
+  const float sl2 = a.scale * ATTN_LOG2E;
+  float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.f, l_hi = 0.f, o[8][4];
+  int E = -126;  // this warp's P·V scale exponent: O (true) = o · 2^E
+#pragma unroll
+  for (int n = 0; n < 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+
+#pragma unroll
+  for (int st = 0; st < ATTN8D_STAGES - 1; st++) {
+    if (st < n_tiles) load_tile(st, st);
+    attn_cp_async_commit();
+  }
+  for (int t = 0; t < n_tiles; t++) {
+    attn_cp_async_wait<ATTN8D_STAGES - 2>();
+    __syncthreads();  // tile t landed everywhere; stage (t-1) % STAGES is free
+    if (t + ATTN8D_STAGES - 1 < n_tiles) load_tile((t + ATTN8D_STAGES - 1) % ATTN8D_STAGES, t + ATTN8D_STAGES - 1);
+    attn_cp_async_commit();
+
+    const uint32_t ks = smem + (t % ATTN8D_STAGES) * ATTN8D_STAGE_BYTES, vs = ks + ATTN_TILE * 64;
+    const uint32_t *sc = reinterpret_cast<const uint32_t *>(attn8d_smem + (t % ATTN8D_STAGES) * ATTN8D_STAGE_BYTES +
+                                                            2 * ATTN_TILE * 64);
+    float s[2][4];  // S = Q · K̂ᵀ: n-tile nt holds keys 16w + 8nt + 0..7
+#pragma unroll
+    for (int nt = 0; nt < 2; nt++) {
+      s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+      uint32_t kr[4];  // matrix m = dims 16m..16m+15 of this lane's key
+      attn_ldmatrix_x4(ks + fp8kv_row_off(warp * 16 + nt * 8 + (lane & 7), lane >> 3), kr);
+#pragma unroll
+      for (int m = 0; m < 4; m++)
+        attn8d_mma_f16(s[nt], qa[m], attn8d_e4m3x2_to_f16x2(kr[m]), attn8d_e4m3x2_to_f16x2(kr[m] >> 16));
+    }
+    // Scale words of this lane's 4 key columns: K scale into the score, V scale into p.
+    const int c0 = warp * 16 + 2 * qc, j0 = start + t * ATTN_TILE + c0;
+    float vsc[2][2], use_lo, use_hi, al_lo, al_hi;
+    attn8_scale_scores<kUpper>(s, sc, c0, j0, end, sl2, vsc, m_lo, m_hi, use_lo, use_hi, al_lo, al_hi);
+    float vmax = fmaxf(fmaxf(vsc[0][0], vsc[0][1]), fmaxf(vsc[1][0], vsc[1][1]));
+    vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, 1));
+    vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, 2));  // the warp's 16 keys
+    // 2^E_new >= vmax: E_new = max(E, exponent of vmax + 1); vmax 0 (no key) keeps E.
+    const int e_t = vmax > 0.f ? (int)((__float_as_uint(vmax) >> 23) & 0xFF) - 126 : E;
+    const int E_new = min(max(E, e_t), 127);
+    const float rescale = E_new > E ? attn8d_pow2(E - E_new < -126 ? -126 : E - E_new) : 1.f;
+    const float inv = attn8d_pow2(-E_new < -126 ? -126 : -E_new);
+    E = E_new;
+    uint32_t pa[4];  // P·diag(sv)·2^-E as the fp16 A operand of P·V̂
+    float sum_lo = 0.f, sum_hi = 0.f;
+#pragma unroll
+    for (int nt = 0; nt < 2; nt++) {
+      const float p0 = exp2f(s[nt][0] - use_lo), p1 = exp2f(s[nt][1] - use_lo);
+      sum_lo += p0 + p1;
+      pa[nt * 2] = attn8d_pack_f16(p0 * vsc[nt][0] * inv, p1 * vsc[nt][1] * inv);
+      pa[nt * 2 + 1] = 0u;
+      if (kUpper) {
+        const float p2 = exp2f(s[nt][2] - use_hi), p3 = exp2f(s[nt][3] - use_hi);
+        sum_hi += p2 + p3;
+        pa[nt * 2 + 1] = attn8d_pack_f16(p2 * vsc[nt][0] * inv, p3 * vsc[nt][1] * inv);
+      }
+    }
+    l_lo = l_lo * al_lo + sum_lo;
+    if (kUpper) l_hi = l_hi * al_hi + sum_hi;
+    const float f_lo = al_lo * rescale, f_hi = al_hi * rescale;
+#pragma unroll
+    for (int sg = 0; sg < 2; sg++) {  // O = O·f + P · V̂, 32 dims (2 slabs) per ldmatrix
+      uint32_t vr[4];  // matrix m: keys 16w + 8(m & 1) + 0..7, dims of slab 2sg + (m >> 1)
+      const int m = lane >> 3;
+      attn_ldmatrix_x4_trans(vs + fp8kv_row_off(warp * 16 + (m & 1) * 8 + (lane & 7), 2 * sg + (m >> 1)), vr);
+#pragma unroll
+      for (int hs = 0; hs < 2; hs++)
+#pragma unroll
+        for (int par = 0; par < 2; par++) {  // even / odd dims of the slab: bytes 0,2 / 1,3
+          const uint32_t sel = par ? 0x3131u : 0x2020u;
+          float *on = o[(2 * sg + hs) * 2 + par];
+          on[0] *= f_lo;
+          on[1] *= f_lo;
+          if (kUpper) {
+            on[2] *= f_hi;
+            on[3] *= f_hi;
+          }
+          attn8d_mma_f16(on, pa, attn8d_e4m3x2_to_f16x2(__byte_perm(vr[2 * hs], 0u, sel)),
+                         attn8d_e4m3x2_to_f16x2(__byte_perm(vr[2 * hs + 1], 0u, sel)));
+        }
+    }
+  }
+  attn_cp_async_wait<0>();
+  __syncthreads();
+
+  // Merge the 4 warps and write (ch18's epilogue; dims back in order, o times 2^E).
+  float *so = attn8_stash_ml(attn8d_smem, warp, qr, qc, m_lo, m_hi, l_lo, l_hi);
+  const float pe = ldexpf(1.f, E);
+#pragma unroll
+  for (int n = 0; n < 8; n++)
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+      float *r0 = so + (warp * 16 + qr) * 64 + fp8kv_pv_dim(n, qc, e);
+      r0[0] = o[n][e] * pe;
+      r0[8 * 64] = o[n][e + 2] * pe;
+    }
+  __syncthreads();
+  attn8_merge_write(a, so, g, b, split, num_splits, o_part, lse_part);
+}
