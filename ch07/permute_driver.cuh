@@ -259,6 +259,7 @@ static int permute_main(int argc, char **argv, const char *program,
     h_out = (uint16_t *)malloc(n_out * 2);
     out = (float *)malloc(n_out * sizeof(float));
     ref = (double *)malloc(n_out * sizeof(double));
+    GTL_CUDA(cudaStreamSynchronize(ctx.stream));  // x is filled on the (non-blocking) stream
     GTL_CUDA(cudaMemcpy(h_x, d_x, n_in * 2, cudaMemcpyDeviceToHost));
     for (size_t row = 0; row < rows; row++)
       for (int64_t d = 0; d < D; d++)
