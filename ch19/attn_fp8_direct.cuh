@@ -6,7 +6,7 @@
 // tile in shared memory: per 64-key tile, 128 threads each convert a 64-dim row, store 128
 // bytes and meet at one more barrier. That pass costs more instructions than the MMAs and
 // leaves half of each 16 KB stage empty. Here a stage holds only the 8.25 KB the cache
-// sends (5 stages in flight instead of 3, 5 CTAs per SM instead of 4), and each warp builds its MMA operands from the
+// sends (6 stages in flight instead of 3), and each warp builds its MMA operands from the
 // FP8 bytes itself:
 // - K: ldmatrix on the 64-byte rows gives a lane 4 consecutive codes of one key; one
 //   cvt.rn.f16x2.e4m3x2 per pair makes them fp16 B fragments. E4M3 → fp16 is exact (4
@@ -25,10 +25,9 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
-// 5 stages of 8.25 KB: 41.25 KB, so 5 CTAs fit an SM (the registers, <= 102 a thread, too)
-#define ATTN8D_STAGES 5
+#define ATTN8D_STAGES 6
 #define ATTN8D_STAGE_BYTES (2 * ATTN_TILE * 64 + ATTN_TILE * 4)  // K, V codes, scale words
-#define ATTN8D_SMEM_BYTES (ATTN8D_STAGES * ATTN8D_STAGE_BYTES)
+#define ATTN8D_SMEM_BYTES (ATTN8D_STAGES * ATTN8D_STAGE_BYTES)   // 49.5 KB: 4 CTAs per SM
 
 // cp.async of 4 bytes; src_bytes 0 writes zeros (a key past the chunk gets scale words 0).
 __device__ __forceinline__ void attn8d_cp_async4(uint32_t dst, const void *src, int src_bytes) {
