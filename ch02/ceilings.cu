@@ -523,6 +523,7 @@ int main(int argc, char **argv) {
   GTL_CUDA(cudaFree(d_src));
   GTL_CUDA(cudaFree(d_dst));
   GTL_CUDA(cudaFree(sj.sum));
+  GTL_CUDA(cudaFree(d_bad));
   const double copy_ratio = copy_rate[0] / copy_rate[1];
 
   // -- tensor cores and SIMT: cuBLASLt GEMMs, FFMA kernel ---------------------------------
