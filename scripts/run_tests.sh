@@ -3,7 +3,8 @@
 #   1. cmocka unit tests of common/ and labs/moe (tests/bin/test_*), then the same tests
 #      built with AddressSanitizer + UBSan ($SAN_TESTS, tests/bin-san/test_*)
 #   1b. the libFuzzer harnesses of tests/fuzz, $FUZZ_TEST_SECONDS (20) s each (scripts/fuzz.sh)
-#   2. python unittest of scripts/check_expectations, the quest-log scripts, book_refs.md
+#   2. python unittest of scripts/check_expectations, the quest-log scripts, book_refs.md,
+#      and the lab's tiny-model fixtures against an independent forward pass
 #   2b. the lab's headers alone and together with the lab frame, -Werror (tests/lab_headers.sh)
 #   2c. lab layers' host tests (labs/NN_*/plan_test.cpp)
 #   3. every GPU program: exit 2 with a usage line on a bad flag (and on the bad values of
@@ -47,7 +48,8 @@ else
 fi
 
 echo "== scripts: check_expectations and the quest-log scripts (python unittest)"
-out=$(python3 -m unittest tests/test_check_expectations.py tests/test_scripts.py tests/test_book_refs.py 2>&1); rc=$?
+out=$(python3 -m unittest tests/test_check_expectations.py tests/test_scripts.py tests/test_book_refs.py \
+  tests/test_lab_tiny_independent.py 2>&1); rc=$?
 n=$(printf '%s\n' "$out" | sed -n 's/^Ran \([0-9]*\) test.*/\1/p')
 if [ "$rc" -eq 0 ]; then pass=$((pass + ${n:-0})); echo "[  PASSED  ] ${n:-0} test(s)."
 else printf '%s\n' "$out" | tail -n 30; n_f=$(printf '%s\n' "$out" | sed -n 's/.*failures=\([0-9]*\).*/\1/p'); n_e=$(printf '%s\n' "$out" | sed -n 's/.*errors=\([0-9]*\).*/\1/p')
