@@ -10,7 +10,7 @@
  * MixtralForCausalLM / Qwen3MoeForCausalLM / GptOssForCausalLM in fp32 and compares their logits with the
  * stored ones (labs/00_baseline/README.md records the result). So this test pins the
  * reference to transformers' semantics without needing Python or a GPU here; and
- * tests/test_lab_tiny_independent.py recomputes the Mixtral and Qwen3 fixtures with a
+ * tests/test_lab_tiny_independent.py recomputes all three fixtures with a
  * separate plain-Python forward pass of the same checkpoints (no GPU, no torch).
  *
  * With --model=DIR the binary is instead the reference as a decoder, for hf_check.py
