@@ -3,12 +3,28 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+void (*gtl_mem_info_hook)(size_t *free_b, size_t *total_b) = NULL;
+
+static int is_out_of_memory(const char *lib, int code) {
+  return (lib && !strcmp(lib, "CUDA") && code == 2) ||   /* cudaErrorMemoryAllocation */
+         (lib && !strcmp(lib, "cuBLAS") && code == 3);   /* CUBLAS_STATUS_ALLOC_FAILED */
+}
 
 void gtl_die(const char *lib, const char *name, int code, const char *expr, const char *file,
              int line) {
   fflush(stdout);
   fprintf(stderr, "error: %s %s (%d) at %s:%d: %s\n", lib, name ? name : "?", code, file, line,
           expr);
+  if (is_out_of_memory(lib, code) && gtl_mem_info_hook) {
+    size_t free_b = 0, total_b = 0;
+    gtl_mem_info_hook(&free_b, &total_b);
+    fprintf(stderr,
+            "error: out of device memory in %s: device free %.1f of %.1f MiB (the call does not "
+            "say how much it asked for)\n",
+            lib, free_b / 1048576.0, total_b / 1048576.0);
+  }
   exit(GTL_EXIT_RUNTIME);
 }
 

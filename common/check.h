@@ -15,9 +15,18 @@ extern "C" {
 #endif
 
 /** Print "error: <lib> <name> (<code>) at file:line: <expr>" on stderr and exit 3.
- *  `lib` is "CUDA", "cuBLAS", "CU" or "NCCL"; `name` the library's name of the code. */
+ *  `lib` is "CUDA", "cuBLAS", "CU" or "NCCL"; `name` the library's name of the code.
+ *  When the code says out of memory (CUDA's cudaErrorMemoryAllocation = 2, cuBLAS's
+ *  CUBLAS_STATUS_ALLOC_FAILED = 3) and gtl_mem_info_hook is set, a second line gives the
+ *  device's free and total memory: "error: out of device memory in <lib>: device free <F>
+ *  of <T> MiB (the call does not say how much it asked for)". */
 void gtl_die(const char *lib, const char *name, int code, const char *expr, const char *file,
              int line);
+
+/** Set by the device start-up (common/device.cu) to a cudaMemGetInfo wrapper (bytes): how
+ *  gtl_die learns the free memory without this file linking the CUDA runtime. NULL in
+ *  host-only programs. */
+extern void (*gtl_mem_info_hook)(size_t *free_b, size_t *total_b);
 
 /** The out-of-memory line every program prints before exit 3 (docs/contract.md):
  *  "error: out of <kind> memory allocating <what>: asked <A> MiB, device free <F> of <T> MiB

@@ -48,6 +48,10 @@ void gtl_require(const GtlCtx *ctx, int ok, const char *what) {
   if (!ok) waive(ctx, what);
 }
 
+static void mem_info(size_t *free_b, size_t *total_b) {
+  if (cudaMemGetInfo(free_b, total_b) != cudaSuccess) *free_b = *total_b = 0;
+}
+
 // Called from gtl_begin: pick the device or waive (77) / usage error (2).
 void gtl_device_open(GtlCtx *ctx) {
   int count = 0;
@@ -66,6 +70,7 @@ void gtl_device_open(GtlCtx *ctx) {
     exit(GTL_EXIT_USAGE);
   }
   GTL_CUDA(cudaSetDevice(ctx->args.device));
+  gtl_mem_info_hook = mem_info;  // gtl_die's out-of-memory line
   GTL_CUDA(device_query(ctx->args.device, &ctx->dev));
   GTL_CUDA(cudaMemGetInfo(&ctx->dev.mem_free, &ctx->dev.mem_total));
 }

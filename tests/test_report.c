@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include "check.h"
 #include "json.h"
@@ -165,6 +166,50 @@ static void out_of_memory_line_names_both_sizes(void **state) {
   assert_int_equal(strlen(small), sizeof small - 1);
 }
 
+static void fake_mem_info(size_t *free_b, size_t *total_b) {
+  *free_b = (size_t)700 << 20;
+  *total_b = (size_t)140 << 30;
+}
+/* gtl_die(lib, name, code, …) in a child, stderr into a pipe: its exit status and text. */
+static int die_in_child(const char *lib, int code, char *out, size_t n) {
+  int fd[2];
+  assert_int_equal(pipe(fd), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    dup2(fd[1], 2);
+    close(fd[0]);
+    gtl_mem_info_hook = fake_mem_info;
+    gtl_die(lib, "X", code, "call(args)", "file.cu", 7);
+  }
+  close(fd[1]);
+  size_t got = 0;
+  ssize_t r;
+  while (got + 1 < n && (r = read(fd[0], out + got, n - 1 - got)) > 0) got += (size_t)r;
+  out[got] = '\0';
+  close(fd[0]);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void library_out_of_memory_names_free_memory(void **state) {
+  (void)state;
+  char out[1024];
+  /* cuBLAS's allocation failure: exit 3, the call, then the free memory */
+  assert_int_equal(die_in_child("cuBLAS", 3, out, sizeof out), GTL_EXIT_RUNTIME);
+  assert_non_null(strstr(out, "error: cuBLAS X (3) at file.cu:7: call(args)\n"));
+  assert_non_null(strstr(out, "error: out of device memory in cuBLAS: device free 700.0 of 143360.0 MiB"));
+  /* CUDA's cudaErrorMemoryAllocation (2) too */
+  assert_int_equal(die_in_child("CUDA", 2, out, sizeof out), GTL_EXIT_RUNTIME);
+  assert_non_null(strstr(out, "out of device memory in CUDA"));
+  /* any other error: one line, no memory line */
+  assert_int_equal(die_in_child("CUDA", 3, out, sizeof out), GTL_EXIT_RUNTIME);
+  assert_null(strstr(out, "out of device memory"));
+  assert_int_equal(die_in_child("NCCL", 3, out, sizeof out), GTL_EXIT_RUNTIME);
+  assert_null(strstr(out, "out of device memory"));
+}
+
 static void datasheet_fallback_is_labelled(void **state) {
   (void)state;
   GtlCeilings c;
@@ -182,6 +227,7 @@ int main(void) {
       cmocka_unit_test(lab_fields_and_extras_appear_when_set),
       cmocka_unit_test(hardware_keys_from_device_names),
       cmocka_unit_test(out_of_memory_line_names_both_sizes),
+      cmocka_unit_test(library_out_of_memory_names_free_memory),
       cmocka_unit_test(ceilings_file_is_read_and_errors_named),
       cmocka_unit_test(datasheet_fallback_is_labelled)};
   return cmocka_run_group_tests_name("report", tests, NULL, NULL);
