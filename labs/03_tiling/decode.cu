@@ -1,0 +1,19 @@
+// labs/03_tiling — decode: layer 02 with the attention replaced by ch18's split-KV
+// flash-decoding kernel over a bf16 KV cache (a CTA per sequence, KV head and chunk of
+// keys, tensor-core MMAs, a cp.async pipeline, chunks merged by log-sum-exp). The stages
+// are in layer.cuh (lab03_ops); labs/moe/engine.cuh runs them: weights, validation against
+// the CPU reference, timing, breakdown, report.
+//
+// Build and run:   make labs && ./labs/03_tiling/decode              (gptoss20b_mixtral, batch 1)
+//                  ./labs/03_tiling/decode --batch=2 --prompt=32 --gen=8 --check=16 --check-rows=2
+// Nsight Compute:  ncu --nvtx --nvtx-include "gauntlet@labs_03_tiling.decode.timed]" -k regex:attn_splitkv
+//                      -c 48 ./labs/03_tiling/decode --gen=8
+//   dram__throughput.avg.pct_of_peak_sustained_elapsed of attn_splitkv_gqa_kernel at batch 1.
+// Book: chapter 18 (attention for decode); the lab's tiling layer.
+#include "../moe/engine.cuh"
+#include "layer.cuh"
+
+int main(int argc, char **argv) {
+  const LayerOps ops = lab03_ops();
+  return engine_main(argc, argv, &ops);
+}

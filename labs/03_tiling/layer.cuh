@@ -1,0 +1,234 @@
+// layer.cuh — layer 03 of the lab: layer 02's stage table (lab02_ops()) with the
+// attention replaced by ch18's split-KV flash-decoding kernel over a bf16 KV cache.
+// decode.cu runs it; a later layer starts from lab03_ops() the same way.
+//
+// What it replaces (everything else is 02's: ch08's GEMVs, ch07's dispatch and combine,
+// the fused RMSNorm + split; 01's GPU top-k, device expert plan, arena and cuBLAS; 00's
+// embed and host sampler):
+//   KV cache            bf16, contiguous [L][B][H_kv][max_len][64] (kv_alloc) where 00's
+//                       engine default is fp32: half the bytes per cached key and value
+//   attn.rope           lab03_rope_append_kernel: 00's rotate-half RoPE (same angles, in
+//                       double), q written as bf16 for ch18's kernel, K and V of the step
+//                       appended to the bf16 cache, and each sequence's key count
+//   attn.score          ch18's attn_splitkv_launch (ch18/decode_attn.cuh): one CTA per
+//                       (sequence, KV head, chunk of keys) reads its K/V tiles once through
+//                       a cp.async pipeline and serves all H / H_kv query heads of the group
+//                       with tensor-core MMAs and an online softmax; the chunks merged by
+//                       their log-sum-exp. The cache is read through an identity block
+//                       table (table[b] = b, one "page" of 2^ceil(log2 max_len) positions).
+//                       The bf16 output is widened to a.d_att (fp32) for 02's attn.out.
+// ch18's kernel takes head_dim 64 and at most 16 query heads per KV head. For other
+// models (the mini and tiny presets have head_dim 32 or 16) configure keeps 02's
+// attention and 00's fp32 cache: lab03_splitkv_fits() decides, and the report's KV line
+// says which cache ran. gpt-oss semantics stay refused (00's configure, through 01's).
+// Precision: q, K, V, the softmax weights in P·V and the output are bf16 (ch18's
+// contract), scores, softmax and sums fp32; the README gives the host estimate of what
+// that costs against the CPU reference.
+#pragma once
+#include "../02_memory/layer.cuh"
+#include "../../ch18/decode_attn.cuh"
+
+// ---- the layer's state: 01's, plus the attention's buffers ------------------------------
+// Lab01 first: every stage of 01 and 02 finds its state through ((Lab01 *)e->layer).
+typedef struct {
+  Lab01 base;
+  int splitkv;               // 1: ch18's attention over the bf16 cache (lab03_splitkv_fits)
+  int slots;                 // resident CTAs of ch18's kernel on the device (SMs × per SM)
+  int max_splits;            // the workspace is sized for this many chunks
+  __nv_bfloat16 *qb, *ob;    // [B][H][64] rotated queries, attention output (bf16)
+  int32_t *seq_lens;         // [B] keys cached per sequence (written by the append)
+  int32_t *table;            // [B] identity block table: table[b] = b
+  float *ws;                 // attn_splitkv_workspace_floats(B, H, max_splits)
+} Lab03;
+
+/** 1 when ch18's kernel can run model c: head_dim == ATTN_HEAD_DIM (64) and H a multiple
+ *  of H_kv with H / H_kv <= ATTN_MAX_GROUP (16). Host-tested in plan_test.cpp. */
+static inline int lab03_splitkv_fits(const MoeConfig *c) {
+  return c->head_dim == ATTN_HEAD_DIM && c->H_kv > 0 && c->H % c->H_kv == 0 && c->H / c->H_kv <= ATTN_MAX_GROUP;
+}
+
+/** log2 of the smallest power of two >= max_len (>= 1): the identity table's page, so that
+ *  position j of sequence b is row j of page b. Host-tested in plan_test.cpp. */
+static inline int lab03_page_shift(int max_len) {
+  int s = 0;
+  while ((1LL << s) < (long long)max_len) s++;
+  return s;
+}
+
+/** ch18's view of layer l of the contiguous bf16 cache [L][B][H_kv][max_len][64]
+ *  (elements): page b = sequence b, page_stride H_kv·max_len·64, head_stride max_len·64,
+ *  token_stride 64. Host-tested in plan_test.cpp against the append's index. */
+static inline AttnKvView lab03_kv_view(const void *k, const void *v, const int32_t *table, int L_index, int B,
+                                       int H_kv, int max_len) {
+  AttnKvView w;
+  const int64_t page = (int64_t)H_kv * max_len * ATTN_HEAD_DIM, layer = (int64_t)B * page * L_index;
+  w.k = (const __nv_bfloat16 *)k + layer;
+  w.v = (const __nv_bfloat16 *)v + layer;
+  w.block_table = table;
+  w.table_stride = 1;
+  w.page_shift = lab03_page_shift(max_len);
+  w.page_stride = page;
+  w.head_stride = (int64_t)max_len * ATTN_HEAD_DIM;
+  w.token_stride = ATTN_HEAD_DIM;
+  return w;
+}
+
+// ---- kernels ----------------------------------------------------------------------------
+// Rotate-half RoPE at position pos (00's rope_kv_append_kernel's angles and arithmetic):
+// q [B][H][hd] fp32 → qb bf16 (rotated); k, v [B][H_kv][hd] fp32 → row pos of the bf16
+// cache kc, vc ([B][H_kv][max_len][hd], this layer's slice); seq_lens[b] = pos + 1.
+// Strategy: thread per (row, head, pair i / i + hd/2), grid (pairs / threads, B).
+// Limiter: latency (a few KB per step).
+__global__ void lab03_rope_append_kernel(const float *q, const float *k, const float *v, __nv_bfloat16 *qb,
+                                         __nv_bfloat16 *kc, __nv_bfloat16 *vc, int32_t *seq_lens, int H, int H_kv,
+                                         int hd, int pos, int max_len, double theta) {
+  const int half = hd / 2, i = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+  if (i == 0) seq_lens[b] = pos + 1;
+  if (i >= (H + H_kv) * half) return;
+  const int head = i / half, j = i % half;
+  double sn, cs;
+  sincos(pos * pow(theta, -2.0 * j / hd), &sn, &cs);
+  const float c = (float)cs, s = (float)sn;
+  if (head < H) {
+    const size_t at = ((size_t)b * H + head) * hd;
+    const float x0 = q[at + j], x1 = q[at + j + half];
+    qb[at + j] = __float2bfloat16_rn(x0 * c - x1 * s);
+    qb[at + j + half] = __float2bfloat16_rn(x1 * c + x0 * s);
+    return;
+  }
+  const int kh = head - H;
+  const float *kk = k + ((size_t)b * H_kv + kh) * hd, *vv = v + ((size_t)b * H_kv + kh) * hd;
+  const size_t at = (((size_t)b * H_kv + kh) * max_len + pos) * hd;
+  kc[at + j] = __float2bfloat16_rn(kk[j] * c - kk[j + half] * s);
+  kc[at + j + half] = __float2bfloat16_rn(kk[j + half] * c + kk[j] * s);
+  vc[at + j] = __float2bfloat16_rn(vv[j]);
+  vc[at + j + half] = __float2bfloat16_rn(vv[j + half]);
+}
+
+// out[i] = float(in[i]), n elements. Strategy: thread per element. Limiter: latency.
+__global__ void lab03_widen_kernel(const __nv_bfloat16 *in, float *out, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = __bfloat162float(in[i]);
+}
+
+// ---- hooks and stages --------------------------------------------------------------------
+// 02's configure (what 00 and 01 refuse), then the attention variant: ch18's over the
+// bf16 cache when the model fits it, else 02's (00's kernels over the fp32 cache).
+static inline int lab03_configure(Engine *e, char *err, size_t n) {
+  if (lab01_configure(e, err, n)) return -1;
+  if (!lab03_splitkv_fits(&e->cfg)) {
+    e->ops.rope = lab00_rope;
+    e->ops.attend = lab00_attend;
+  }
+  return 0;
+}
+
+// bf16 K and V, [L][B][H_kv][max_len][64] each; for a model ch18's kernel cannot take,
+// the engine's default layout in fp32 (00's attention reads it).
+static inline void lab03_kv_alloc(Engine *e) {
+  const MoeConfig *c = &e->cfg;
+  const size_t n = (size_t)c->L * e->B * c->H_kv * e->kv.max_len * c->head_dim;
+  const int bf = lab03_splitkv_fits(c);
+  e->kv.dtype = bf ? KV_BF16 : KV_F32;
+  e->kv.paged = 0;
+  e->kv.block = 0;
+  e->kv.n_blocks = 0;
+  e->kv.d_block_table = NULL;
+  e->kv.k = gtl_malloc(n * (bf ? 2 : 4), bf ? "K cache (bf16, max length)" : "K cache (fp32, max length)");
+  e->kv.v = gtl_malloc(n * (bf ? 2 : 4), bf ? "V cache (bf16, max length)" : "V cache (fp32, max length)");
+  e->kv.bytes = n * (bf ? 4 : 8);
+}
+
+// 02's setup; then 01's state grows into Lab03 (Lab01 is its first member, so every
+// earlier stage still finds its fields) with the attention's buffers.
+static inline void lab03_setup(Engine *e) {
+  lab02_setup(e);
+  Lab03 *p = (Lab03 *)realloc(e->layer, sizeof(Lab03));
+  if (!p) {
+    fprintf(stderr, "error: out of host memory (layer 03 state)\n");
+    exit(GTL_EXIT_RUNTIME);
+  }
+  e->layer = p;
+  memset((char *)p + sizeof(Lab01), 0, sizeof(Lab03) - sizeof(Lab01));
+  p->splitkv = e->kv.dtype == KV_BF16;
+  if (!p->splitkv) return;
+  const MoeConfig *c = &e->cfg;
+  const int B = e->B, tiles = (e->kv.max_len + ATTN_TILE - 1) / ATTN_TILE;
+  int dev, sms;
+  GTL_CUDA(cudaGetDevice(&dev));
+  GTL_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  p->slots = sms * attn_splitkv_ctas_per_sm();
+  p->max_splits = tiles < 256 ? tiles : 256;  // attn_splitkv_num_splits never picks more
+  const size_t q = (size_t)B * c->H * ATTN_HEAD_DIM;
+  p->qb = (__nv_bfloat16 *)gtl_malloc(q * 2, "queries (bf16)");
+  p->ob = (__nv_bfloat16 *)gtl_malloc(q * 2, "attention output (bf16)");
+  p->seq_lens = (int32_t *)gtl_malloc((size_t)B * 4, "keys per sequence");
+  p->table = (int32_t *)gtl_malloc((size_t)B * 4, "identity block table");
+  const size_t wf = attn_splitkv_workspace_floats(B, c->H, p->max_splits);
+  if (wf) p->ws = (float *)gtl_malloc(wf * 4, "split-KV partials");
+  int32_t *h = (int32_t *)malloc((size_t)B * 4);
+  for (int b = 0; b < B; b++) h[b] = b;
+  GTL_CUDA(cudaMemcpy(p->table, h, (size_t)B * 4, cudaMemcpyHostToDevice));
+  free(h);
+}
+
+static inline void lab03_teardown(Engine *e) {
+  Lab03 *p = (Lab03 *)e->layer;
+  void *d[] = {p->qb, p->ob, p->seq_lens, p->table, p->ws};
+  for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
+    if (d[i]) GTL_CUDA(cudaFree(d[i]));
+  lab01_teardown(e);  // frees the arena, the cuBLAS handle and the state itself
+}
+
+// RoPE, q to bf16, K and V of position e->pos appended to the bf16 cache.
+static inline void lab03_rope(Engine *e, int l) {
+  const MoeConfig *c = &e->cfg;
+  Lab03 *p = (Lab03 *)e->layer;
+  const size_t at = engine_kv_layer(e, l);  // the same element offset as 00's fp32 layout
+  lab03_rope_append_kernel<<<lab00_grid((c->H + c->H_kv) * c->head_dim / 2, e->B), kLab00Threads, 0, e->s>>>(
+      e->a.d_q, e->a.d_k, e->a.d_v, p->qb, (__nv_bfloat16 *)e->kv.k + at, (__nv_bfloat16 *)e->kv.v + at,
+      p->seq_lens, c->H, c->H_kv, c->head_dim, e->pos, e->kv.max_len, c->rope_theta);
+  GTL_LAUNCH();
+}
+
+// ch18's split-KV attention over keys 0 … pos, chunked by attn_splitkv_num_splits, then
+// its bf16 output widened into a.d_att for 02's attn.out.
+static inline void lab03_attend(Engine *e, int l) {
+  const MoeConfig *c = &e->cfg;
+  Lab03 *p = (Lab03 *)e->layer;
+  AttnDecodeArgs a;
+  memset(&a, 0, sizeof a);
+  a.q = p->qb;
+  a.out = p->ob;
+  a.kv = lab03_kv_view(e->kv.k, e->kv.v, p->table, l, e->B, c->H_kv, e->kv.max_len);
+  a.seq_lens = p->seq_lens;
+  a.sinks = NULL;  // gpt-oss's sinks and window: refused by configure for now
+  a.B = e->B;
+  a.H = c->H;
+  a.H_kv = c->H_kv;
+  a.window = 0;
+  a.scale = 1.0f / sqrtf((float)ATTN_HEAD_DIM);
+  int splits = attn_splitkv_num_splits(e->B, c->H_kv, e->pos + 1, p->slots);
+  if (splits > p->max_splits) splits = p->max_splits;
+  if (attn_splitkv_launch(&a, splits, splits > 1 ? p->ws : NULL, e->s)) exit(GTL_EXIT_RUNTIME);
+  const int n = e->B * c->H * ATTN_HEAD_DIM;
+  lab03_widen_kernel<<<(n + kLab00Threads - 1) / kLab00Threads, kLab00Threads, 0, e->s>>>(p->ob, e->a.d_att, n);
+  GTL_LAUNCH();
+}
+
+/** Layer 03's table: lab02_ops() with the KV cache (bf16, kv_alloc), rope and attend
+ *  replaced (ch18's split-KV flash decoding), and configure/setup/teardown extended for
+ *  them; every other stage is 02's (and through it 01's and 00's). */
+static inline LayerOps lab03_ops(void) {
+  LayerOps o = lab02_ops();  // start from the previous layer's table
+  o.target = "labs/03_tiling";
+  o.adds = "adds: ch18's split-KV flash-decoding attention (tensor-core MMAs, cp.async pipeline) over a bf16 "
+           "KV cache, in place of 00's thread-per-score attention over fp32";
+  o.configure = lab03_configure;
+  o.kv_alloc = lab03_kv_alloc;
+  o.setup = lab03_setup;
+  o.teardown = lab03_teardown;
+  o.rope = lab03_rope;
+  o.attend = lab03_attend;
+  return o;
+}

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# run_device.sh — layer 03 on a GPU, inside a time budget, binaries built beforehand
+# (make labs; carry labs/02_memory/decode and labs/03_tiling/decode):
+#   attn      ch18's attention checked against the CPU reference on gptoss20b_mixtral (the
+#             shape it takes): batch 1, prompt 40 (one chunk: the split kernel normalizes),
+#             batch 2, prompt 200 (chunks merged by the combine kernel); batch 64, prompt 32
+#   mini      03 on mini and tiny_qwen3 (head_dim 32: 02's attention over the fp32 cache;
+#             checks that the layer's hooks keep 02's path intact)
+#   memcheck  compute-sanitizer memcheck with leak check, 03 on gptoss20b_mixtral, batch 3,
+#             prompt 70 (two tiles, split), --no-verify (the CPU reference is not under test)
+#   b1        03 then 02, gptoss20b_mixtral, batch 1, prompt $B1_PROMPT (512), gen $B1_GEN (32)
+# Logs, and each run's JSON line as NAME.json, go to $OUT (default results/labs_03).
+# VERIFY_02=0 runs 02's point with --no-verify (02 is validated by its own runs).
+#   labs/03_tiling/run_device.sh [budget_seconds, default 540] [parts, default "attn mini memcheck b1"]
+set -u
+cd "$(dirname "$0")/../.." || exit 3
+out=${OUT:-results/labs_03}
+mkdir -p "$out"
+budget=${1:-540}
+parts=${2:-attn mini memcheck b1}
+p1=${B1_PROMPT:-512}
+g1=${B1_GEN:-32}
+nv02=; [ "${VERIFY_02:-1}" = 0 ] && nv02=--no-verify
+d2=labs/02_memory/decode
+d3=labs/03_tiling/decode
+run() {  # run NAME CAP_SECONDS cmd...: log to $out/NAME.log, its last JSON line to $out/NAME.json
+  local name=$1 cap=$2 t=$((budget - SECONDS)); shift 2
+  [ "$t" -lt "$cap" ] && cap=$t
+  if [ "$cap" -lt 10 ]; then echo "== $name: skipped, budget spent" | tee -a "$out/$name.log"; return; fi
+  echo "== $name (cap ${cap}s): $*" | tee -a "$out/$name.log"
+  timeout "$cap" "$@" >> "$out/$name.log" 2>&1
+  echo "== $name: exit $? after ${SECONDS}s" | tee -a "$out/$name.log"
+  grep '^{"schema"' "$out/$name.log" | tail -n 1 > "$out/$name.json"
+  grep -E '^# (validate|decode|bytes per token|experts read|KV)|^decode |ERROR SUMMARY' "$out/$name.log" | tail -n 5
+}
+breakdown() {  # the stage breakdown of a finished run's log
+  [ -f "$out/$1.log" ] && sed -n '/# stage breakdown/,/#   sum/p' "$out/$1.log"
+}
+{ nvidia-smi --query-gpu=name,driver_version --format=csv; nvcc --version | tail -n 2; git rev-parse --short=12 HEAD; } \
+  > "$out/env.log" 2>&1
+if [ ! -x "$d2" ] || [ ! -x "$d3" ]; then echo "run_device.sh: build first (make labs) and carry both decode binaries"; exit 3; fi
+m=--preset=gptoss20b_mixtral
+for part in $parts; do
+  case $part in
+    attn)
+      run 03_attn_p40 150 "$d3" $m --batch=1 --prompt=40 --gen=8 --check=8
+      run 03_attn_b2_p200 200 "$d3" $m --batch=2 --prompt=200 --gen=8 --check=8 --check-rows=2
+      run 03_attn_b64 150 "$d3" $m --batch=64 --prompt=32 --gen=8 --check=4 --check-rows=1 ;;
+    mini)
+      run 03_mini_b1 40 "$d3" --preset=mini --check=64
+      run 03_mini_b5 40 "$d3" --preset=mini --batch=5 --prompt=32 --gen=16 --check=32 --check-rows=5
+      run 03_tiny_qwen3 40 "$d3" --preset=tiny_qwen3 --check=64 ;;
+    memcheck)
+      run 03_memcheck 150 compute-sanitizer --tool memcheck --leak-check full "$d3" $m --batch=3 --prompt=70 \
+        --gen=4 --no-verify --stage-steps=1 ;;
+    b1)
+      run 03_b1 200 "$d3" $m --batch=1 --prompt="$p1" --gen="$g1"
+      breakdown 03_b1
+      run 02_b1 200 "$d2" $m --batch=1 --prompt="$p1" --gen="$g1" $nv02
+      breakdown 02_b1 ;;
+    *) echo "run_device.sh: unknown part '$part' (attn mini memcheck b1)"; exit 2 ;;
+  esac
+done
+echo "run_device.sh: done in ${SECONDS}s"
