@@ -9,9 +9,10 @@
 # Models: mini and tiny_qwen3 (head_dim 32: layer 03 runs them with 02's fp32 attention,
 # so these rows say what bf16 would cost there), and "mini_hd64": mini with head_dim 64 and
 # 8 query heads on 1 KV head (gpt-oss-20b's 64:8 grouping), the shape ch18's kernel takes.
-# The gptoss20b_mixtral preset itself is too large for a host reference here.
+# Rows 0-15 of each. --gptoss adds "gptoss_2layer": gptoss20b_mixtral cut to 2 layers
+# (the whole preset does not fit a host reference in 23 GB), rows 0 and 1, 12 positions.
 # Needs make labs (build/libmoe_host.a, build/libcommon_host.a).
-#   labs/03_tiling/bf16_attn_check.sh
+#   labs/03_tiling/bf16_attn_check.sh [--gptoss]
 set -eu
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -93,7 +94,12 @@ cc -O2 -std=c11 -D_GNU_SOURCE $ren -Ilabs/moe -Icommon -c "$tmp/ref_in.c" -o "$t
 cc -O2 -std=c11 -D_GNU_SOURCE -Ilabs/moe -Icommon "$tmp/main.c" "$tmp/ref_in.o" build/libmoe_host.a \
   build/libcommon_host.a -lm -lpthread -o "$tmp/check"
 echo "attention in bf16 where ch18's kernel rounds (q, K, V, P, out):"
-for args in "mini 0" "mini 63" "mini_hd64 0" "mini_hd64 63" "tiny_qwen3 0"; do
-  # shellcheck disable=SC2086
-  "$tmp/check" $args
+set -- "${1:-}"
+for model in mini_hd64 mini; do
+  for row in $(seq 0 15); do "$tmp/check" "$model" "$row"; done
 done
+"$tmp/check" tiny_qwen3 0
+if [ "$1" = --gptoss ]; then  # about 100 s on 2 cores: 2 of gpt-oss-20b's 24 layers, 12 positions each
+  "$tmp/check" gptoss_2layer 0 12
+  "$tmp/check" gptoss_2layer 1 12
+fi
