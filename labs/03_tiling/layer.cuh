@@ -74,15 +74,16 @@ static inline AttnKvView lab03_kv_view(const void *k, const void *v, const int32
 }
 
 // ---- kernels ----------------------------------------------------------------------------
-// Rotate-half RoPE at position pos (00's rope_kv_append_kernel's angles and arithmetic):
+// Rotate-half RoPE at each sequence's position pos = d_pos[b] (00's rope_kv_append_kernel's
+// angles and arithmetic; 00 takes the host's e->pos, the same value, as an argument):
 // q [B][H][hd] fp32 → qb bf16 (rotated); k, v [B][H_kv][hd] fp32 → row pos of the bf16
 // cache kc, vc ([B][H_kv][max_len][hd], this layer's slice); seq_lens[b] = pos + 1.
 // Strategy: thread per (row, head, pair i / i + hd/2), grid (pairs / threads, B).
 // Limiter: latency (a few KB per step).
 __global__ void lab03_rope_append_kernel(const float *q, const float *k, const float *v, __nv_bfloat16 *qb,
-                                         __nv_bfloat16 *kc, __nv_bfloat16 *vc, int32_t *seq_lens, int H, int H_kv,
-                                         int hd, int pos, int max_len, double theta) {
-  const int half = hd / 2, i = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+                                         __nv_bfloat16 *kc, __nv_bfloat16 *vc, int32_t *seq_lens,
+                                         const int32_t *d_pos, int H, int H_kv, int hd, int max_len, double theta) {
+  const int half = hd / 2, i = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y, pos = d_pos[b];
   if (i == 0) seq_lens[b] = pos + 1;
   if (i >= (H + H_kv) * half) return;
   const int head = i / half, j = i % half;
@@ -180,18 +181,19 @@ static inline void lab03_teardown(Engine *e) {
   lab01_teardown(e);  // frees the arena, the cuBLAS handle and the state itself
 }
 
-// RoPE, q to bf16, K and V of position e->pos appended to the bf16 cache.
+// RoPE, q to bf16, K and V of each sequence's position (a.d_pos) appended to the bf16 cache.
 static inline void lab03_rope(Engine *e, int l) {
   const MoeConfig *c = &e->cfg;
   Lab03 *p = (Lab03 *)e->layer;
   const size_t at = engine_kv_layer(e, l);  // the same element offset as 00's fp32 layout
   lab03_rope_append_kernel<<<lab00_grid((c->H + c->H_kv) * c->head_dim / 2, e->B), kLab00Threads, 0, e->s>>>(
       e->a.d_q, e->a.d_k, e->a.d_v, p->qb, (__nv_bfloat16 *)e->kv.k + at, (__nv_bfloat16 *)e->kv.v + at,
-      p->seq_lens, c->H, c->H_kv, c->head_dim, e->pos, e->kv.max_len, c->rope_theta);
+      p->seq_lens, e->a.d_pos, c->H, c->H_kv, c->head_dim, e->kv.max_len, c->rope_theta);
   GTL_LAUNCH();
 }
 
-// ch18's split-KV attention over keys 0 … pos, chunked by attn_splitkv_num_splits, then
+// ch18's split-KV attention over each sequence's seq_lens[b] keys (written by the append),
+// chunked by attn_splitkv_num_splits for the host's e->pos + 1 keys (all sequences alike), then
 // its bf16 output widened into a.d_att for 02's attn.out.
 static inline void lab03_attend(Engine *e, int l) {
   const MoeConfig *c = &e->cfg;
