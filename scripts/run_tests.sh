@@ -66,7 +66,7 @@ echo "== lab layer host tests (labs/NN_*/plan_test.cpp: the kernels' own host/de
 for t in labs/[0-9][0-9]_*/plan_test.cpp; do
   [ -f "$t" ] || continue
   bin=tests/bin/$(basename "$(dirname "$t")")_plan_test
-  if nvcc -std=c++17 -Icommon -Ibuild -o "$bin" -x cu "$t" -Lbuild -lmoe -lcommon -lcublas > "$bin.build.log" 2>&1; then
+  if nvcc -std=c++17 -arch=sm_90 -Icommon -Ibuild -o "$bin" -x cu "$t" -Lbuild -lmoe -lcommon -lcublas > "$bin.build.log" 2>&1; then
     out=$("./$bin" 2>&1); rc=$?
     n_ok=$(printf '%s\n' "$out" | grep -c '^ok: '); n_bad=$(printf '%s\n' "$out" | grep -c '^FAILED: ')
     printf '%s\n' "$out" | grep -v '^ok: '
