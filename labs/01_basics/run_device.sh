@@ -16,19 +16,8 @@ budget=${1:-540}
 parts=${2:-mini memcheck b1 b64}
 d0=labs/00_baseline/decode
 d1=labs/01_basics/decode
-run() {  # run NAME CAP_SECONDS cmd...: log to $out/NAME.log, its last JSON line to $out/NAME.json
-  local name=$1 cap=$2 t=$((budget - SECONDS)); shift 2
-  [ "$t" -lt "$cap" ] && cap=$t
-  if [ "$cap" -lt 10 ]; then echo "== $name: skipped, budget spent" | tee -a "$out/$name.log"; return; fi
-  echo "== $name (cap ${cap}s): $*" | tee -a "$out/$name.log"
-  timeout "$cap" "$@" >> "$out/$name.log" 2>&1
-  echo "== $name: exit $? after ${SECONDS}s" | tee -a "$out/$name.log"
-  grep '^{"schema"' "$out/$name.log" | tail -n 1 > "$out/$name.json"
-  grep -E '^# (validate|decode|experts read)|^decode ' "$out/$name.log" | tail -n 4
-}
-{ nvidia-smi --query-gpu=name,driver_version --format=csv; nvcc --version | tail -n 2; git rev-parse --short=12 HEAD; } \
-  > "$out/env.log" 2>&1
-if [ ! -x "$d0" ] || [ ! -x "$d1" ]; then echo "run_device.sh: build first (make labs) and carry both decode binaries"; exit 3; fi
+. labs/run_lib.sh  # run, breakdown, lab_start
+lab_start "$d0" "$d1"
 for part in $parts; do
   case $part in
     mini)

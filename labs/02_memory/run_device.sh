@@ -24,22 +24,8 @@ nv01=; [ "${VERIFY_01:-1}" = 0 ] && nv01=--no-verify
 nv64=; [ "${VERIFY_B64:-1}" = 0 ] && nv64=--no-verify
 d1=labs/01_basics/decode
 d2=labs/02_memory/decode
-run() {  # run NAME CAP_SECONDS cmd...: log to $out/NAME.log, its last JSON line to $out/NAME.json
-  local name=$1 cap=$2 t=$((budget - SECONDS)); shift 2
-  [ "$t" -lt "$cap" ] && cap=$t
-  if [ "$cap" -lt 10 ]; then echo "== $name: skipped, budget spent" | tee -a "$out/$name.log"; return; fi
-  echo "== $name (cap ${cap}s): $*" | tee -a "$out/$name.log"
-  timeout "$cap" "$@" >> "$out/$name.log" 2>&1
-  echo "== $name: exit $? after ${SECONDS}s" | tee -a "$out/$name.log"
-  grep '^{"schema"' "$out/$name.log" | tail -n 1 > "$out/$name.json"
-  grep -E '^# (validate|decode|bytes per token|experts read)|^decode |ERROR SUMMARY' "$out/$name.log" | tail -n 5
-}
-breakdown() {  # the stage breakdown of a finished run's log
-  [ -f "$out/$1.log" ] && sed -n '/# stage breakdown/,/#   sum/p' "$out/$1.log"
-}
-{ nvidia-smi --query-gpu=name,driver_version --format=csv; nvcc --version | tail -n 2; git rev-parse --short=12 HEAD; } \
-  > "$out/env.log" 2>&1
-if [ ! -x "$d1" ] || [ ! -x "$d2" ]; then echo "run_device.sh: build first (make labs) and carry both decode binaries"; exit 3; fi
+. labs/run_lib.sh  # run, breakdown, lab_start
+lab_start "$d1" "$d2"
 for part in $parts; do
   case $part in
     mini)

@@ -23,22 +23,8 @@ g1=${B1_GEN:-32}
 nv02=; [ "${VERIFY_02:-1}" = 0 ] && nv02=--no-verify
 d2=labs/02_memory/decode
 d3=labs/03_tiling/decode
-run() {  # run NAME CAP_SECONDS cmd...: log to $out/NAME.log, its last JSON line to $out/NAME.json
-  local name=$1 cap=$2 t=$((budget - SECONDS)); shift 2
-  [ "$t" -lt "$cap" ] && cap=$t
-  if [ "$cap" -lt 10 ]; then echo "== $name: skipped, budget spent" | tee -a "$out/$name.log"; return; fi
-  echo "== $name (cap ${cap}s): $*" | tee -a "$out/$name.log"
-  timeout "$cap" "$@" >> "$out/$name.log" 2>&1
-  echo "== $name: exit $? after ${SECONDS}s" | tee -a "$out/$name.log"
-  grep '^{"schema"' "$out/$name.log" | tail -n 1 > "$out/$name.json"
-  grep -E '^# (validate|decode|bytes per token|experts read|KV)|^decode |ERROR SUMMARY' "$out/$name.log" | tail -n 5
-}
-breakdown() {  # the stage breakdown of a finished run's log
-  [ -f "$out/$1.log" ] && sed -n '/# stage breakdown/,/#   sum/p' "$out/$1.log"
-}
-{ nvidia-smi --query-gpu=name,driver_version --format=csv; nvcc --version | tail -n 2; git rev-parse --short=12 HEAD; } \
-  > "$out/env.log" 2>&1
-if [ ! -x "$d2" ] || [ ! -x "$d3" ]; then echo "run_device.sh: build first (make labs) and carry both decode binaries"; exit 3; fi
+. labs/run_lib.sh  # run, breakdown, lab_start
+lab_start "$d2" "$d3"
 m=--preset=gptoss20b_mixtral
 for part in $parts; do
   case $part in
