@@ -153,11 +153,14 @@ int gtl_args_parse(GtlArgs *a, int argc, char **argv, const GtlOpt *extra, int n
   return 0;
 }
 
+static int g_offer_rotate = 0;
+void gtl_args_offer_rotate(int on) { g_offer_rotate = on; }
+
 void gtl_args_usage(FILE *f, const char *prog, const GtlOpt *extra, int n_extra) {
   fprintf(f,
           "usage: %s [--warmup=N] [--iters=N] [--seed=N] [--size=small|default|large]\n"
-          "          [--l2=cold|warm|rotate] [--device=N] [--json] [--no-verify] [--help|-h]",
-          prog);
+          "          [--l2=cold|warm%s] [--device=N] [--json] [--no-verify] [--help|-h]",
+          prog, g_offer_rotate ? "|rotate" : "");
   for (int k = 0; k < n_extra; k++)
     fprintf(f, " [--%s%s]", extra[k].name,
             extra[k].kind == GTL_OPT_FLAG ? "" : extra[k].kind == GTL_OPT_STR ? "=S" : "=N");

@@ -55,6 +55,10 @@ int gtl_args_parse(GtlArgs *a, int argc, char **argv, const GtlOpt *extra, int n
 
 /** Print the usage text (common flags, then the program's options). */
 void gtl_args_usage(FILE *f, const char *prog, const GtlOpt *extra, int n_extra);
+/** Whether the usage line offers --l2=rotate (0 by default): set by gtl_allow_rotate() in
+ *  the programs that keep input copies to rotate; the parser accepts the value either way
+ *  and bench.cu refuses it (exit 2) where it is not offered. */
+void gtl_args_offer_rotate(int on);
 
 /** gtl_args_parse, then: on --help print usage to stdout and exit 0; on error print the
  *  reason and the usage to stderr and exit 2 (GTL_EXIT_USAGE). */

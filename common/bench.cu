@@ -13,7 +13,10 @@ static const GtlOpt *g_extra = NULL;
 static int g_n_extra = 0;
 static int g_allow_rotate = 0;  // set by gtl_allow_rotate(): the program rotates copies
 
-void gtl_allow_rotate(void) { g_allow_rotate = 1; }
+void gtl_allow_rotate(void) {
+  g_allow_rotate = 1;
+  gtl_args_offer_rotate(1);  // the usage line offers it too
+}
 
 void gtl_parse(GtlCtx *ctx, const char *target, const char *variant, int argc, char **argv,
                const GtlOpt *extra, int n_extra, int warmup, int iters, GtlL2 l2) {

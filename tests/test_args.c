@@ -108,6 +108,24 @@ static void l2_rotate_is_accepted_and_junk_rejected(void **state) {
 }
 
 /* N = max(2, ceil(4 · L2 / bytes)): the smallest N >= 2 with N · bytes >= 4 · L2. */
+/* The usage line offers --l2=rotate only where the program said it rotates. */
+static void usage_offers_rotate_only_when_allowed(void **state) {
+  (void)state;
+  char buf[1024];
+  FILE *f = fmemopen(buf, sizeof buf, "w");
+  assert_non_null(f);
+  gtl_args_usage(f, "prog", NULL, 0);
+  fclose(f);
+  assert_non_null(strstr(buf, "[--l2=cold|warm]"));
+  assert_null(strstr(buf, "rotate"));
+  gtl_args_offer_rotate(1);
+  f = fmemopen(buf, sizeof buf, "w");
+  gtl_args_usage(f, "prog", NULL, 0);
+  fclose(f);
+  gtl_args_offer_rotate(0);
+  assert_non_null(strstr(buf, "[--l2=cold|warm|rotate]"));
+}
+
 static void rotate_copy_count_spans_four_l2(void **state) {
   (void)state;
   const size_t l2 = (size_t)60 << 20; /* H200 */
@@ -155,6 +173,7 @@ int main(void) {
       cmocka_unit_test(program_options_parse_and_validate),
       cmocka_unit_test(help_is_flagged_not_an_error),
       cmocka_unit_test(l2_rotate_is_accepted_and_junk_rejected),
+      cmocka_unit_test(usage_offers_rotate_only_when_allowed),
       cmocka_unit_test(rotate_copy_count_spans_four_l2), cmocka_unit_test(rotate_pairs_and_k)};
   return cmocka_run_group_tests_name("args", tests, NULL, NULL);
 }
