@@ -404,6 +404,25 @@ static inline size_t attn_splitkv_workspace_floats(int B, int H, int num_splits)
   return num_splits > 1 ? (size_t)B * H * num_splits * (ATTN_HEAD_DIM + 1) : 0;
 }
 
+// Enqueue attn_splitkv_combine_kernel on stream s as a programmatic dependent launch (it is
+// scheduled while the split kernel before it still runs): o_part [B*H][num_splits][64] and
+// lse_part [B*H][num_splits] fp32 from the split kernel, sinks [H] fp32 or NULL, out
+// [B*H][64] bf16. Exits 3 through GTL_CUDA on a launch error.
+static inline void attn_splitkv_combine_launch(const float *o_part, const float *lse_part, const float *sinks,
+                                               __nv_bfloat16 *out, int B, int H, int num_splits, cudaStream_t s) {
+  int BH = B * H;
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute attr = {};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cfg.gridDim = dim3((BH + 3) / 4);
+  cfg.blockDim = dim3(128);
+  cfg.stream = s;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  GTL_CUDA(cudaLaunchKernelEx(&cfg, attn_splitkv_combine_kernel, o_part, lse_part, sinks, out, BH, H, num_splits));
+}
+
 // Enqueue one attention step on stream s: the split kernel, then (num_splits > 1) the
 // combine. workspace: attn_splitkv_workspace_floats(B, H, num_splits) floats (NULL when
 // num_splits == 1). Returns 0, or -1 with a message on stderr for arguments the kernel
@@ -429,21 +448,6 @@ static inline int attn_splitkv_launch(const AttnDecodeArgs *a, int num_splits, f
   else
     attn_splitkv_gqa_kernel<false><<<grid, ATTN_THREADS, ATTN_SMEM_BYTES, s>>>(*a, num_splits, o_part, lse_part);
   GTL_LAUNCH();
-  if (num_splits > 1) {  // programmatic dependent launch: scheduled while the splits run
-    int BH = a->B * a->H, H = a->H, ns = num_splits;
-    const float *sinks = a->sinks;
-    __nv_bfloat16 *out = a->out;
-    cudaLaunchConfig_t cfg = {};
-    cudaLaunchAttribute attr = {};
-    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr.val.programmaticStreamSerializationAllowed = 1;
-    cfg.gridDim = dim3((BH + 3) / 4);
-    cfg.blockDim = dim3(128);
-    cfg.stream = s;
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
-    GTL_CUDA(cudaLaunchKernelEx(&cfg, attn_splitkv_combine_kernel, (const float *)o_part,
-                                (const float *)lse_part, sinks, out, BH, H, ns));
-  }
+  if (num_splits > 1) attn_splitkv_combine_launch(o_part, lse_part, a->sinks, a->out, a->B, a->H, num_splits, s);
   return 0;
 }

@@ -344,21 +344,6 @@ static inline int attn_fp8_splitkv_launch(const Attn8DecodeArgs *a, int num_spli
   else
     attn_fp8_splitkv_kernel<false><<<grid, ATTN_THREADS, ATTN8_SMEM_BYTES, s>>>(*a, num_splits, o_part, lse_part);
   GTL_LAUNCH();
-  if (num_splits > 1) {
-    int BH = a->B * a->H, H = a->H, ns = num_splits;
-    const float *sinks = a->sinks;
-    __nv_bfloat16 *out = a->out;
-    cudaLaunchConfig_t cfg = {};
-    cudaLaunchAttribute attr = {};
-    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr.val.programmaticStreamSerializationAllowed = 1;
-    cfg.gridDim = dim3((BH + 3) / 4);
-    cfg.blockDim = dim3(128);
-    cfg.stream = s;
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
-    GTL_CUDA(cudaLaunchKernelEx(&cfg, attn_splitkv_combine_kernel, (const float *)o_part,
-                                (const float *)lse_part, sinks, out, BH, H, ns));
-  }
+  if (num_splits > 1) attn_splitkv_combine_launch(o_part, lse_part, a->sinks, a->out, a->B, a->H, num_splits, s);
   return 0;
 }
