@@ -25,20 +25,53 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
-#define ATTN8D_STAGES 6
-#define ATTN8D_STAGE_BYTES (2 * ATTN_TILE * 64 + ATTN_TILE * 4)  // K, V codes, scale words
-#define ATTN8D_SMEM_BYTES (ATTN8D_STAGES * ATTN8D_STAGE_BYTES)   // 49.5 KB: 4 CTAs per SM
+// Keys per warp per tile: 32 (tiles of 128 keys), or 16 (tiles of 64 keys, ch18's split of
+// the work) with -DATTN8D_KPW=16. Stages: 3 of 16.5 KB (or 6 of 8.25 KB), 49.5 KB either
+// way, 4 CTAs per SM; -DATTN8D_STAGES=N to try another depth.
+#ifndef ATTN8D_KPW
+#define ATTN8D_KPW 32
+#endif
+static_assert(ATTN8D_KPW == 16 || ATTN8D_KPW == 32, "ATTN8D_KPW must be 16 or 32");
+#define ATTN8D_TILE (4 * ATTN8D_KPW)
+#ifndef ATTN8D_STAGES
+#define ATTN8D_STAGES (ATTN8D_KPW == 32 ? 3 : 6)
+#endif
+// 1: exp2 as one ex2.approx.ftz.f32 (MUFU.EX2); 0: exp2f, which adds a range check and two
+// multiplies around it to keep results below 2^-126 (flushed to 0 here: they are p values
+// that would not register against the row's sum anyway).
+#ifndef ATTN8D_FAST_EXP2
+#define ATTN8D_FAST_EXP2 1
+#endif
+#define ATTN8D_STAGE_BYTES (2 * ATTN8D_TILE * 64 + ATTN8D_TILE * 4)  // K, V codes, scale words
+#define ATTN8D_SMEM_BYTES (ATTN8D_STAGES * ATTN8D_STAGE_BYTES)       // 49.5 KB: 4 CTAs per SM
+static_assert(ATTN8D_STAGES >= 2 && ATTN8D_SMEM_BYTES >= (4 * 16 * 64 + 2 * 4 * 16) * 4, "epilogue does not fit");
 
 // cp.async of 4 bytes; src_bytes 0 writes zeros (a key past the chunk gets scale words 0).
 __device__ __forceinline__ void attn8d_cp_async4(uint32_t dst, const void *src, int src_bytes) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
 }
-// Two E4M3 codes (low byte → low half) to fp16x2, exact (PTX cvt.rn.f16x2.e4m3x2, sm_89+).
-__device__ __forceinline__ uint32_t attn8d_e4m3x2_to_f16x2(uint32_t codes) {
+// The two E4M3 codes in the low (attn8d_cvt_lo) or high (attn8d_cvt_hi) 16 bits of x, the
+// lower byte to the lower half, to fp16x2, exact (PTX cvt.rn.f16x2.e4m3x2, sm_89+). Taking
+// the half with mov.b32 {lo, hi} lets ptxas read it in place (F2FP … R.H1): no shift.
+__device__ __forceinline__ uint32_t attn8d_cvt_lo(uint32_t x) {
   uint32_t r;
-  const unsigned short c = (unsigned short)(codes & 0xFFFFu);
-  asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(r) : "h"(c));
+  asm("{\n .reg .b16 lo, hi;\n mov.b32 {lo, hi}, %1;\n cvt.rn.f16x2.e4m3x2 %0, lo;\n}\n" : "=r"(r) : "r"(x));
   return r;
+}
+__device__ __forceinline__ uint32_t attn8d_cvt_hi(uint32_t x) {
+  uint32_t r;
+  asm("{\n .reg .b16 lo, hi;\n mov.b32 {lo, hi}, %1;\n cvt.rn.f16x2.e4m3x2 %0, hi;\n}\n" : "=r"(r) : "r"(x));
+  return r;
+}
+// 2^x for the softmax (x <= 0 here): see ATTN8D_FAST_EXP2.
+__device__ __forceinline__ float attn8d_exp2(float x) {
+#if ATTN8D_FAST_EXP2
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+  return r;
+#else
+  return exp2f(x);
+#endif
 }
 __device__ __forceinline__ uint32_t attn8d_pack_f16(float lo, float hi) {
   __half2 v = __floats2half2_rn(lo, hi);
@@ -103,26 +136,40 @@ __device__ __forceinline__ void attn8_merge_write(const Attn8DecodeArgs &a, cons
   }
 }
 
-// The scale step both ch19 kernels share, per tile: this lane's 4 key columns (c0 + 8nt + e
-// in the tile, key j0 + 8nt + e) get their K scale (times scale · log2 e) on the scores,
-// keys at or past `end` become -inf, their V scales go to vsc, then ch18's online-softmax
-// max update for the lower 8 query rows (and the upper 8 when kUpper): the new maxima
-// in m_*, the values to subtract in use_*, the factors for the old l and O in al_*.
-template <bool kUpper>
-__device__ __forceinline__ void attn8_scale_scores(float s[2][4], const uint32_t *sc, int c0, int j0, int end,
-                                                   float sl2, float vsc[2][2], float &m_lo, float &m_hi,
-                                                   float &use_lo, float &use_hi, float &al_lo, float &al_hi) {
+// The scale step both ch19 kernels share, per tile: this lane's 2·NT key columns (c0 + 8nt
+// + e in the tile, key j0 + 8nt + e; c0 even) get their K scale (times scale · log2 e) on
+// the scores, keys outside [lo, end) become -inf (unless the caller knows the tile is
+// full), their V scales go to vsc, then ch18's online-softmax max update for the lower 8
+// query rows (and the upper 8 when kUpper): the new maxima in m_*, the values to subtract
+// in use_*, the factors for the old l and O in al_*.
+template <bool kUpper, int NT = 2>
+__device__ __forceinline__ void attn8_scale_scores(float (*s)[4], const uint32_t *sc, int c0, int j0, int lo,
+                                                   int end, bool full, float sl2, float (*vsc)[2], float &m_lo,
+                                                   float &m_hi, float &use_lo, float &use_hi, float &al_lo,
+                                                   float &al_hi) {
   float mx_lo = -INFINITY, mx_hi = -INFINITY;
 #pragma unroll
-  for (int nt = 0; nt < 2; nt++)
+  for (int nt = 0; nt < NT; nt++) {
+    const uint2 w2 = *reinterpret_cast<const uint2 *>(sc + c0 + nt * 8);  // columns e = 0, 1
 #pragma unroll
     for (int e = 0; e < 2; e++) {
-      const uint32_t w = sc[c0 + nt * 8 + e];
+      const uint32_t w = e ? w2.y : w2.x;
       const float ksc = fp8kv_bf16_bits_to_float((uint16_t)(w & 0xFFFFu)) * sl2;
       vsc[nt][e] = fp8kv_bf16_bits_to_float((uint16_t)(w >> 16));
-      const bool ok = j0 + nt * 8 + e < end;
-      s[nt][e] = ok ? s[nt][e] * ksc : -INFINITY;
-      s[nt][e + 2] = ok ? s[nt][e + 2] * ksc : -INFINITY;
+      s[nt][e] *= ksc;
+      s[nt][e + 2] *= ksc;
+    }
+  }
+  if (!full)
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+      for (int e = 0; e < 2; e++)
+        if (j0 + nt * 8 + e < lo || j0 + nt * 8 + e >= end) s[nt][e] = s[nt][e + 2] = -INFINITY;
+#pragma unroll
+  for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
       mx_lo = fmaxf(mx_lo, s[nt][e]);
       mx_hi = fmaxf(mx_hi, s[nt][e + 2]);
     }
@@ -130,7 +177,7 @@ __device__ __forceinline__ void attn8_scale_scores(float s[2][4], const uint32_t
   mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
   const float mn_lo = fmaxf(m_lo, mx_lo);
   use_lo = mn_lo == -INFINITY ? 0.f : mn_lo;
-  al_lo = exp2f(m_lo - use_lo);
+  al_lo = attn8d_exp2(m_lo - use_lo);
   m_lo = mn_lo;
   al_hi = 1.f, use_hi = 0.f;
   if (kUpper) {
@@ -138,19 +185,24 @@ __device__ __forceinline__ void attn8_scale_scores(float s[2][4], const uint32_t
     mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
     const float mn_hi = fmaxf(m_hi, mx_hi);
     use_hi = mn_hi == -INFINITY ? 0.f : mn_hi;
-    al_hi = exp2f(m_hi - use_hi);
+    al_hi = attn8d_exp2(m_hi - use_hi);
     m_hi = mn_hi;
   }
 }
 
-// Strategy: ch18's CTA per (sequence, KV head, split) and 64-key cp.async tiles, warp w
-// owning keys 16w..16w+15 of each tile, online softmax; operands built in registers from
-// FP8 (see the top of this file); the epilogue is ch18's. Limiter: DRAM read bandwidth at
-// 132 B per (key, KV head). Arguments as attn_fp8_splitkv_kernel; every page must be FP8.
+// Strategy: ch18's CTA per (sequence, KV head, split) and cp.async tile pipeline, with
+// tiles of ATTN8D_TILE keys and warp w owning keys w·KPW .. w·KPW + KPW − 1 of each, online
+// softmax; operands built in registers from FP8 (see the top of this file); the epilogue is
+// ch18's. Per tile a warp pays a fixed cost (barrier, cp.async wait, softmax max/exp/
+// rescale of O, the V-scale exponent) on top of the per-key MMAs and conversions: with 32
+// keys per warp it is paid once per 32 keys instead of 16. Limiter: issue slots per key
+// until the DRAM read at 132 B per (key, KV head) is the longer. Arguments as
+// attn_fp8_splitkv_kernel; every page must be FP8.
 template <bool kUpper>
-__global__ void __launch_bounds__(ATTN_THREADS)
+__global__ void __launch_bounds__(ATTN_THREADS, 4)  // <= 128 registers: 4 CTAs per SM
     attn_fp8_direct_kernel(const __grid_constant__ Attn8DecodeArgs a, int num_splits,
                            float *__restrict__ o_part, float *__restrict__ lse_part) {
+  constexpr int KPW = ATTN8D_KPW, TILE = ATTN8D_TILE, NT = KPW / 8, KK = KPW / 16, RPT = TILE / 32;
   extern __shared__ __align__(128) unsigned char attn8d_smem[];
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;\n" ::);
@@ -158,11 +210,13 @@ __global__ void __launch_bounds__(ATTN_THREADS)
   const int split = blockIdx.x, g = blockIdx.y, b = blockIdx.z;
   const int G = a.H / a.H_kv, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int qr = lane >> 2, qc = lane & 3;
-  const int len = a.seq_lens[b], lo = attn_first_key(len, a.window);
-  int chunk = (len - lo + num_splits - 1) / num_splits;
-  chunk = (chunk + ATTN_TILE - 1) / ATTN_TILE * ATTN_TILE;
-  const int start = lo + split * chunk, end = min(len, start + chunk);
-  const int n_tiles = end > start ? (end - start + ATTN_TILE - 1) / ATTN_TILE : 0;
+  // Tiles sit at multiples of TILE in key positions: the chunks start at lo rounded down,
+  // and keys before lo or at/after end read as zeros and are masked like keys past the end.
+  const int len = a.seq_lens[b], lo = attn_first_key(len, a.window), lo_al = lo & ~(TILE - 1);
+  int chunk = (len - lo_al + num_splits - 1) / num_splits;
+  chunk = (chunk + TILE - 1) / TILE * TILE;
+  const int start = lo_al + split * chunk, end = min(len, start + chunk);
+  const int n_tiles = end > start ? (end - start + TILE - 1) / TILE : 0;
   const uint32_t smem = (uint32_t)__cvta_generic_to_shared(attn8d_smem);
 
   uint32_t qa[4][4];  // Q as fp16 A fragments, dims in fp8kv_qk_dim order
@@ -177,32 +231,33 @@ __global__ void __launch_bounds__(ATTN_THREADS)
       }
   }
 
-  // Tile t into stage st: 2 K and 2 V chunks of 16 codes per thread, one scale word for
-  // threads 0..63. Keys past `end` are zeros (codes and scales).
+  // Tile t into stage st (fp8kv_load_row0): RPT consecutive rows, chunk lc of K and V each,
+  // and one scale word. The RPT rows start at a multiple of RPT, so with pages of >= 4
+  // tokens (the launcher's condition) they share a page and one block-table look-up.
+  // Keys outside [lo, end) are zeros (codes and scales).
+  const int lc = threadIdx.x & 3, lr0 = fp8kv_load_row0(threadIdx.x, TILE);
+  const int32_t *table = a.kv.block_table + (int64_t)b * a.kv.table_stride;
+  const int pmask = (1 << a.kv.page_shift) - 1;
+  const int64_t head_off = (int64_t)g * a.kv.head_stride, sc_head_off = (int64_t)g * a.kv.scale_head_stride;
   auto load_tile = [&](int st, int t) {
-    const uint32_t ks = smem + st * ATTN8D_STAGE_BYTES, vs = ks + ATTN_TILE * 64;
-#pragma unroll
-    for (int i = 0; i < 2; i++) {
-      const int idx = threadIdx.x + i * ATTN_THREADS, row = idx >> 2, c = idx & 3;
-      const int j = start + t * ATTN_TILE + row;
-      int64_t off = 0;
-      if (j < end) {
-        const int32_t e = __ldg(a.kv.block_table + (int64_t)b * a.kv.table_stride + (j >> a.kv.page_shift));
-        off = (int64_t)(e & FP8KV_PAGE_MASK) * a.kv.page_stride + (int64_t)g * a.kv.head_stride +
-              (int64_t)(j & ((1 << a.kv.page_shift) - 1)) * ATTN_HEAD_DIM;
-      }
-      attn_cp_async16(ks + fp8kv_row_off(row, c), a.kv.k8 + off + c * 16, j < end ? 16 : 0);
-      attn_cp_async16(vs + fp8kv_row_off(row, c), a.kv.v8 + off + c * 16, j < end ? 16 : 0);
+    const uint32_t ks = smem + st * ATTN8D_STAGE_BYTES, vs = ks + TILE * 64;
+    const int j0 = start + t * TILE + lr0;
+    int64_t off0 = 0, soff0 = 0;
+    if (j0 + RPT - 1 >= lo && j0 < end) {
+      const int64_t e = __ldg(table + (j0 >> a.kv.page_shift)) & FP8KV_PAGE_MASK;
+      off0 = e * a.kv.page_stride + head_off + (int64_t)(j0 & pmask) * ATTN_HEAD_DIM + lc * 16;
+      soff0 = e * a.kv.scale_page_stride + sc_head_off + (j0 & pmask);
     }
-    if (threadIdx.x < ATTN_TILE) {
-      const int row = threadIdx.x, j = start + t * ATTN_TILE + row;
-      const uint32_t *src = a.kv.scales;
-      if (j < end) {
-        const int32_t e = __ldg(a.kv.block_table + (int64_t)b * a.kv.table_stride + (j >> a.kv.page_shift));
-        src += (int64_t)(e & FP8KV_PAGE_MASK) * a.kv.scale_page_stride + (int64_t)g * a.kv.scale_head_stride +
-               (j & ((1 << a.kv.page_shift) - 1));
-      }
-      attn8d_cp_async4(vs + ATTN_TILE * 64 + row * 4, src, j < end ? 4 : 0);
+#pragma unroll
+    for (int i = 0; i < RPT; i++) {
+      const bool ok = j0 + i >= lo && j0 + i < end;
+      const int64_t off = ok ? off0 + i * ATTN_HEAD_DIM : 0;
+      attn_cp_async16(ks + fp8kv_row_off(lr0 + i, lc), a.kv.k8 + off, ok ? 16 : 0);
+      attn_cp_async16(vs + fp8kv_row_off(lr0 + i, lc), a.kv.v8 + off, ok ? 16 : 0);
+    }
+    if (lc < RPT) {
+      const bool ok = j0 + lc >= lo && j0 + lc < end;
+      attn8d_cp_async4(vs + TILE * 64 + (lr0 + lc) * 4, a.kv.scales + (ok ? soff0 + lc : 0), ok ? 4 : 0);
     }
   };
 
@@ -223,70 +278,74 @@ __global__ void __launch_bounds__(ATTN_THREADS)
     if (t + ATTN8D_STAGES - 1 < n_tiles) load_tile((t + ATTN8D_STAGES - 1) % ATTN8D_STAGES, t + ATTN8D_STAGES - 1);
     attn_cp_async_commit();
 
-    const uint32_t ks = smem + (t % ATTN8D_STAGES) * ATTN8D_STAGE_BYTES, vs = ks + ATTN_TILE * 64;
-    const uint32_t *sc = reinterpret_cast<const uint32_t *>(attn8d_smem + (t % ATTN8D_STAGES) * ATTN8D_STAGE_BYTES +
-                                                            2 * ATTN_TILE * 64);
-    float s[2][4];  // S = Q · K̂ᵀ: n-tile nt holds keys 16w + 8nt + 0..7
+    const int st = t % ATTN8D_STAGES;
+    const uint32_t ks = smem + st * ATTN8D_STAGE_BYTES, vs = ks + TILE * 64;
+    const uint32_t *sc = reinterpret_cast<const uint32_t *>(attn8d_smem + st * ATTN8D_STAGE_BYTES + 2 * TILE * 64);
+    float s[NT][4];  // S = Q · K̂ᵀ: n-tile nt holds keys KPW·w + 8nt + 0..7
 #pragma unroll
-    for (int nt = 0; nt < 2; nt++) {
+    for (int nt = 0; nt < NT; nt++) {
       s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
       uint32_t kr[4];  // matrix m = dims 16m..16m+15 of this lane's key
-      attn_ldmatrix_x4(ks + fp8kv_row_off(warp * 16 + nt * 8 + (lane & 7), lane >> 3), kr);
+      attn_ldmatrix_x4(ks + fp8kv_row_off(fp8kv_k_row(KPW, warp, nt, lane), lane >> 3), kr);
 #pragma unroll
-      for (int m = 0; m < 4; m++)
-        attn8d_mma_f16(s[nt], qa[m], attn8d_e4m3x2_to_f16x2(kr[m]), attn8d_e4m3x2_to_f16x2(kr[m] >> 16));
+      for (int m = 0; m < 4; m++) attn8d_mma_f16(s[nt], qa[m], attn8d_cvt_lo(kr[m]), attn8d_cvt_hi(kr[m]));
     }
-    // Scale words of this lane's 4 key columns: K scale into the score, V scale into p.
-    const int c0 = warp * 16 + 2 * qc, j0 = start + t * ATTN_TILE + c0;
-    float vsc[2][2], use_lo, use_hi, al_lo, al_hi;
-    attn8_scale_scores<kUpper>(s, sc, c0, j0, end, sl2, vsc, m_lo, m_hi, use_lo, use_hi, al_lo, al_hi);
-    float vmax = fmaxf(fmaxf(vsc[0][0], vsc[0][1]), fmaxf(vsc[1][0], vsc[1][1]));
+    // Scale words of this lane's 2·NT key columns: K scale into the score, V scale into p.
+    const int c0 = warp * KPW + 2 * qc, j0 = start + t * TILE + c0;
+    float vsc[NT][2], use_lo, use_hi, al_lo, al_hi;
+    const bool full = start + t * TILE >= lo && start + t * TILE + TILE <= end;
+    attn8_scale_scores<kUpper, NT>(s, sc, c0, j0, lo, end, full, sl2, vsc, m_lo, m_hi, use_lo, use_hi, al_lo, al_hi);
+    float vmax = 0.f;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) vmax = fmaxf(vmax, fmaxf(vsc[nt][0], vsc[nt][1]));
     vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, 1));
-    vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, 2));  // the warp's 16 keys
+    vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, 2));  // the warp's KPW keys
     // 2^E_new >= vmax: E_new = max(E, exponent of vmax + 1); vmax 0 (no key) keeps E.
     const int e_t = vmax > 0.f ? (int)((__float_as_uint(vmax) >> 23) & 0xFF) - 126 : E;
     const int E_new = min(max(E, e_t), 127);
     const float rescale = E_new > E ? attn8d_pow2(E - E_new < -126 ? -126 : E - E_new) : 1.f;
     const float inv = attn8d_pow2(-E_new < -126 ? -126 : -E_new);
     E = E_new;
-    uint32_t pa[4];  // P·diag(sv)·2^-E as the fp16 A operand of P·V̂
+    uint32_t pa[KK][4];  // P·diag(sv)·2^-E as the fp16 A operands of P·V̂, 16 keys each
     float sum_lo = 0.f, sum_hi = 0.f;
 #pragma unroll
-    for (int nt = 0; nt < 2; nt++) {
-      const float p0 = exp2f(s[nt][0] - use_lo), p1 = exp2f(s[nt][1] - use_lo);
+    for (int nt = 0; nt < NT; nt++) {
+      const float p0 = attn8d_exp2(s[nt][0] - use_lo), p1 = attn8d_exp2(s[nt][1] - use_lo);
       sum_lo += p0 + p1;
-      pa[nt * 2] = attn8d_pack_f16(p0 * vsc[nt][0] * inv, p1 * vsc[nt][1] * inv);
-      pa[nt * 2 + 1] = 0u;
+      pa[nt >> 1][(nt & 1) * 2] = attn8d_pack_f16(p0 * (vsc[nt][0] * inv), p1 * (vsc[nt][1] * inv));
+      pa[nt >> 1][(nt & 1) * 2 + 1] = 0u;
       if (kUpper) {
-        const float p2 = exp2f(s[nt][2] - use_hi), p3 = exp2f(s[nt][3] - use_hi);
+        const float p2 = attn8d_exp2(s[nt][2] - use_hi), p3 = attn8d_exp2(s[nt][3] - use_hi);
         sum_hi += p2 + p3;
-        pa[nt * 2 + 1] = attn8d_pack_f16(p2 * vsc[nt][0] * inv, p3 * vsc[nt][1] * inv);
+        pa[nt >> 1][(nt & 1) * 2 + 1] = attn8d_pack_f16(p2 * (vsc[nt][0] * inv), p3 * (vsc[nt][1] * inv));
       }
     }
     l_lo = l_lo * al_lo + sum_lo;
     if (kUpper) l_hi = l_hi * al_hi + sum_hi;
     const float f_lo = al_lo * rescale, f_hi = al_hi * rescale;
 #pragma unroll
-    for (int sg = 0; sg < 2; sg++) {  // O = O·f + P · V̂, 32 dims (2 slabs) per ldmatrix
-      uint32_t vr[4];  // matrix m: keys 16w + 8(m & 1) + 0..7, dims of slab 2sg + (m >> 1)
-      const int m = lane >> 3;
-      attn_ldmatrix_x4_trans(vs + fp8kv_row_off(warp * 16 + (m & 1) * 8 + (lane & 7), 2 * sg + (m >> 1)), vr);
-#pragma unroll
-      for (int hs = 0; hs < 2; hs++)
-#pragma unroll
-        for (int par = 0; par < 2; par++) {  // even / odd dims of the slab: bytes 0,2 / 1,3
-          const uint32_t sel = par ? 0x3131u : 0x2020u;
-          float *on = o[(2 * sg + hs) * 2 + par];
-          on[0] *= f_lo;
-          on[1] *= f_lo;
-          if (kUpper) {
-            on[2] *= f_hi;
-            on[3] *= f_hi;
-          }
-          attn8d_mma_f16(on, pa, attn8d_e4m3x2_to_f16x2(__byte_perm(vr[2 * hs], 0u, sel)),
-                         attn8d_e4m3x2_to_f16x2(__byte_perm(vr[2 * hs + 1], 0u, sel)));
-        }
+    for (int n = 0; n < 8; n++) {  // O = O·f first, then + P · V̂ for each k-step
+      o[n][0] *= f_lo;
+      o[n][1] *= f_lo;
+      if (kUpper) {
+        o[n][2] *= f_hi;
+        o[n][3] *= f_hi;
+      }
     }
+#pragma unroll
+    for (int kk = 0; kk < KK; kk++)
+#pragma unroll
+      for (int sg = 0; sg < 2; sg++) {  // 32 dims (2 slabs) per ldmatrix
+        uint32_t vr[4];  // matrix m: keys 16kk + 8(m & 1) + 0..7, dims of slab 2sg + (m >> 1)
+        attn_ldmatrix_x4_trans(vs + fp8kv_row_off(fp8kv_v_row(KPW, warp, kk, lane), fp8kv_v_chunk(sg, lane)), vr);
+#pragma unroll
+        for (int hs = 0; hs < 2; hs++)
+#pragma unroll
+          for (int par = 0; par < 2; par++) {  // even / odd dims of the slab
+            const uint32_t v = __byte_perm(vr[2 * hs], vr[2 * hs + 1], par ? FP8KV_V_SEL_ODD : FP8KV_V_SEL_EVEN);
+            attn8d_mma_f16(o[(2 * sg + hs) * 2 + par], pa[kk], attn8d_cvt_lo(v), attn8d_cvt_hi(v));
+          }
+      }
   }
   attn_cp_async_wait<0>();
   __syncthreads();

@@ -206,7 +206,8 @@ __global__ void __launch_bounds__(ATTN_THREADS)
     // Scale words of this lane's 4 key columns: K scale into the score, V scale into p.
     const int c0 = warp * 16 + 2 * qc, j0 = start + t * ATTN_TILE + c0;
     float vsc[2][2], use_lo, use_hi, al_lo, al_hi;
-    attn8_scale_scores<kUpper>(s, sc, c0, j0, end, sl2, vsc, m_lo, m_hi, use_lo, use_hi, al_lo, al_hi);
+    attn8_scale_scores<kUpper>(s, sc, c0, j0, lo, end, start + t * ATTN_TILE + ATTN_TILE <= end, sl2, vsc, m_lo, m_hi,
+                               use_lo, use_hi, al_lo, al_hi);
     uint32_t pa[4];  // P·diag(sv) as the A operand of P·V̂
     float sum_lo = 0.f, sum_hi = 0.f;
 #pragma unroll
@@ -285,8 +286,12 @@ __global__ void __launch_bounds__(256)
   if (lane == 0) scales[row] = fp8kv_scale_pair(bits[0], bits[1]);
 }
 
+// Whether attn_fp8_splitkv_launch runs the register path (attn_fp8_direct_kernel) for a
+// cache: every page FP8 and pages of at least 4 tokens (its loads take 4 rows per look-up).
+static inline int attn_fp8_direct_ok(const Attn8KvView *kv) { return kv->all_fp8 && kv->page_shift >= 2; }
+
 // Resident CTAs per SM of the kernel attn_fp8_splitkv_launch runs for a cache that is all
-// FP8 (all_fp8 = 1: attn_fp8_direct_kernel) or not (attn_fp8_splitkv_kernel), the smaller
+// FP8 (all_fp8 = attn_fp8_direct_ok: attn_fp8_direct_kernel) or not (attn_fp8_splitkv_kernel), the smaller
 // count of its two instantiations; raises their dynamic shared-memory limits (above the
 // 48 KB default for the widening kernel): call once before launching. Exits 3 through
 // GTL_CUDA on a CUDA error.
@@ -314,10 +319,10 @@ static inline void attn_fp8_quantize(const __nv_bfloat16 *k, const __nv_bfloat16
 }
 
 // Enqueue one attention step on stream s: the split kernel (attn_fp8_direct_kernel when
-// a->kv.all_fp8, else attn_fp8_splitkv_kernel, which reads bf16 and FP8 pages), then for num_splits
-// > 1 ch18's attn_splitkv_combine_kernel (same partial format; programmatic dependent
-// launch). Split count and workspace as ch18 (attn_splitkv_num_splits with
-// attn_fp8_splitkv_ctas_per_sm(a->kv.all_fp8), attn_splitkv_workspace_floats). Returns 0, or -1 with a
+// attn_fp8_direct_ok(&a->kv), else attn_fp8_splitkv_kernel, which reads bf16 and FP8 pages),
+// then for num_splits > 1 ch18's attn_splitkv_combine_kernel (same partial format;
+// programmatic dependent launch). Split count and workspace as ch18 (attn_splitkv_num_splits
+// with attn_fp8_splitkv_ctas_per_sm(attn_fp8_direct_ok(&a->kv)), attn_splitkv_workspace_floats). Returns 0, or -1 with a
 // message on stderr for arguments the kernel cannot take (group > 16, B > 65535, pools
 // not 16-byte aligned, strides not multiples of 16 elements, scales not 4-byte aligned).
 static inline int attn_fp8_splitkv_launch(const Attn8DecodeArgs *a, int num_splits, float *workspace,
@@ -335,9 +340,10 @@ static inline int attn_fp8_splitkv_launch(const Attn8DecodeArgs *a, int num_spli
   float *o_part = workspace;
   float *lse_part = workspace ? workspace + (size_t)a->B * a->H * num_splits * ATTN_HEAD_DIM : NULL;
   const dim3 grid(num_splits, a->H_kv, a->B);
-  if (a->kv.all_fp8 && G > 8)
+  const int direct = attn_fp8_direct_ok(&a->kv);
+  if (direct && G > 8)
     attn_fp8_direct_kernel<true><<<grid, ATTN_THREADS, ATTN8D_SMEM_BYTES, s>>>(*a, num_splits, o_part, lse_part);
-  else if (a->kv.all_fp8)
+  else if (direct)
     attn_fp8_direct_kernel<false><<<grid, ATTN_THREADS, ATTN8D_SMEM_BYTES, s>>>(*a, num_splits, o_part, lse_part);
   else if (G > 8)
     attn_fp8_splitkv_kernel<true><<<grid, ATTN_THREADS, ATTN8_SMEM_BYTES, s>>>(*a, num_splits, o_part, lse_part);

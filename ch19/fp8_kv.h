@@ -93,3 +93,26 @@ FP8KV_HD uint32_t fp8kv_row_off(int row, int chunk) {
  * - P·V, n-tile n (0..7), accumulator column 2qc + e (e = 0, 1): dim fp8kv_pv_dim(n, qc, e). */
 FP8KV_HD int fp8kv_qk_dim(int ks, int qc, int hi) { return 16 * ks + 4 * qc + 2 * hi; }
 FP8KV_HD int fp8kv_pv_dim(int n, int qc, int e) { return 16 * (n >> 1) + 4 * qc + 2 * e + (n & 1); }
+
+/* Who reads what in the register path, for a tile of 4·kpw rows (kpw keys per warp, 16 or
+ * 32; 128 threads, 4 warps):
+ * - cp.async: thread tid copies chunk tid & 3 of the rows/32 consecutive rows from
+ *   fp8kv_load_row0(tid, rows) (one block-table look-up serves them all when they share a
+ *   page), of K and of V, and the scale word of row fp8kv_load_row0 + (tid & 3) when
+ *   tid & 3 < rows/32;
+ * - Q·Kᵀ: ldmatrix x4 of n-tile nt (8 keys): lane gives row fp8kv_k_row(..), chunk lane >> 3
+ *   (matrix m = dims 16m..16m+15 of the lane's key);
+ * - P·V: ldmatrix.trans x4 of k-step kk (16 keys) and slab pair sg (32 dims): lane gives
+ *   row fp8kv_v_row(..), chunk fp8kv_v_chunk(sg, lane) (matrix m: keys 8(m & 1)..+7 of the
+ *   k-step, slab 2sg + (m >> 1)); the B fragments of the two key halves of slab 2sg + hs
+ *   are one byte permute of registers 2hs and 2hs + 1 with FP8KV_V_SEL_EVEN (even dims of
+ *   the slab) or FP8KV_V_SEL_ODD (odd dims): keys 0..7 in the low half, 8..15 in the high
+ *   half, each half one cvt to fp16x2. */
+FP8KV_HD int fp8kv_load_row0(int tid, int rows) { return (tid >> 2) * (rows >> 5); }
+FP8KV_HD int fp8kv_k_row(int kpw, int warp, int nt, int lane) { return warp * kpw + 8 * nt + (lane & 7); }
+FP8KV_HD int fp8kv_v_row(int kpw, int warp, int kk, int lane) {
+  return warp * kpw + 16 * kk + 8 * ((lane >> 3) & 1) + (lane & 7);
+}
+FP8KV_HD int fp8kv_v_chunk(int sg, int lane) { return 2 * sg + (lane >> 4); }
+#define FP8KV_V_SEL_EVEN 0x6420u /* __byte_perm(x, y, s): bytes x0 x2 y0 y2 */
+#define FP8KV_V_SEL_ODD 0x7531u  /* bytes x1 x3 y1 y3 */

@@ -21,13 +21,13 @@
 #include "kvcache.cuh"
 
 void kv_plan(const GtlCtx *ctx, const KvRowArgs *a, int max_keys, KvPlan *p) {
-  const int per_sm = attn_fp8_splitkv_ctas_per_sm(a->f8.kv.all_fp8);
+  const int direct = attn_fp8_direct_ok(&a->f8.kv), per_sm = attn_fp8_splitkv_ctas_per_sm(direct);
   p->num_splits = attn_splitkv_num_splits(a->f8.B, a->f8.H_kv, max_keys, ctx->dev.sms * per_sm);
   const size_t n = attn_splitkv_workspace_floats(a->f8.B, a->f8.H, p->num_splits);
   p->workspace = n ? (float *)gtl_malloc(n * 4, "split-KV partials (fp32)") : NULL;
   snprintf(p->what, sizeof p->what, "%s, %d splits, %d CTAs/SM, %d B smem%s",
-           a->f8.kv.all_fp8 ? "attn_fp8_direct_kernel" : "attn_fp8_splitkv_kernel (bf16 + FP8 pages)",
-           p->num_splits, per_sm, a->f8.kv.all_fp8 ? ATTN8D_SMEM_BYTES : ATTN8_SMEM_BYTES,
+           direct ? "attn_fp8_direct_kernel" : "attn_fp8_splitkv_kernel (bf16 + FP8 pages)",
+           p->num_splits, per_sm, direct ? ATTN8D_SMEM_BYTES : ATTN8_SMEM_BYTES,
            p->num_splits > 1 ? " + attn_splitkv_combine_kernel" : "");
 }
 
