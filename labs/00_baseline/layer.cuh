@@ -17,8 +17,12 @@
 //                               baseline)
 //   eager launches              12 kernels per layer (14 with q/k norm) plus 4 per active
 //                               expert (ch12's baseline)
-//   bf16 weights, fp32 activations and accumulation; Mixtral and Qwen3-MoE semantics
-//   (gpt-oss's biases, sinks, sliding window, YaRN and clamped SwiGLU are refused).
+//   bf16 weights, fp32 activations and accumulation. Mixtral, Qwen3-MoE and gpt-oss
+//   semantics: gpt-oss's q/k/v/o, router and expert biases ride in the GEMV's bias
+//   argument, YaRN is the RoPE kernel's frequency table and cos/sin factor, the sinks
+//   join the softmax, the clamped SwiGLU is a flag of the expert kernel, and a sliding
+//   window is a mask (the first key the attention reads): its layers keep a full-length
+//   KV cache like every other layer.
 #pragma once
 #include <math.h>
 #include <stdio.h>
@@ -29,6 +33,14 @@
 #include "../moe/reference.h"
 
 constexpr int kLab00Threads = 128;  // every kernel of the layer: blocks of 128 threads
+constexpr int kLab00MaxHalf = 128;  // RoPE pairs per head the kernel's table holds (head_dim <= 256)
+
+// RoPE of one layer, passed by value: the inverse frequency of each pair (θ^(−2i/hd), or
+// YaRN's; moe_rope_inv_freq) and the factor on cos and sin (1, or YaRN's mscale).
+typedef struct {
+  double inv_freq[kLab00MaxHalf];
+  double scale;
+} Lab00Rope;
 
 
 // Strategy: thread per element. Limiter: launch latency.
@@ -55,31 +67,34 @@ __global__ void rmsnorm_blockrow_kernel(const float *x, const __nv_bfloat16 *__r
     out[(size_t)blockIdx.x * n + i] = __bfloat162float(w[i]) * (xr[i] * inv);
 }
 
-// out[b][n] (+)= Σ_k W[n][k] · in[b][k]. Strategy: thread per output, serial loop over K
-// (adjacent threads read adjacent rows: 32 rows per warp load). Limiter: uncoalesced
-// weight reads, and for N of a few thousand too few threads to fill the GPU.
-__global__ void gemv_threadrow_kernel(const __nv_bfloat16 *__restrict__ W, const float *in, float *out, int N, int K,
-                            int accumulate) {
+// out[b][n] (+)= Σ_k W[n][k] · in[b][k] (+ bias[n] when bias is not NULL). Strategy:
+// thread per output, serial loop over K (adjacent threads read adjacent rows: 32 rows
+// per warp load). Limiter: uncoalesced weight reads, and for N of a few thousand too few
+// threads to fill the GPU.
+__global__ void gemv_threadrow_kernel(const __nv_bfloat16 *__restrict__ W, const __nv_bfloat16 *__restrict__ bias,
+                                      const float *in, float *out, int N, int K, int accumulate) {
   const int n = blockIdx.x * blockDim.x + threadIdx.x;
   if (n >= N) return;
   const __nv_bfloat16 *w = W + (size_t)n * K;
   const float *x = in + (size_t)blockIdx.y * K;
   float acc = 0.f;
   for (int k = 0; k < K; k++) acc += __bfloat162float(w[k]) * x[k];
+  if (bias) acc += __bfloat162float(bias[n]);
   float *o = out + (size_t)blockIdx.y * N + n;
   *o = accumulate ? *o + acc : acc;
 }
 
 // Rotate-half RoPE of q (in place) and k, then K and V of position pos into the cache.
-// Strategy: thread per (row, head, pair i / i + hd/2), angle in double. Limiter: latency.
+// Angle pos·inv_freq[i] in double, cos and sin times rope.scale. Strategy: thread per
+// (row, head, pair i / i + hd/2). Limiter: latency.
 __global__ void rope_kv_append_kernel(float *q, const float *k, const float *v, float *kc, float *vc, int H, int H_kv,
-                               int hd, int pos, int max_len, double theta) {
+                               int hd, int pos, int max_len, Lab00Rope rope) {
   const int half = hd / 2, i = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
   if (i >= (H + H_kv) * half) return;
   const int head = i / half, j = i % half;
   double sn, cs;
-  sincos(pos * pow(theta, -2.0 * j / hd), &sn, &cs);
-  const float c = (float)cs, s = (float)sn;
+  sincos(pos * rope.inv_freq[j], &sn, &cs);
+  const float c = (float)(rope.scale * cs), s = (float)(rope.scale * sn);
   if (head < H) {
     float *h = q + ((size_t)b * H + head) * hd;
     const float x0 = h[j], x1 = h[j + half];
@@ -96,10 +111,11 @@ __global__ void rope_kv_append_kernel(float *q, const float *k, const float *v, 
   vc[at + j + half] = vv[j + half];
 }
 
-// scores[b][h][t] = q·K[t] / sqrt(hd), t <= pos. Strategy: thread per score. Limiter: latency.
+// scores[b][h][t] = q·K[t] / sqrt(hd), t0 <= t <= pos (t0 > 0: a sliding window's first
+// key). Strategy: thread per score. Limiter: latency.
 __global__ void attn_score_kernel(const float *q, const float *kc, float *scores, int H, int H_kv, int hd,
-                                  int pos, int max_len) {
-  const int t = blockIdx.x * blockDim.x + threadIdx.x, bh = blockIdx.y, b = bh / H, h = bh % H;
+                                  int t0, int pos, int max_len) {
+  const int t = t0 + blockIdx.x * blockDim.x + threadIdx.x, bh = blockIdx.y, b = bh / H, h = bh % H;
   if (t > pos) return;
   const float *qq = q + (size_t)bh * hd, *kk = kc + (((size_t)b * H_kv + h / (H / H_kv)) * max_len + t) * hd;
   float s = 0.f;
@@ -107,26 +123,33 @@ __global__ void attn_score_kernel(const float *q, const float *kc, float *scores
   scores[(size_t)bh * max_len + t] = s * rsqrtf((float)hd);
 }
 
-// Softmax over t <= pos of each (b, h) row. Strategy: thread per row, three serial passes.
-__global__ void attn_softmax_kernel(float *scores, int rows, int n, int max_len) {
+// Softmax over t0 <= t <= pos of each (b, h) row; with sinks (gpt-oss), head h's sink
+// logit joins the softmax and is dropped (no value): p_t = e^(s_t − m) / (Σ e^(s − m) +
+// e^(sink − m)), m the max over the scores and the sink. Strategy: thread per row, three
+// serial passes.
+__global__ void attn_softmax_kernel(float *scores, const __nv_bfloat16 *__restrict__ sinks, int rows, int H, int t0,
+                                    int pos, int max_len) {
   const int r = blockIdx.x * blockDim.x + threadIdx.x;
   if (r >= rows) return;
   float *s = scores + (size_t)r * max_len, mx = -INFINITY, sum = 0.f;
-  for (int t = 0; t < n; t++) mx = fmaxf(mx, s[t]);
-  for (int t = 0; t < n; t++) sum += (s[t] = __expf(s[t] - mx));
-  for (int t = 0; t < n; t++) s[t] /= sum;
+  const float sink = sinks ? __bfloat162float(sinks[r % H]) : -INFINITY;
+  for (int t = t0; t <= pos; t++) mx = fmaxf(mx, s[t]);
+  mx = fmaxf(mx, sink);
+  for (int t = t0; t <= pos; t++) sum += (s[t] = __expf(s[t] - mx));
+  if (sinks) sum += __expf(sink - mx);
+  for (int t = t0; t <= pos; t++) s[t] /= sum;
 }
 
-// att[b][h][d] = Σ_t p[t] · V[t][d]. Strategy: thread per output, serial loop over t.
+// att[b][h][d] = Σ_{t0 <= t <= pos} p[t] · V[t][d]. Strategy: thread per output, serial loop over t.
 __global__ void attn_av_kernel(const float *scores, const float *vc, float *att, int H, int H_kv, int hd,
-                               int pos, int max_len) {
+                               int t0, int pos, int max_len) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
   if (i >= H * hd) return;
   const int h = i / hd, d = i % hd;
   const float *p = scores + ((size_t)b * H + h) * max_len;
   const float *vv = vc + (((size_t)b * H_kv + h / (H / H_kv)) * max_len) * hd + d;
   float acc = 0.f;
-  for (int t = 0; t <= pos; t++) acc += p[t] * vv[(size_t)t * hd];
+  for (int t = t0; t <= pos; t++) acc += p[t] * vv[(size_t)t * hd];
   att[(size_t)b * H * hd + i] = acc;
 }
 
@@ -136,9 +159,12 @@ __global__ void expert_gather_kernel(const float *xn, const int *idx, float *xs,
   if (d < D) xs[(size_t)blockIdx.y * D + d] = xn[(size_t)idx[blockIdx.y] * D + d];
 }
 
-// h[i][f] = silu(Wg[f]·xs[i]) · (Wu[f]·xs[i]). Strategy: thread per output, two serial dots.
+// g = Wg[f]·xs[i] (+ bg[f]), u = Wu[f]·xs[i] (+ bu[f]); h[i][f] = silu(g) · u, or with
+// clamp (gpt-oss): g' = min(g, lim), u' = clamp(u, −lim, lim), h = (u' + 1) · g' ·
+// sigmoid(alpha · g'). Strategy: thread per output, two serial dots.
 __global__ void expert_swiglu_up_kernel(const __nv_bfloat16 *__restrict__ Wg, const __nv_bfloat16 *__restrict__ Wu,
-                                 const float *xs, float *h, int F, int D) {
+                                        const __nv_bfloat16 *__restrict__ bg, const __nv_bfloat16 *__restrict__ bu,
+                                        const float *xs, float *h, int F, int D, int clamp, float lim, float alpha) {
   const int f = blockIdx.x * blockDim.x + threadIdx.x;
   if (f >= F) return;
   const __nv_bfloat16 *g = Wg + (size_t)f * D, *u = Wu + (size_t)f * D;
@@ -148,7 +174,17 @@ __global__ void expert_swiglu_up_kernel(const __nv_bfloat16 *__restrict__ Wg, co
     a += __bfloat162float(g[k]) * x[k];
     c += __bfloat162float(u[k]) * x[k];
   }
-  h[(size_t)blockIdx.y * F + f] = a / (1.f + __expf(-a)) * c;
+  if (bg) {
+    a += __bfloat162float(bg[f]);
+    c += __bfloat162float(bu[f]);
+  }
+  if (clamp) {
+    a = fminf(a, lim);
+    c = fminf(fmaxf(c, -lim), lim);
+    h[(size_t)blockIdx.y * F + f] = (c + 1.f) * a / (1.f + __expf(-alpha * a));
+  } else {
+    h[(size_t)blockIdx.y * F + f] = a / (1.f + __expf(-a)) * c;
+  }
 }
 
 // x[idx[i]] += wt[i] · ys[i] (a token appears once per expert: no races). Thread per element.
@@ -172,11 +208,19 @@ static inline dim3 lab00_grid(int n, int rows) {
   return dim3((unsigned)((n + kLab00Threads - 1) / kLab00Threads), (unsigned)rows);
 }
 
-// out[b][n] (+)= W[n] · in[b] for b < rows, W bf16 [N][K], in/out fp32 (one thread per row).
-static inline void lab00_gemv(const Engine *e, const __nv_bfloat16 *W, const float *in, float *out, int N, int K,
-                       int rows, int accumulate) {
-  gemv_threadrow_kernel<<<lab00_grid(N, rows), kLab00Threads, 0, e->s>>>(W, in, out, N, K, accumulate);
+// out[b][n] (+)= W[n] · in[b] (+ bias[n]) for b < rows, W bf16 [N][K], bias bf16 [N] or
+// NULL, in/out fp32 (one thread per row).
+static inline void lab00_gemv(const Engine *e, const __nv_bfloat16 *W, const __nv_bfloat16 *bias, const float *in,
+                              float *out, int N, int K, int rows, int accumulate) {
+  gemv_threadrow_kernel<<<lab00_grid(N, rows), kLab00Threads, 0, e->s>>>(W, bias, in, out, N, K, accumulate);
   GTL_LAUNCH();
+}
+
+// Tensor of kind k in the arena, or NULL when the model has none (a bias or the sinks
+// outside gpt-oss).
+static inline const __nv_bfloat16 *lab00_w_opt(const Engine *e, MoeKind k, int layer, int expert) {
+  const int i = moe_tensor_index(&e->lay, k, layer, expert);
+  return i < 0 ? NULL : e->d_w + e->lay.t[i].offset;
 }
 
 static inline void lab00_rmsnorm(const Engine *e, const float *x, const __nv_bfloat16 *w, float *out, int rows, int n) {
@@ -184,13 +228,27 @@ static inline void lab00_rmsnorm(const Engine *e, const float *x, const __nv_bfl
   GTL_LAUNCH();
 }
 
-// Refuse what this layer does not compute (the frame's configure hook).
+// Refuse what this layer does not compute (the frame's configure hook): every
+// architecture of labs/moe/config.h runs; only sizes past its fixed arrays are refused.
 static inline int lab00_configure(Engine *e, char *err, size_t n) {
   const MoeConfig *c = &e->cfg;
   if (c->E > 4096 || c->top_k > 64) {  // lab00_topk's stack arrays
     snprintf(err, n, "routes at most 4096 experts, top_k <= 64 (model: %d, %d)", c->E, c->top_k);
     return -1;
   }
+  if (c->head_dim / 2 > kLab00MaxHalf) {  // Lab00Rope's table
+    snprintf(err, n, "RoPE of head_dim <= %d (model: %d)", 2 * kLab00MaxHalf, c->head_dim);
+    return -1;
+  }
+  return 0;
+}
+
+/** For a layer built on 00 whose replaced stages leave out gpt-oss's terms (biases,
+ *  sinks, YaRN, clamped SwiGLU) or a sliding window: returns -1 with the reason in err
+ *  for such a model (and for a context longer than a sliding window), else 0. Its
+ *  configure calls this after lab00_configure. */
+static inline int lab00_refuse_gptoss(const Engine *e, char *err, size_t n) {
+  const MoeConfig *c = &e->cfg;
   if (c->attn_bias || c->attn_sinks || c->router_bias || c->expert_bias || c->act != MOE_ACT_SILU ||
       c->rope_type != MOE_ROPE_DEFAULT || c->n_layer_types) {
     snprintf(err, n, "%s uses gpt-oss semantics (biases, sinks, YaRN, clamped SwiGLU), which this layer "
@@ -246,48 +304,62 @@ static inline void lab00_qkv(Engine *e, int l) {
   const MoeConfig *c = &e->cfg;
   const int B = e->B, hd = c->head_dim;
   lab00_rmsnorm(e, e->a.d_x, engine_w(e, MOE_ATTN_NORM, l, 0), e->a.d_xn, B, c->D);
-  lab00_gemv(e, engine_w(e, MOE_Q, l, 0), e->a.d_xn, e->a.d_q, c->H * hd, c->D, B, 0);
-  lab00_gemv(e, engine_w(e, MOE_K, l, 0), e->a.d_xn, e->a.d_k, c->H_kv * hd, c->D, B, 0);
-  lab00_gemv(e, engine_w(e, MOE_V, l, 0), e->a.d_xn, e->a.d_v, c->H_kv * hd, c->D, B, 0);
+  // gpt-oss: q, k and v biases (before RoPE)
+  lab00_gemv(e, engine_w(e, MOE_Q, l, 0), lab00_w_opt(e, MOE_Q_BIAS, l, 0), e->a.d_xn, e->a.d_q, c->H * hd, c->D, B, 0);
+  lab00_gemv(e, engine_w(e, MOE_K, l, 0), lab00_w_opt(e, MOE_K_BIAS, l, 0), e->a.d_xn, e->a.d_k, c->H_kv * hd, c->D,
+             B, 0);
+  lab00_gemv(e, engine_w(e, MOE_V, l, 0), lab00_w_opt(e, MOE_V_BIAS, l, 0), e->a.d_xn, e->a.d_v, c->H_kv * hd, c->D,
+             B, 0);
   if (c->qk_norm) {  // Qwen3-MoE: each head normalized over head_dim before RoPE
     lab00_rmsnorm(e, e->a.d_q, engine_w(e, MOE_Q_NORM, l, 0), e->a.d_q, B * c->H, hd);
     lab00_rmsnorm(e, e->a.d_k, engine_w(e, MOE_K_NORM, l, 0), e->a.d_k, B * c->H_kv, hd);
   }
 }
 
+// The frequencies come from the host's moe_rope_inv_freq (the CPU reference's), per call:
+// head_dim/2 pow()s, nothing kept between steps (layers 01-03 reuse this stage).
 static inline void lab00_rope(Engine *e, int l) {
   const MoeConfig *c = &e->cfg;
   float *kc = (float *)e->kv.k + engine_kv_layer(e, l), *vc = (float *)e->kv.v + engine_kv_layer(e, l);
+  Lab00Rope rope;
+  rope.scale = moe_rope_inv_freq(c, rope.inv_freq, NULL, NULL);
   rope_kv_append_kernel<<<lab00_grid((c->H + c->H_kv) * c->head_dim / 2, e->B), kLab00Threads, 0, e->s>>>(
-      e->a.d_q, e->a.d_k, e->a.d_v, kc, vc, c->H, c->H_kv, c->head_dim, e->pos, e->kv.max_len, c->rope_theta);
+      e->a.d_q, e->a.d_k, e->a.d_v, kc, vc, c->H, c->H_kv, c->head_dim, e->pos, e->kv.max_len, rope);
   GTL_LAUNCH();
 }
 
+// Keys t0..pos: all of them, or on a sliding-window layer the window's last w (pos − w <
+// t <= pos; moe_layer_window). The cache keeps every position either way: the window only
+// moves t0. gpt-oss's sinks (one logit per query head) join the softmax.
 static inline void lab00_attend(Engine *e, int l) {
   const MoeConfig *c = &e->cfg;
   Lab00 *p = (Lab00 *)e->layer;
-  const int B = e->B, hd = c->head_dim, n = e->pos + 1, max_len = e->kv.max_len;
+  const int B = e->B, hd = c->head_dim, pos = e->pos, max_len = e->kv.max_len;
+  const int64_t w = moe_layer_window(c, l);
+  const int t0 = w > 0 && pos - w + 1 > 0 ? (int)(pos - w + 1) : 0;
   const float *kc = (const float *)e->kv.k + engine_kv_layer(e, l), *vc = (const float *)e->kv.v + engine_kv_layer(e, l);
-  attn_score_kernel<<<lab00_grid(n, B * c->H), kLab00Threads, 0, e->s>>>(e->a.d_q, kc, p->d_scores, c->H, c->H_kv,
-                                                                         hd, e->pos, max_len);
+  attn_score_kernel<<<lab00_grid(pos + 1 - t0, B * c->H), kLab00Threads, 0, e->s>>>(e->a.d_q, kc, p->d_scores, c->H,
+                                                                                   c->H_kv, hd, t0, pos, max_len);
   GTL_LAUNCH();
-  attn_softmax_kernel<<<(B * c->H + kLab00Threads - 1) / kLab00Threads, kLab00Threads, 0, e->s>>>(p->d_scores,
-                                                                                                 B * c->H, n, max_len);
+  attn_softmax_kernel<<<(B * c->H + kLab00Threads - 1) / kLab00Threads, kLab00Threads, 0, e->s>>>(
+      p->d_scores, lab00_w_opt(e, MOE_SINKS, l, 0), B * c->H, c->H, t0, pos, max_len);
   GTL_LAUNCH();
   attn_av_kernel<<<lab00_grid(c->H * hd, B), kLab00Threads, 0, e->s>>>(p->d_scores, vc, e->a.d_att, c->H, c->H_kv,
-                                                                       hd, e->pos, max_len);
+                                                                       hd, t0, pos, max_len);
   GTL_LAUNCH();
 }
 
-static inline void lab00_out(Engine *e, int l) {  // x += Wo att
+static inline void lab00_out(Engine *e, int l) {  // x += Wo att (+ bo)
   const MoeConfig *c = &e->cfg;
-  lab00_gemv(e, engine_w(e, MOE_O, l, 0), e->a.d_att, e->a.d_x, c->D, c->H * c->head_dim, e->B, 1);
+  lab00_gemv(e, engine_w(e, MOE_O, l, 0), lab00_w_opt(e, MOE_O_BIAS, l, 0), e->a.d_att, e->a.d_x, c->D,
+             c->H * c->head_dim, e->B, 1);
 }
 
-static inline void lab00_router(Engine *e, int l) {
+static inline void lab00_router(Engine *e, int l) {  // logits = Wr RMSNorm(x) (+ br)
   const MoeConfig *c = &e->cfg;
   lab00_rmsnorm(e, e->a.d_x, engine_w(e, MOE_FFN_NORM, l, 0), e->a.d_xn, e->B, c->D);
-  lab00_gemv(e, engine_w(e, MOE_ROUTER, l, 0), e->a.d_xn, e->a.d_router, c->E, c->D, e->B, 0);
+  lab00_gemv(e, engine_w(e, MOE_ROUTER, l, 0), lab00_w_opt(e, MOE_ROUTER_BIAS, l, 0), e->a.d_xn, e->a.d_router,
+             c->E, c->D, e->B, 0);
 }
 
 /** Each expert's token list on the host (Lab00.h_idx/h_wt/h_cnt/active) from the per-token
@@ -309,7 +381,8 @@ static inline void lab00_expert_lists(Engine *e) {
 }
 
 // The router on the host: logits back (a synchronize), softmax + top-k per token in
-// double (moe_route, the CPU reference's), then each expert's token list.
+// double (moe_route, the CPU reference's), then each expert's token list. gpt-oss's
+// softmax over the top-k logits only is the renormalized case (norm_topk_prob).
 static inline void lab00_topk(Engine *e, int) {
   const MoeConfig *c = &e->cfg;
   Lab00 *p = (Lab00 *)e->layer;
@@ -355,7 +428,9 @@ static inline void lab00_expert_up(Engine *e, int l, int g) {
   Lab00 *p = (Lab00 *)e->layer;
   const int x = p->active[g];
   expert_swiglu_up_kernel<<<lab00_grid(c->F, p->h_cnt[x]), kLab00Threads, 0, e->s>>>(
-      engine_w(e, MOE_GATE, l, x), engine_w(e, MOE_UP, l, x), p->d_xs, p->d_h, c->F, c->D);
+      engine_w(e, MOE_GATE, l, x), engine_w(e, MOE_UP, l, x), lab00_w_opt(e, MOE_GATE_BIAS, l, x),
+      lab00_w_opt(e, MOE_UP_BIAS, l, x), p->d_xs, p->d_h, c->F, c->D, c->act == MOE_ACT_SWIGLU_CLAMP,
+      (float)c->swiglu_limit, (float)c->swiglu_alpha);
   GTL_LAUNCH();
 }
 
@@ -363,7 +438,9 @@ static inline void lab00_expert_down(Engine *e, int l, int g) {
   const MoeConfig *c = &e->cfg;
   Lab00 *p = (Lab00 *)e->layer;
   const int x = p->active[g];
-  lab00_gemv(e, engine_w(e, MOE_DOWN, l, x), p->d_h, p->d_ys, c->D, c->F, p->h_cnt[x], 0);
+  // gpt-oss's down bias is part of the expert's output, so it is weighted in combine
+  lab00_gemv(e, engine_w(e, MOE_DOWN, l, x), lab00_w_opt(e, MOE_DOWN_BIAS, l, x), p->d_h, p->d_ys, c->D, c->F,
+             p->h_cnt[x], 0);
 }
 
 static inline void lab00_combine(Engine *e, int, int g) {
@@ -377,7 +454,7 @@ static inline void lab00_combine(Engine *e, int, int g) {
 static inline void lab00_logits(Engine *e, int) {
   const MoeConfig *c = &e->cfg;
   lab00_rmsnorm(e, e->a.d_x, engine_w(e, MOE_FINAL_NORM, 0, 0), e->a.d_xn, e->B, c->D);
-  lab00_gemv(e, engine_w(e, MOE_LM_HEAD, 0, 0), e->a.d_xn, e->a.d_logits, c->V, c->D, e->B, 0);
+  lab00_gemv(e, engine_w(e, MOE_LM_HEAD, 0, 0), NULL, e->a.d_xn, e->a.d_logits, c->V, c->D, e->B, 0);
 }
 
 /** Layer 00's table: every stage above, the host sampler, the engine's default fp32

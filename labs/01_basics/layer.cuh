@@ -256,10 +256,11 @@ static inline size_t lab01_arena_layout(const MoeConfig *c, int B, int max_len, 
   return at;
 }
 
-// Refuse what 00 refuses, and what ch06's router and the 16-byte alignment of the GEMM
-// operands need.
+// Refuse what 00 refuses, gpt-oss and sliding windows (the stages this layer replaces have
+// no biases, no clamped SwiGLU and no window), and what ch06's router and the 16-byte
+// alignment of the GEMM operands need.
 static inline int lab01_configure(Engine *e, char *err, size_t n) {
-  if (lab00_configure(e, err, n)) return -1;
+  if (lab00_configure(e, err, n) || lab00_refuse_gptoss(e, err, n)) return -1;
   const MoeConfig *c = &e->cfg;
   if (c->E > kLab01MaxExperts || c->top_k > 32) {
     snprintf(err, n, "routes at most %d experts, top_k <= 32 (ch06's GPU router; model: %d, %d)", kLab01MaxExperts,

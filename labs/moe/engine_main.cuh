@@ -342,11 +342,12 @@ static inline int engine_main(int argc, char **argv, const LayerOps *ops) {
   if (ops->setup) ops->setup(e);
   gtl_phase_pop();
 
-  char workload[160], notes[2048], how[160];
+  char workload[160], notes[2048], how[256];
   snprintf(workload, sizeof workload, "%s_B%d_P%lld_G%lld", model ? "hf" : c->name, e->B, (long long)prompt, (long long)gen);
   if (model)
-    snprintf(how, sizeof how, "loaded through ch05's ring loader (%d file(s), %s experts%s)", ck.n_files,
-             ck.fused ? "fused v5" : "per-expert", ck.n_f32 || ck.n_f16 ? ", F16/F32 converted to bf16 on the GPU" : "");
+    snprintf(how, sizeof how, "loaded through ch05's ring loader (%d file(s), %s experts%s; %d strided and %d "
+             "MXFP4 tensors decoded on the host)", ck.n_files, ck.fused ? "fused v5" : "per-expert",
+             ck.n_f32 || ck.n_f16 ? ", F16/F32 converted to bf16 on the GPU" : "", ck.n_strided, ck.n_mxfp4);
   else
     snprintf(how, sizeof how, "generated on the GPU from the seed (one fill kernel per tensor)");
   const double act = (double)moe_params_active(c), roof_b1 = ctx->ceil.read_gbps * 1e9 / moe_step_bytes_fmt(c, 1, 0, ops->expert_fmt, ops->dense_fmt, ops->kv_bytes);
@@ -356,7 +357,7 @@ static inline int engine_main(int argc, char **argv, const LayerOps *ops) {
            "%.1f MB\nroofline: %s weights, %d-byte KV (moe_step_bytes_fmt); batch 1, weights only: %.0f tok/s "
            "at the read ceiling (%.0f GB/s)",
            adds, model ? model : c->name, model ? "" : " (seeded, no disk round trip)",
-           c->arch == MOE_ARCH_QWEN3 ? "Qwen3-MoE" : "Mixtral", c->L, c->D, c->H, c->H_kv, c->head_dim, c->E,
+           moe_arch_name(c->arch), c->L, c->D, c->H, c->H_kv, c->head_dim, c->E,
            c->top_k, c->F, c->V, c->qk_norm ? ", q/k norm" : "", c->norm_topk_prob ? ", top-k renormalized" : "",
            c->tie_embeddings ? ", tied lm_head" : "", moe_params_total(c) / 1e9, moe_params_total(c) * 2 / 1e9,
            act / 1e9, how, load_s, e->kv.dtype == KV_F32 ? "fp32" : e->kv.dtype == KV_BF16 ? "bf16" : "fp8 e4m3",

@@ -37,6 +37,9 @@ static inline int seg_by_offset(const void *a, const void *b) {
 
 // BF16 tensors go straight from the file to their place in the arena through the ring;
 // F16/F32 ones through a device staging buffer and a conversion kernel (RNE, as on the host).
+// Tensors that are not one contiguous byte range of their file (gpt-oss's experts: slices
+// of the fused, interleaved gate_up_proj and of down_proj, or MXFP4 blocks + scales) are
+// read and decoded on the host by moe_ckpt_read_bf16 (exact) and copied over.
 static inline void weights_load(Engine *e, const MoeCheckpoint *ck) {
   RingLoader ring;
   ring_loader_init(&ring, 8, (size_t)16 << 20, 2, e->ctx.args.device);
@@ -44,17 +47,29 @@ static inline void weights_load(Engine *e, const MoeCheckpoint *ck) {
   char err[320];
   size_t stage_bytes = 0;
   for (int t = 0; t < e->lay.n; t++)
-    if (ck->src[t].st->dtype != GTL_ST_BF16) {
+    if (ck->src[t].conv == MOE_CONV_CONTIG && ck->src[t].st->dtype != GTL_ST_BF16) {
       const size_t b = moe_tensor_numel(&e->lay.t[t]) * gtl_st_dtype_size(ck->src[t].st->dtype);
       stage_bytes = b > stage_bytes ? b : stage_bytes;
     }
   void *d_stage = stage_bytes ? gtl_malloc(stage_bytes, "F16/F32 tensor staging") : NULL;
+  uint16_t *h_dec = NULL;  // pinned: one host-decoded tensor at a time
+  for (int t = 0; t < e->lay.n; t++) {
+    if (ck->src[t].conv == MOE_CONV_CONTIG) continue;
+    if (!h_dec) h_dec = (uint16_t *)gtl_malloc_pinned(e->lay.max_numel * 2, "host-decoded tensor (bf16)");
+    GTL_CUDA(cudaStreamSynchronize(e->s));  // the previous copy out of h_dec is done
+    if (moe_ckpt_read_bf16(ck, t, h_dec, err, sizeof err)) {
+      fprintf(stderr, "error: %s\n", err);
+      exit(GTL_EXIT_RUNTIME);
+    }
+    GTL_CUDA(cudaMemcpyAsync(e->d_w + e->lay.t[t].offset, h_dec, moe_tensor_numel(&e->lay.t[t]) * 2,
+                             cudaMemcpyHostToDevice, e->s));
+  }
   for (int f = 0; f < ck->n_files; f++) {
     size_t n = 0;
     for (int t = 0; t < e->lay.n; t++) {
       const MoeSource *s = &ck->src[t];
       const size_t numel = moe_tensor_numel(&e->lay.t[t]);
-      if (s->file != f) continue;
+      if (s->file != f || s->conv != MOE_CONV_CONTIG) continue;
       RingSegment g = {moe_ckpt_file_offset(ck, t), numel * gtl_st_dtype_size(s->st->dtype),
                        e->d_w + e->lay.t[t].offset};
       if (s->st->dtype == GTL_ST_BF16) {
@@ -78,6 +93,7 @@ static inline void weights_load(Engine *e, const MoeCheckpoint *ck) {
   }
   GTL_CUDA(cudaStreamSynchronize(e->s));
   if (d_stage) GTL_CUDA(cudaFree(d_stage));
+  if (h_dec) GTL_CUDA(cudaFreeHost(h_dec));
   free(seg);
   ring_loader_destroy(&ring);
 }
@@ -90,13 +106,18 @@ static inline size_t weights_check(const Engine *e, const MoeCheckpoint *ck, uin
   const int pick[] = {moe_tensor_index(lay, MOE_Q, 0, 0), moe_tensor_index(lay, MOE_K, 0, 0),
                       moe_tensor_index(lay, MOE_GATE, 0, 0), moe_tensor_index(lay, MOE_UP, 0, E - 1),
                       moe_tensor_index(lay, MOE_DOWN, L - 1, E - 1), moe_tensor_index(lay, MOE_ROUTER, L - 1, 0),
-                      moe_tensor_index(lay, MOE_ATTN_NORM, L - 1, 0), moe_tensor_index(lay, MOE_FINAL_NORM, 0, 0)};
+                      moe_tensor_index(lay, MOE_ATTN_NORM, L - 1, 0), moe_tensor_index(lay, MOE_FINAL_NORM, 0, 0),
+                      // gpt-oss only (-1, skipped, elsewhere)
+                      moe_tensor_index(lay, MOE_Q_BIAS, 0, 0), moe_tensor_index(lay, MOE_SINKS, L - 1, 0),
+                      moe_tensor_index(lay, MOE_ROUTER_BIAS, 0, 0), moe_tensor_index(lay, MOE_UP_BIAS, L - 1, E - 1),
+                      moe_tensor_index(lay, MOE_DOWN_BIAS, 0, 0)};
   const int n = all ? lay->n : (int)(sizeof pick / sizeof pick[0]);
   uint16_t *want = (uint16_t *)malloc(lay->max_numel * 2), *got = (uint16_t *)malloc(lay->max_numel * 2);
   size_t bad = 0;
   char err[320];
   for (int i = 0; i < n; i++) {
     const int t = all ? i : pick[i];
+    if (t < 0) continue;
     const size_t numel = moe_tensor_numel(&lay->t[t]);
     if (ck) {
       if (moe_ckpt_read_bf16(ck, t, want, err, sizeof err)) {
