@@ -39,6 +39,18 @@ template <int BM, bool GLU>
 struct Smem {
   static constexpr int bytes = Stages<BM>::value * (BM + (GLU ? 2 : 1) * BN) * BK * 2;
 };
+// The kernel's body takes the pipeline depth and the column tile as template parameters
+// (16 columns per warp, so the column tile also sets the warps per CTA); ch15 uses one
+// point, Stages<BM> and BN above. Other points (moe_grouped_gemm_var_kernel) are for
+// autotuners, e.g. ch20. Threads and shared memory of a point:
+template <int BN_>
+struct ThreadsOf {
+  static constexpr int value = BN_ / 16 * 32;
+};
+template <int BM, bool GLU, int STAGES, int BN_>
+struct SmemOf {
+  static constexpr int bytes = STAGES * (BM + (GLU ? 2 : 1) * BN_) * BK * 2;
+};
 }  // namespace moe_grouped
 
 // ---- the grouped GEMM -------------------------------------------------------------------
@@ -81,6 +93,8 @@ struct MoeTile {
 // Work item w of the launch. Items are numbered expert by expert; inside an expert, n-tile
 // major and m-tile minor, so the m-tiles that share a weight tile run side by side in the
 // same wave and the second one finds it in L2.
+// BN_: the launch's column tile (moe_grouped::BN unless a tuned variant).
+template <int BN_ = moe_grouped::BN>
 __host__ __device__ __forceinline__ MoeTile moe_tile_of(int w, const int32_t *__restrict__ offsets,
                                                const int32_t *__restrict__ tile_start, int E,
                                                int n_tiles, int bm) {
@@ -95,7 +109,7 @@ __host__ __device__ __forceinline__ MoeTile moe_tile_of(int w, const int32_t *__
   t.e = lo;
   t.row0 = offsets[lo] + (local % mt) * bm;
   t.rows = offsets[lo + 1] - t.row0 < bm ? offsets[lo + 1] - t.row0 : bm;
-  t.n0 = (local / mt) * moe_grouped::BN;
+  t.n0 = (local / mt) * BN_;
   return t;
 }
 
@@ -105,21 +119,28 @@ __host__ __device__ __forceinline__ MoeTile moe_tile_of(int w, const int32_t *__
 // stage holds the gate and up rows of the same 64 columns, each warp owns both halves of its
 // 16 columns, and the epilogue writes silu(gate) · up. Limiter: HBM (weights streamed once)
 // at decode sizes; the mma.sync path at large T.
-template <int BM, bool GLU>
-__global__ void __launch_bounds__(moe_grouped::THREADS)
-    moe_grouped_gemm_kernel(const __nv_bfloat16 *__restrict__ A,
-                            const int32_t *__restrict__ a_token,  // GLU: row → token of A
-                            const __nv_bfloat16 *__restrict__ W0,
-                            const __nv_bfloat16 *__restrict__ W1, int64_t expert_stride,
-                            const int32_t *__restrict__ offsets,
-                            const int32_t *__restrict__ tile_start, int E, int N, int K,
-                            __nv_bfloat16 *__restrict__ C) {
-  using namespace moe_grouped;
-  constexpr int STAGES = Stages<BM>::value, MT = BM / 16, MATS = GLU ? 2 : 1;
+// The body, shared by ch15's kernel and the tuned variants: STAGES-deep ring, BN columns
+// per work item, THREADS = BN / 16 warps (each owns 16 columns).
+template <int BM, bool GLU, int STAGES, int BN, int THREADS>
+__device__ __forceinline__ void moe_grouped_gemm_body(const __nv_bfloat16 *__restrict__ A,
+                                                      const int32_t *__restrict__ a_token,
+                                                      const __nv_bfloat16 *__restrict__ W0,
+                                                      const __nv_bfloat16 *__restrict__ W1,
+                                                      int64_t expert_stride,
+                                                      const int32_t *__restrict__ offsets,
+                                                      const int32_t *__restrict__ tile_start,
+                                                      int E, int N, int K,
+                                                      __nv_bfloat16 *__restrict__ C) {
+  using moe_grouped::BK;
+  using moe_grouped::KSTEPS;
+  constexpr int WN = 16, NT = WN / 8;  // 16 columns per warp: 2 mma tiles of n8
+  constexpr int MT = BM / 16, MATS = GLU ? 2 : 1;
   constexpr int BROWS = MATS * BN;  // weight rows per stage
   constexpr int A_COPIES = BM * 8 / THREADS > 0 ? BM * 8 / THREADS : 1;
   constexpr int B_COPIES = BROWS * 8 / THREADS;
-  static_assert(BM % 16 == 0 && BM * 8 % THREADS == 0 && BROWS * 8 % THREADS == 0, "tiling");
+  static_assert(BM % 16 == 0 && (BM * 8 % THREADS == 0 || BM * 8 < THREADS) &&
+                    BROWS * 8 % THREADS == 0 && BN == THREADS / 32 * WN && STAGES >= 2,
+                "tiling");
   extern __shared__ __align__(128) unsigned char moe_smem[];
   __nv_bfloat16 *sA = (__nv_bfloat16 *)moe_smem;   // [STAGES][BM][BK]
   __nv_bfloat16 *sB = sA + STAGES * BM * BK;       // [STAGES][BROWS][BK]
@@ -138,7 +159,7 @@ __global__ void __launch_bounds__(moe_grouped::THREADS)
     const int item = j / KT, kt = j - item * KT;
     if (item != ld_item) {  // first slice of a new item: find its rows
       ld_item = item;
-      const MoeTile t = moe_tile_of((int)blockIdx.x + item * gridDim.x, offsets, tile_start, E,
+      const MoeTile t = moe_tile_of<BN>((int)blockIdx.x + item * gridDim.x, offsets, tile_start, E,
                                     n_tiles, BM);
 #pragma unroll
       for (int i = 0; i < A_COPIES; i++) {
@@ -223,7 +244,7 @@ __global__ void __launch_bounds__(moe_grouped::THREADS)
     }
 
     if ((j + 1) % KT == 0) {  // the item's last slice: epilogue straight from registers
-      const MoeTile t = moe_tile_of((int)blockIdx.x + (j / KT) * gridDim.x, offsets,
+      const MoeTile t = moe_tile_of<BN>((int)blockIdx.x + (j / KT) * gridDim.x, offsets,
                                     tile_start, E, n_tiles, BM);
 #pragma unroll
       for (int i = 0; i < MT; i++)
@@ -246,6 +267,38 @@ __global__ void __launch_bounds__(moe_grouped::THREADS)
     }
   }
   asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+}
+
+// ch15's grouped GEMM: the body at Stages<BM> and BN = 64 (4 warps).
+template <int BM, bool GLU>
+__global__ void __launch_bounds__(moe_grouped::THREADS)
+    moe_grouped_gemm_kernel(const __nv_bfloat16 *__restrict__ A,
+                            const int32_t *__restrict__ a_token,  // GLU: row → token of A
+                            const __nv_bfloat16 *__restrict__ W0,
+                            const __nv_bfloat16 *__restrict__ W1, int64_t expert_stride,
+                            const int32_t *__restrict__ offsets,
+                            const int32_t *__restrict__ tile_start, int E, int N, int K,
+                            __nv_bfloat16 *__restrict__ C) {
+  moe_grouped_gemm_body<BM, GLU, moe_grouped::Stages<BM>::value, moe_grouped::BN,
+                        moe_grouped::THREADS>(A, a_token, W0, W1, expert_stride, offsets,
+                                              tile_start, E, N, K, C);
+}
+
+// Another point of the same body, for autotuners (ch20): STAGES-deep ring, BN columns per
+// work item (32, 64 or 128: 2, 4 or 8 warps). Launch with ThreadsOf<BN>::value threads and
+// SmemOf<BM, GLU, STAGES, BN>::bytes of dynamic shared memory; the work items are ch15's
+// (moe_dispatch_launch with the same BM), numbered with n_tiles = ceil(N / BN).
+template <int BM, bool GLU, int STAGES, int BN>
+__global__ void __launch_bounds__(moe_grouped::ThreadsOf<BN>::value)
+    moe_grouped_gemm_var_kernel(const __nv_bfloat16 *__restrict__ A,
+                                const int32_t *__restrict__ a_token,
+                                const __nv_bfloat16 *__restrict__ W0,
+                                const __nv_bfloat16 *__restrict__ W1, int64_t expert_stride,
+                                const int32_t *__restrict__ offsets,
+                                const int32_t *__restrict__ tile_start, int E, int N, int K,
+                                __nv_bfloat16 *__restrict__ C) {
+  moe_grouped_gemm_body<BM, GLU, STAGES, BN, moe_grouped::ThreadsOf<BN>::value>(
+      A, a_token, W0, W1, expert_stride, offsets, tile_start, E, N, K, C);
 }
 
 // ---- launchers ------------------------------------------------------------------------------

@@ -141,10 +141,13 @@ __device__ __forceinline__ uint32_t attn_tile_addr(uint32_t base, int row, int c
 // O += P·V (V through ldmatrix.trans); online softmax per warp, the 4 warps merged at the
 // end. kUpper: G > 8, so rows 8..15 carry heads too. Limiter: DRAM read bandwidth (each K/V
 // byte is read once per KV head; 16 MMAs per warp per tile leave the tensor cores ~90% idle).
-template <bool kUpper>
-__global__ void __launch_bounds__(ATTN_THREADS)
-    attn_splitkv_gqa_kernel(const __grid_constant__ AttnDecodeArgs a, int num_splits,
-                            float *__restrict__ o_part, float *__restrict__ lse_part) {
+// The body takes the pipeline depth as a template parameter: ch18's kernel below runs it at
+// ATTN_STAGES, attn_splitkv_gqa_var_kernel at other depths (autotuners, e.g. ch20).
+template <bool kUpper, int STAGES>
+__device__ __forceinline__ void attn_splitkv_gqa_body(const AttnDecodeArgs &a, int num_splits,
+                                                      float *__restrict__ o_part,
+                                                      float *__restrict__ lse_part) {
+  static_assert(STAGES >= 2 && STAGES <= 8, "pipeline depth 2..8");
   extern __shared__ __align__(128) unsigned char attn_smem[];
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // Let the combine kernel (launched with programmatic stream serialization) be scheduled
@@ -193,17 +196,17 @@ __global__ void __launch_bounds__(ATTN_THREADS)
   for (int n = 0; n < 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
 
 #pragma unroll
-  for (int st = 0; st < ATTN_STAGES - 1; st++) {
+  for (int st = 0; st < STAGES - 1; st++) {
     if (st < n_tiles) load_tile(st, st);
     attn_cp_async_commit();
   }
   for (int t = 0; t < n_tiles; t++) {
-    attn_cp_async_wait<ATTN_STAGES - 2>();
+    attn_cp_async_wait<STAGES - 2>();
     __syncthreads();  // tile t landed for every thread; stage (t-1) % STAGES is free again
-    if (t + ATTN_STAGES - 1 < n_tiles) load_tile((t + ATTN_STAGES - 1) % ATTN_STAGES, t + ATTN_STAGES - 1);
+    if (t + STAGES - 1 < n_tiles) load_tile((t + STAGES - 1) % STAGES, t + STAGES - 1);
     attn_cp_async_commit();
 
-    const uint32_t ks = smem + (t % ATTN_STAGES) * (2 * ATTN_TILE * 128), vs = ks + ATTN_TILE * 128;
+    const uint32_t ks = smem + (t % STAGES) * (2 * ATTN_TILE * 128), vs = ks + ATTN_TILE * 128;
     // S = Q · K^T for this warp's 16 keys: two n-tiles of 8 keys, 4 k-steps of 16 dims.
     float s[2][4];
 #pragma unroll
@@ -326,6 +329,22 @@ __global__ void __launch_bounds__(ATTN_THREADS)
   }
 }
 
+template <bool kUpper>
+__global__ void __launch_bounds__(ATTN_THREADS)
+    attn_splitkv_gqa_kernel(const __grid_constant__ AttnDecodeArgs a, int num_splits,
+                            float *__restrict__ o_part, float *__restrict__ lse_part) {
+  attn_splitkv_gqa_body<kUpper, ATTN_STAGES>(a, num_splits, o_part, lse_part);
+}
+
+// The same kernel at another pipeline depth STAGES (2..8), for autotuners: launch with
+// attn_splitkv_smem_bytes(STAGES) bytes of dynamic shared memory (attn_splitkv_launch_stages).
+template <bool kUpper, int STAGES>
+__global__ void __launch_bounds__(ATTN_THREADS)
+    attn_splitkv_gqa_var_kernel(const __grid_constant__ AttnDecodeArgs a, int num_splits,
+                                float *__restrict__ o_part, float *__restrict__ lse_part) {
+  attn_splitkv_gqa_body<kUpper, STAGES>(a, num_splits, o_part, lse_part);
+}
+
 // Strategy: one warp per (sequence, query head); the lanes hold the splits' log2-sum-exp
 // values (32 at a time) and their weights w_s = exp2(lse_s − M), lane l accumulates dims 2l,
 // 2l+1 of Σ w_s·o_s with 8 partial loads in flight; the sink adds to the denominator only.
@@ -423,13 +442,8 @@ static inline void attn_splitkv_combine_launch(const float *o_part, const float 
   GTL_CUDA(cudaLaunchKernelEx(&cfg, attn_splitkv_combine_kernel, o_part, lse_part, sinks, out, BH, H, num_splits));
 }
 
-// Enqueue one attention step on stream s: the split kernel, then (num_splits > 1) the
-// combine. workspace: attn_splitkv_workspace_floats(B, H, num_splits) floats (NULL when
-// num_splits == 1). Returns 0, or -1 with a message on stderr for arguments the kernel
-// cannot take (group > 16, B > 65535, unaligned pointers or strides, num_splits out of
-// range). Shapes: see AttnDecodeArgs; head_dim is ATTN_HEAD_DIM (64).
-static inline int attn_splitkv_launch(const AttnDecodeArgs *a, int num_splits, float *workspace,
-                                      cudaStream_t s) {
+// 1 when attn_splitkv_gqa_kernel can take these arguments, else 0 with a message on stderr.
+static inline int attn_splitkv_args_ok(const AttnDecodeArgs *a, int num_splits, const float *workspace) {
   const int G = a->H_kv > 0 ? a->H / a->H_kv : 0;
   if (a->B < 1 || a->B > 65535 || G < 1 || a->H % a->H_kv || G > ATTN_MAX_GROUP || num_splits < 1 ||
       num_splits > 65535 || (num_splits > 1 && !workspace) ||
@@ -438,8 +452,20 @@ static inline int attn_splitkv_launch(const AttnDecodeArgs *a, int num_splits, f
       a->kv.page_shift < 0 || a->kv.page_shift > 30) {
     fprintf(stderr, "attn_splitkv_launch: unsupported arguments (B=%d H=%d H_kv=%d splits=%d)\n",
             a->B, a->H, a->H_kv, num_splits);
-    return -1;
+    return 0;
   }
+  return 1;
+}
+
+// Enqueue one attention step on stream s: the split kernel, then (num_splits > 1) the
+// combine. workspace: attn_splitkv_workspace_floats(B, H, num_splits) floats (NULL when
+// num_splits == 1). Returns 0, or -1 with a message on stderr for arguments the kernel
+// cannot take (group > 16, B > 65535, unaligned pointers or strides, num_splits out of
+// range). Shapes: see AttnDecodeArgs; head_dim is ATTN_HEAD_DIM (64).
+static inline int attn_splitkv_launch(const AttnDecodeArgs *a, int num_splits, float *workspace,
+                                      cudaStream_t s) {
+  if (!attn_splitkv_args_ok(a, num_splits, workspace)) return -1;
+  const int G = a->H / a->H_kv;
   float *o_part = workspace;
   float *lse_part = workspace ? workspace + (size_t)a->B * a->H * num_splits * ATTN_HEAD_DIM : NULL;
   const dim3 grid(num_splits, a->H_kv, a->B);
@@ -447,6 +473,47 @@ static inline int attn_splitkv_launch(const AttnDecodeArgs *a, int num_splits, f
     attn_splitkv_gqa_kernel<true><<<grid, ATTN_THREADS, ATTN_SMEM_BYTES, s>>>(*a, num_splits, o_part, lse_part);
   else
     attn_splitkv_gqa_kernel<false><<<grid, ATTN_THREADS, ATTN_SMEM_BYTES, s>>>(*a, num_splits, o_part, lse_part);
+  GTL_LAUNCH();
+  if (num_splits > 1) attn_splitkv_combine_launch(o_part, lse_part, a->sinks, a->out, a->B, a->H, num_splits, s);
+  return 0;
+}
+
+// ---- other pipeline depths (autotuners, e.g. ch20; ch18 itself runs ATTN_STAGES) ----------
+
+// Dynamic shared memory of the split kernel at `stages` cp.async stages (K and V tiles).
+static inline int attn_splitkv_smem_bytes(int stages) { return stages * 2 * ATTN_TILE * ATTN_HEAD_DIM * 2; }
+
+// attn_splitkv_ctas_per_sm for attn_splitkv_gqa_var_kernel<*, STAGES> (also raises its
+// shared-memory limit: call it before the first launch). Exits 3 on a CUDA error.
+template <int STAGES>
+static inline int attn_splitkv_ctas_per_sm_stages(void) {
+  const int smem = attn_splitkv_smem_bytes(STAGES);
+  int n0 = 0, n1 = 0;
+  GTL_CUDA(cudaFuncSetAttribute(attn_splitkv_gqa_var_kernel<false, STAGES>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  GTL_CUDA(cudaFuncSetAttribute(attn_splitkv_gqa_var_kernel<true, STAGES>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  GTL_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n0, attn_splitkv_gqa_var_kernel<false, STAGES>,
+                                                         ATTN_THREADS, smem));
+  GTL_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n1, attn_splitkv_gqa_var_kernel<true, STAGES>,
+                                                         ATTN_THREADS, smem));
+  return n0 < n1 ? n0 : n1;
+}
+
+// attn_splitkv_launch with the split kernel at STAGES pipeline stages (same arguments,
+// workspace and return values; attn_splitkv_ctas_per_sm_stages<STAGES>() first).
+template <int STAGES>
+static inline int attn_splitkv_launch_stages(const AttnDecodeArgs *a, int num_splits, float *workspace,
+                                             cudaStream_t s) {
+  if (!attn_splitkv_args_ok(a, num_splits, workspace)) return -1;
+  float *o_part = workspace;
+  float *lse_part = workspace ? workspace + (size_t)a->B * a->H * num_splits * ATTN_HEAD_DIM : NULL;
+  const dim3 grid(num_splits, a->H_kv, a->B);
+  const int smem = attn_splitkv_smem_bytes(STAGES);
+  if (a->H / a->H_kv > 8)
+    attn_splitkv_gqa_var_kernel<true, STAGES><<<grid, ATTN_THREADS, smem, s>>>(*a, num_splits, o_part, lse_part);
+  else
+    attn_splitkv_gqa_var_kernel<false, STAGES><<<grid, ATTN_THREADS, smem, s>>>(*a, num_splits, o_part, lse_part);
   GTL_LAUNCH();
   if (num_splits > 1) attn_splitkv_combine_launch(o_part, lse_part, a->sinks, a->out, a->B, a->H, num_splits, s);
   return 0;
