@@ -28,7 +28,7 @@
 #include "tune_space.cuh"
 
 #define TUNE_MAX_POINTS 24
-#define TUNE_MAX_CANDIDATES 96
+#define TUNE_MAX_CANDIDATES 192
 #define TUNE_SEARCH_WARMUP 1
 #define TUNE_SEARCH_ITERS 10
 #define TUNE_DEFAULT_CACHE "results/ch20_tune_cache.json"
@@ -49,8 +49,8 @@ typedef struct {
   int uneven;            // attention: ragged lengths; GEMM: Zipf-skewed routing (1.2)
 } SweepPoint;
 
-// One candidate configuration and what the search learned of it: attention cfg[0] =
-// splits; GEMM cfg = {bm, grid_up, grid_down}.
+// One candidate configuration and what the search learned of it: attention cfg = {splits,
+// stages}; GEMM cfg = {bm, grid_up, grid_down, bn_up, stages_up, bn_down, stages_down}.
 typedef struct {
   int cfg[TUNE_MAX_CFG];
   int ok;            // passed validation (or --no-verify)
@@ -79,6 +79,14 @@ typedef struct {
   void (*validate)(void *pt, GtlErr *err);          // poison, run, compare to the reference
   void *pt;
   const char *kernel;                               // "attn" / "gemm"
+  // Optional second round of the search (NULL: none): given the first round's winner,
+  // write up to max further candidates' cfg to out and return their count. The GEMM's two
+  // launches are independent, so it searches the gate+up variants first, then the down
+  // ones: the sum of the two spaces instead of their product.
+  int (*refine)(void *pt, const int *best, TuneCand *out, int max);
+  // Whether cfg is in the point's whole space (both rounds): a cached entry is used only
+  // then. NULL: the first round's list is the whole space.
+  int (*allowed)(void *pt, const int *cfg);
 } PointOps;
 
 /** The variant's choice of candidates (baseline.cu, optimized.cu): fill the cfg of
@@ -132,8 +140,14 @@ static int tune_point(Tuner *t, const PointOps *ops, const int *hand, const int 
   const double t0 = tune_now();
   const int retune = t->retune;
   int n = tune_candidates(t, ops, hand, key, space, n_space, n_cfg, cands, from_cache);
-  int best = -1;
-  for (int i = 0; i < n; i++) {
+  int best = -1, refined = 0;
+  for (int i = 0;; i++) {
+    if (i == n) {  // end of a round: the point's second round, if it has one and we search
+      if (refined || !t->tuning || *from_cache || !ops->refine || best < 0) break;
+      refined = 1;
+      n += ops->refine(ops->pt, cands[best].cfg, cands + n, TUNE_MAX_CANDIDATES - n);
+      if (i == n) break;
+    }
     TuneCand *c = &cands[i];
     ops->set(ops->pt, c->cfg);
     c->ok = 1, c->search_ms = NAN;
@@ -147,7 +161,7 @@ static int tune_point(Tuner *t, const PointOps *ops, const int *hand, const int 
     }
     t->tried++;
     if (!c->ok) {
-      char s[96];
+      char s[192];
       tune_cfg_str(ops->kernel, c->cfg, s, sizeof s);
       fprintf(stderr, "ch20: candidate %s %s FAILED validation (rel_l2 %.3g, %zu bad): discarded\n",
               ops->kernel, s, c->err.rel_l2, c->err.n_bad);
@@ -157,12 +171,13 @@ static int tune_point(Tuner *t, const PointOps *ops, const int *hand, const int 
         t->hits--, t->retune = 1;
         n = tune_candidates(t, ops, hand, key, space, n_space, n_cfg, cands, from_cache);
         t->retune = retune;
-        i = -1;
+        i = -1, best = -1;
       }
       continue;
     }
-    if (n > 1) c->search_ms = tune_time_short(t, ops);
-    if (best < 0 || (n > 1 && c->search_ms < cands[best].search_ms)) best = i;
+    const int timed = n > 1 || (t->tuning && !*from_cache);
+    if (timed) c->search_ms = tune_time_short(t, ops);
+    if (best < 0 || (timed && c->search_ms < cands[best].search_ms)) best = i;
   }
   if (!*from_cache) t->search_s += tune_now() - t0;
   if (t->tuning && !*from_cache && best >= 0)

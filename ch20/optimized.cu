@@ -2,8 +2,9 @@
 //
 // The one change: where the baseline takes each kernel's hand-picked configuration, this
 // program measures. For every sweep point it builds the kernel's configuration space
-// (ch20/tune_space.cuh: ch18's split count; ch15's m-tile height, including two heights
-// ch15 does not instantiate, and the persistent grids of its two launches), validates every
+// (ch20/tune_space.cuh: ch18's split count and pipeline depth; ch15's m-tile height, the
+// persistent grids of its two launches and each launch's kernel variant — column tile,
+// warps, pipeline depth — instantiated here from the chapters' templates), validates every
 // candidate against the CPU double reference (a wrong one is reported and discarded, never
 // timed), times the survivors briefly under their own NVTX names (ch20.search.*), keeps the
 // fastest, and times it like the baseline. Winners go to a JSON cache (--cache=PATH,
@@ -21,16 +22,21 @@
 // Book: AI-assisted optimization — searching kernel configurations (autotuning).
 #include "autotune.cuh"
 
-// On a cache hit whose configuration is still in today's space: that one candidate.
-// Otherwise (miss, --retune, or a stale entry): the whole space, hand-picked point first.
+// On a cache hit whose configuration is still in today's space (kernel variant included):
+// that one candidate. Otherwise (miss, --retune, or a stale entry): the first round of the
+// space, hand-picked point first (tune_point runs the point's second round, if any).
 int tune_candidates(Tuner *t, const PointOps *ops, const int *hand, const char *key,
                     const int *space, int n_space, int n_cfg, TuneCand *cands, int *from_cache) {
-  (void)ops, (void)hand;
+  (void)hand;
   const TuneEntry *e = t->retune ? NULL : tune_cache_find(t->cache, key);
-  for (int i = 0; e && i < n_space; i++) {
+  int in_space = 0;
+  if (e && e->n_cfg == n_cfg && ops->allowed) in_space = ops->allowed(ops->pt, e->cfg);
+  for (int i = 0; e && !ops->allowed && !in_space && i < n_space; i++) {
     int same = e->n_cfg == n_cfg;
     for (int k = 0; same && k < n_cfg; k++) same = e->cfg[k] == space[i * n_cfg + k];
-    if (!same) continue;
+    in_space = same;
+  }
+  if (in_space) {
     for (int k = 0; k < n_cfg; k++) cands[0].cfg[k] = e->cfg[k];
     *from_cache = 1;
     t->hits++;

@@ -12,7 +12,7 @@
  *         GEMM: T), exact model dimensions (H_kv, window; E, top_k, D, F).
  * File:   {"schema":"gauntlet.ch20.tune_cache.v1","entries":[
  *           {"key":…,"kernel":"attn","gpu":…,"sms":132,"cuda":13000,"bucket":…,
- *            "config":{"splits":32},"us":41.2}, …]}
+ *            "config":{"splits":32,"stages":3},"us":41.2}, …]}
  *         gpu/sms/cuda/bucket repeat the key for people reading the file; the key decides. */
 #pragma once
 #include <errno.h>
@@ -27,7 +27,7 @@
 
 #define TUNE_CACHE_SCHEMA "gauntlet.ch20.tune_cache.v1"
 #define TUNE_MAX_ENTRIES 512
-#define TUNE_MAX_CFG 4
+#define TUNE_MAX_CFG 8
 #define TUNE_CFG_MAX_VALUE (1 << 20) /* every config field is an integer in [1, 2^20] */
 
 typedef struct {
@@ -55,14 +55,28 @@ static inline int tune_fmt(char *out, size_t n, const char *fmt, ...) {
 }
 
 /** Names of a kernel's configuration fields, in TuneEntry.cfg order; *n gets their count.
- *  attn: splits (per (sequence, KV head)); gemm: bm (m-tile rows), grid_up, grid_down
- *  (persistent blocks of the two launches). NULL for an unknown kernel. */
+ *  attn: splits (per (sequence, KV head)), stages (cp.async pipeline depth: the kernel
+ *  variant); gemm: bm (m-tile rows), grid_up, grid_down (persistent blocks of the two
+ *  launches), then each launch's kernel variant: bn_up, stages_up, bn_down, stages_down
+ *  (column tile, which also sets the warps per CTA, and pipeline depth). NULL for an
+ *  unknown kernel. */
 static inline const char *const *tune_cfg_names(const char *kernel, int *n) {
-  static const char *const attn[] = {"splits"};
-  static const char *const gemm[] = {"bm", "grid_up", "grid_down"};
-  if (!strcmp(kernel, "attn")) return *n = 1, attn;
-  if (!strcmp(kernel, "gemm")) return *n = 3, gemm;
+  static const char *const attn[] = {"splits", "stages"};
+  static const char *const gemm[] = {"bm", "grid_up", "grid_down", "bn_up", "stages_up", "bn_down", "stages_down"};
+  if (!strcmp(kernel, "attn")) return *n = 2, attn;
+  if (!strcmp(kernel, "gemm")) return *n = 7, gemm;
   return *n = 0, (const char *const *)NULL;
+}
+
+/** Value of field k of a kernel's configuration when an entry leaves it out, given the
+ *  fields before it (cfg[0..k)); 0 when the field is required. The variant fields came
+ *  later than the others: an entry without them was measured with the chapters' own
+ *  kernels, whose values these are (ch18: 3 stages; ch15: 64 columns, 6 stages at bm 16
+ *  and 4 above). */
+static inline int tune_cfg_default(const char *kernel, int k, const int *cfg) {
+  if (!strcmp(kernel, "attn")) return k == 1 ? 3 : 0;
+  if (!strcmp(kernel, "gemm") && k >= 3) return (k == 3 || k == 5) ? 64 : cfg[0] == 16 ? 6 : 4;
+  return 0;
 }
 
 /** Smallest power of two >= v (v >= 1; 1 for v <= 1). */
@@ -127,6 +141,7 @@ static inline int tune_entry_from_json(const GtlJson *o, size_t i, TuneEntry *e,
     return tune_fmt(why, nw, "entries[%zu].config: missing or not an object", i), -1;
   for (int k = 0; k < e->n_cfg; k++) {
     const GtlJson *v = gtl_json_get(cfg, names[k]);
+    if (!v && (e->cfg[k] = tune_cfg_default(kernel, k, e->cfg)) > 0) continue;
     if (!v || v->type != GTL_JSON_NUM || !(v->num >= 1 && v->num <= TUNE_CFG_MAX_VALUE) ||
         v->num != (double)(int)v->num)
       return tune_fmt(why, nw, "entries[%zu].config.%s: want an integer in [1, %d]", i, names[k],

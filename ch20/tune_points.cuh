@@ -10,17 +10,21 @@ typedef struct {
   GtlCtx *ctx;
   const int *skip;           // Tuner.skip_run: --inject-fault's broken candidate
   AttnDecodeArgs a;
-  int splits;
+  int splits, stages;
   float *ws;                 // split partials, sized for the largest candidate
   const double *ref;         // [B][H][64]
   GtlGuarded *g_out;
 } AttnPoint;
 
-static void attn_pt_set(void *p, const int *cfg) { ((AttnPoint *)p)->splits = cfg[0]; }
+static void attn_pt_set(void *p, const int *cfg) {
+  AttnPoint *q = (AttnPoint *)p;
+  q->splits = cfg[0], q->stages = cfg[1];
+  attn_tune_ctas_per_sm(q->stages);  // the variant's shared-memory opt-in
+}
 static void attn_pt_run(void *p, cudaStream_t s) {
   AttnPoint *q = (AttnPoint *)p;
   if (*q->skip) return;
-  if (attn_splitkv_launch(&q->a, q->splits, q->splits > 1 ? q->ws : NULL, s)) exit(GTL_EXIT_RUNTIME);
+  if (attn_tune_launch(&q->a, q->splits, q->stages, q->splits > 1 ? q->ws : NULL, s)) exit(GTL_EXIT_RUNTIME);
 }
 static void attn_pt_validate(void *p, GtlErr *err) {
   AttnPoint *q = (AttnPoint *)p;
@@ -58,7 +62,7 @@ static int tune_finish_point(Tuner *t, const PointOps *ops, const TuneCand *cand
   gtl_bench(ctx, ops->run, ops->pt, &r->st);
   gtl_report_row(ctx, r);
   if (!ctx->args.json) {
-    char w[96], h[96];
+    char w[192], h[192];
     tune_cfg_str(ops->kernel, cands[best].cfg, w, sizeof w);
     tune_cfg_str(ops->kernel, hand, h, sizeof h);
     if (t->tuning) printf("#   %s: %s (hand-picked %s)", label, w, h);
@@ -135,12 +139,22 @@ static int tune_attn_point(Tuner *t, int B, int S, int ragged, GtlResult *r) {
   }
   p.ref = ref;
 
-  // Space: ch18's wave-model choice first, then the ladder of split counts.
-  int hand = attn_splitkv_num_splits(B, Hk, S, ctx->dev.sms * attn_splitkv_ctas_per_sm());
-  int space[TUNE_ATTN_MAX_CANDIDATES];
-  const int n_space = attn_tune_candidates(hand, S, space);
-  int max_splits = 1;
-  for (int i = 0; i < n_space; i++) max_splits = space[i] > max_splits ? space[i] : max_splits;
+  // Space: ch18's choice (wave-model split count, its own 3-stage kernel) first; then for
+  // each pipeline depth the wave model's split count at that depth's occupancy and the
+  // ladder of split counts.
+  const int hand[2] = {attn_splitkv_num_splits(B, Hk, S, ctx->dev.sms * attn_splitkv_ctas_per_sm()), ATTN_STAGES};
+  static int space[TUNE_ATTN_N_STAGES * TUNE_ATTN_MAX_CANDIDATES * 2];
+  int n_space = 0, max_splits = 1;
+  for (int d = 0; d < TUNE_ATTN_N_STAGES; d++) {
+    const int st = attn_tune_stages[d];
+    const int h = d == 0 ? hand[0] : attn_splitkv_num_splits(B, Hk, S, ctx->dev.sms * attn_tune_ctas_per_sm(st));
+    int sp[TUNE_ATTN_MAX_CANDIDATES];
+    const int ns = attn_tune_candidates(h, S, sp);
+    for (int i = 0; i < ns; i++) {
+      space[2 * n_space] = sp[i], space[2 * n_space + 1] = st, n_space++;
+      max_splits = sp[i] > max_splits ? sp[i] : max_splits;
+    }
+  }
   const size_t n_ws = attn_splitkv_workspace_floats(B, H, max_splits);
   p.ws = n_ws ? (float *)gtl_malloc(n_ws * 4, "split-KV partials (fp32), largest candidate") : NULL;
 
@@ -150,10 +164,10 @@ static int tune_attn_point(Tuner *t, int B, int S, int ragged, GtlResult *r) {
   if (tune_key(key, sizeof key, "attn", ctx->dev.name, ctx->dev.sms, ctx->dev.runtime_version, bucket))
     snprintf(key, sizeof key, "attn|unnamed|%s", bucket);
   snprintf(label, sizeof label, "attn %dx%d%s", B, S, ragged ? " ragged" : "");
-  PointOps ops = {attn_pt_set, attn_pt_run, attn_pt_validate, &p, "attn"};
-  TuneCand cands[TUNE_MAX_CANDIDATES];
+  PointOps ops = {attn_pt_set, attn_pt_run, attn_pt_validate, &p, "attn", NULL, NULL};
+  static TuneCand cands[TUNE_MAX_CANDIDATES];
   int n = 0, from_cache = 0;
-  const int best = tune_point(t, &ops, &hand, space, n_space, 1, key, cands, &n, &from_cache);
+  const int best = tune_point(t, &ops, hand, space, n_space, 2, key, cands, &n, &from_cache);
 
   char workload[96];
   snprintf(workload, sizeof workload, "attn_B%d_S%d_H%d_Hkv%d_d64%s", B, S, H, Hk, ragged ? "_ragged" : "");
@@ -165,7 +179,7 @@ static int tune_attn_point(Tuner *t, int B, int S, int ragged, GtlResult *r) {
   static int n_labels = 0;
   char *lab = labels[n_labels++ % TUNE_MAX_POINTS];
   snprintf(lab, 32, "%s", label);
-  const int rc = tune_finish_point(t, &ops, cands, n, best, from_cache, &hand, lab, r);
+  const int rc = tune_finish_point(t, &ops, cands, n, best, from_cache, hand, lab, r);
 
   free(ref), free(h_ident), free(h_lens);
   void *bufs[] = {d_q, d_k, d_v, d_ident, d_lens, d_sinks, p.ws};
@@ -177,6 +191,12 @@ static int tune_attn_point(Tuner *t, int B, int S, int ragged, GtlResult *r) {
 
 // ---- grouped GEMM (ch15) ----------------------------------------------------------------------
 
+// One launch's options at one tile height: a kernel variant and a grid.
+typedef struct {
+  int bn, stages, grid;
+} GemmLaunchOpt;
+#define TUNE_GEMM_MAX_OPTS (TUNE_GEMM_MAX_VARIANTS * 9)
+
 typedef struct {
   GtlCtx *ctx;
   const int *skip;       // Tuner.skip_run: --inject-fault's broken candidate
@@ -187,13 +207,47 @@ typedef struct {
   const int64_t *tok;
   int n_ref;
   const double *ref;
+  // The space: tile heights bms[0..n_bm), and per height each launch's options.
+  int n_bm, bms[TUNE_GEMM_N_BM];
+  int n_up[TUNE_GEMM_N_BM], n_down[TUNE_GEMM_N_BM];
+  GemmLaunchOpt up[TUNE_GEMM_N_BM][TUNE_GEMM_MAX_OPTS], down[TUNE_GEMM_N_BM][TUNE_GEMM_MAX_OPTS];
 } GemmPoint;
 
 static void gemm_pt_set(void *p, const int *cfg) {
   GemmPoint *q = (GemmPoint *)p;
-  q->cfg.bm = cfg[0], q->cfg.grid_up = cfg[1], q->cfg.grid_down = cfg[2];
-  gemm_tune_max_grid(q->cfg.bm, true, q->ctx->dev.sms);  // shared-memory opt-in of both
-  gemm_tune_max_grid(q->cfg.bm, false, q->ctx->dev.sms);
+  GemmTuneCfg *c = &q->cfg;
+  c->bm = cfg[0], c->grid_up = cfg[1], c->grid_down = cfg[2];
+  c->bn_up = cfg[3], c->stages_up = cfg[4], c->bn_down = cfg[5], c->stages_down = cfg[6];
+  gemm_tune_max_grid(c->bm, true, c->bn_up, c->stages_up, q->ctx->dev.sms);  // shared-memory opt-in
+  gemm_tune_max_grid(c->bm, false, c->bn_down, c->stages_down, q->ctx->dev.sms);
+}
+// Second round: the down launch's options at the first round's tile height and gate+up.
+static int gemm_pt_refine(void *p, const int *best, TuneCand *out, int max) {
+  const GemmPoint *q = (const GemmPoint *)p;
+  int i = 0, n = 0;
+  while (i < q->n_bm && q->bms[i] != best[0]) i++;
+  for (int d = 0; i < q->n_bm && d < q->n_down[i] && n < max; d++) {
+    const GemmLaunchOpt *o = &q->down[i][d];
+    if (o->grid == best[2] && o->bn == best[5] && o->stages == best[6]) continue;  // tried
+    int *c = out[n++].cfg;
+    c[0] = best[0], c[1] = best[1], c[3] = best[3], c[4] = best[4];
+    c[2] = o->grid, c[5] = o->bn, c[6] = o->stages;
+  }
+  return n;
+}
+// Whether cfg is in the space (a cached entry from an older build may not be).
+static int gemm_pt_allowed(void *p, const int *cfg) {
+  const GemmPoint *q = (const GemmPoint *)p;
+  for (int i = 0; i < q->n_bm; i++) {
+    if (q->bms[i] != cfg[0]) continue;
+    int u = 0, d = 0;
+    for (int k = 0; k < q->n_up[i]; k++)
+      u |= q->up[i][k].grid == cfg[1] && q->up[i][k].bn == cfg[3] && q->up[i][k].stages == cfg[4];
+    for (int k = 0; k < q->n_down[i]; k++)
+      d |= q->down[i][k].grid == cfg[2] && q->down[i][k].bn == cfg[5] && q->down[i][k].stages == cfg[6];
+    return u && d;
+  }
+  return 0;
 }
 static void gemm_pt_run(void *p, cudaStream_t s) {
   const GemmPoint *q = (const GemmPoint *)p;
@@ -202,7 +256,10 @@ static void gemm_pt_run(void *p, cudaStream_t s) {
   const int E = (int)b->E;
   const __nv_bfloat16 *w = b->d_w;
   const GemmTuneCfg *c = &q->cfg;
-  const int hand = c->bm == q->hand.bm && c->grid_up == q->hand.grid_up && c->grid_down == q->hand.grid_down;
+  const int own = q->hand.bm == 16 ? 6 : 4;
+  const int hand = c->bm == q->hand.bm && c->grid_up == q->hand.grid_up && c->grid_down == q->hand.grid_down &&
+                   c->bn_up == moe_grouped::BN && c->stages_up == own && c->bn_down == moe_grouped::BN &&
+                   c->stages_down == own;
   moe_dispatch_launch(b->d_topk_idx, b->T, (int)b->top_k, E, c->bm, b->d_offsets, b->d_tile_start,
                       b->d_sorted_token, b->d_pair_pos, s);
   if (hand) {  // exactly ch15's step
@@ -266,7 +323,7 @@ static int tune_gemm_point(Tuner *t, const GemmShape *g, int T, int skewed, GtlR
   b.d_y = (__nv_bfloat16 *)gtl_malloc(P * D * 2, "y [P][D]");
   gtl_phase_pop();
 
-  GemmPoint p;
+  static GemmPoint p;
   memset(&p, 0, sizeof p);
   p.ctx = ctx, p.b = &b, p.g_out = &g_out, p.skip = &t->skip_run;
   int64_t tok[MOE_REF_TOKENS];
@@ -280,32 +337,50 @@ static int tune_gemm_point(Tuner *t, const GemmShape *g, int T, int skewed, GtlR
   }
   p.ref = ref;
 
-  // Space: ch15's plan first; then every tile height up to the first that holds the largest
-  // expert load in one tile (a taller one only multiplies zero rows), each with every grid.
+  // Space: ch15's plan first. Tile heights: every one up to the first that holds the
+  // largest expert load in one tile (a taller one only multiplies zero rows); per height,
+  // each launch's kernel variants, each with every grid. First round: every height with
+  // every gate+up option (down at ch15's choice); second round (gemm_pt_refine): the
+  // winner's height and gate+up with every down option.
   p.hand = moe_grouped_plan(T, (int)b.top_k, (int)E, ctx->dev.sms);
-  const int hand[3] = {p.hand.bm, p.hand.grid_up, p.hand.grid_down};
+  const int own_st = p.hand.bm == 16 ? 6 : 4;
+  const int hand[7] = {p.hand.bm, p.hand.grid_up, p.hand.grid_down, moe_grouped::BN, own_st, moe_grouped::BN, own_st};
   int max_load = 0;
   for (int64_t e = 0; e < E; e++) max_load = b.h_count[e] > max_load ? b.h_count[e] : max_load;
-  static int space[TUNE_MAX_CANDIDATES * 3];
+  static int space[TUNE_MAX_CANDIDATES * 7];
+  const int max_first = TUNE_MAX_CANDIDATES - TUNE_GEMM_MAX_OPTS;  // room for the second round
   int n_space = 1;
-  space[0] = hand[0], space[1] = hand[1], space[2] = hand[2];
+  for (int k = 0; k < 7; k++) space[k] = hand[k];
   int covered = 0;
   for (int i = 0; i < TUNE_GEMM_N_BM && !covered; i++) {
-    const int bm = gemm_tune_bms[i];
+    const int bm = gemm_tune_bms[i], bi = p.n_bm++;
+    p.bms[bi] = bm;
     covered = bm >= max_load;
     int64_t mt = 0;
     for (int64_t e = 0; e < E; e++) mt += (b.h_count[e] + bm - 1) / bm;
-    int gu[9], gd[9];
-    const int nu = gemm_tune_grids(ctx->dev.sms, gemm_tune_max_grid(bm, true, ctx->dev.sms),
-                                   (int)(mt * ((F + 63) / 64)), gu);
-    const int nd = gemm_tune_grids(ctx->dev.sms, gemm_tune_max_grid(bm, false, ctx->dev.sms),
-                                   (int)(mt * ((D + 63) / 64)), gd);
-    for (int u = 0; u < nu; u++)
-      for (int d = 0; d < nd && n_space < TUNE_MAX_CANDIDATES; d++) {
-        if (bm == hand[0] && gu[u] == hand[1] && gd[d] == hand[2]) continue;
-        int *c = space + 3 * n_space++;
-        c[0] = bm, c[1] = gu[u], c[2] = gd[d];
+    int var[TUNE_GEMM_MAX_VARIANTS][2];
+    const int nv = gemm_tune_variants(bm, var);
+    for (int v = 0; v < nv; v++)
+      for (int glu = 1; glu >= 0; glu--) {
+        const int64_t N = glu ? F : D;
+        int g[9];
+        const int ng = gemm_tune_grids(ctx->dev.sms, gemm_tune_max_grid(bm, glu, var[v][0], var[v][1], ctx->dev.sms),
+                                       (int)(mt * ((N + var[v][0] - 1) / var[v][0])), g);
+        for (int k = 0; k < ng; k++) {
+          GemmLaunchOpt *o = glu ? &p.up[bi][p.n_up[bi]++] : &p.down[bi][p.n_down[bi]++];
+          o->bn = var[v][0], o->stages = var[v][1], o->grid = g[k];
+        }
       }
+    const int down_grid = gemm_tune_max_grid(bm, false, moe_grouped::BN, bm == 16 ? 6 : 4, ctx->dev.sms);
+    for (int u = 0; u < p.n_up[bi] && n_space < max_first; u++) {
+      const GemmLaunchOpt *o = &p.up[bi][u];
+      const int c[7] = {bm, o->grid, down_grid, o->bn, o->stages, moe_grouped::BN, bm == 16 ? 6 : 4};
+      int same = 1;
+      for (int k = 0; k < 7; k++) same &= c[k] == hand[k];
+      if (same) continue;
+      for (int k = 0; k < 7; k++) space[7 * n_space + k] = c[k];
+      n_space++;
+    }
   }
 
   char bucket[96], key[256], label[32];
@@ -314,10 +389,10 @@ static int tune_gemm_point(Tuner *t, const GemmShape *g, int T, int skewed, GtlR
   if (tune_key(key, sizeof key, "gemm", ctx->dev.name, ctx->dev.sms, ctx->dev.runtime_version, bucket))
     snprintf(key, sizeof key, "gemm|unnamed|%s", bucket);
   snprintf(label, sizeof label, "%s T=%d%s", g->name, T, skewed ? " zipf" : "");
-  PointOps ops = {gemm_pt_set, gemm_pt_run, gemm_pt_validate, &p, "gemm"};
+  PointOps ops = {gemm_pt_set, gemm_pt_run, gemm_pt_validate, &p, "gemm", gemm_pt_refine, gemm_pt_allowed};
   static TuneCand cands[TUNE_MAX_CANDIDATES];
   int n = 0, from_cache = 0;
-  const int best = tune_point(t, &ops, hand, space, n_space, 3, key, cands, &n, &from_cache);
+  const int best = tune_point(t, &ops, hand, space, n_space, 7, key, cands, &n, &from_cache);
 
   char workload[128];
   snprintf(workload, sizeof workload, "gemm_T%d_E%lld_k%lld_D%lld_F%lld%s", T, (long long)E,

@@ -1,19 +1,25 @@
 // tune_space.cuh — the configuration spaces ch20's autotuner searches, and the launchers
-// that run one point of them. Kernels come from their chapters unchanged; only what is a
-// run-time parameter there, or a template argument we may instantiate here, is varied:
+// that run one point of them. Kernels come from their chapters: what is a run-time
+// parameter there is varied, and so are the template parameters their bodies take (the
+// chapters' own instantiations are the default point of each; the others are instantiated
+// here, a compile-time table of kernel variants):
 //
 //   attention (ch18/decode_attn.cuh, GQA split-KV flash-decoding):
 //     splits   chunks of the keys per (sequence, KV head), 1..min(64-key tiles, 256):
 //              ch18 picks it with the wave model attn_splitkv_num_splits; here it is timed.
-//     (its cp.async depth ATTN_STAGES is a preprocessor constant of the header, one value
-//      per program: it is not in this space.)
+//     stages   cp.async pipeline depth: ch18 runs 3 (48 KB, 4 CTAs per SM); 2, 4 and 6
+//              from attn_splitkv_gqa_var_kernel (fewer stages: more CTAs per SM; more
+//              stages: more bytes in flight per CTA when the grid is small).
 //   grouped GEMM (ch15/grouped.cuh, persistent cp.async + mma.sync):
 //     bm       m-tile rows: ch15 instantiates 16, 32, 64 and picks by the mean expert load;
-//              48 and 128 are instantiated here from ch15's kernel template (its pipeline
-//              depth follows bm through ch15's moe_grouped::Stages: 6 at 16, else 4).
+//              48 and 128 are instantiated here from ch15's kernel template.
 //     grid_up, grid_down   blocks of the two persistent launches: ch15 fills every SM
 //              (SMs × resident blocks); here any multiple of the SM count up to that, or
 //              exactly one block per work item.
+//     bn_*, stages_*   each launch's kernel variant (bm 16, 32, 64): ch15's own (64 columns,
+//              6 stages at bm 16, 4 above) and, from moe_grouped_gemm_var_kernel, 32
+//              columns (2 warps: twice the work items), 128 columns (8 warps), a deeper
+//              ring (8 / 6 stages) and a shallower one (3 stages: more CTAs per SM).
 // Launchers only (pointers, sizes, stream in); the driver is ch20/autotune.cuh.
 #pragma once
 #include "../ch18/decode_attn.cuh"
@@ -36,28 +42,142 @@ static inline int attn_tune_candidates(int hand, int max_keys, int *out) {
   return n;
 }
 
+// Pipeline depths searched for the attention kernel; ch18's ATTN_STAGES (3) first.
+#define TUNE_ATTN_N_STAGES 4
+static const int attn_tune_stages[TUNE_ATTN_N_STAGES] = {ATTN_STAGES, 2, 4, 6};
+
+/** CTAs per SM of the split kernel at `stages` (one of attn_tune_stages); also raises that
+ *  kernel's shared-memory limit, so call it before launching it. Exit 3 on error. */
+static inline int attn_tune_ctas_per_sm(int stages) {
+  switch (stages) {
+    case ATTN_STAGES: return attn_splitkv_ctas_per_sm();
+    case 2: return attn_splitkv_ctas_per_sm_stages<2>();
+    case 4: return attn_splitkv_ctas_per_sm_stages<4>();
+    case 6: return attn_splitkv_ctas_per_sm_stages<6>();
+  }
+  moe_die("attn_tune_ctas_per_sm: stages must be 2, 3, 4 or 6");
+  return 0;
+}
+
+/** One attention step (ch18's attn_splitkv_launch) with the split kernel at `stages`:
+ *  ch18's own kernel at ATTN_STAGES, attn_splitkv_gqa_var_kernel otherwise. Returns 0, or
+ *  -1 for arguments the kernel cannot take or an unknown depth. */
+static inline int attn_tune_launch(const AttnDecodeArgs *a, int splits, int stages, float *ws, cudaStream_t s) {
+  switch (stages) {
+    case ATTN_STAGES: return attn_splitkv_launch(a, splits, ws, s);
+    case 2: return attn_splitkv_launch_stages<2>(a, splits, ws, s);
+    case 4: return attn_splitkv_launch_stages<4>(a, splits, ws, s);
+    case 6: return attn_splitkv_launch_stages<6>(a, splits, ws, s);
+  }
+  fprintf(stderr, "attn_tune_launch: stages must be 2, 3, 4 or 6 (got %d)\n", stages);
+  return -1;
+}
+
 // ---- grouped GEMM ---------------------------------------------------------------------------
 
 typedef struct {
   int bm;                  // 16, 32, 48, 64 or 128
   int grid_up, grid_down;  // blocks of the gate+up and down launches
+  int bn_up, stages_up;    // the gate+up launch's kernel variant (column tile, ring depth)
+  int bn_down, stages_down;
 } GemmTuneCfg;
 
 #define TUNE_GEMM_N_BM 5
 static const int gemm_tune_bms[TUNE_GEMM_N_BM] = {16, 32, 48, 64, 128};
 
-// Largest persistent grid of one instantiation (SMs × resident blocks); also raises its
-// shared-memory opt-in, so call it before launching that instantiation. Exit 3 on error.
-static inline int gemm_tune_max_grid(int bm, bool glu, int sms) {
-  switch (bm) {
-    case 16: return glu ? moe_grouped_configure<16, true>(sms) : moe_grouped_configure<16, false>(sms);
-    case 32: return glu ? moe_grouped_configure<32, true>(sms) : moe_grouped_configure<32, false>(sms);
-    case 48: return glu ? moe_grouped_configure<48, true>(sms) : moe_grouped_configure<48, false>(sms);
-    case 64: return glu ? moe_grouped_configure<64, true>(sms) : moe_grouped_configure<64, false>(sms);
-    case 128: return glu ? moe_grouped_configure<128, true>(sms) : moe_grouped_configure<128, false>(sms);
+// The kernel variants of one tile height: {bn, stages}, ch15's own first. Heights 48 and
+// 128 have ch15's variant only.
+#define TUNE_GEMM_MAX_VARIANTS 5
+static inline int gemm_tune_variants(int bm, int out[][2]) {
+  const int own = bm == 16 ? 6 : 4;
+  int n = 0;
+  out[n][0] = 64, out[n++][1] = own;
+  if (bm == 16 || bm == 32 || bm == 64) {
+    out[n][0] = 32, out[n++][1] = own;
+    out[n][0] = 128, out[n++][1] = 4;
+    out[n][0] = 64, out[n++][1] = bm == 16 ? 8 : 6;
+    out[n][0] = 64, out[n++][1] = 3;
   }
-  moe_die("gemm_tune_max_grid: bm must be 16, 32, 48, 64 or 128");
+  return n;
+}
+
+// moe_grouped_configure for a variant of moe_grouped_gemm_var_kernel.
+template <int BM, bool GLU, int ST, int BN>
+static inline int gemm_var_configure(int sms) {
+  auto *k = moe_grouped_gemm_var_kernel<BM, GLU, ST, BN>;
+  const int smem = moe_grouped::SmemOf<BM, GLU, ST, BN>::bytes;
+  GTL_CUDA(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  int per_sm = 0;
+  GTL_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k, moe_grouped::ThreadsOf<BN>::value, smem));
+  if (per_sm < 1) moe_die("a grouped-GEMM variant does not fit on an SM");
+  return sms * per_sm;
+}
+
+template <int BM, bool GLU, int ST, int BN>
+static inline void gemm_var_launch(int grid, const __nv_bfloat16 *A, const int32_t *a_token,
+                                   const __nv_bfloat16 *W0, const __nv_bfloat16 *W1, int64_t stride,
+                                   const int32_t *offsets, const int32_t *tile_start, int E, int N,
+                                   int K, __nv_bfloat16 *C, cudaStream_t s) {
+  moe_grouped_gemm_var_kernel<BM, GLU, ST, BN>
+      <<<grid, moe_grouped::ThreadsOf<BN>::value, moe_grouped::SmemOf<BM, GLU, ST, BN>::bytes, s>>>(
+          A, a_token, W0, W1, stride, offsets, tile_start, E, N, K, C);
+  GTL_LAUNCH();
+}
+
+// The variants of one height BM other than ch15's own: configure (launch == 0) or launch.
+// Returns the largest persistent grid (configure), 1 (launched), or 0 (no such variant).
+template <int BM, bool GLU>
+static inline int gemm_var_dispatch(int launch, int bn, int st, int sms, int grid, const __nv_bfloat16 *A,
+                                    const int32_t *a_token, const __nv_bfloat16 *W0,
+                                    const __nv_bfloat16 *W1, int64_t stride, const int32_t *offsets,
+                                    const int32_t *tile_start, int E, int N, int K, __nv_bfloat16 *C,
+                                    cudaStream_t s) {
+  constexpr int OWN = moe_grouped::Stages<BM>::value, DEEP = BM == 16 ? 8 : 6;
+#define GEMM_VAR(BN_, ST_)                                                                      \
+  if (bn == BN_ && st == ST_) {                                                                 \
+    if (!launch) return gemm_var_configure<BM, GLU, ST_, BN_>(sms);                             \
+    gemm_var_launch<BM, GLU, ST_, BN_>(grid, A, a_token, W0, W1, stride, offsets, tile_start, E, \
+                                       N, K, C, s);                                             \
+    return 1;                                                                                   \
+  }
+  GEMM_VAR(32, OWN)
+  GEMM_VAR(128, 4)
+  GEMM_VAR(64, DEEP)
+  GEMM_VAR(64, 3)
+#undef GEMM_VAR
   return 0;
+}
+
+// Largest persistent grid of one variant (SMs × resident blocks); also raises its
+// shared-memory opt-in, so call it before launching that variant. Exit 3 on error.
+static inline int gemm_tune_max_grid(int bm, bool glu, int bn, int stages, int sms) {
+  const int own = bn == moe_grouped::BN && stages == (bm == 16 ? 6 : 4);
+  int g = 0;
+  switch (bm) {
+    case 16:
+      if (own) return glu ? moe_grouped_configure<16, true>(sms) : moe_grouped_configure<16, false>(sms);
+      g = glu ? gemm_var_dispatch<16, true>(0, bn, stages, sms, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+              : gemm_var_dispatch<16, false>(0, bn, stages, sms, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+      break;
+    case 32:
+      if (own) return glu ? moe_grouped_configure<32, true>(sms) : moe_grouped_configure<32, false>(sms);
+      g = glu ? gemm_var_dispatch<32, true>(0, bn, stages, sms, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+              : gemm_var_dispatch<32, false>(0, bn, stages, sms, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+      break;
+    case 48:
+      if (own) return glu ? moe_grouped_configure<48, true>(sms) : moe_grouped_configure<48, false>(sms);
+      break;
+    case 64:
+      if (own) return glu ? moe_grouped_configure<64, true>(sms) : moe_grouped_configure<64, false>(sms);
+      g = glu ? gemm_var_dispatch<64, true>(0, bn, stages, sms, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+              : gemm_var_dispatch<64, false>(0, bn, stages, sms, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+      break;
+    case 128:
+      if (own) return glu ? moe_grouped_configure<128, true>(sms) : moe_grouped_configure<128, false>(sms);
+      break;
+  }
+  if (g < 1) moe_die("gemm_tune_max_grid: no such grouped-GEMM variant");
+  return g;
 }
 
 /** Grids to try for one launch: every multiple of the SM count up to max_grid, and `items`
@@ -86,9 +206,11 @@ static inline void gemm_tune_launch_bm(int grid, const __nv_bfloat16 *A, const i
 }
 
 /** ch15's grouped GEMM (C = A · W^T per expert; GLU: silu(A·W0^T) ⊙ A·W1^T with rows of A
- *  gathered by a_token) with the tile height and grid of cfg; the same arguments as ch15's
- *  moe_grouped_gemm_launch. The tables come from moe_dispatch_launch with bm = cfg->bm.
- *  Exit 3 on bad sizes (N, K multiples of 8, 1 <= E <= 1024) or an unknown bm. */
+ *  gathered by a_token) with the tile height, grid and kernel variant of cfg (the gate+up
+ *  fields when GLU, else the down fields); the same arguments as ch15's
+ *  moe_grouped_gemm_launch. The tables come from moe_dispatch_launch with bm = cfg->bm; call
+ *  gemm_tune_max_grid for the variant first. Exit 3 on bad sizes (N, K multiples of 8,
+ *  1 <= E <= 1024) or an unknown variant. */
 template <bool GLU>
 static inline void gemm_tune_launch(const GemmTuneCfg *cfg, const __nv_bfloat16 *A,
                                     const int32_t *a_token, const __nv_bfloat16 *W0,
@@ -98,12 +220,28 @@ static inline void gemm_tune_launch(const GemmTuneCfg *cfg, const __nv_bfloat16 
   if (N % 8 || K % 8 || N < 8 || K < 8 || E < 1 || E > MOE_MAX_EXPERTS)
     moe_die("grouped GEMM needs N, K multiples of 8 and 1 <= E <= 1024");
   const int grid = GLU ? cfg->grid_up : cfg->grid_down;
+  const int bn = GLU ? cfg->bn_up : cfg->bn_down, st = GLU ? cfg->stages_up : cfg->stages_down;
+  const int own = bn == moe_grouped::BN && st == (cfg->bm == 16 ? 6 : 4);
+  int done = 0;
   switch (cfg->bm) {
-    case 16: return gemm_tune_launch_bm<16, GLU>(grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
-    case 32: return gemm_tune_launch_bm<32, GLU>(grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
-    case 48: return gemm_tune_launch_bm<48, GLU>(grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
-    case 64: return gemm_tune_launch_bm<64, GLU>(grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
-    case 128: return gemm_tune_launch_bm<128, GLU>(grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
+    case 16:
+      if (own) return gemm_tune_launch_bm<16, GLU>(grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
+      done = gemm_var_dispatch<16, GLU>(1, bn, st, 0, grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
+      break;
+    case 32:
+      if (own) return gemm_tune_launch_bm<32, GLU>(grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
+      done = gemm_var_dispatch<32, GLU>(1, bn, st, 0, grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
+      break;
+    case 48:
+      if (own) return gemm_tune_launch_bm<48, GLU>(grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
+      break;
+    case 64:
+      if (own) return gemm_tune_launch_bm<64, GLU>(grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
+      done = gemm_var_dispatch<64, GLU>(1, bn, st, 0, grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
+      break;
+    case 128:
+      if (own) return gemm_tune_launch_bm<128, GLU>(grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
+      break;
   }
-  moe_die("gemm_tune_launch: bm must be 16, 32, 48, 64 or 128");
+  if (!done) moe_die("gemm_tune_launch: no such grouped-GEMM variant");
 }
