@@ -180,3 +180,94 @@ static void gemv_warprow_launch_ilp(const GemvBatch *g, cudaStream_t s) {
 static inline void gemv_warprow_launch(const GemvBatch *g, cudaStream_t s) {
   gemv_warprow_launch_ilp<GEMV_ILP>(g, s);
 }
+
+// ---- fp32 activations, one token: the decode chain of ch17 (and of a lab layer that keeps
+// its activations in fp32) ---------------------------------------------------------------
+// One launch over up to GEMV_MAX_MATS matrices of one shape W_m bf16 [N][K] (K contiguous),
+// x_m fp32 [K], one token, fp32 accumulation, in one of two modes:
+//   stacked      y[m·N + n]  = W_m[n] · x_m                    (QKV; the experts' gate+up)
+//   accumulate   y[n]       += Σ_m scale_m · (W_m[n] · x_m)    (O + residual; down + combine)
+// In accumulate mode one warp owns row n of every matrix and adds them in m order, so the
+// result does not depend on the launch (no atomics). The products and their order are
+// those of gemv_warprow_kernel at B = 1 (same loads, same unpack, same FMA chain); only x is
+// read as fp32 (two float4 per 16-byte weight piece, from L1 via __ldg).
+typedef struct {
+  int n_mats;      // matrices, 1..GEMV_MAX_MATS
+  int N, K;        // every matrix [N][K]; K % 8 == 0
+  int accumulate;  // 0: stacked, 1: accumulate (see above)
+  const __nv_bfloat16 *W[GEMV_MAX_MATS];  // 16-byte aligned
+  const float *x[GEMV_MAX_MATS];          // [K], 16-byte aligned
+  float scale[GEMV_MAX_MATS];             // accumulate mode only
+  float *y;  // stacked: [n_mats][N]; accumulate: [N], read and written
+} GemvF32Batch;
+
+// A per-block hook the kernel calls first with the launcher's `tag` (ch17 logs each block's
+// SM with it); gemv_no_hook does nothing.
+__device__ __forceinline__ void gemv_no_hook(int tag) { (void)tag; }
+
+// Strategy: warp per output row (a block of 8 rows, no grid-stride: a decode launch has a
+// few thousand rows, and short blocks let the SMs' warp slots hide the load latency),
+// 16-byte streaming weight loads, ILP per lane in flight, butterfly reduction. Limiter:
+// DRAM read bandwidth, through the bytes in flight per SM.
+template <int ILP, void (*Hook)(int)>
+__global__ void __launch_bounds__(256)
+    gemv_warprow_f32_kernel(const __grid_constant__ GemvF32Batch g, int tag) {
+  Hook(tag);
+  const int row = (int)(((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+  const int lane = threadIdx.x & 31;
+  const int rows = g.accumulate ? g.N : g.n_mats * g.N;
+  if (row >= rows) return;  // whole warps leave: the shuffles stay full
+  const int m0 = g.accumulate ? 0 : row / g.N, m1 = g.accumulate ? g.n_mats : m0 + 1;
+  const int n = g.accumulate ? row : row % g.N, K8 = g.K >> 3;  // 16-byte pieces per row
+  float out = 0.0f;
+  for (int m = m0; m < m1; m++) {
+    const uint4 *w = (const uint4 *)g.W[m] + (int64_t)n * K8;
+    const float4 *x = (const float4 *)g.x[m];
+    float acc = 0.0f;
+    for (int c0 = lane; c0 < K8; c0 += 32 * ILP) {
+      uint4 wv[ILP];
+#pragma unroll
+      for (int j = 0; j < ILP; j++)  // all ILP loads issued before the first use
+        wv[j] = c0 + 32 * j < K8 ? gemv_ld_stream(w + c0 + 32 * j) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int j = 0; j < ILP; j++) {
+        const int c = c0 + 32 * j;
+        if (c < K8) {
+          float wf[8];
+          gemv_unpack8(wv[j], wf);
+          const float4 xa = __ldg(x + 2 * c), xb = __ldg(x + 2 * c + 1);
+          const float xf[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+#pragma unroll
+          for (int e = 0; e < 8; e++) acc = fmaf(wf[e], xf[e], acc);
+        }
+      }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xFFFFFFFFu, acc, o);
+    out = g.accumulate ? out + g.scale[m] * acc : acc;
+  }
+  if (lane == 0) {
+    if (g.accumulate) g.y[n] += out;
+    else g.y[(int64_t)m0 * g.N + n] = out;
+  }
+}
+
+// Enqueue g on stream s; every block first calls Hook(tag) (default: nothing). Exits with
+// GTL_EXIT_RUNTIME (message on stderr) when g breaks the kernel's preconditions: 1 <=
+// n_mats <= GEMV_MAX_MATS, N >= 1, K >= 8 and K % 8 == 0, W and x 16-byte aligned.
+// A template, so that a program that never calls it carries none of its kernels.
+template <void (*Hook)(int) = gemv_no_hook>
+static void gemv_warprow_f32_launch(const GemvF32Batch *g, cudaStream_t s, int tag = 0) {
+  int bad = g->n_mats < 1 || g->n_mats > GEMV_MAX_MATS || g->N < 1 || g->K < 8 || g->K % 8;
+  for (int m = 0; !bad && m < g->n_mats; m++)
+    bad = ((uintptr_t)g->W[m] | (uintptr_t)g->x[m]) % 16 != 0;
+  if (bad) {
+    fprintf(stderr, "gemv_warprow_f32_launch: rejected (n_mats=%d N=%d K=%d; need K %% 8 == 0, "
+                    "16-byte aligned W and x, 1..%d matrices)\n",
+            g->n_mats, g->N, g->K, GEMV_MAX_MATS);
+    exit(GTL_EXIT_RUNTIME);
+  }
+  const int64_t rows = g->accumulate ? g->N : (int64_t)g->n_mats * g->N;
+  gemv_warprow_f32_kernel<GEMV_ILP, Hook><<<(unsigned)((rows + 7) / 8), 256, 0, s>>>(*g, tag);
+  GTL_LAUNCH();
+}

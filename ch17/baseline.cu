@@ -17,7 +17,7 @@
 //   one stream; the NVTX range prefill.chunk (payload = chunk) precedes every 8th
 //   decode.step, and that step's kernels start only after the chunk's last GEMM.
 // Nsight Compute:  scripts/profile.sh ch17 baseline --iters=1 --steps=8
-//   colocate_gemv_kernel: dram__throughput.avg.pct_of_peak_sustained_elapsed (HBM-bound decode);
+//   gemv_warprow_f32_kernel: dram__throughput.avg.pct_of_peak_sustained_elapsed (HBM-bound decode);
 //   the cuBLASLt GEMMs (nvjet_sm90_*): sm__throughput.avg.pct_of_peak_sustained_elapsed and
 //   launch__grid_size (132: persistent, one CTA per SM).
 // Book: disaggregated prefill/decode, SM partitioning (chunked prefill, TPOT tails).

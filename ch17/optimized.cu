@@ -27,7 +27,7 @@
 //   ncu serializes kernels, so it shows each kernel, not the overlap. The cuBLASLt GEMMs
 //   (nvjet_sm90_*) are persistent: launch__grid_size 132, one CTA per SM — why a partition
 //   needs CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET; sm__throughput.avg.pct_of_peak_sustained_elapsed
-//   79-91% for them; colocate_gemv_kernel: dram__throughput.avg.pct_of_peak_sustained_elapsed.
+//   79-91% for them; gemv_warprow_f32_kernel: dram__throughput.avg.pct_of_peak_sustained_elapsed.
 // Book: disaggregated prefill/decode, SM partitioning (green contexts, MPS, goodput).
 #include "colocate.cuh"
 #include "partition.cuh"
