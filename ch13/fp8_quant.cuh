@@ -11,12 +11,14 @@
 // https://nvidia.github.io/TransformerEngine/features/low_precision_training/):
 //   current — s comes from this tensor's own amax, so every element must be read before
 //             the first one can be written. fp8_tensor_current_launch reads x from HBM
-//             once: each block copies its slice of x into shared memory (cp.async), the
-//             blocks publish their amax and meet at a grid barrier (a cooperative launch),
-//             then each block quantizes its slice out of shared memory. That needs x to fit
-//             in the shared memory of one block per SM (132 × 227 KiB = 29 MiB on an H200:
-//             M = 4096 tokens of K = 2880 is 22.5 MiB). Larger tensors take two passes,
-//             the second reading x again: fp8_tensor_amax_launch, fp8_tensor_quantize_launch.
+//             once: each block copies its slice of x into shared memory (cp.async, taking
+//             the slice's amax as the copies land), folds its amax into one word with an
+//             atomic max and meets the grid at a barrier (a cooperative launch keeps every
+//             block resident), then quantizes its slice out of shared memory. That needs x
+//             to fit in the shared memory of one block per SM (132 × 224 KiB = 29 MiB on
+//             an H200: M = 4096 tokens of K = 2880 is 22.5 MiB). Larger tensors take two
+//             passes, the second reading x again: fp8_tensor_amax_launch,
+//             fp8_tensor_quantize_launch.
 //   delayed — s comes from the largest amax in a history of the last H steps (TE's
 //             DelayedScaling with amax_compute_algo="max", margin 0): one pass quantizes
 //             with the stored s and records this tensor's amax; the last block to finish
@@ -27,13 +29,15 @@
 // Data: x bf16 [n], q fp8 E4M3 [n] (one byte each, __nv_fp8_storage_t), both 16-byte
 // aligned; n any size (a multiple of 8 goes entirely through 16-byte loads). The scale
 // state is one Fp8TensorScale in device memory per tensor (plus, for delayed, a float
-// history of H entries), set up once by fp8_tensor_scale_init_launch.
+// history of H entries), set up once by fp8_tensor_scale_init_launch. The launch shapes
+// (blocks, shared memory) are device queries made once per tensor size, at setup:
+// fp8_quant_plan, whose Fp8QuantPlan every launcher takes.
 #pragma once
-#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "../common/gauntlet.h"
 
@@ -44,6 +48,7 @@
 #define FP8_QUANT_UNROLL 8
 #define FP8_STAGE_THREADS 1024      // the one-pass kernel: one block per SM
 #define FP8_STAGE_MIN_CHUNKS 1024   // ... and at least this many 16-byte chunks per block
+#define FP8_STAGE_ROUNDS 14         // ... and at most 14 per thread (224 KiB of the 227 KiB)
 
 // The scale state of one tensor, in device memory. The GEMM reads scale_inv.
 // scale_inv comes first: a pointer to it is the GEMM's scale pointer, and at offset 0 it
@@ -54,6 +59,9 @@ typedef struct {
   float amax;             // max |x| seen by the last launch
   unsigned history_pos;   // delayed: next slot of the amax history ring
   unsigned blocks_done;   // grid-completion counter; every launch leaves it at 0
+  unsigned barrier;       // one-pass kernel: grid barrier, its top bit flips at every launch
+  unsigned amax_slot[2];  // one-pass kernel: amax bits of the launch whose barrier phase
+                          // (top bit before it flips) is the index; the other slot is 0
   unsigned partial[FP8_QUANT_MAX_BLOCKS];  // per-block amax (fp32 bits, see below)
 } Fp8TensorScale;
 
@@ -186,48 +194,101 @@ __global__ void __launch_bounds__(FP8_QUANT_THREADS)
     q[t] = fp8_quantize1(xs[t], s);
 }
 
-// 16 bytes global -> shared without a register (cp.async.cg: L2 only, SASS LDGSTS), and the
-// wait for all of this thread's copies, which makes them visible to this thread (PTX ISA,
+// 16 bytes global -> shared without a register (cp.async.cg: L2 only, SASS LDGSTS); the
+// commit that closes this thread's group of copies; and the wait until at most N of its
+// groups are still in flight, which makes the others visible to this thread (PTX ISA,
 // "cp.async"). Each thread below reads back only the chunks it copied itself.
 __device__ __forceinline__ void fp8_cp_async16(uint4 *smem, const uint4 *gmem) {
   const unsigned a = (unsigned)__cvta_generic_to_shared(smem);
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(gmem) : "memory");
 }
-__device__ __forceinline__ void fp8_cp_async_wait_all() {
-  asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+__device__ __forceinline__ void fp8_cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void fp8_cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// The amax of this thread's staged chunks, round R onwards, each round as soon as its copy
+// has landed (round R is this thread's R-th commit group: wait until at most
+// FP8_STAGE_ROUNDS-1-R groups are pending), so that the max runs while later rounds are
+// still streaming in.
+template <int R>
+__device__ __forceinline__ unsigned fp8_stage_amax(const uint4 *stage, int cnt, unsigned m) {
+  if constexpr (R < FP8_STAGE_ROUNDS) {
+    fp8_cp_async_wait<FP8_STAGE_ROUNDS - 1 - R>();
+    const int j = threadIdx.x + R * FP8_STAGE_THREADS;
+    if (j < cnt) m = fp8_absmax8_bits(stage[j], m);
+    return fp8_stage_amax<R + 1>(stage, cnt, m);
+  }
+  return m;
+}
+
+__device__ __forceinline__ unsigned fp8_ld_acquire_gpu(const unsigned *p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+// Thread 0 of every block of a cooperative launch: fold block_bits into this launch's amax
+// word (atomic max), arrive at the grid barrier, wait for every block, return the grid's
+// amax bits. The barrier is a sense-reversing counter (as cooperative_groups' grid sync
+// builds one): block 0 adds 2^31 - (blocks - 1), every other block 1, so the top bit flips
+// exactly when the last block arrives, and each launch finds the counter as the previous
+// one left it. Until then the top bit is this launch's phase, which picks its amax slot;
+// block 0 clears the other slot, the next launch's. No partials to reduce after the barrier.
+__device__ __forceinline__ unsigned fp8_grid_barrier_amax(Fp8TensorScale *st, unsigned block_bits) {
+  const unsigned phase = *(volatile unsigned *)&st->barrier >> 31;
+  atomicMax(&st->amax_slot[phase], block_bits);
+  // Arrive with release semantics: the max above is visible to whoever acquires the count.
+  const unsigned add = blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1) : 1u;
+  unsigned old;
+  asm volatile("atom.add.release.gpu.global.u32 %0, [%1], %2;\n"
+               : "=r"(old)
+               : "l"(&st->barrier), "r"(add)
+               : "memory");
+  while (((old ^ fp8_ld_acquire_gpu(&st->barrier)) & 0x80000000u) == 0) {
+  }
+  const unsigned bits = __ldcg(&st->amax_slot[phase]);  // every block's max is in
+  if (blockIdx.x == 0) st->amax_slot[phase ^ 1] = 0u;
+  return bits;
 }
 
 // Strategy: one read of x from HBM. Block b copies the b-th contiguous slice of x into its
-// shared memory (every copy in flight at once), takes the slice's amax there and publishes
-// it; after a grid barrier (cooperative launch: all blocks resident) every block reduces the
-// grid's partials to the same amax and scale, then quantizes its slice out of shared memory
-// with 8-byte stores. Limiter: HBM read of x, then the barrier and the writes of q (to L2).
+// shared memory (up to FP8_STAGE_ROUNDS 16-byte copies per thread, all in flight at once)
+// and takes the slice's amax round by round as the copies land; one atomic max and a grid
+// barrier (cooperative launch: all blocks resident) give every block the tensor's amax
+// and scale; each block then quantizes its slice out of shared memory with 8-byte stores.
+// Limiter: HBM read of x, then the barrier and the writes of q (to L2).
 // Current scaling, one pass: st->amax, st->scale, st->scale_inv as fp8_tensor_amax_kernel
 // leaves them, q as fp8_tensor_quantize_kernel writes it. Dynamic shared memory:
-// ceil(n/8 / gridDim.x) × 16 bytes; gridDim.x <= FP8_STAGE_THREADS.
+// ceil(n/8 / gridDim.x) × 16 bytes, at most FP8_STAGE_ROUNDS × FP8_STAGE_THREADS × 16.
 __global__ void __launch_bounds__(FP8_STAGE_THREADS, 1)
     fp8_tensor_amax_quantize_staged_kernel(const __nv_bfloat16 *__restrict__ x,
                                            __nv_fp8_storage_t *__restrict__ q, size_t n,
                                            Fp8TensorScale *st) {
   extern __shared__ uint4 fp8_stage[];  // this block's slice of x, 8 bf16 per entry
+  __shared__ unsigned grid_bits;
   const size_t n8 = n / 8, per = (n8 + gridDim.x - 1) / gridDim.x;
   const size_t c0 = min((size_t)blockIdx.x * per, n8);
   const int cnt = (int)(min(c0 + per, n8) - c0);
   const uint4 *x8 = (const uint4 *)x + c0;
-  for (int j = threadIdx.x; j < cnt; j += blockDim.x) fp8_cp_async16(&fp8_stage[j], x8 + j);
-  fp8_cp_async_wait_all();
-  unsigned m = 0;
-  for (int j = threadIdx.x; j < cnt; j += blockDim.x) m = fp8_absmax8_bits(fp8_stage[j], m);
-  unsigned bits = fp8_halves_to_f32_bits(m);
+#pragma unroll
+  for (int r = 0; r < FP8_STAGE_ROUNDS; r++) {  // one commit group per round, empty or not
+    const int j = threadIdx.x + r * FP8_STAGE_THREADS;
+    if (j < cnt) fp8_cp_async16(&fp8_stage[j], x8 + j);
+    fp8_cp_async_commit();
+  }
+  unsigned bits = fp8_halves_to_f32_bits(fp8_stage_amax<0>(fp8_stage, cnt, 0u));
   // The n % 8 elements past the last whole 16 bytes: one per thread of block 0.
   const size_t t = n8 * 8 + (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   const uint16_t xt = t < n ? ((const uint16_t *)x)[t] : (uint16_t)0;
   bits = max(bits, (unsigned)(xt & 0x7FFFu) << 16);
   bits = fp8_block_max(bits);
-  if (threadIdx.x == 0) st->partial[blockIdx.x] = bits;
-  cooperative_groups::this_grid().sync();  // orders the partials' writes before the reads
-  bits = fp8_block_max(threadIdx.x < gridDim.x ? __ldcg(&st->partial[threadIdx.x]) : 0u);
-  const float amax = __uint_as_float(bits);
+  if (threadIdx.x == 0) grid_bits = fp8_grid_barrier_amax(st, bits);
+  __syncthreads();
+  const float amax = __uint_as_float(grid_bits);
   const float s = amax == 0.0f ? 1.0f : FP8_E4M3_MAX / amax;  // NaN amax → NaN scale
   if (blockIdx.x == 0 && threadIdx.x == 0) {
     st->amax = amax;
@@ -235,7 +296,11 @@ __global__ void __launch_bounds__(FP8_STAGE_THREADS, 1)
     st->scale_inv = 1.0f / s;
   }
   uint2 *q8 = (uint2 *)q + c0;
-  for (int j = threadIdx.x; j < cnt; j += blockDim.x) q8[j] = fp8_quantize8(fp8_stage[j], s);
+#pragma unroll
+  for (int r = 0; r < FP8_STAGE_ROUNDS; r++) {
+    const int j = threadIdx.x + r * FP8_STAGE_THREADS;
+    if (j < cnt) q8[j] = fp8_quantize8(fp8_stage[j], s);
+  }
   if (t < n) q[t] = fp8_quantize1(xt, s);
 }
 
@@ -304,6 +369,8 @@ __global__ void fp8_tensor_scale_init_kernel(Fp8TensorScale *st, float *history,
     st->amax = 0.0f;
     st->history_pos = 0;
     st->blocks_done = 0;
+    st->barrier = 0;
+    st->amax_slot[0] = st->amax_slot[1] = 0;
   }
   if (history && t < history_len) history[t] = 0.0f;
 }
@@ -312,10 +379,8 @@ __global__ void fp8_tensor_scale_init_kernel(Fp8TensorScale *st, float *history,
 // FP8_QUANT_UNROLL 16-byte chunks per thread covers the tensor, capped at the blocks of
 // that kernel resident at once on this GPU (one wave) and at FP8_QUANT_MAX_BLOCKS (the
 // partial array); past the cap each thread loops over rounds.
-static inline unsigned fp8_quant_blocks(const void *kernel, size_t n) {
-  int dev = 0, sms = 0, per_sm = 0;
-  GTL_CUDA(cudaGetDevice(&dev));
-  GTL_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+static inline unsigned fp8_quant_blocks(const void *kernel, size_t n, int sms) {
+  int per_sm = 0;
   GTL_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, FP8_QUANT_THREADS, 0));
   const size_t per_block = (size_t)FP8_QUANT_THREADS * FP8_QUANT_UNROLL * 8;
   const size_t wave = (size_t)sms * (per_sm < 1 ? 1 : per_sm);
@@ -324,37 +389,59 @@ static inline unsigned fp8_quant_blocks(const void *kernel, size_t n) {
   return (unsigned)(b < 1 ? 1 : b > FP8_QUANT_MAX_BLOCKS ? FP8_QUANT_MAX_BLOCKS : b);
 }
 
-/** Blocks the one-pass kernel (fp8_tensor_amax_quantize_staged_kernel) would use for n bf16
- *  elements: one per SM, fewer for small tensors (>= FP8_STAGE_MIN_CHUNKS 16-byte chunks
- *  each), with the shared-memory bytes per block in *smem_bytes. Returns 0 when the
- *  device cannot run it: no cooperative launch, or x larger than one block per SM can
- *  hold (then x takes the two-pass path). When nonzero, it has also allowed the kernel
- *  *smem_bytes of dynamic shared memory. Host only; CUDA errors exit. */
-static inline unsigned fp8_tensor_staged_blocks(size_t n, size_t *smem_bytes) {
+// Launch shapes of the kernels above for one tensor size on the current device: device
+// queries, made once (fp8_quant_plan), not on every step.
+typedef struct {
+  size_t n;                 // bf16 elements of the tensor planned for
+  unsigned staged_blocks;   // one-pass kernel: grid (one block per SM or fewer); 0 = x does
+                            // not fit in shared memory, or no cooperative launch: two passes
+  size_t staged_smem;       // one-pass kernel: dynamic shared memory per block, bytes
+  unsigned amax_blocks, quant_blocks, delayed_blocks;  // the FP8_QUANT_THREADS kernels
+} Fp8QuantPlan;
+
+/** Plan the launches for a tensor of n >= 1 bf16 elements on the current device: the
+ *  one-pass kernel (fp8_tensor_amax_quantize_staged_kernel) gets one block per SM, fewer
+ *  for small tensors (>= FP8_STAGE_MIN_CHUNKS 16-byte chunks each), when the device has
+ *  cooperative launch and x fits in that grid's shared memory (at most FP8_STAGE_ROUNDS
+ *  chunks per thread, within the opt-in limit per block); it then also allows the kernel
+ *  that much dynamic shared memory (raising, never lowering, the kernel's limit). The
+ *  two-pass and delayed kernels get one wave at most.
+ *  Host only; CUDA errors exit. Returns 0. */
+static inline int fp8_quant_plan(size_t n, Fp8QuantPlan *p) {
   int dev = 0, sms = 0, coop = 0, optin = 0, per_sm = 0;
   GTL_CUDA(cudaGetDevice(&dev));
   GTL_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   GTL_CUDA(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev));
   GTL_CUDA(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  memset(p, 0, sizeof *p);
+  p->n = n;
+  p->amax_blocks = fp8_quant_blocks((const void *)fp8_tensor_amax_kernel, n, sms);
+  p->quant_blocks = fp8_quant_blocks((const void *)fp8_tensor_quantize_kernel, n, sms);
+  p->delayed_blocks = fp8_quant_blocks((const void *)fp8_tensor_quantize_delayed_kernel, n, sms);
   const size_t n8 = n / 8;
   size_t b = (n8 + FP8_STAGE_MIN_CHUNKS - 1) / FP8_STAGE_MIN_CHUNKS;
   b = b < 1 ? 1 : b > (size_t)sms ? (size_t)sms : b;
-  if (b > FP8_STAGE_THREADS) b = FP8_STAGE_THREADS;  // the partials are reduced by one block
-  const size_t smem = (n8 + b - 1) / b * 16;
+  const size_t per = (n8 + b - 1) / b, smem = per * 16;
   cudaFuncAttributes fa;
   GTL_CUDA(cudaFuncGetAttributes(&fa, fp8_tensor_amax_quantize_staged_kernel));
-  if (!coop || smem + fa.sharedSizeBytes > (size_t)optin) return 0;
-  GTL_CUDA(cudaFuncSetAttribute(fp8_tensor_amax_quantize_staged_kernel,
-                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+  if (!coop || per > (size_t)FP8_STAGE_ROUNDS * FP8_STAGE_THREADS ||
+      smem + fa.sharedSizeBytes > (size_t)optin)
+    return 0;
+  if ((int)smem > fa.maxDynamicSharedSizeBytes)  // only ever raised: other plans stay valid
+    GTL_CUDA(cudaFuncSetAttribute(fp8_tensor_amax_quantize_staged_kernel,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   GTL_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
       &per_sm, fp8_tensor_amax_quantize_staged_kernel, FP8_STAGE_THREADS, smem));
   if ((size_t)per_sm * sms < b) return 0;  // a cooperative grid must be resident at once
-  *smem_bytes = smem;
-  return (unsigned)b;
+  p->staged_blocks = (unsigned)b;
+  p->staged_smem = smem;
+  return 0;
 }
-static inline int fp8_quant_check(const char *who, const void *x, const void *q, size_t n) {
-  if (n == 0 || ((uintptr_t)x | (uintptr_t)q) % 16) {
-    fprintf(stderr, "%s: need n >= 1 and 16-byte aligned x and q (n=%zu)\n", who, n);
+static inline int fp8_quant_check(const char *who, const void *x, const void *q, size_t n,
+                                  const Fp8QuantPlan *p) {
+  if (n == 0 || ((uintptr_t)x | (uintptr_t)q) % 16 || !p || p->n != n) {
+    fprintf(stderr, "%s: need n >= 1, 16-byte aligned x and q and a plan for n (n=%zu, plan %zu)\n",
+            who, n, p ? p->n : (size_t)0);
     return -1;
   }
   return 0;
@@ -371,59 +458,61 @@ static inline int fp8_tensor_scale_init_launch(Fp8TensorScale *st, float *histor
 }
 
 /** Current scaling, pass 1: amax of x (bf16 [n], 16-byte aligned) into st, and from it
- *  st->scale = 448 / amax and st->scale_inv. Reads 2n bytes. Returns 0, or -1 (message on
- *  stderr) on a bad size or alignment. */
+ *  st->scale = 448 / amax and st->scale_inv. p: fp8_quant_plan(n). Reads 2n bytes.
+ *  Returns 0, or -1 (message on stderr) on a bad size, alignment or plan. */
 static inline int fp8_tensor_amax_launch(const __nv_bfloat16 *x, size_t n, Fp8TensorScale *st,
-                                         cudaStream_t s) {
-  if (fp8_quant_check("fp8_tensor_amax_launch", x, x, n)) return -1;
-  const unsigned blocks = fp8_quant_blocks((const void *)fp8_tensor_amax_kernel, n);
-  fp8_tensor_amax_kernel<<<blocks, FP8_QUANT_THREADS, 0, s>>>(x, n, st);
+                                         const Fp8QuantPlan *p, cudaStream_t s) {
+  if (fp8_quant_check("fp8_tensor_amax_launch", x, x, n, p)) return -1;
+  fp8_tensor_amax_kernel<<<p->amax_blocks, FP8_QUANT_THREADS, 0, s>>>(x, n, st);
   GTL_LAUNCH();
   return 0;
 }
 
 /** Current scaling, pass 2: q[i] = E4M3(x[i] · st->scale), saturating. x bf16 [n], q fp8
- *  [n], both 16-byte aligned. Reads 2n bytes, writes n. Returns 0 or -1. */
+ *  [n], both 16-byte aligned; p: fp8_quant_plan(n). Reads 2n bytes, writes n. Returns 0
+ *  or -1. */
 static inline int fp8_tensor_quantize_launch(const __nv_bfloat16 *x, __nv_fp8_storage_t *q,
-                                             size_t n, const Fp8TensorScale *st, cudaStream_t s) {
-  if (fp8_quant_check("fp8_tensor_quantize_launch", x, q, n)) return -1;
-  const unsigned blocks = fp8_quant_blocks((const void *)fp8_tensor_quantize_kernel, n);
-  fp8_tensor_quantize_kernel<<<blocks, FP8_QUANT_THREADS, 0, s>>>(x, q, n, st);
+                                             size_t n, const Fp8TensorScale *st,
+                                             const Fp8QuantPlan *p, cudaStream_t s) {
+  if (fp8_quant_check("fp8_tensor_quantize_launch", x, q, n, p)) return -1;
+  fp8_tensor_quantize_kernel<<<p->quant_blocks, FP8_QUANT_THREADS, 0, s>>>(x, q, n, st);
   GTL_LAUNCH();
   return 0;
 }
 
 /** Current scaling, the whole of it: st->amax = max|x|, st->scale = 448 / amax,
  *  st->scale_inv = 1/scale, and q[i] = E4M3(x[i] · scale), saturating. x bf16 [n], q fp8
- *  [n], both 16-byte aligned. One cooperative launch that reads x once (2n bytes, writes n)
- *  when fp8_tensor_staged_blocks(n) is nonzero; otherwise fp8_tensor_amax_launch then
- *  fp8_tensor_quantize_launch (reads 4n bytes, writes n). Returns 0 or -1. */
+ *  [n], both 16-byte aligned; p: fp8_quant_plan(n). One cooperative launch that reads x
+ *  once (2n bytes, writes n) when p->staged_blocks is nonzero; otherwise
+ *  fp8_tensor_amax_launch then fp8_tensor_quantize_launch (reads 4n bytes, writes n).
+ *  Returns 0 or -1. */
 static inline int fp8_tensor_current_launch(const __nv_bfloat16 *x, __nv_fp8_storage_t *q, size_t n,
-                                            Fp8TensorScale *st, cudaStream_t s) {
-  if (fp8_quant_check("fp8_tensor_current_launch", x, q, n)) return -1;
-  size_t smem = 0;
-  const unsigned blocks = fp8_tensor_staged_blocks(n, &smem);
-  if (!blocks) return fp8_tensor_amax_launch(x, n, st, s) || fp8_tensor_quantize_launch(x, q, n, st, s);
+                                            Fp8TensorScale *st, const Fp8QuantPlan *p,
+                                            cudaStream_t s) {
+  if (fp8_quant_check("fp8_tensor_current_launch", x, q, n, p)) return -1;
+  if (!p->staged_blocks)
+    return fp8_tensor_amax_launch(x, n, st, p, s) || fp8_tensor_quantize_launch(x, q, n, st, p, s);
   void *args[] = {(void *)&x, (void *)&q, (void *)&n, (void *)&st};
   GTL_CUDA(cudaLaunchCooperativeKernel((const void *)fp8_tensor_amax_quantize_staged_kernel,
-                                       dim3(blocks), dim3(FP8_STAGE_THREADS), args, smem, s));
+                                       dim3(p->staged_blocks), dim3(FP8_STAGE_THREADS), args,
+                                       p->staged_smem, s));
   return 0;
 }
 
 /** Delayed scaling, one pass: q = E4M3(x · st->scale) with the scale from earlier steps,
  *  st->scale_inv = its inverse (this step's GEMM), amax(x) pushed into history
  *  (history_len floats, a ring), and st->scale = 448 / max(history) for the next call.
- *  Reads 2n bytes, writes n. Returns 0 or -1. */
+ *  p: fp8_quant_plan(n). Reads 2n bytes, writes n. Returns 0 or -1. */
 static inline int fp8_tensor_quantize_delayed_launch(const __nv_bfloat16 *x, __nv_fp8_storage_t *q,
                                                      size_t n, Fp8TensorScale *st, float *history,
-                                                     int history_len, cudaStream_t s) {
-  if (fp8_quant_check("fp8_tensor_quantize_delayed_launch", x, q, n)) return -1;
+                                                     int history_len, const Fp8QuantPlan *p,
+                                                     cudaStream_t s) {
+  if (fp8_quant_check("fp8_tensor_quantize_delayed_launch", x, q, n, p)) return -1;
   if (!history || history_len < 1) {
     fprintf(stderr, "fp8_tensor_quantize_delayed_launch: need an amax history (len >= 1)\n");
     return -1;
   }
-  const unsigned blocks = fp8_quant_blocks((const void *)fp8_tensor_quantize_delayed_kernel, n);
-  fp8_tensor_quantize_delayed_kernel<<<blocks, FP8_QUANT_THREADS, 0, s>>>(
+  fp8_tensor_quantize_delayed_kernel<<<p->delayed_blocks, FP8_QUANT_THREADS, 0, s>>>(
       x, q, n, st, history, history_len);
   GTL_LAUNCH();
   return 0;

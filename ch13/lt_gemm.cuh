@@ -58,6 +58,9 @@ typedef struct {
   void *Y;            // [M][N] bf16
   const void *C;      // beta = 0: never read; NULL or Y, whichever the algorithm accepts
   void *ws;
+  int n_timed;        // algorithms of the heuristic's list that ran and were timed
+  int pick;           // rank of the kept one in the heuristic's list (0 = its first choice)
+  float pick_us, first_us;  // median setup times (µs, L2 flushed) of the kept one and rank 0
 } LtGemm;
 
 static void lt_gemm_run(const LtGemm *g, cudaStream_t s) {
@@ -69,13 +72,23 @@ static void lt_gemm_run(const LtGemm *g, cudaStream_t s) {
 // Plan Y = X·W^T for inputs of type `in` (CUDA_R_16BF or CUDA_R_8F_E4M3), fp32 compute and
 // scale type, bf16 C/D. fp8: d_scale_w / d_scale_x are the dequantization factors (device
 // fp32 scalars, read at every launch) and fast_accum picks CUBLASLT_MATMUL_DESC_FAST_ACCUM.
-// Takes the first algorithm of cuBLASLt's heuristic that runs on these buffers (the run
-// writes Y, which the caller poisons before validating). Returns NULL, or why none runs
-// (the program waives with it).
-static const char *lt_gemm_plan(LtGemm *g, const LtShape *s, cudaDataType_t in, const void *W,
-                                const void *X, void *Y, const float *d_scale_w,
-                                const float *d_scale_x, int fast_accum, cudaStream_t st) {
+// Autotunes at setup, the same way for bf16 and fp8: asks cuBLASLt's heuristic for up to
+// LT_ALGOS algorithms, keeps those that run on these buffers, times each LT_TUNE_SAMPLES
+// times (one call between two events after an L2 flush, as the timed loop runs it; the
+// candidates interleaved so that clock drift hits all alike) and keeps the lowest median,
+// the heuristic's order breaking ties. The runs write Y, which the caller poisons before
+// validating. Returns NULL, or why none runs (the program waives with it).
+#define LT_ALGOS 16
+#define LT_TUNE_SAMPLES 5
+static int lt_cmp_float(const void *a, const void *b) {
+  const float x = *(const float *)a, y = *(const float *)b;
+  return (x > y) - (x < y);
+}
+static const char *lt_gemm_plan(LtGemm *g, GtlCtx *ctx, const LtShape *s, cudaDataType_t in,
+                                const void *W, const void *X, void *Y, const float *d_scale_w,
+                                const float *d_scale_x, int fast_accum) {
   static char why[256];
+  cudaStream_t st = ctx->stream;
   memset(g, 0, sizeof *g);
   g->W = W;
   g->X = X;
@@ -103,31 +116,76 @@ static const char *lt_gemm_plan(LtGemm *g, const LtShape *s, cudaDataType_t in, 
   const uint64_t ws_max = LT_WORKSPACE_BYTES;
   GTL_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                   &ws_max, sizeof ws_max));
-  enum { ALGOS = 8 };
-  cublasLtMatmulHeuristicResult_t heur[ALGOS];
+  cublasLtMatmulHeuristicResult_t heur[LT_ALGOS];
   int found = 0;
   cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(g->lt, g->op, g->lw, g->lx, g->ly, g->ly,
-                                                     pref, ALGOS, heur, &found);
+                                                     pref, LT_ALGOS, heur, &found);
   GTL_CUBLAS(cublasLtMatmulPreferenceDestroy(pref));
-  // fp8: C = NULL first (as PyTorch's scaled_mm passes it), then C = Y; bf16 the other way.
+  if (hs != CUBLAS_STATUS_SUCCESS) found = 0;
+  // Which algorithms run here, each with the C it accepts: fp8 C = NULL first (as
+  // PyTorch's scaled_mm passes it), then C = Y; bf16 the other way.
   const void *c_try[2] = {in == CUDA_R_8F_E4M3 ? NULL : Y, in == CUDA_R_8F_E4M3 ? Y : NULL};
   const float alpha = 1.0f, beta = 0.0f;
   cublasStatus_t refused = CUBLAS_STATUS_SUCCESS;
-  for (int t = 0; t < 2 && hs == CUBLAS_STATUS_SUCCESS; t++)
-    for (int k = 0; k < found; k++) {
+  int rank[LT_ALGOS], n = 0;
+  const void *cand_c[LT_ALGOS];
+  for (int k = 0; k < found; k++)
+    for (int t = 0; t < 2; t++) {
       refused = cublasLtMatmul(g->lt, g->op, &alpha, W, g->lw, X, g->lx, &beta, c_try[t], g->ly, Y,
                                g->ly, &heur[k].algo, g->ws, LT_WORKSPACE_BYTES, st);
       if (refused == CUBLAS_STATUS_SUCCESS) {
-        g->algo = heur[k].algo;
-        g->C = c_try[t];
-        return NULL;
+        rank[n] = k;
+        cand_c[n++] = c_try[t];
+        break;
       }
     }
-  snprintf(why, sizeof why, "cuBLASLt has no algorithm for this %s GEMM on this GPU (heuristic: %s, "
-           "%d found; cublasLtMatmul: %s; CUBLASLT_LOG_LEVEL=1 prints why)",
-           in == CUDA_R_8F_E4M3 ? "fp8 e4m3" : "bf16", cublasGetStatusName(hs), found,
-           cublasGetStatusName(refused));
-  return why;
+  if (n == 0) {
+    snprintf(why, sizeof why, "cuBLASLt has no algorithm for this %s GEMM on this GPU (heuristic: %s, "
+             "%d found; cublasLtMatmul: %s; CUBLASLT_LOG_LEVEL=1 prints why)",
+             in == CUDA_R_8F_E4M3 ? "fp8 e4m3" : "bf16", cublasGetStatusName(hs), found,
+             cublasGetStatusName(refused));
+    return why;
+  }
+  cudaEvent_t ev[2 * LT_ALGOS];
+  float ms[LT_ALGOS][LT_TUNE_SAMPLES], med[LT_ALGOS];
+  for (int i = 0; i < 2 * n; i++) GTL_CUDA(cudaEventCreate(&ev[i]));
+  for (int r = 0; r < LT_TUNE_SAMPLES; r++) {
+    for (int i = 0; i < n; i++) {
+      gtl_l2_flush(ctx, st);
+      GTL_CUDA(cudaEventRecord(ev[2 * i], st));
+      GTL_CUBLAS(cublasLtMatmul(g->lt, g->op, &alpha, W, g->lw, X, g->lx, &beta, cand_c[i], g->ly,
+                                Y, g->ly, &heur[rank[i]].algo, g->ws, LT_WORKSPACE_BYTES, st));
+      GTL_CUDA(cudaEventRecord(ev[2 * i + 1], st));
+    }
+    GTL_CUDA(cudaStreamSynchronize(st));
+    for (int i = 0; i < n; i++) GTL_CUDA(cudaEventElapsedTime(&ms[i][r], ev[2 * i], ev[2 * i + 1]));
+  }
+  int best = 0;
+  for (int i = 0; i < n; i++) {
+    qsort(ms[i], LT_TUNE_SAMPLES, sizeof(float), lt_cmp_float);
+    med[i] = ms[i][LT_TUNE_SAMPLES / 2];
+    if (med[i] < med[best]) best = i;
+  }
+  for (int i = 0; i < 2 * n; i++) GTL_CUDA(cudaEventDestroy(ev[i]));
+  g->algo = heur[rank[best]].algo;
+  g->C = cand_c[best];
+  g->n_timed = n;
+  g->pick = rank[best];
+  g->pick_us = med[best] * 1e3f;
+  g->first_us = med[0] * 1e3f;
+  return NULL;
+}
+
+// One line on the autotune's choice, for the report header: "fastest of N ...".
+static void lt_gemm_describe(const LtGemm *g, char *buf, size_t size) {
+  int algo_id = -1, tile = -1;
+  size_t w = 0;
+  cublasLtMatmulAlgoConfigGetAttribute(&g->algo, CUBLASLT_ALGO_CONFIG_ID, &algo_id, sizeof algo_id, &w);
+  cublasLtMatmulAlgoConfigGetAttribute(&g->algo, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile, &w);
+  snprintf(buf, size, "fastest of the %d algorithms cuBLASLt's heuristic offered that run here, "
+           "timed at setup (median of %d, L2 flushed): rank %d (algo id %d, tile id %d), %.1f us; "
+           "its first choice %.1f us", g->n_timed, LT_TUNE_SAMPLES, g->pick, algo_id, tile,
+           g->pick_us, g->first_us);
 }
 
 static void lt_gemm_destroy(LtGemm *g) {
@@ -212,4 +270,34 @@ static void lt_inputs(GtlCtx *ctx, const LtShape *s, __nv_bfloat16 *d_X, __nv_bf
   GTL_CUDA(cudaMemcpyAsync(h_X, d_X, nX * 2, cudaMemcpyDeviceToHost, ctx->stream));
   GTL_CUDA(cudaMemcpyAsync(h_W, d_W, nW * 2, cudaMemcpyDeviceToHost, ctx->stream));
   GTL_CUDA(cudaStreamSynchronize(ctx->stream));
+}
+
+// --l2=rotate: n copies of a step's read-only inputs, copy i one region holding a (a_bytes)
+// then b (b_bytes), each at a 256-byte boundary; n = gtl_rotate_copies_for(region bytes),
+// so that n regions are at least 4x the L2 (common/bench.h says why).
+typedef struct {
+  int n;          // copies
+  size_t stride;  // bytes of one region, a multiple of 256
+  size_t b_off;   // offset of b in a region
+  char *base;     // n regions back to back
+} LtCopies;
+
+static void lt_copies_setup(GtlCtx *ctx, LtCopies *c, const void *a, size_t a_bytes, const void *b,
+                            size_t b_bytes) {
+  c->b_off = (a_bytes + 255) / 256 * 256;
+  c->stride = c->b_off + (b_bytes + 255) / 256 * 256;
+  c->n = gtl_rotate_copies_for(ctx, c->stride);
+  c->base = (char *)gtl_malloc(c->stride * c->n, "--l2=rotate input copies (>= 4x L2)");
+  for (int i = 0; i < c->n; i++) {
+    GTL_CUDA(cudaMemcpyAsync(c->base + c->stride * i, a, a_bytes, cudaMemcpyDeviceToDevice, ctx->stream));
+    GTL_CUDA(cudaMemcpyAsync(c->base + c->stride * i + c->b_off, b, b_bytes, cudaMemcpyDeviceToDevice,
+                             ctx->stream));
+  }
+  GTL_CUDA(cudaStreamSynchronize(ctx->stream));
+}
+static void *lt_copy_a(const LtCopies *c, int i) { return c->base + c->stride * i; }
+static void *lt_copy_b(const LtCopies *c, int i) { return c->base + c->stride * i + c->b_off; }
+static void lt_copies_free(LtCopies *c) {
+  if (c->base) GTL_CUDA(cudaFree(c->base));
+  memset(c, 0, sizeof *c);
 }

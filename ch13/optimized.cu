@@ -7,14 +7,17 @@
 // What FP8 costs besides the GEMM is the quantization of the activations, every step:
 //   --scaling=current (default): amax of this X, then quantize with s = 448/amax. One
 //       cooperative kernel (fp8_tensor_amax_quantize_staged_kernel) reads X from HBM once
-//       into shared memory, meets the grid at a barrier for the amax, and quantizes out of
-//       shared memory; an X too large for that falls back to two kernels
+//       into shared memory, taking the amax as the copies land, meets the grid at a barrier
+//       for the amax, and quantizes out of shared memory; an X too large for that falls
+//       back to two kernels
 //       (fp8_tensor_amax_kernel, fp8_tensor_quantize_kernel) that read X twice.
 //   --scaling=delayed: quantize with the scale the amax history of earlier steps gives and
 //       record this X's amax in the same pass (fp8_tensor_quantize_delayed_kernel):
 //       X is read once (NVIDIA Transformer Engine's DelayedScaling recipe, amax history of
 //       1024 steps, "max", margin 0).
 // The weight is quantized once at load time (current scaling), outside the timed region.
+// The GEMM's algorithm is the fastest of those cuBLASLt's heuristic offers, timed at setup
+// (the baseline's bf16 GEMM is tuned the same way, lt_gemm_plan).
 // Timed, each over its own iterations: the fp8 GEMM alone (its % of the measured fp8
 // ceiling), the activation quantization alone, and the step = quantization + GEMM, the
 // headline held against the baseline's bf16 GEMM.
@@ -22,6 +25,7 @@
 // Build and run:   make ch13 && ./ch13/optimized          (pair: scripts/pair.sh ch13)
 //                  ./ch13/optimized --M=64 --scaling=delayed
 //                  ./ch13/optimized --fast_accum           (cuBLASLt's fast fp8 accumulation)
+//                  ./ch13/optimized --l2=rotate            (back to back on rotated input copies)
 // Nsight Compute:  scripts/profile.sh ch13 optimized
 //   the kernel name cuBLASLt picked (…e4m3…: FP8 wgmma, QGMMA in its SASS — cuBLASLt's
 //   kernels live in the library, not in this binary), sm__pipe_tensor_op_gmma_cycles_active
@@ -48,15 +52,16 @@ typedef struct {
   Fp8TensorScale *st_x;
   float *history;
   int delayed;
+  const Fp8QuantPlan *plan;  // launch shapes for X, planned once at setup
   LtGemm g;
 } Fp8Run;
 
 // The activation quantization of one step, on stream s.
 static void quantize_x(const Fp8Run *r, cudaStream_t s) {
   const size_t n = (size_t)r->sh.M * r->sh.K;
-  const int rc = r->delayed
-                     ? fp8_tensor_quantize_delayed_launch(r->X, r->Xq, n, r->st_x, r->history, AMAX_HISTORY, s)
-                     : fp8_tensor_current_launch(r->X, r->Xq, n, r->st_x, s);
+  const int rc = r->delayed ? fp8_tensor_quantize_delayed_launch(r->X, r->Xq, n, r->st_x, r->history,
+                                                                 AMAX_HISTORY, r->plan, s)
+                            : fp8_tensor_current_launch(r->X, r->Xq, n, r->st_x, r->plan, s);
   if (rc) exit(GTL_EXIT_RUNTIME);
 }
 static void run_quant(void *u, cudaStream_t s) { quantize_x((const Fp8Run *)u, s); }
@@ -68,6 +73,10 @@ static void run_step(void *u, cudaStream_t s) {
   quantize_x((const Fp8Run *)u, s);
   lt_gemm_run(&((const Fp8Run *)u)->g, s);
 }
+// --l2=rotate: the same on input copy `copy` (user: one Fp8Run per copy of X and Wq).
+static void rot_quant(void *u, int copy, cudaStream_t s) { run_quant((Fp8Run *)u + copy, s); }
+static void rot_gemm(void *u, int copy, cudaStream_t s) { run_gemm((Fp8Run *)u + copy, s); }
+static void rot_step(void *u, int copy, cudaStream_t s) { run_step((Fp8Run *)u + copy, s); }
 
 // The host's own per-tensor quantization of x (bf16 bits, n): q = E4M3(x · 448/amax),
 // bit-exact with the device's; deq = the fp8 values as bf16 (exact: 4 significant bits,
@@ -107,6 +116,7 @@ int main(int argc, char **argv) {
                    {"scaling", GTL_OPT_STR, &scaling, "current (default) or delayed: where X's scale comes from"},
                    {"fast_accum", GTL_OPT_FLAG, &fast_accum, "cuBLASLt fast fp8 accumulation (default off)"}};
   GtlCtx ctx;
+  gtl_allow_rotate();  // keeps copies of X and Wq (LtCopies)
   lt_parse(&ctx, "optimized", argc, argv, opts, 5, &M, &N, &K);
   const int delayed = !strcmp(scaling, "delayed");
   if (!delayed && strcmp(scaling, "current"))
@@ -136,17 +146,39 @@ int main(int argc, char **argv) {
   lt_inputs(&ctx, &sh, d_X, d_W, h_X, h_W);
   // The weight, once, as at load time: current scaling (W, 33 MB at the default shape, is
   // too large for the one-pass kernel on an H200 and takes the two-pass path).
+  Fp8QuantPlan plan_w, plan_x;
+  fp8_quant_plan(nW, &plan_w);
+  fp8_quant_plan(nX, &plan_x);
   if (fp8_tensor_scale_init_launch(d_sw, NULL, 0, ctx.stream) ||
       fp8_tensor_scale_init_launch(d_sx, d_hist, AMAX_HISTORY, ctx.stream) ||
-      fp8_tensor_current_launch(d_W, d_Wq, nW, d_sw, ctx.stream))
+      fp8_tensor_current_launch(d_W, d_Wq, nW, d_sw, &plan_w, ctx.stream))
     return GTL_EXIT_RUNTIME;
-  Fp8Run run = {sh, d_X, d_Xq, d_sx, d_hist, delayed, {}};
+  Fp8Run run = {sh, d_X, d_Xq, d_sx, d_hist, delayed, &plan_x, {}};
   // Delayed scaling starts with scale 1 and an empty history (as TE does); one calibration
   // step fills it, so the validated step quantizes with a scale from history.
   quantize_x(&run, ctx.stream);
-  const char *why = lt_gemm_plan(&run.g, &sh, CUDA_R_8F_E4M3, d_Wq, d_Xq, d_Y, &d_sw->scale_inv,
-                                 &d_sx->scale_inv, fast_accum, ctx.stream);
+  const char *why = lt_gemm_plan(&run.g, &ctx, &sh, CUDA_R_8F_E4M3, d_Wq, d_Xq, d_Y,
+                                 &d_sw->scale_inv, &d_sx->scale_inv, fast_accum);
   gtl_require(&ctx, why == NULL, why);
+  // Input copies for the rotated figure: the step beside the cold metric, or every row as
+  // the metric under --l2=rotate; none under --l2=warm. A step reads X and Wq.
+  const int rotate_all = ctx.args.l2 == GTL_L2_ROTATE, rotate_beside = ctx.args.l2 == GTL_L2_COLD;
+  LtCopies cp;
+  memset(&cp, 0, sizeof cp);
+  Fp8Run *rot = NULL;
+  if (rotate_all || rotate_beside) {
+    lt_copies_setup(&ctx, &cp, d_X, nX * 2, d_Wq, nW);
+    rot = (Fp8Run *)malloc(sizeof(Fp8Run) * cp.n);
+    if (!rot) {
+      fprintf(stderr, "ch13: host out of memory for %d input copies\n", cp.n);
+      return GTL_EXIT_RUNTIME;
+    }
+    for (int i = 0; i < cp.n; i++) {
+      rot[i] = run;
+      rot[i].X = (const __nv_bfloat16 *)lt_copy_a(&cp, i);
+      rot[i].g.W = lt_copy_b(&cp, i);
+    }
+  }
   cublasHandle_t h;
   GTL_CUBLAS(cublasCreate(&h));
   GTL_CUBLAS(cublasSetStream(h, ctx.stream));
@@ -154,8 +186,8 @@ int main(int argc, char **argv) {
 
   GtlResult r, rg, rq;  // the step (headline), the GEMM alone, the quantization alone
   gtl_result_init(&r, &ctx, "fp8e4m3", workload);
-  size_t stage_smem = 0;  // current scaling: one read of X if the one-pass kernel takes it
-  const unsigned stage_blocks = delayed ? 0 : fp8_tensor_staged_blocks(nX, &stage_smem);
+  const size_t stage_smem = plan_x.staged_smem;  // current scaling: one read of X if the
+  const unsigned stage_blocks = delayed ? 0 : plan_x.staged_blocks;  // one-pass kernel takes it
   const double x_reads = delayed || stage_blocks ? 1 : 2;  // times the step reads X (bf16)
   r.flops = lt_flops(&sh);
   r.bytes = lt_gemm_bytes(&sh, 1) + (x_reads * 2 + 1) * (double)nX;  // + quantization traffic
@@ -176,23 +208,28 @@ int main(int argc, char **argv) {
            "fp8_tensor_amax_quantize_staged_kernel (%u blocks x %d threads, %.1f KiB of X each "
            "in shared memory)",
            stage_blocks, FP8_STAGE_THREADS, stage_smem / 1024.0);
-  char notes[1024];
+  char tuned[320], notes[1536];
+  lt_gemm_describe(&run.g, tuned, sizeof tuned);
   snprintf(notes, sizeof notes,
            "strategy: X quantized every step (%s scaling), W once at load; cuBLASLt fp8 e4m3 GEMM "
            "(TN), fp32 compute, per-tensor scale pointers, bf16 out, fast accumulation %s\n"
+           "GEMM algorithm: %s\n"
            "inputs: X uniform [-%.0f, %.0f), W uniform [-1/sqrt(K), 1/sqrt(K)), bf16, then fp8\n"
            "roofline: GEMM %.2f GFLOP, %.1f MB = %.0f FLOP/B (bound by %s); quantization %.1f MB "
            "(X read %s, Xq written); step %.1f MB, bound by %s\n"
            "timed region of the step: %s + the GEMM; W's quantization is not in it\n"
            "reference: cuBLAS fp32 compute on the host's own fp8 values of X and W, times both "
            "dequantization scales; quantization error apart, against bf16 inputs",
-           scaling, fast_accum ? "on" : "off", LT_X_RANGE, LT_X_RANGE, rg.flops / 1e9, rg.bytes / 1e6,
+           scaling, fast_accum ? "on" : "off", tuned, LT_X_RANGE, LT_X_RANGE, rg.flops / 1e9, rg.bytes / 1e6,
            rg.flops / rg.bytes, gtl_bound_name(rg.bound), rq.bytes / 1e6, x_reads == 1 ? "once" : "twice",
            r.bytes / 1e6, gtl_bound_name(r.bound),
            delayed        ? "fp8_tensor_quantize_delayed_kernel (quantize + amax + history update)"
            : stage_blocks ? stage_desc
                           : "fp8_tensor_amax_kernel + fp8_tensor_quantize_kernel (X too large to stage)");
   gtl_report_header(&ctx, workload, notes);
+  if (cp.n && !ctx.args.json)
+    printf("# rotated figure: %d copies of X and Wq (%.1f MB each), %d steps back to back per "
+           "event pair, no flush\n", cp.n, cp.stride / 1e6, gtl_rotate_k(cp.n));
 
   GtlErr qerr;  // Y against the bf16-input reference: the quantization error
   memset(&qerr, 0, sizeof qerr);
@@ -234,7 +271,8 @@ int main(int argc, char **argv) {
     rq.err.rel_l2 = (double)(bad_x + bad_w) / (double)(nX + nW);  // fraction of bytes that differ
     rq.err.max_abs = fabs((double)sx.scale_inv - sx_inv) + fabs((double)sw.scale_inv - sw_inv);
     rq.err.pass = bad_x == 0 && bad_w == 0 && sx.scale_inv == sx_inv && sw.scale_inv == sw_inv &&
-                  sx.blocks_done == 0 && sw.blocks_done == 0;
+                  sx.blocks_done == 0 && sw.blocks_done == 0 &&
+                  (sx.barrier & 0x7FFFFFFFu) == 0 && (sw.barrier & 0x7FFFFFFFu) == 0;
     rq.validated = 1;
     if (!ctx.args.json)
       printf("# validate quantization: X %zu of %zu bytes differ, W %zu of %zu; scale_inv X %.6e "
@@ -250,6 +288,21 @@ int main(int argc, char **argv) {
     lt_check_y(&sh, &g_Y, ref_b, QUANT_TOL, h_y, &qerr);
     if (!ctx.args.json) gtl_err_print(stdout, &qerr, "Y vs fp32 on the bf16 inputs (quantization)");
     r.err.pass = r.err.pass && qerr.pass;
+    if (r.err.pass && cp.n) {  // 4. The last input copy: same values at other addresses.
+      GtlErr e;
+      gtl_poison(d_Xq, nX, ctx.stream);
+      gtl_poison(d_Y, nY * 2, ctx.stream);
+      run_step(&rot[cp.n - 1], ctx.stream);
+      GTL_CUDA(cudaStreamSynchronize(ctx.stream));
+      const size_t bad = bytes_differ(d_Xq, q_X, nX);
+      lt_check_y(&sh, &g_Y, ref_q, gtl_tol_for(GTL_FP8E4M3), h_y, &e);
+      if (!ctx.args.json) {
+        printf("# validate the last input copy (--l2=rotate): X %zu of %zu bytes differ\n", bad, nX);
+        gtl_err_print(stdout, &e, "Y from the last input copy");
+      }
+      if (bad) e.pass = 0;
+      if (!e.pass) r.err = e;
+    }
     rg.err = r.err;
     rg.validated = 1;
     gtl_phase_pop();
@@ -265,12 +318,27 @@ int main(int argc, char **argv) {
       return gtl_report_finish(&ctx, &r);
     }
   }
-  gtl_bench(&ctx, run_gemm, &run, &rg.st);
-  gtl_bench(&ctx, run_quant, &run, &rq.st);
-  gtl_bench(&ctx, run_step, &run, &r.st);
+  if (rotate_all) {
+    gtl_bench_rotate(&ctx, rot_gemm, rot, cp.n, &rg.st);
+    gtl_bench_rotate(&ctx, rot_quant, rot, cp.n, &rq.st);
+    gtl_bench_rotate(&ctx, rot_step, rot, cp.n, &r.st);
+  } else {
+    gtl_bench(&ctx, run_gemm, &run, &rg.st);
+    gtl_bench(&ctx, run_quant, &run, &rq.st);
+    gtl_bench(&ctx, run_step, &run, &r.st);
+  }
   gtl_report_row(&ctx, &rg);
   gtl_report_row(&ctx, &rq);
   gtl_report_row(&ctx, &r);
+  if (rotate_beside) {  // the step's rotated figure beside the cold metric
+    GtlResult rr = r;
+    rr.variant = delayed ? "step delayed rotate" : "step current rotate";
+    gtl_bench_rotate(&ctx, rot_step, rot, cp.n, &rr.st);
+    gtl_report_row(&ctx, &rr);
+    gtl_result_extra(&r, "rotate_median_ms", rr.st.median);
+    gtl_result_extra(&r, "rotate_p95_ms", rr.st.p95);
+    gtl_result_extra(&r, "pct_of_ceiling_rotate", gtl_result_pct(&rr, &ctx.ceil));
+  }
   if (!ctx.args.json)
     printf("# step %.1f us = quantization %.1f us + GEMM %.1f us (medians of separate runs); "
            "GEMM alone %.0f TFLOP/s = %.1f%% of %s\n",
@@ -283,6 +351,8 @@ int main(int argc, char **argv) {
   gtl_result_extra(&r, "quant_rel_l2", qerr.rel_l2);
   gtl_result_extra(&r, "delayed_scaling", delayed);
   gtl_result_extra(&r, "fast_accum", fast_accum);
+  gtl_result_extra(&r, "algo_rank", run.g.pick);
+  gtl_result_extra(&r, "algos_timed", run.g.n_timed);
   r.variant = ctx.variant;  // the JSON line speaks for the program
   const int code = gtl_report_finish(&ctx, &r);
 
@@ -296,6 +366,8 @@ int main(int argc, char **argv) {
   GTL_CUDA(cudaFree(d_sw));
   GTL_CUDA(cudaFree(d_hist));
   gtl_guarded_free(&g_Y);
+  lt_copies_free(&cp);
+  free(rot);
   free(h_X);
   free(h_W);
   gtl_end(&ctx);
