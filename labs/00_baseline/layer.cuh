@@ -316,27 +316,42 @@ static inline void lab00_qkv(Engine *e, int l) {
   }
 }
 
-// The frequencies come from the host's moe_rope_inv_freq (the CPU reference's), per call:
-// head_dim/2 pow()s, nothing kept between steps (layers 01-03 reuse this stage).
+/** The RoPE table of model c (c->head_dim <= 2·kLab00MaxHalf, which lab00_configure
+ *  checks): moe_rope_inv_freq's frequencies (the CPU reference's: θ^(−2i/hd), or YaRN's)
+ *  and cos/sin factor (1, or YaRN's 0.1·ln(factor) + 1). */
+static inline Lab00Rope lab00_rope_table(const MoeConfig *c) {
+  Lab00Rope r;
+  memset(&r, 0, sizeof r);
+  r.scale = moe_rope_inv_freq(c, r.inv_freq, NULL, NULL);
+  return r;
+}
+
+/** The first key position the query at pos reads in layer l: 0, or on a sliding-window
+ *  layer (moe_layer_window w > 0) pos − w + 1 once pos >= w — key k is visible iff
+ *  pos − w < k <= pos, w keys including the query's own. */
+static inline int lab00_first_key(const MoeConfig *c, int l, int pos) {
+  const int64_t w = moe_layer_window(c, l);
+  return w > 0 && pos - w + 1 > 0 ? (int)(pos - w + 1) : 0;
+}
+
+// The table is rebuilt per call (head_dim/2 pow()s on the host), nothing kept between
+// steps: layers 01-03 reuse this stage with their own state.
 static inline void lab00_rope(Engine *e, int l) {
   const MoeConfig *c = &e->cfg;
   float *kc = (float *)e->kv.k + engine_kv_layer(e, l), *vc = (float *)e->kv.v + engine_kv_layer(e, l);
-  Lab00Rope rope;
-  rope.scale = moe_rope_inv_freq(c, rope.inv_freq, NULL, NULL);
+  const Lab00Rope rope = lab00_rope_table(c);
   rope_kv_append_kernel<<<lab00_grid((c->H + c->H_kv) * c->head_dim / 2, e->B), kLab00Threads, 0, e->s>>>(
       e->a.d_q, e->a.d_k, e->a.d_v, kc, vc, c->H, c->H_kv, c->head_dim, e->pos, e->kv.max_len, rope);
   GTL_LAUNCH();
 }
 
-// Keys t0..pos: all of them, or on a sliding-window layer the window's last w (pos − w <
-// t <= pos; moe_layer_window). The cache keeps every position either way: the window only
-// moves t0. gpt-oss's sinks (one logit per query head) join the softmax.
+// Keys t0..pos (lab00_first_key): all of them, or on a sliding-window layer the window's
+// last w. The cache keeps every position either way: the window only moves t0. gpt-oss's
+// sinks (one logit per query head) join the softmax.
 static inline void lab00_attend(Engine *e, int l) {
   const MoeConfig *c = &e->cfg;
   Lab00 *p = (Lab00 *)e->layer;
-  const int B = e->B, hd = c->head_dim, pos = e->pos, max_len = e->kv.max_len;
-  const int64_t w = moe_layer_window(c, l);
-  const int t0 = w > 0 && pos - w + 1 > 0 ? (int)(pos - w + 1) : 0;
+  const int B = e->B, hd = c->head_dim, pos = e->pos, max_len = e->kv.max_len, t0 = lab00_first_key(c, l, pos);
   const float *kc = (const float *)e->kv.k + engine_kv_layer(e, l), *vc = (const float *)e->kv.v + engine_kv_layer(e, l);
   attn_score_kernel<<<lab00_grid(pos + 1 - t0, B * c->H), kLab00Threads, 0, e->s>>>(e->a.d_q, kc, p->d_scores, c->H,
                                                                                    c->H_kv, hd, t0, pos, max_len);
