@@ -285,7 +285,7 @@ __global__ void __launch_bounds__(moe_grouped::THREADS)
 }
 
 // Another point of the same body, for autotuners (ch20): STAGES-deep ring, BN columns per
-// work item (32, 64 or 128: 2, 4 or 8 warps). Launch with ThreadsOf<BN>::value threads and
+// work item (16, 32, 64 or 128: 1, 2, 4 or 8 warps). Launch with ThreadsOf<BN>::value threads and
 // SmemOf<BM, GLU, STAGES, BN>::bytes of dynamic shared memory; the work items are ch15's
 // (moe_dispatch_launch with the same BM), numbered with n_tiles = ceil(N / BN).
 template <int BM, bool GLU, int STAGES, int BN>

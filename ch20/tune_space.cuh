@@ -17,9 +17,10 @@
 //              (SMs × resident blocks); here any multiple of the SM count up to that, or
 //              exactly one block per work item.
 //     bn_*, stages_*   each launch's kernel variant (bm 16, 32, 64): ch15's own (64 columns,
-//              6 stages at bm 16, 4 above) and, from moe_grouped_gemm_var_kernel, 32
-//              columns (2 warps: twice the work items), 128 columns (8 warps), a deeper
-//              ring (8 / 6 stages) and a shallower one (3 stages: more CTAs per SM).
+//              6 stages at bm 16, 4 above) and, from moe_grouped_gemm_var_kernel, 16 and
+//              32 columns (1 and 2 warps: 4x and 2x the work items; 16 at bm <= 32 only),
+//              128 columns (8 warps), a deeper ring (8 / 6 stages) and a shallower one (3
+//              stages: more CTAs per SM).
 // Launchers only (pointers, sizes, stream in); the driver is ch20/autotune.cuh.
 #pragma once
 #include "../ch18/decode_attn.cuh"
@@ -87,11 +88,12 @@ static const int gemm_tune_bms[TUNE_GEMM_N_BM] = {16, 32, 48, 64, 128};
 
 // The kernel variants of one tile height: {bn, stages}, ch15's own first. Heights 48 and
 // 128 have ch15's variant only.
-#define TUNE_GEMM_MAX_VARIANTS 5
+#define TUNE_GEMM_MAX_VARIANTS 6
 static inline int gemm_tune_variants(int bm, int out[][2]) {
   const int own = bm == 16 ? 6 : 4;
   int n = 0;
   out[n][0] = 64, out[n++][1] = own;
+  if (bm == 16 || bm == 32) out[n][0] = 16, out[n++][1] = own;  // 1 warp: 4x the work items
   if (bm == 16 || bm == 32 || bm == 64) {
     out[n][0] = 32, out[n++][1] = own;
     out[n][0] = 128, out[n++][1] = 4;
@@ -140,6 +142,7 @@ static inline int gemm_var_dispatch(int launch, int bn, int st, int sms, int gri
                                        N, K, C, s);                                             \
     return 1;                                                                                   \
   }
+  if constexpr (BM <= 32) { GEMM_VAR(16, OWN) }
   GEMM_VAR(32, OWN)
   GEMM_VAR(128, 4)
   GEMM_VAR(64, DEEP)
