@@ -5,8 +5,8 @@
 // host's cores (fp32, rank order, up to 16 threads), copy the sum back to every GPU (all at
 // once). Every byte crosses PCIe twice and the host's memory three times, while the
 // NVLink between the GPUs (NV18: 18 links × 26.6 GB/s = 478 GB/s a direction; a peer copy
-// measured 385) sits idle; the GPUs wait for the host in the middle. The method itself lives in allreduce.cuh (ar_host_staged)
-// because optimized --sweep times it beside NCCL.
+// measured 385) sits idle; the GPUs wait for the host in the middle. The method itself
+// lives in host_staged.cuh (ar_host_staged) because optimized --sweep times it beside NCCL.
 //
 // Build and run:   make ch04 && ./ch04/baseline        (pair: scripts/pair.sh ch04)
 // Nsight Systems:  nsys profile -t cuda,nvtx ./ch04/baseline --iters=5

@@ -17,7 +17,7 @@
 //            more beyond).
 // Both are validated against the host's double sum on every rank, before timing and again
 // after the timed graph replays. Messages up to 4 MiB are timed as 100 all-reduces in one
-// CUDA graph per GPU, larger ones one at a time by event fork/join (allreduce.cuh).
+// CUDA graph per GPU, larger ones one at a time by event fork/join (timing.cuh).
 // --sweep adds the host-staged baseline and prints where the one-shot kernel stops
 // beating NCCL. The measured crossover, on 2 and 4 H200s, is in the README.
 //
