@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # run_device.sh — everything layer 00 shows, in one GPU session, inside a time budget:
-#   build; mini (validated against the CPU reference) at batch 1 and 64; compute-sanitizer
-#   memcheck on mini; transformers checks (labs/moe/hf_check.py); gptoss20b at batch 1
-#   (prompt 512, generate 128) and batch 64 (prompt 32, generate 8: the baseline is slow).
+#   build; mini (validated against the CPU reference) at batch 1 and 64; tiny_gptoss
+#   (gpt-oss semantics, 160 checked positions: past the 128-key window); compute-sanitizer
+#   memcheck on mini and tiny_gptoss; transformers checks (labs/moe/hf_check.py);
+#   gptoss20b_mixtral at batch 1 (prompt 512, generate 128) and batch 64 (prompt 32,
+#   generate 8: the baseline is slow); gptoss20b (gpt-oss semantics) at the same points.
 # Logs and the JSON lines (results.jsonl) go to $OUT (default results/labs_00).
-#   labs/00_baseline/run_device.sh [budget_seconds, default 460]
+#   labs/00_baseline/run_device.sh [budget_seconds, default 700]
 set -u
 cd "$(dirname "$0")/../.." || exit 3
 out=${OUT:-results/labs_00}
 mkdir -p "$out"
-budget=${1:-460}
+budget=${1:-700}
 d=labs/00_baseline/decode
 left() { echo $((budget - SECONDS)); }
 run() {  # run NAME CAP_SECONDS cmd...: log to $out/NAME.log (appended), JSON lines collected
@@ -31,8 +33,12 @@ run mini 40 "$d" --preset=mini --batch=64 --prompt=64 --gen=32
 run mini 40 "$d" --model=/tmp/mini_ckpt --prompt=16 --gen=4
 h=$(grep -o '"logits_hash":"[0-9a-f]*"' "$out/mini.log" | sed -n '1p;3p' | sort -u | wc -l)
 echo "== mini: --preset=mini and --model=<written mini> logits_hash: $([ "$h" = 1 ] && echo same || echo DIFFERENT)" | tee -a "$out/mini.log"
+run tiny_gptoss 40 "$d" --preset=tiny_gptoss --batch=3 --prompt=140 --gen=24 --check=160 --check-rows=3
 run memcheck 90 compute-sanitizer --tool memcheck --leak-check full "$d" --preset=mini --batch=3 --prompt=12 --gen=6 --check=12 --check-rows=3 --stage-steps=2
+run memcheck 90 compute-sanitizer --tool memcheck --leak-check full "$d" --preset=tiny_gptoss --batch=2 --prompt=132 --gen=4 --check=8 --check-rows=2 --stage-steps=1
 run gptoss_b1 150 "$d" --preset=gptoss20b_mixtral
 run gptoss_b64 150 "$d" --preset=gptoss20b_mixtral --batch=64 --prompt=32 --gen=8
 run hf_check 150 python3 labs/moe/hf_check.py --decode "$d" --summary "$out/hf_check.json"
+run gptoss_true_b1 100 "$d" --preset=gptoss20b --prompt=512 --gen=32
+run gptoss_true_b64 120 "$d" --preset=gptoss20b --batch=64 --prompt=32 --gen=8
 echo "run_device.sh: done in ${SECONDS}s"
