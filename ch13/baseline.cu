@@ -143,7 +143,7 @@ int main(int argc, char **argv) {
   gtl_report_row(&ctx, &r);
   if (rotate_beside) {  // the rotated figure beside the cold metric
     GtlResult rr = r;
-    rr.variant = "baseline rotate";
+    rr.variant = "baseline_rotate";
     gtl_bench_rotate(&ctx, baseline_rotate_step, rot, cp.n, &rr.st);
     gtl_report_row(&ctx, &rr);
     gtl_result_extra(&r, "rotate_median_ms", rr.st.median);

@@ -330,14 +330,18 @@ int main(int argc, char **argv) {
   gtl_report_row(&ctx, &rg);
   gtl_report_row(&ctx, &rq);
   gtl_report_row(&ctx, &r);
-  if (rotate_beside) {  // the step's rotated figure beside the cold metric
-    GtlResult rr = r;
+  if (rotate_beside) {  // the rotated figures of the quantization and the step, beside
+    GtlResult rqr = rq, rr = r;
+    rqr.variant = delayed ? "quant delayed rotate" : "quant current rotate";
     rr.variant = delayed ? "step delayed rotate" : "step current rotate";
+    gtl_bench_rotate(&ctx, rot_quant, rot, cp.n, &rqr.st);
     gtl_bench_rotate(&ctx, rot_step, rot, cp.n, &rr.st);
+    gtl_report_row(&ctx, &rqr);
     gtl_report_row(&ctx, &rr);
     gtl_result_extra(&r, "rotate_median_ms", rr.st.median);
     gtl_result_extra(&r, "rotate_p95_ms", rr.st.p95);
     gtl_result_extra(&r, "pct_of_ceiling_rotate", gtl_result_pct(&rr, &ctx.ceil));
+    gtl_result_extra(&r, "quant_rotate_median_ms", rqr.st.median);
   }
   if (!ctx.args.json)
     printf("# step %.1f us = quantization %.1f us + GEMM %.1f us (medians of separate runs); "

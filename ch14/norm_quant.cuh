@@ -330,7 +330,7 @@ static int norm_quant_main(int argc, char **argv, const char *program, const cha
     if (rotate_beside) {  // the rotated figure beside the cold metric
       GtlResult rr = r;
       char name[48];
-      snprintf(name, sizeof name, "%s rotate", program);
+      snprintf(name, sizeof name, "%s_rotate", program);
       rr.variant = name;
       gtl_bench_rotate(&ctx, norm_quant_rotate_run, &cp, cp.n, &rr.st);
       gtl_report_row(&ctx, &rr);
