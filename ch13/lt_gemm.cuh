@@ -78,7 +78,7 @@ static void lt_gemm_run(const LtGemm *g, cudaStream_t s) {
 // candidates interleaved so that clock drift hits all alike) and keeps the lowest median,
 // the heuristic's order breaking ties. The runs write Y, which the caller poisons before
 // validating. Returns NULL, or why none runs (the program waives with it).
-#define LT_ALGOS 16
+#define LT_ALGOS 32
 #define LT_TUNE_SAMPLES 5
 static int lt_cmp_float(const void *a, const void *b) {
   const float x = *(const float *)a, y = *(const float *)b;
