@@ -234,7 +234,8 @@ __global__ void __launch_bounds__(ATTN_THREADS, 4)  // <= 128 registers: 4 CTAs 
   // Tile t into stage st (fp8kv_load_row0): RPT consecutive rows, chunk lc of K and V each,
   // and one scale word. The RPT rows start at a multiple of RPT, so with pages of >= 4
   // tokens (the launcher's condition) they share a page and one block-table look-up.
-  // Keys outside [lo, end) are zeros (codes and scales).
+  // Keys outside [lo, end) are zeros (codes and scales): source size 0, nothing is read
+  // (their addresses stay inside the page of a key that exists, or at the pool's start).
   const int lc = threadIdx.x & 3, lr0 = fp8kv_load_row0(threadIdx.x, TILE);
   const int32_t *table = a.kv.block_table + (int64_t)b * a.kv.table_stride;
   const int pmask = (1 << a.kv.page_shift) - 1;
@@ -248,17 +249,16 @@ __global__ void __launch_bounds__(ATTN_THREADS, 4)  // <= 128 registers: 4 CTAs 
       off0 = e * a.kv.page_stride + head_off + (int64_t)(j0 & pmask) * ATTN_HEAD_DIM + lc * 16;
       soff0 = e * a.kv.scale_page_stride + sc_head_off + (j0 & pmask);
     }
+    const uint8_t *kp = a.kv.k8 + off0, *vp = a.kv.v8 + off0;
 #pragma unroll
     for (int i = 0; i < RPT; i++) {
-      const bool ok = j0 + i >= lo && j0 + i < end;
-      const int64_t off = ok ? off0 + i * ATTN_HEAD_DIM : 0;
-      attn_cp_async16(ks + fp8kv_row_off(lr0 + i, lc), a.kv.k8 + off, ok ? 16 : 0);
-      attn_cp_async16(vs + fp8kv_row_off(lr0 + i, lc), a.kv.v8 + off, ok ? 16 : 0);
+      const int n = j0 + i >= lo && j0 + i < end ? 16 : 0;
+      attn_cp_async16(ks + fp8kv_row_off(lr0 + i, lc), kp + i * ATTN_HEAD_DIM, n);
+      attn_cp_async16(vs + fp8kv_row_off(lr0 + i, lc), vp + i * ATTN_HEAD_DIM, n);
     }
-    if (lc < RPT) {
-      const bool ok = j0 + lc >= lo && j0 + lc < end;
-      attn8d_cp_async4(vs + TILE * 64 + (lr0 + lc) * 4, a.kv.scales + (ok ? soff0 + lc : 0), ok ? 4 : 0);
-    }
+    if (lc < RPT)
+      attn8d_cp_async4(vs + TILE * 64 + (lr0 + lc) * 4, a.kv.scales + soff0 + lc,
+                       j0 + lc >= lo && j0 + lc < end ? 4 : 0);
   };
 
   const float sl2 = a.scale * ATTN_LOG2E;

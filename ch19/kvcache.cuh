@@ -14,6 +14,12 @@
 //   window  contiguous, sliding window 128: optimized reads FP8
 // Roofline: per visible (key, KV head) a bf16 page sends K + V = 256 B, an FP8 page
 // 64 + 64 B codes + 4 B scale word = 132 B; plus q and out.
+// Timing: the metric is --l2=cold (L2 flushed before each timed step). Beside it the full
+// row is also timed as inside a decode step (common/bench.h, --l2=rotate: back-to-back
+// steps, each on the next of N copies of what the step reads, N × bytes >= 4 × L2); with
+// --l2=rotate every row is timed that way. The window row's copies hold only the keys the
+// step reads (the last `window` of each sequence, as a cache of that many keys), so that
+// N of them leave the L2 behind; the full and paged rows copy their cache or pools whole.
 #pragma once
 #include <cuda_bf16.h>
 #include <math.h>
@@ -167,14 +173,53 @@ static void kv_run(void *user, cudaStream_t s) {
   kv_launch(r->a, r->p, s);
 }
 
+#include "kvrot.cuh"  // KvRot: the --l2=rotate input copies of a row
+
+// Poison out, one launch of a's step, compare with ref (bf16 tolerance) into err and, with
+// ref_u, with the unquantized reference (E4M3 tolerance: rel_l2 into *rel_l2_u), check the
+// guard bytes. Returns 0, or 1 on FAIL.
+static int kv_check(GtlCtx *ctx, const KvRowArgs *a, const KvPlan *plan, const double *ref,
+                    const double *ref_u, GtlGuarded *g_out, const char *label, GtlErr *err,
+                    double *rel_l2_u) {
+  const size_t n_out = (size_t)a->bf.B * a->bf.H * ATTN_HEAD_DIM;
+  gtl_poison(a->bf.out, n_out * 2, ctx->stream);
+  kv_launch(a, plan, ctx->stream);
+  GTL_CUDA(cudaStreamSynchronize(ctx->stream));
+  uint16_t *raw = (uint16_t *)malloc(n_out * 2);
+  float *out = (float *)malloc(n_out * 4);
+  GTL_CUDA(cudaMemcpy(raw, a->bf.out, n_out * 2, cudaMemcpyDeviceToHost));
+  for (size_t i = 0; i < n_out; i++) out[i] = gtl_bf16_to_f32(raw[i]);
+  gtl_compare(out, ref, n_out, gtl_tol_for(GTL_BF16), err);
+  if (ref_u) {
+    GtlErr eu;
+    gtl_compare(out, ref_u, n_out, gtl_tol_for(GTL_FP8E4M3), &eu);
+    *rel_l2_u = eu.rel_l2;
+    if (!eu.pass) {
+      gtl_err_print(stderr, &eu, "against unquantized bf16 K/V");
+      err->pass = 0;
+    }
+  }
+  const size_t bad_guard = gtl_guarded_check(g_out);
+  if (bad_guard) {
+    fprintf(stderr, "ch19: %zu guard bytes around out were overwritten (%s)\n", bad_guard, label);
+    err->pass = 0;
+  }
+  free(raw);
+  free(out);
+  return err->pass ? 0 : 1;
+}
+
 // One row: plan, poison, validated run against ref (the values the kernel reads, bf16
-// tolerance) and ref_u (unquantized bf16 K/V, E4M3 tolerance: rel_l2 <= 2e-2), time.
-// Returns 0, or 1 on FAIL (never times a wrong kernel).
+// tolerance) and ref_u (unquantized bf16 K/V, E4M3 tolerance: rel_l2 <= 2e-2), time. With
+// rot (its input copies), the last copy is validated too, and the step is timed rotating
+// through them: as the metric when rotate_metric (--l2=rotate), else beside it in a row
+// "<name> rotate" with its stats in *rot_st. Returns 0, or 1 on FAIL (never times a wrong
+// kernel).
 static int kv_row(GtlCtx *ctx, const KvRowArgs *a, const int32_t *h_lens, const KvDtypes *t, int S,
                   const double *ref, const double *ref_u, GtlGuarded *g_out, const char *label,
-                  const char *name, GtlResult *r, double *rel_l2_u) {
+                  const char *name, GtlResult *r, double *rel_l2_u, const KvRot *rot, int rotate_metric,
+                  GtlStats *rot_st) {
   const int B = a->bf.B, H = a->bf.H, window = a->bf.window;
-  const size_t n_out = (size_t)B * H * ATTN_HEAD_DIM;
   int max_keys = 0;
   for (int b = 0; b < B; b++) {
     const int n = h_lens[b] - attn_first_key(h_lens[b], window);
@@ -195,41 +240,42 @@ static int kv_row(GtlCtx *ctx, const KvRowArgs *a, const int32_t *h_lens, const 
   int rc = 0;
   if (ctx->args.verify) {
     gtl_phase_push(GTL_PHASE_VALIDATE);
-    gtl_poison(a->bf.out, n_out * 2, ctx->stream);
-    kv_launch(a, &plan, ctx->stream);
-    GTL_CUDA(cudaStreamSynchronize(ctx->stream));
-    uint16_t *raw = (uint16_t *)malloc(n_out * 2);
-    float *out = (float *)malloc(n_out * 4);
-    GTL_CUDA(cudaMemcpy(raw, a->bf.out, n_out * 2, cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < n_out; i++) out[i] = gtl_bf16_to_f32(raw[i]);
-    gtl_compare(out, ref, n_out, gtl_tol_for(GTL_BF16), &r->err);
+    rc = kv_check(ctx, a, &plan, ref, ref_u, g_out, label, &r->err, rel_l2_u);
+    if (rc == 0 && rot && rot->n) {  // the last input copy: same values, other addresses
+      double dummy;
+      rc = kv_check(ctx, &rot->a[rot->n - 1], &plan, ref, NULL, g_out, label, &r->err, &dummy);
+    }
     r->validated = 1;
-    GtlErr eu;
-    gtl_compare(out, ref_u, n_out, gtl_tol_for(GTL_FP8E4M3), &eu);
-    *rel_l2_u = eu.rel_l2;
-    const size_t bad_guard = gtl_guarded_check(g_out);
-    if (bad_guard) {
-      fprintf(stderr, "ch19: %zu guard bytes around out were overwritten (%s)\n", bad_guard, label);
-      r->err.pass = 0;
-    }
-    if (!eu.pass) {
-      gtl_err_print(stderr, &eu, "against unquantized bf16 K/V");
-      r->err.pass = 0;
-    }
-    if (!r->err.pass) {
+    if (rc) {
       gtl_err_print(stderr, &r->err, label);
       rc = GTL_EXIT_FAIL;
     }
-    free(raw);
-    free(out);
     gtl_phase_pop();
   }
   if (rc == 0) {
     KvRun run = {a, &plan};
-    gtl_bench(ctx, kv_run, &run, &r->st);
+    KvRotRun rrun = {rot, &plan};
+    if (rotate_metric && rot && rot->n)
+      gtl_bench_rotate(ctx, kv_rotate_run, &rrun, rot->n, &r->st);
+    else
+      gtl_bench(ctx, kv_run, &run, &r->st);
   }
   gtl_report_row(ctx, r);
-  if (!ctx->args.json) printf("#   %s: %s; rel_l2 vs bf16 K/V %.2e\n", label, plan.what, *rel_l2_u);
+  if (rc == 0 && !rotate_metric && rot && rot->n) {  // the step as inside a decode step
+    KvRotRun rrun = {rot, &plan};
+    GtlResult rr = *r;
+    char rname[192];
+    snprintf(rname, sizeof rname, "%s rotate", name);
+    rr.variant = rname;
+    gtl_bench_rotate(ctx, kv_rotate_run, &rrun, rot->n, &rr.st);
+    gtl_report_row(ctx, &rr);
+    *rot_st = rr.st;
+  }
+  if (!ctx->args.json) {
+    printf("#   %s: %s; rel_l2 vs bf16 K/V %.2e", label, plan.what, *rel_l2_u);
+    if (rot && rot->n) printf("; %s %d input copies of %.1f MB", rotate_metric ? "timed on" : "rotate row:", rot->n, rot->stride / 1e6);
+    printf("\n");
+  }
   kv_plan_free(&plan);
   return rc;
 }
@@ -244,6 +290,7 @@ static int kv_main(int argc, char **argv, const char *variant, const char *strat
                    {"pressure", GTL_OPT_INT, &pressure,
                     "paged row: pool fill in percent, 0..100, from which new pages are written FP8 (default 50; the baseline stays bf16)"}};
   GtlCtx ctx;
+  gtl_allow_rotate();  // this driver keeps input copies (KvRot)
   gtl_parse(&ctx, "ch19", variant, argc, argv, opts, 5, 10, 100, GTL_L2_COLD);
   if (ctx.args.size == GTL_SIZE_SMALL) B = 3, S = 1000;
   if (ctx.args.size == GTL_SIZE_LARGE) B = 64, S = 8192;
@@ -424,6 +471,13 @@ static int kv_main(int argc, char **argv, const char *variant, const char *strat
       rc = GTL_EXIT_FAIL;
     }
   }
+  // Input copies for the rotated figure: the full row beside the cold metric; every row
+  // as the metric under --l2=rotate; none under --l2=warm.
+  const int rotate_all = ctx.args.l2 == GTL_L2_ROTATE;
+  KvRot rots[3];
+  memset(rots, 0, sizeof rots);
+  GtlStats rot_st;
+  memset(&rot_st, 0, sizeof rot_st);
   GtlResult r[3];
   double rel_u[3] = {NAN, NAN, NAN};
   int done = 0;
@@ -437,7 +491,14 @@ static int kv_main(int argc, char **argv, const char *variant, const char *strat
         memcpy(ref_u, ref, sizeof(double) * n_q);
       gtl_phase_pop();
     }
-    rc = kv_row(&ctx, &rows[i], row_lens[i], row_t[i], Si, ref, ref_u, &g_out, labels[i], names[i], &r[i], &rel_u[i]);
+    if (rotate_all || (i == 0 && ctx.args.l2 == GTL_L2_COLD)) {
+      gtl_phase_push(GTL_PHASE_SETUP);
+      kv_rot_setup(&ctx, &rots[i], i, &rows[i], reads_fp8, Si, n16, n8);
+      gtl_phase_pop();
+    }
+    rc = kv_row(&ctx, &rows[i], row_lens[i], row_t[i], Si, ref, ref_u, &g_out, labels[i], names[i], &r[i], &rel_u[i],
+                &rots[i], rotate_all, &rot_st);
+    kv_rot_free(&rots[i]);
   }
   GtlResult *head = done ? (rc ? &r[done - 1] : &r[0]) : NULL;
   if (!head) {  // the quantizer check failed before any row: report a failed full row
@@ -457,6 +518,13 @@ static int kv_main(int argc, char **argv, const char *variant, const char *strat
     gtl_result_extra(head, "rel_l2_vs_bf16_kv", rel_u[0]);
     gtl_result_extra(head, "rel_l2_vs_bf16_kv_paged", rel_u[1]);
     gtl_result_extra(head, "rel_l2_vs_bf16_kv_window", rel_u[2]);
+    if (!rotate_all && ctx.args.l2 == GTL_L2_COLD) {
+      GtlResult rr = r[0];
+      rr.st = rot_st;
+      gtl_result_extra(head, "rotate_median_ms", rot_st.median);
+      gtl_result_extra(head, "rotate_p95_ms", rot_st.p95);
+      gtl_result_extra(head, "pct_of_ceiling_rotate", gtl_result_pct(&rr, &ctx.ceil));
+    }
   }
   rc = gtl_report_finish(&ctx, head);
 

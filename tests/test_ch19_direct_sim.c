@@ -1,0 +1,459 @@
+/* test_ch19_direct_sim.c — host simulation of ch19's register path, attn_fp8_direct_kernel
+ * (ch19/attn_fp8_direct.cuh), for every CTA of one (sequence, KV head) and the split
+ * combine: the cp.async tile loads through a shuffled block table (thread → rows and
+ * chunks by fp8kv_load_row0, tiles aligned to multiples of the tile size, keys outside
+ * [lo, end) zero-filled), ldmatrix / ldmatrix.trans on 64-byte FP8 rows, cvt e4m3x2 →
+ * f16x2 of either half, the V byte permutes, mma.m16n8k16 f16 with fp32 accumulate, the
+ * K/V scales, the per-warp power-of-two V-scale exponent, online softmax, the 4-warp merge,
+ * sinks and the log-sum-exp combine, each emulated lane by lane from the PTX ISA's
+ * definitions ("ldmatrix", "Matrix Fragments for mma.m16n8k16", "prmt", "cvt") with the
+ * kernel's index expressions transcribed. The index maps are taken from ch19/fp8_kv.h
+ * through a table of functions, so the same simulation also runs with deliberately wrong
+ * maps and must then fail: the check is able to see a wrong map. Checked against attention
+ * in double on the values the kernel reads (codes × scales). Both tile shapes (16 and 32
+ * keys per warp), groups of 8 and 16 query heads, windows, ragged lengths, 1 to 5 splits. */
+#include "cmocka_all.h"
+#include <math.h>
+#include <stdlib.h>
+#include "convert.h"
+#include "../ch19/fp8_kv.h"
+
+/* The maps under test (ch19/fp8_kv.h), replaceable by wrong ones. */
+typedef struct {
+  int (*load_row0)(int tid, int rows);
+  int (*k_row)(int kpw, int warp, int nt, int lane);
+  int (*v_row)(int kpw, int warp, int kk, int lane);
+  int (*v_chunk)(int sg, int lane);
+  int (*qk_dim)(int ks, int qc, int hi);
+  int (*pv_dim)(int n, int qc, int e);
+  uint32_t (*row_off)(int row, int chunk);
+  uint32_t sel_even, sel_odd;
+} Maps;
+static int h_load_row0(int t, int r) { return fp8kv_load_row0(t, r); }
+static int h_k_row(int k, int w, int n, int l) { return fp8kv_k_row(k, w, n, l); }
+static int h_v_row(int k, int w, int kk, int l) { return fp8kv_v_row(k, w, kk, l); }
+static int h_v_chunk(int sg, int l) { return fp8kv_v_chunk(sg, l); }
+static int h_qk_dim(int ks, int qc, int hi) { return fp8kv_qk_dim(ks, qc, hi); }
+static int h_pv_dim(int n, int qc, int e) { return fp8kv_pv_dim(n, qc, e); }
+static uint32_t h_row_off(int r, int c) { return fp8kv_row_off(r, c); }
+static const Maps kMaps = {h_load_row0, h_k_row, h_v_row, h_v_chunk, h_qk_dim, h_pv_dim, h_row_off,
+                           FP8KV_V_SEL_EVEN, FP8KV_V_SEL_ODD};
+
+/* ---- PTX emulation ---------------------------------------------------------------- */
+static uint8_t stage[2 * 128 * 64 + 128 * 4]; /* one stage: K codes, V codes, scale words */
+static uint8_t written[sizeof stage];
+static int loads_ok; /* 0 once a stage byte was written twice, never, or out of place */
+static uint32_t rd32(uint32_t off) { uint32_t v; memcpy(&v, stage + off, 4); return v; }
+static uint16_t rd16(uint32_t off) { uint16_t v; memcpy(&v, stage + off, 2); return v; }
+/* ldmatrix.x4 .b16: lane l gives the row address of matrix l / 8, row l % 8; without .trans
+ * lane t gets row t/4, elements 2(t%4), 2(t%4)+1; with .trans the transposed matrix. */
+static void ldmatrix_x4(const uint32_t addr[32], int trans, uint32_t r[32][4]) {
+  for (int m = 0; m < 4; m++)
+    for (int t = 0; t < 32; t++)
+      r[t][m] = trans ? rd16(addr[m * 8 + 2 * (t % 4)] + 2 * (t / 4)) |
+                            ((uint32_t)rd16(addr[m * 8 + 2 * (t % 4) + 1] + 2 * (t / 4)) << 16)
+                      : rd32(addr[m * 8 + t / 4] + 4 * (t % 4));
+}
+/* prmt.b32 (default mode): byte n of the result is byte (sel >> 4n) & 7 of {y, x}. */
+static uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t sel) {
+  const uint64_t xy = (uint64_t)x | ((uint64_t)y << 32);
+  uint32_t r = 0;
+  for (int n = 0; n < 4; n++) r |= (uint32_t)((xy >> (8 * ((sel >> (4 * n)) & 7))) & 0xFF) << (8 * n);
+  return r;
+}
+/* cvt.rn.f16x2.e4m3x2 of the low (hi = 0) or high 16 bits: byte 0 → low half (exact). */
+static uint32_t cvt_e4m3x2(uint32_t x, int hi) {
+  const uint32_t b = hi ? x >> 16 : x;
+  return gtl_f32_to_fp16(gtl_fp8e4m3_to_f32((uint8_t)b)) |
+         ((uint32_t)gtl_f32_to_fp16(gtl_fp8e4m3_to_f32((uint8_t)(b >> 8))) << 16);
+}
+static uint32_t pack_f16(float lo, float hi) { return gtl_f32_to_fp16(lo) | ((uint32_t)gtl_f32_to_fp16(hi) << 16); }
+static float f16lo(uint32_t r) { return gtl_fp16_to_f32((uint16_t)(r & 0xFFFF)); }
+static float f16hi(uint32_t r) { return gtl_fp16_to_f32((uint16_t)(r >> 16)); }
+/* d (16x8 fp32) += a (16x16 f16) · b (16x8 f16); a0 (g, 2c..), a1 (g+8, 2c..), a2 (g, 2c+8..),
+ * a3 (g+8, 2c+8..); b0 (k 2c.., n g), b1 (k 2c+8.., n g); d0,d1 (g, 2c..), d2,d3 (g+8, 2c..). */
+static void mma(float d[32][4], uint32_t a[32][4], const uint32_t b0[32], const uint32_t b1[32]) {
+  float A[16][16], B[16][8];
+  for (int t = 0; t < 32; t++) {
+    const int g = t / 4, c = t % 4;
+    A[g][2 * c] = f16lo(a[t][0]), A[g][2 * c + 1] = f16hi(a[t][0]);
+    A[g + 8][2 * c] = f16lo(a[t][1]), A[g + 8][2 * c + 1] = f16hi(a[t][1]);
+    A[g][2 * c + 8] = f16lo(a[t][2]), A[g][2 * c + 9] = f16hi(a[t][2]);
+    A[g + 8][2 * c + 8] = f16lo(a[t][3]), A[g + 8][2 * c + 9] = f16hi(a[t][3]);
+    B[2 * c][g] = f16lo(b0[t]), B[2 * c + 1][g] = f16hi(b0[t]);
+    B[2 * c + 8][g] = f16lo(b1[t]), B[2 * c + 9][g] = f16hi(b1[t]);
+  }
+  for (int t = 0; t < 32; t++)
+    for (int e = 0; e < 4; e++) {
+      const int row = t / 4 + (e >= 2 ? 8 : 0), col = 2 * (t % 4) + (e & 1);
+      float acc = d[t][e];
+      for (int k = 0; k < 16; k++) acc += A[row][k] * B[k][col];
+      d[t][e] = acc;
+    }
+}
+
+/* One (sequence, KV head): len keys in a pool of P-token pages (table[logical] = physical),
+ * codes kp/vp [pages][P][64], scale words sp [pages][P]; q [G][64]; out [G][64]. */
+typedef struct {
+  int G, kpw, len, window, num_splits, P;
+  const float *q, *sinks;
+  const int32_t *table;
+  const uint8_t *kp, *vp;
+  const uint32_t *sp;
+} Problem;
+
+static void sim_split(const Maps *mp, const Problem *pb, int split, float *o_part, float *lse_part,
+                      float *out) {
+  const int kpw = pb->kpw, TILE = 4 * kpw, RPT = TILE / 32, NT = kpw / 8, KK = kpw / 16, G = pb->G;
+  const int upper = G > 8, len = pb->len, lo = pb->window > 0 && len > pb->window ? len - pb->window : 0;
+  const int lo_al = lo & ~(TILE - 1), ns = pb->num_splits;
+  int shift = 0;
+  while ((1 << shift) < pb->P) shift++;
+  int chunk = (len - lo_al + ns - 1) / ns;
+  chunk = (chunk + TILE - 1) / TILE * TILE;
+  const int start = lo_al + split * chunk, end = len < start + chunk ? len : start + chunk;
+  const int n_tiles = end > start ? (end - start + TILE - 1) / TILE : 0;
+  const float sl2 = 0.125f * 1.4426950408889634f;
+  static uint32_t qa[32][4][4];
+  for (int lane = 0; lane < 32; lane++)
+    for (int ks = 0; ks < 4; ks++)
+      for (int i = 0; i < 4; i++) {
+        const int r = lane / 4 + (i & 1) * 8, d = mp->qk_dim(ks, lane & 3, i >> 1);
+        qa[lane][ks][i] = r < G ? pack_f16(pb->q[r * 64 + d], pb->q[r * 64 + d + 1]) : 0u;
+      }
+  static float m_lo[4][32], m_hi[4][32], l_lo[4][32], l_hi[4][32], o[4][32][8][4];
+  int E[4];
+  for (int w = 0; w < 4; w++) {
+    E[w] = -126;
+    for (int l = 0; l < 32; l++) {
+      m_lo[w][l] = m_hi[w][l] = -INFINITY, l_lo[w][l] = l_hi[w][l] = 0;
+      memset(o[w][l], 0, sizeof o[w][l]);
+    }
+  }
+  const uint32_t vs = TILE * 64, scb = 2 * TILE * 64;
+  for (int t = 0; t < n_tiles; t++) {
+    memset(stage, 0xCD, sizeof stage); /* what the stage held before */
+    memset(written, 0, sizeof written);
+    for (int tid = 0; tid < 128; tid++) { /* load_tile */
+      const int lc = tid & 3, lr0 = mp->load_row0(tid, TILE), j0 = start + t * TILE + lr0;
+      int64_t off0 = 0, soff0 = 0;
+      if (j0 + RPT - 1 >= lo && j0 < end) {
+        const int64_t e = pb->table[j0 >> shift];
+        off0 = e * pb->P * 64 + (int64_t)(j0 & (pb->P - 1)) * 64 + lc * 16;
+        soff0 = e * pb->P + (j0 & (pb->P - 1));
+      }
+      for (int i = 0; i < RPT; i++) {
+        const int ok = j0 + i >= lo && j0 + i < end;
+        for (int op = 0; op < 2; op++) {
+          const uint32_t dst = (op ? vs : 0) + mp->row_off(lr0 + i, lc);
+          if (lr0 + i >= TILE || dst + 16 > (uint32_t)(op ? scb : vs)) {
+            loads_ok = 0;
+            continue;
+          }
+          for (int x = 0; x < 16; x++) {
+            stage[dst + x] = ok ? (op ? pb->vp : pb->kp)[off0 + i * 64 + x] : 0;
+            written[dst + x]++;
+          }
+        }
+      }
+      if (lc < RPT && lr0 + lc < TILE) {
+        const int ok = j0 + lc >= lo && j0 + lc < end;
+        const uint32_t w = ok ? pb->sp[soff0 + lc] : 0, dst = scb + (lr0 + lc) * 4;
+        memcpy(stage + dst, &w, 4);
+        for (int x = 0; x < 4; x++) written[dst + x]++;
+      }
+    }
+    for (uint32_t x = 0; x < (uint32_t)(2 * TILE * 64 + TILE * 4); x++) loads_ok &= written[x] == 1;
+    const int full = start + t * TILE >= lo && start + t * TILE + TILE <= end;
+    for (int warp = 0; warp < 4; warp++) {
+      float s[4][32][4];
+      for (int nt = 0; nt < NT; nt++) { /* S = Q · K̂ᵀ */
+        uint32_t addr[32], kr[32][4], b0[32], b1[32], a[32][4];
+        memset(s[nt], 0, sizeof s[nt]);
+        for (int l = 0; l < 32; l++) addr[l] = mp->row_off(mp->k_row(kpw, warp, nt, l), l >> 3);
+        ldmatrix_x4(addr, 0, kr);
+        for (int m = 0; m < 4; m++) {
+          for (int l = 0; l < 32; l++) {
+            b0[l] = cvt_e4m3x2(kr[l][m], 0), b1[l] = cvt_e4m3x2(kr[l][m], 1);
+            memcpy(a[l], qa[l][m], 16);
+          }
+          mma(s[nt], a, b0, b1);
+        }
+      }
+      float vsc[32][4][2], al_lo[32], al_hi[32], use_lo[32], use_hi[32];
+      for (int quad = 0; quad < 8; quad++) { /* attn8_scale_scores; the quad's shuffles */
+        float mx_lo = -INFINITY, mx_hi = -INFINITY;
+        for (int qc = 0; qc < 4; qc++) {
+          const int lane = quad * 4 + qc, c0 = warp * kpw + 2 * qc, j0 = start + t * TILE + c0;
+          for (int nt = 0; nt < NT; nt++)
+            for (int e = 0; e < 2; e++) {
+              const uint32_t w = rd32(scb + (c0 + nt * 8 + e) * 4);
+              const float ksc = fp8kv_bf16_bits_to_float((uint16_t)(w & 0xFFFF)) * sl2;
+              vsc[lane][nt][e] = fp8kv_bf16_bits_to_float((uint16_t)(w >> 16));
+              s[nt][lane][e] *= ksc, s[nt][lane][e + 2] *= ksc;
+              const int j = j0 + nt * 8 + e;
+              if (!full && (j < lo || j >= end)) s[nt][lane][e] = s[nt][lane][e + 2] = -INFINITY;
+              mx_lo = fmaxf(mx_lo, s[nt][lane][e]), mx_hi = fmaxf(mx_hi, s[nt][lane][e + 2]);
+            }
+        }
+        for (int qc = 0; qc < 4; qc++) {
+          const int lane = quad * 4 + qc;
+          const float mn_lo = fmaxf(m_lo[warp][lane], mx_lo);
+          use_lo[lane] = mn_lo == -INFINITY ? 0.f : mn_lo;
+          al_lo[lane] = exp2f(m_lo[warp][lane] - use_lo[lane]);
+          m_lo[warp][lane] = mn_lo;
+          al_hi[lane] = 1.f, use_hi[lane] = 0.f;
+          if (upper) {
+            const float mn_hi = fmaxf(m_hi[warp][lane], mx_hi);
+            use_hi[lane] = mn_hi == -INFINITY ? 0.f : mn_hi;
+            al_hi[lane] = exp2f(m_hi[warp][lane] - use_hi[lane]);
+            m_hi[warp][lane] = mn_hi;
+          }
+        }
+      }
+      float vmax = 0.f; /* every quad covers the warp's kpw keys: the same maximum */
+      for (int l = 0; l < 4; l++)
+        for (int nt = 0; nt < NT; nt++) vmax = fmaxf(vmax, fmaxf(vsc[l][nt][0], vsc[l][nt][1]));
+      uint32_t vb;
+      memcpy(&vb, &vmax, 4);
+      const int e_t = vmax > 0.f ? (int)((vb >> 23) & 0xFF) - 126 : E[warp];
+      int E_new = E[warp] > e_t ? E[warp] : e_t;
+      E_new = E_new < 127 ? E_new : 127;
+      const float rescale = E_new > E[warp] ? ldexpf(1.f, E[warp] - E_new < -126 ? -126 : E[warp] - E_new) : 1.f;
+      const float inv = ldexpf(1.f, -E_new < -126 ? -126 : -E_new);
+      E[warp] = E_new;
+      uint32_t pa[2][32][4];
+      for (int l = 0; l < 32; l++) {
+        float sum_lo = 0, sum_hi = 0;
+        for (int nt = 0; nt < NT; nt++) {
+          const float p0 = exp2f(s[nt][l][0] - use_lo[l]), p1 = exp2f(s[nt][l][1] - use_lo[l]);
+          sum_lo += p0 + p1;
+          pa[nt >> 1][l][(nt & 1) * 2] = pack_f16(p0 * (vsc[l][nt][0] * inv), p1 * (vsc[l][nt][1] * inv));
+          pa[nt >> 1][l][(nt & 1) * 2 + 1] = 0u;
+          if (upper) {
+            const float p2 = exp2f(s[nt][l][2] - use_hi[l]), p3 = exp2f(s[nt][l][3] - use_hi[l]);
+            sum_hi += p2 + p3;
+            pa[nt >> 1][l][(nt & 1) * 2 + 1] = pack_f16(p2 * (vsc[l][nt][0] * inv), p3 * (vsc[l][nt][1] * inv));
+          }
+        }
+        l_lo[warp][l] = l_lo[warp][l] * al_lo[l] + sum_lo;
+        if (upper) l_hi[warp][l] = l_hi[warp][l] * al_hi[l] + sum_hi;
+        for (int n = 0; n < 8; n++) {
+          o[warp][l][n][0] *= al_lo[l] * rescale, o[warp][l][n][1] *= al_lo[l] * rescale;
+          if (upper) o[warp][l][n][2] *= al_hi[l] * rescale, o[warp][l][n][3] *= al_hi[l] * rescale;
+        }
+      }
+      for (int kk = 0; kk < KK; kk++)
+        for (int sg = 0; sg < 2; sg++) { /* O += P · V̂ */
+          uint32_t addr[32], vr[32][4];
+          for (int l = 0; l < 32; l++) addr[l] = vs + mp->row_off(mp->v_row(kpw, warp, kk, l), mp->v_chunk(sg, l));
+          ldmatrix_x4(addr, 1, vr);
+          for (int hs = 0; hs < 2; hs++)
+            for (int par = 0; par < 2; par++) {
+              uint32_t b0[32], b1[32];
+              float d[32][4];
+              const int n = (2 * sg + hs) * 2 + par;
+              for (int l = 0; l < 32; l++) {
+                const uint32_t v = byte_perm(vr[l][2 * hs], vr[l][2 * hs + 1], par ? mp->sel_odd : mp->sel_even);
+                b0[l] = cvt_e4m3x2(v, 0), b1[l] = cvt_e4m3x2(v, 1);
+                memcpy(d[l], o[warp][l][n], 16);
+              }
+              mma(d, pa[kk], b0, b1);
+              for (int l = 0; l < 32; l++) memcpy(o[warp][l][n], d[l], 16);
+            }
+        }
+    }
+  }
+  /* epilogue: row sums over the lane quad, o times 2^E in true dim order, merge, sink */
+  static float so[4][16][64];
+  float smx[4][16], sls[4][16];
+  for (int w = 0; w < 4; w++)
+    for (int l = 0; l < 32; l++) {
+      const int qr = l >> 2, qc = l & 3, base = l & ~3;
+      float Llo = 0, Lhi = 0;
+      for (int i = 0; i < 4; i++) Llo += l_lo[w][base + i], Lhi += l_hi[w][base + i];
+      if (qc == 0) smx[w][qr] = m_lo[w][l], sls[w][qr] = Llo, smx[w][qr + 8] = m_hi[w][l], sls[w][qr + 8] = Lhi;
+      for (int n = 0; n < 8; n++)
+        for (int e = 0; e < 2; e++) {
+          so[w][qr][mp->pv_dim(n, qc, e)] = o[w][l][n][e] * ldexpf(1.f, E[w]);
+          so[w][qr + 8][mp->pv_dim(n, qc, e)] = o[w][l][n][e + 2] * ldexpf(1.f, E[w]);
+        }
+    }
+  for (int r = 0; r < G; r++)
+    for (int d = 0; d < 64; d++) {
+      float M = -INFINITY, L = 0, O = 0;
+      for (int w = 0; w < 4; w++) M = fmaxf(M, smx[w][r]);
+      for (int w = 0; w < 4; w++) {
+        const float f = smx[w][r] == -INFINITY ? 0.f : exp2f(smx[w][r] - M);
+        L += sls[w][r] * f, O += so[w][r][d] * f;
+      }
+      if (ns == 1) {
+        const float s2 = pb->sinks[r] * 1.4426950408889634f, Mx = fmaxf(M, s2), f = exp2f(M - Mx);
+        out[r * 64 + d] = O * f / (L * f + exp2f(s2 - Mx));
+      } else {
+        o_part[(r * ns + split) * 64 + d] = L > 0.f ? O / L : 0.f;
+        if (d == 0) lse_part[r * ns + split] = L > 0.f ? M + log2f(L) : -INFINITY;
+      }
+    }
+}
+
+/* All splits, then attn_splitkv_combine_kernel's merge. */
+static void sim_attention(const Maps *mp, const Problem *pb, float *out) {
+  const int ns = pb->num_splits;
+  float *o_part = malloc(sizeof(float) * pb->G * ns * 64), *lse = malloc(sizeof(float) * pb->G * ns);
+  for (int sp = 0; sp < ns; sp++) sim_split(mp, pb, sp, o_part, lse, out);
+  if (ns > 1)
+    for (int r = 0; r < pb->G; r++) {
+      const float s2 = pb->sinks[r] * 1.4426950408889634f;
+      float M = s2, wsum = 0;
+      for (int sp = 0; sp < ns; sp++) M = fmaxf(M, lse[r * ns + sp]);
+      for (int sp = 0; sp < ns; sp++) wsum += exp2f(lse[r * ns + sp] - M);
+      const float den = wsum + exp2f(s2 - M);
+      for (int d = 0; d < 64; d++) {
+        float acc = 0;
+        for (int sp = 0; sp < ns; sp++) acc += exp2f(lse[r * ns + sp] - M) * o_part[(r * ns + sp) * 64 + d];
+        out[r * 64 + d] = acc / den;
+      }
+    }
+  free(o_part), free(lse);
+}
+
+/* rel_l2 of the simulated kernel against attention in double on codes × scales. */
+static double run_case(const Maps *mp, int G, int kpw, int len, int window, int num_splits, int P) {
+  uint64_t seed = 99991ull + (uint64_t)G * 7 + (uint64_t)len * 131 + (uint64_t)window + (uint64_t)num_splits * 17;
+#define RND(lo, hi) ((lo) + ((hi) - (lo)) * (((seed = seed * 6364136223846793005ull + 1442695040888963407ull) >> 33) / 2147483648.0f))
+  const int n_pages = (len + P - 1) / P;
+  float *q = malloc(sizeof(float) * G * 64), sinks[16], *out = malloc(sizeof(float) * G * 64);
+  uint8_t *k8 = malloc((size_t)len * 64), *v8 = malloc((size_t)len * 64);
+  uint8_t *kp = malloc((size_t)n_pages * P * 64), *vp = malloc((size_t)n_pages * P * 64);
+  uint32_t *scw = malloc(4 * (size_t)len), *sp = malloc(4 * (size_t)n_pages * P);
+  int32_t *table = malloc(4 * (size_t)n_pages);
+  for (int i = 0; i < G * 64; i++) q[i] = gtl_round_bf16(RND(-2.f, 2.f));
+  for (int h = 0; h < G; h++) sinks[h] = gtl_round_bf16(RND(0.f, 12.f));
+  for (int j = 0; j < len; j++) {
+    float kr[64], vr[64], ak = 0, av = 0;
+    const float vmag = j % 37 == 5 ? 300.f : 1.f; /* a few rows with larger V scales: E grows */
+    for (int d = 0; d < 64; d++) {
+      kr[d] = gtl_round_bf16(RND(-2.f, 2.f)), vr[d] = gtl_round_bf16(vmag * RND(-0.5f, 1.5f));
+      ak = fmaxf(ak, fabsf(kr[d])), av = fmaxf(av, fabsf(vr[d]));
+    }
+    const uint16_t bk = fp8kv_scale_bits(ak), bv = fp8kv_scale_bits(av);
+    for (int d = 0; d < 64; d++) {
+      k8[j * 64 + d] = gtl_f32_to_fp8e4m3(kr[d] / fp8kv_bf16_bits_to_float(bk));
+      v8[j * 64 + d] = gtl_f32_to_fp8e4m3(vr[d] / fp8kv_bf16_bits_to_float(bv));
+    }
+    scw[j] = fp8kv_scale_pair(bk, bv);
+  }
+  for (int i = 0; i < n_pages; i++) table[i] = i;
+  for (int i = n_pages - 1; i > 0; i--) { /* shuffled physical pages */
+    const int k = (int)(RND(0.f, 1.f) * (i + 1)) % (i + 1), x = table[i];
+    table[i] = table[k], table[k] = x;
+  }
+  memset(kp, 0xEE, (size_t)n_pages * P * 64), memset(vp, 0xEE, (size_t)n_pages * P * 64);
+  memset(sp, 0xEE, 4 * (size_t)n_pages * P);
+  for (int j = 0; j < len; j++) {
+    const int64_t slot = (int64_t)table[j / P] * P + j % P;
+    memcpy(kp + slot * 64, k8 + j * 64, 64), memcpy(vp + slot * 64, v8 + j * 64, 64);
+    sp[slot] = scw[j];
+  }
+  const Problem pb = {G, kpw, len, window, num_splits, P, q, sinks, table, kp, vp, sp};
+  loads_ok = 1;
+  sim_attention(mp, &pb, out);
+  const int lo = window > 0 && len > window ? len - window : 0;
+  double num = 0, den = 0, *s = malloc(sizeof(double) * len);
+  for (int h = 0; h < G; h++) {
+    double m = sinks[h], l = 0, acc[64] = {0};
+    for (int j = lo; j < len; j++) {
+      const double skj = fp8kv_bf16_bits_to_float((uint16_t)(scw[j] & 0xFFFF));
+      double dot = 0;
+      for (int d = 0; d < 64; d++) dot += q[h * 64 + d] * (gtl_fp8e4m3_to_f32(k8[j * 64 + d]) * skj);
+      s[j] = dot / 8, m = fmax(m, s[j]);
+    }
+    for (int j = lo; j < len; j++) {
+      const double p = exp(s[j] - m), svj = fp8kv_bf16_bits_to_float((uint16_t)(scw[j] >> 16));
+      l += p;
+      for (int d = 0; d < 64; d++) acc[d] += p * gtl_fp8e4m3_to_f32(v8[j * 64 + d]) * svj;
+    }
+    l += exp(sinks[h] - m);
+    for (int d = 0; d < 64; d++) {
+      const double r = acc[d] / l;
+      num += (out[h * 64 + d] - r) * (out[h * 64 + d] - r), den += r * r;
+    }
+  }
+  free(q), free(out), free(k8), free(v8), free(kp), free(vp), free(scw), free(sp), free(table), free(s);
+  const double rel = sqrt(num / den);
+  return rel == rel && loads_ok ? rel : INFINITY; /* NaN, or a stage byte not loaded exactly once */
+}
+
+/* fp16 P (2^-11) and fp32 sums give ~5e-4; a scale in the wrong place or a wrong fragment map
+ * gives 1e-2 and more (the wrong-map test below measures it). */
+#define TOL 2e-3
+static void check(int G, int kpw, int len, int window, int ns, int P) {
+  const double rel = run_case(&kMaps, G, kpw, len, window, ns, P);
+  print_message("G=%d kpw=%d len=%d window=%d splits=%d page=%d: rel_l2 %.2e\n", G, kpw, len, window, ns, P, rel);
+  assert_true(rel < TOL);
+}
+static void kpw32_group8(void **state) {
+  (void)state;
+  check(8, 32, 700, 0, 1, 16);   /* ragged last tile */
+  check(8, 32, 1000, 0, 3, 16);  /* splits, one tile partly past end */
+  check(8, 32, 900, 200, 2, 4);  /* window: lo not a multiple of the tile, 4-token pages */
+}
+static void kpw32_group16(void **state) {
+  (void)state;
+  check(16, 32, 513, 0, 2, 8);
+  check(16, 32, 1031, 128, 1, 16);
+}
+static void kpw16_both_groups(void **state) {
+  (void)state;
+  check(8, 16, 333, 0, 1, 16);
+  check(16, 16, 777, 100, 5, 4);
+}
+static void short_sequences(void **state) {
+  (void)state;
+  check(8, 32, 1, 0, 1, 4);   /* one key */
+  check(8, 32, 5, 0, 3, 4);   /* more splits than tiles: empty CTAs */
+  check(16, 32, 130, 3, 1, 16);
+}
+
+/* Wrong maps: each must push the result past the tolerance. */
+static int bad_k_row(int k, int w, int n, int l) { return fp8kv_k_row(k, w, n, l) ^ 1; }
+static int bad_v_row(int k, int w, int kk, int l) { return w * k + 16 * kk + 8 * ((l >> 4) & 1) + (l & 7); }
+static int bad_v_chunk(int sg, int l) { return 2 * sg + ((l >> 3) & 1); }
+static int bad_qk_dim(int ks, int qc, int hi) { return 16 * ks + 2 * qc + 8 * hi; }
+static int bad_pv_dim(int n, int qc, int e) { return 16 * (n >> 1) + 4 * qc + e + 2 * (n & 1); }
+static int bad_load_row0(int t, int r) { return ((t >> 2) * (r >> 5) + (t & 3)) % r; }
+static uint32_t bad_row_off(int r, int c) { return (uint32_t)(r * 64 + ((c ^ (r & 3)) << 4)); }
+static void wrong_maps_fail(void **state) {
+  (void)state;
+  Maps m[8];
+  for (int i = 0; i < 8; i++) m[i] = kMaps;
+  m[0].k_row = bad_k_row;
+  m[1].v_row = bad_v_row;
+  m[2].v_chunk = bad_v_chunk;
+  m[3].qk_dim = bad_qk_dim;
+  m[4].pv_dim = bad_pv_dim;
+  m[5].sel_even = 0x2020u, m[5].sel_odd = 0x3131u; /* the old one-source permute: keys 8..15 lost */
+  m[6].sel_even = FP8KV_V_SEL_ODD, m[6].sel_odd = FP8KV_V_SEL_EVEN;
+  m[7].row_off = bad_row_off; /* a swizzle the loads and reads agree on: must still pass */
+  for (int i = 0; i < 7; i++) {
+    const double rel = run_case(&m[i], 8, 32, 300, 0, 1, 16);
+    print_message("wrong map %d: rel_l2 %.2e\n", i, rel);
+    assert_true(rel > 10 * TOL);
+  }
+  assert_true(run_case(&m[7], 8, 32, 300, 0, 1, 16) < TOL);
+}
+/* The load map must write every byte of a stage exactly once (else run_case gives inf). */
+static void wrong_load_map_fails(void **state) {
+  (void)state;
+  Maps m = kMaps;
+  m.load_row0 = bad_load_row0;
+  assert_true(run_case(&m, 8, 32, 300, 0, 1, 16) > 10 * TOL);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {cmocka_unit_test(kpw32_group8),        cmocka_unit_test(kpw32_group16),
+                                     cmocka_unit_test(kpw16_both_groups),   cmocka_unit_test(short_sequences),
+                                     cmocka_unit_test(wrong_maps_fail),     cmocka_unit_test(wrong_load_map_fails)};
+  return cmocka_run_group_tests_name("ch19_direct_sim", tests, NULL, NULL);
+}
