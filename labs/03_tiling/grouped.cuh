@@ -1,0 +1,371 @@
+// grouped.cuh — layer 03's expert kernels: ONE launch per projection per layer over every
+// routed expert, on ch15's device counting sort and persistent work-item scheduler
+// (ch15/dispatch.cuh, ch15/grouped.cuh, included as they are). Kernels and launchers only
+// (pointers, sizes and a stream in).
+//   lab03_grouped_gemv_kernel  up to kLab03GemvMaxRows tokens per expert (decode at small
+//                              batch): a warp per work item (expert, weight row), ch08's
+//                              16-byte streaming loads, the expert's few rows in registers
+//   lab03_grouped_mma_kernel   more tokens per expert: ch15's kernel (cp.async ring across
+//                              work items, ldmatrix, mma.sync m16n8k16), one change below
+// Why not ch15's kernel itself: it rounds its input rows, h and y to bf16 (ch15's
+// tolerance allows it). The lab checks the whole model's logits against the CPU reference,
+// and a single bf16 rounding of the activations there moves them past 1e-2 (layer 01's
+// README, split_check.sh). So every activation row enters as 01's split pair, hi =
+// bf16(x) and lo = bf16(x − hi), stored as one [hi | lo] row of 2K (02's interleaved
+// layout), and the kernels accumulate W·hi + W·lo into ONE fp32 sum: the weights are read
+// once, the MMAs doubled (cheap: decode is bound by reading the weights). Outputs: h as a
+// split row [hi | lo] of 2F (the down projection's input), y in fp32.
+// Layouts (bf16 weights, nn.Linear [out][in]): expert e's gate and up [F][D] at
+// w_gate / w_up + e·stride, its down [D][F] at w_down + e·stride. Rows in ch15's
+// expert-sorted order: sorted row s has token sorted_token[s]; P = T·top_k rows.
+#pragma once
+#include "../../ch08/gemv.cuh"    // gemv_ld_stream, gemv_unpack8, GEMV_ILP
+#include "../../ch15/grouped.cuh" // MoeTile, moe_tile_of, moe_swz, cp.async / ldmatrix / mma; dispatch.cuh
+
+constexpr int kLab03GemvThreads = 256;  // 8 warps per block, as ch08's GEMV
+constexpr int kLab03GemvMaxRows = 8;    // tokens per expert the GEMV kernel takes (registers)
+
+// ch15's ring depth, one stage less at BM = 16: the split doubles the A tile, and 5 stages
+// keep two gate+up blocks per SM (5 · (2·16 + 128) · 64 · 2 B = 100 KB each).
+template <int BM>
+struct Lab03Stages {
+  static constexpr int value = BM == 16 ? 5 : 4;
+};
+template <int BM, bool GLU>
+struct Lab03Smem {
+  static constexpr int bytes = Lab03Stages<BM>::value * (2 * BM + (GLU ? 2 : 1) * moe_grouped::BN) * moe_grouped::BK * 2;
+};
+
+/** The weight row of a GEMV work item: ch15's moe_tile_of numbers items expert by expert,
+ *  n-tile major, and gives the tile's first column n0 = n-tile · BN. The GEMV kernel calls
+ *  it with one "tile" per weight row (n_tiles = N), so its row is n0 / BN. Host-tested. */
+__host__ __device__ __forceinline__ int lab03_gemv_row(const MoeTile &t) { return t.n0 / moe_grouped::BN; }
+
+// ---- kernels ----------------------------------------------------------------------------
+// GLU (up): H[s] = split(silu(Wg_e · x) ⊙ (Wu_e · x)), x = A[a_token[s]] ([hi | lo], 2K
+// bf16), H [P][2N] bf16 split rows; else (down): Y[s][n] = Wd_e[n] · A[s], Y [P][N] fp32.
+// Work items (expert e, up to R sorted rows, weight row n) from ch15's tables (bm = R:
+// one m-tile per expert when every expert has at most R tokens).
+// Strategy: persistent grid, a warp per item, the tables in shared memory; per lane ILP
+// 16-byte streaming weight loads (ch08), each weight used for the item's R rows (hi + lo
+// added in fp32, exact), shuffle reduction. Limiter: DRAM read bandwidth.
+template <int R, bool GLU>
+__global__ void __launch_bounds__(kLab03GemvThreads)
+    lab03_grouped_gemv_kernel(const __nv_bfloat16 *__restrict__ A, const int32_t *__restrict__ a_token,
+                              const __nv_bfloat16 *__restrict__ W0, const __nv_bfloat16 *__restrict__ W1,
+                              int64_t expert_stride, const int32_t *__restrict__ offsets,
+                              const int32_t *__restrict__ tile_start, int E, int N, int K,
+                              __nv_bfloat16 *__restrict__ H, float *__restrict__ Y) {
+  __shared__ int32_t s_off[MOE_MAX_EXPERTS + 1], s_ts[MOE_MAX_EXPERTS + 1];
+  for (int x = threadIdx.x; x <= E; x += blockDim.x) s_off[x] = offsets[x], s_ts[x] = tile_start[x];
+  __syncthreads();
+  const int lane = threadIdx.x & 31, K8 = K >> 3;
+  const int64_t total = (int64_t)s_ts[E] * N, warps = ((int64_t)gridDim.x * blockDim.x) >> 5;
+  for (int64_t w = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < total; w += warps) {
+    const MoeTile t = moe_tile_of((int)w, s_off, s_ts, E, N, R);
+    const int n = lab03_gemv_row(t);
+    const uint4 *w0 = (const uint4 *)(W0 + t.e * expert_stride + (int64_t)n * K);
+    const uint4 *w1 = GLU ? (const uint4 *)(W1 + t.e * expert_stride + (int64_t)n * K) : w0;
+    const uint4 *x[R];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+      x[r] = r < t.rows ? (const uint4 *)(A + (int64_t)(GLU ? a_token[t.row0 + r] : t.row0 + r) * 2 * K) : nullptr;
+    float a0[R], a1[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) a0[r] = a1[r] = 0.0f;
+    for (int c0 = lane; c0 < K8; c0 += 32 * GEMV_ILP) {
+      uint4 wv[GEMV_ILP], uv[GEMV_ILP];
+#pragma unroll
+      for (int j = 0; j < GEMV_ILP; j++) {
+        const bool in = c0 + 32 * j < K8;
+        wv[j] = in ? gemv_ld_stream(w0 + c0 + 32 * j) : make_uint4(0, 0, 0, 0);
+        if (GLU) uv[j] = in ? gemv_ld_stream(w1 + c0 + 32 * j) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int j = 0; j < GEMV_ILP; j++) {
+        const int c = c0 + 32 * j;
+        if (c >= K8) break;
+        float wf[8], uf[8];
+        gemv_unpack8(wv[j], wf);
+        if (GLU) gemv_unpack8(uv[j], uf);
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+          if (r >= t.rows) break;
+          float hf[8], lf[8];
+          gemv_unpack8(__ldg(x[r] + c), hf);
+          gemv_unpack8(__ldg(x[r] + K8 + c), lf);
+#pragma unroll
+          for (int q = 0; q < 8; q++) {
+            const float xf = hf[q] + lf[q];  // exact: lo holds the bits below hi's
+            a0[r] = fmaf(wf[q], xf, a0[r]);
+            if (GLU) a1[r] = fmaf(uf[q], xf, a1[r]);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) {
+        a0[r] += __shfl_xor_sync(0xFFFFFFFFu, a0[r], o);
+        if (GLU) a1[r] += __shfl_xor_sync(0xFFFFFFFFu, a1[r], o);
+      }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      if (r >= t.rows || lane != r) continue;
+      const int64_t s = t.row0 + r;
+      if (GLU) {
+        const float v = a0[r] / (1.0f + __expf(-a0[r])) * a1[r];
+        const __nv_bfloat16 hi = __float2bfloat16(v);
+        H[s * 2 * N + n] = hi;
+        H[s * 2 * N + N + n] = __float2bfloat16(v - __bfloat162float(hi));
+      } else {
+        Y[s * N + n] = a0[r];
+      }
+    }
+  }
+}
+
+// The same function as lab03_grouped_gemv_kernel for any number of rows per expert, as
+// ch15's moe_grouped_gemm_kernel computes it (work items of BM rows × 64 columns), with the
+// A stage holding the item's hi rows, then its lo rows: each k-step issues the MMA twice
+// into the same accumulators. Strategy: ch15's (persistent grid, one cp.async ring across
+// work items, XOR-swizzled shared stages, ldmatrix + mma.sync m16n8k16, SwiGLU in the
+// epilogue). Limiter: HBM (weights streamed once) at decode sizes.
+template <int BM, bool GLU>
+__global__ void __launch_bounds__(moe_grouped::THREADS)
+    lab03_grouped_mma_kernel(const __nv_bfloat16 *__restrict__ A, const int32_t *__restrict__ a_token,
+                             const __nv_bfloat16 *__restrict__ W0, const __nv_bfloat16 *__restrict__ W1,
+                             int64_t expert_stride, const int32_t *__restrict__ offsets,
+                             const int32_t *__restrict__ tile_start, int E, int N, int K,
+                             __nv_bfloat16 *__restrict__ H, float *__restrict__ Y) {
+  using namespace moe_grouped;
+  constexpr int STAGES = Lab03Stages<BM>::value, MT = BM / 16, MATS = GLU ? 2 : 1;
+  constexpr int AROWS = 2 * BM, BROWS = MATS * BN;  // A: hi rows 0..BM-1, lo rows BM..2BM-1
+  constexpr int A_COPIES = AROWS * 8 / THREADS, B_COPIES = BROWS * 8 / THREADS;
+  static_assert(BM % 16 == 0 && AROWS * 8 % THREADS == 0 && BROWS * 8 % THREADS == 0, "tiling");
+  extern __shared__ __align__(128) unsigned char lab03_smem[];
+  __nv_bfloat16 *sA = (__nv_bfloat16 *)lab03_smem;  // [STAGES][2·BM][BK]
+  __nv_bfloat16 *sB = sA + STAGES * AROWS * BK;     // [STAGES][BROWS][BK]
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int n_tiles = (N + BN - 1) / BN, KT = (K + BK - 1) / BK;
+  const int total = tile_start[E] * n_tiles;
+  const int mine = total > (int)blockIdx.x ? (total - 1 - (int)blockIdx.x) / gridDim.x + 1 : 0;
+  const int n_slices = mine * KT;
+
+  const int ld_chunk = tid % 8, ld_row = tid / 8;
+  const __nv_bfloat16 *a_src[A_COPIES], *b_src[B_COPIES];
+  int ld_item = -1;
+  auto load_slice = [&](int j) {
+    const int item = j / KT, kt = j - item * KT;
+    if (item != ld_item) {
+      ld_item = item;
+      const MoeTile t = moe_tile_of((int)blockIdx.x + item * gridDim.x, offsets, tile_start, E, n_tiles, BM);
+#pragma unroll
+      for (int i = 0; i < A_COPIES; i++) {
+        const int r = ld_row + i * (THREADS / 8), m = r % BM;
+        a_src[i] = nullptr;
+        if (m < t.rows) {
+          const int64_t src = GLU ? a_token[t.row0 + m] : t.row0 + m;
+          a_src[i] = A + src * 2 * K + (r >= BM ? K : 0);  // the hi half, or the lo half
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < B_COPIES; i++) {
+        const int r = ld_row + i * (THREADS / 8), n = t.n0 + r % BN;
+        const __nv_bfloat16 *W = (GLU && r >= BN) ? W1 : W0;
+        b_src[i] = n < N ? W + t.e * expert_stride + (int64_t)n * K : nullptr;
+      }
+    }
+    const int stage = j % STAGES, k = kt * BK + ld_chunk * 8;
+    __nv_bfloat16 *a = sA + stage * AROWS * BK, *b = sB + stage * BROWS * BK;
+#pragma unroll
+    for (int i = 0; i < A_COPIES; i++) {
+      const int r = ld_row + i * (THREADS / 8);
+      const bool ok = a_src[i] != nullptr && k < K;
+      moe_cp_async16(a + moe_swz(r, ld_chunk), ok ? a_src[i] + k : A, ok);
+    }
+#pragma unroll
+    for (int i = 0; i < B_COPIES; i++) {
+      const int r = ld_row + i * (THREADS / 8);
+      const bool ok = b_src[i] != nullptr && k < K;
+      moe_cp_async16(b + moe_swz(r, ld_chunk), ok ? b_src[i] + k : W0, ok);
+    }
+  };
+
+  float acc[MATS][MT][NT][4];
+  auto zero_acc = [&]() {
+#pragma unroll
+    for (int g = 0; g < MATS; g++)
+#pragma unroll
+      for (int i = 0; i < MT; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+          for (int q = 0; q < 4; q++) acc[g][i][j][q] = 0.0f;
+  };
+  zero_acc();
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; s++) {
+    if (s < n_slices) load_slice(s);
+    asm volatile("cp.async.commit_group;\n");
+  }
+  const int wn = warp * WN;
+  for (int j = 0; j < n_slices; j++) {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(STAGES - 2) : "memory");
+    __syncthreads();
+    if (j + STAGES - 1 < n_slices) load_slice(j + STAGES - 1);
+    asm volatile("cp.async.commit_group;\n");
+    const int stage = j % STAGES;
+    const __nv_bfloat16 *a = sA + stage * AROWS * BK, *b = sB + stage * BROWS * BK;
+#pragma unroll
+    for (int kk = 0; kk < KSTEPS; kk++) {
+      unsigned ah[MT][4], al[MT][4], bf[MATS][4];
+#pragma unroll
+      for (int i = 0; i < MT; i++) {
+        moe_ldsm_x4(ah[i], a + moe_swz(i * 16 + (lane & 15), kk * 2 + (lane >> 4)));
+        moe_ldsm_x4(al[i], a + moe_swz(BM + i * 16 + (lane & 15), kk * 2 + (lane >> 4)));
+      }
+#pragma unroll
+      for (int g = 0; g < MATS; g++)
+        moe_ldsm_x4(bf[g], b + moe_swz(g * BN + wn + (lane & 7) + ((lane >> 4) << 3), kk * 2 + ((lane >> 3) & 1)));
+#pragma unroll
+      for (int g = 0; g < MATS; g++)
+#pragma unroll
+        for (int i = 0; i < MT; i++)
+#pragma unroll
+          for (int n = 0; n < NT; n++) {
+            moe_mma_bf16(acc[g][i][n], ah[i], bf[g][2 * n], bf[g][2 * n + 1]);
+            moe_mma_bf16(acc[g][i][n], al[i], bf[g][2 * n], bf[g][2 * n + 1]);
+          }
+    }
+    if ((j + 1) % KT == 0) {  // the item's last slice: epilogue from registers
+      const MoeTile t = moe_tile_of((int)blockIdx.x + (j / KT) * gridDim.x, offsets, tile_start, E, n_tiles, BM);
+#pragma unroll
+      for (int i = 0; i < MT; i++)
+#pragma unroll
+        for (int n = 0; n < NT; n++)
+#pragma unroll
+          for (int h = 0; h < 2; h++) {  // accumulator rows lane/4 and lane/4 + 8
+            const int r = i * 16 + lane / 4 + h * 8, col = t.n0 + wn + n * 8 + (lane % 4) * 2;
+            if (r >= t.rows || col >= N) continue;  // N % 8 == 0: col + 1 < N too
+            const int64_t s = t.row0 + r;
+            float v0 = acc[0][i][n][2 * h], v1 = acc[0][i][n][2 * h + 1];
+            if (GLU) {
+              v0 = v0 / (1.0f + __expf(-v0)) * acc[MATS - 1][i][n][2 * h];
+              v1 = v1 / (1.0f + __expf(-v1)) * acc[MATS - 1][i][n][2 * h + 1];
+              const __nv_bfloat162 hi = __floats2bfloat162_rn(v0, v1);
+              const float2 hf = __bfloat1622float2(hi);
+              *(__nv_bfloat162 *)(H + s * 2 * N + col) = hi;
+              *(__nv_bfloat162 *)(H + s * 2 * N + N + col) = __floats2bfloat162_rn(v0 - hf.x, v1 - hf.y);
+            } else {
+              *(float2 *)(Y + s * N + col) = make_float2(v0, v1);
+            }
+          }
+      zero_acc();
+    }
+  }
+  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+}
+
+// ---- launchers ----------------------------------------------------------------------------
+// Once per shape: which kernel, its rows per work item (the sort's bm), persistent grids.
+typedef struct {
+  int gemv_rows;           // R of the GEMV kernel (1, 2, 4, 8), or 0: the MMA kernel
+  int bm;                  // rows per work item: the counting sort's bm
+  int grid_up, grid_down;  // blocks of the persistent launches
+} Lab03ExpertPlan;
+
+template <typename K>
+static inline int lab03_grid(K kernel, int threads, int smem, int sms) {
+  if (smem > 48 * 1024) GTL_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  int per_sm = 0;
+  GTL_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+  if (per_sm < 1) moe_die("layer 03's grouped kernel does not fit on an SM");
+  return sms * per_sm;
+}
+
+/** The kernel for B tokens per step, each routed to top_k of E experts: the GEMV kernel
+ *  while an expert can get at most kLab03GemvMaxRows tokens (B <= 8: a token picks an
+ *  expert once), R = the power of two >= B; else the MMA kernel with ch15's rule for BM
+ *  (16, 32 or 64: the smallest that holds the mean load B·top_k/E). Host only. */
+static inline Lab03ExpertPlan lab03_expert_plan_rows(int B, int top_k, int E) {
+  Lab03ExpertPlan p = {0, 0, 0, 0};
+  if (B <= kLab03GemvMaxRows) {
+    p.gemv_rows = B <= 1 ? 1 : B <= 2 ? 2 : B <= 4 ? 4 : 8;
+    p.bm = p.gemv_rows;
+  } else {
+    const double mean = (double)B * top_k / E;
+    p.bm = mean <= 16 ? 16 : mean <= 32 ? 32 : 64;
+  }
+  return p;
+}
+
+#define LAB03_GEMV_GRIDS(R)                                                                              \
+  case R:                                                                                                \
+    p.grid_up = lab03_grid(lab03_grouped_gemv_kernel<R, true>, kLab03GemvThreads, 0, sms);               \
+    p.grid_down = lab03_grid(lab03_grouped_gemv_kernel<R, false>, kLab03GemvThreads, 0, sms);            \
+    break;
+#define LAB03_MMA_GRIDS(BM)                                                                              \
+  case BM:                                                                                               \
+    p.grid_up = lab03_grid(lab03_grouped_mma_kernel<BM, true>, moe_grouped::THREADS, Lab03Smem<BM, true>::bytes, sms); \
+    p.grid_down = lab03_grid(lab03_grouped_mma_kernel<BM, false>, moe_grouped::THREADS, Lab03Smem<BM, false>::bytes, sms); \
+    break;
+
+/** lab03_expert_plan_rows, plus the persistent grids (SMs × resident blocks) and the
+ *  shared-memory opt-in of the chosen kernels. Once per shape, at setup; exit 3 on error. */
+static inline Lab03ExpertPlan lab03_expert_plan(int B, int top_k, int E, int sms) {
+  Lab03ExpertPlan p = lab03_expert_plan_rows(B, top_k, E);
+  if (p.gemv_rows) {
+    switch (p.gemv_rows) { LAB03_GEMV_GRIDS(1) LAB03_GEMV_GRIDS(2) LAB03_GEMV_GRIDS(4) LAB03_GEMV_GRIDS(8) }
+  } else {
+    switch (p.bm) { LAB03_MMA_GRIDS(16) LAB03_MMA_GRIDS(32) LAB03_MMA_GRIDS(64) }
+  }
+  return p;
+}
+
+#define LAB03_GEMV_CASE(R, GLU)                                                                          \
+  case R:                                                                                                \
+    lab03_grouped_gemv_kernel<R, GLU><<<grid, kLab03GemvThreads, 0, s>>>(A, a_token, W0, W1, stride,     \
+                                                                        offsets, tile_start, E, N, K, H, Y); \
+    break;
+#define LAB03_MMA_CASE(BM, GLU)                                                                          \
+  case BM:                                                                                               \
+    lab03_grouped_mma_kernel<BM, GLU><<<grid, moe_grouped::THREADS, Lab03Smem<BM, GLU>::bytes, s>>>(     \
+        A, a_token, W0, W1, stride, offsets, tile_start, E, N, K, H, Y);                                 \
+    break;
+
+template <bool GLU>
+static inline void lab03_grouped_launch(const Lab03ExpertPlan *p, const __nv_bfloat16 *A, const int32_t *a_token,
+                                        const __nv_bfloat16 *W0, const __nv_bfloat16 *W1, int64_t stride,
+                                        const int32_t *offsets, const int32_t *tile_start, int E, int N, int K,
+                                        __nv_bfloat16 *H, float *Y, cudaStream_t s) {
+  if (N % 8 || K % 8 || N < 8 || K < 8 || E < 1 || E > MOE_MAX_EXPERTS)
+    moe_die("layer 03's grouped kernels need N, K multiples of 8 and 1 <= E <= 1024");
+  const int grid = GLU ? p->grid_up : p->grid_down;
+  if (p->gemv_rows) {
+    switch (p->gemv_rows) { LAB03_GEMV_CASE(1, GLU) LAB03_GEMV_CASE(2, GLU) LAB03_GEMV_CASE(4, GLU) LAB03_GEMV_CASE(8, GLU) }
+  } else {
+    switch (p->bm) { LAB03_MMA_CASE(16, GLU) LAB03_MMA_CASE(32, GLU) LAB03_MMA_CASE(64, GLU) }
+  }
+  GTL_LAUNCH();
+}
+
+/** h [P][2F] bf16 split rows (hi, then lo) = split(silu(x_t·Wg_eᵀ) ⊙ (x_t·Wu_eᵀ)) for every
+ *  sorted row s (token t = sorted_token[s], expert e by offsets), one launch. x [T][2D]
+ *  bf16 split rows; gate/up of expert e at w_gate/w_up + e·stride, each [F][D]. Needs
+ *  moe_dispatch_launch's tables built with bm = p->bm. */
+static inline void lab03_expert_up_launch(const Lab03ExpertPlan *p, const __nv_bfloat16 *x, const int32_t *sorted_token,
+                                          const __nv_bfloat16 *w_gate, const __nv_bfloat16 *w_up, int64_t stride,
+                                          const int32_t *offsets, const int32_t *tile_start, int E, int D, int F,
+                                          __nv_bfloat16 *h, cudaStream_t s) {
+  lab03_grouped_launch<true>(p, x, sorted_token, w_gate, w_up, stride, offsets, tile_start, E, F, D, h, nullptr, s);
+}
+
+/** y [P][D] fp32 = h_s · Wd_eᵀ for every sorted row s, one launch; h [P][2F] split rows
+ *  from lab03_expert_up_launch; down of expert e at w_down + e·stride, [D][F]. */
+static inline void lab03_expert_down_launch(const Lab03ExpertPlan *p, const __nv_bfloat16 *h, const __nv_bfloat16 *w_down,
+                                            int64_t stride, const int32_t *offsets, const int32_t *tile_start, int E,
+                                            int F, int D, float *y, cudaStream_t s) {
+  lab03_grouped_launch<false>(p, h, nullptr, w_down, nullptr, stride, offsets, tile_start, E, D, F, nullptr, y, s);
+}
