@@ -65,6 +65,7 @@ typedef struct {
   int tuning;          // 1: the optimized program (searches, reads and writes the cache)
   int retune;          // --retune: search even on a hit, then overwrite the entry
   int inject;          // --inject-fault: candidate 1 of each search skips its launch
+  int variants;        // 0 (--no-variants): the chapters' own kernels only
   int skip_run;        // set while that candidate is validated: the points' run returns early
   TuneCache *cache;
   int cache_dirty, hits, misses, tried, failed;
@@ -220,12 +221,13 @@ static int tune_report_finish(const GtlCtx *ctx, const GtlResult *r, const char 
 
 static int tune_main(int argc, char **argv, const char *variant, const char *strategy) {
   const char *cache_path = NULL;
-  int retune = 0, inject = 0;
+  int retune = 0, inject = 0, no_variants = 0;
   GtlOpt opts[] = {{"cache", GTL_OPT_STR, &cache_path, "tuning cache file (default " TUNE_DEFAULT_CACHE ", written atomically; optimized only)"},
                    {"retune", GTL_OPT_FLAG, &retune, "search even where the cache has an entry, and replace it (optimized only)"},
-                   {"inject-fault", GTL_OPT_FLAG, &inject, "the second candidate of each search skips its launch, to show it fail validation and be discarded (optimized only)"}};
+                   {"inject-fault", GTL_OPT_FLAG, &inject, "the second candidate of each search skips its launch, to show it fail validation and be discarded (optimized only)"},
+                   {"no-variants", GTL_OPT_FLAG, &no_variants, "search the launch parameters with the chapters' own kernels only, no kernel variants (optimized only)"}};
   GtlCtx ctx;
-  gtl_parse(&ctx, "ch20", variant, argc, argv, opts, 3, 5, 50, GTL_L2_COLD);
+  gtl_parse(&ctx, "ch20", variant, argc, argv, opts, 4, 5, 50, GTL_L2_COLD);
   if (cache_path && (!*cache_path || strlen(cache_path) > 1000))
     gtl_usage_fail(&ctx, "--cache needs a path of 1..1000 characters");
   if (!cache_path) cache_path = TUNE_DEFAULT_CACHE;
@@ -257,7 +259,7 @@ static int tune_main(int argc, char **argv, const char *variant, const char *str
   Tuner t;
   memset(&t, 0, sizeof t);
   t.ctx = &ctx, t.variant = variant, t.cache_path = cache_path, t.retune = retune, t.cache = &cache;
-  t.tuning = tuning, t.inject = inject;
+  t.tuning = tuning, t.inject = inject, t.variants = !no_variants;
   int loaded = 0;
   if (tuning) {
     loaded = tune_cache_load(&cache, cache_path, stderr) == 0;
@@ -271,12 +273,19 @@ static int tune_main(int argc, char **argv, const char *variant, const char *str
            ctx.args.size == GTL_SIZE_SMALL ? "_small" : ctx.args.size == GTL_SIZE_LARGE ? "_large" : "");
   snprintf(notes, sizeof notes,
            "strategy: %s\n"
+           "space: %s\n"
            "sweep: %d attention points (ch18 split-KV, gpt-oss heads 64q/8kv d64, sinks) and %d "
            "grouped-GEMM points (ch15 MoE block; uniform routing, Zipf 1.2 at T=64); each validated against the "
            "chapters' CPU double reference\n"
            "metric: median_ms = geometric mean of the points' medians (baseline / optimized = geomean speedup)\n"
            "cache: %s (%s, %d entries; key = kernel | GPU name | SM count | CUDA runtime %d | shape bucket)",
-           strategy, na, np - na, cache_path,
+           strategy,
+           !tuning ? "none (hand-picked)"
+           : t.variants ? "launch parameters (splits; bm, grids) x kernel variants (attention: 2/3/4/6 stages; "
+                          "GEMM per launch: 16/32/64/128 columns = 1/2/4/8 warps, ring depth); the variant is part of "
+                          "each cached configuration"
+                        : "launch parameters only, the chapters' own kernels (--no-variants)",
+           na, np - na, cache_path,
            !tuning ? "not used by the baseline" : loaded ? (cache.n ? "read" : "empty or absent") : "ignored",
            cache.n, ctx.dev.runtime_version);
   gtl_report_header(&ctx, workload, notes);
@@ -321,6 +330,7 @@ static int tune_main(int argc, char **argv, const char *variant, const char *str
       gtl_result_extra(&head, "candidates_tried", t.tried);
       gtl_result_extra(&head, "candidates_failed", t.failed);
       gtl_result_extra(&head, "search_s", t.search_s);
+      gtl_result_extra(&head, "kernel_variants", t.variants);
     }
     gtl_result_extra(&head, "total_s", tune_now() - t_start);
   }

@@ -145,7 +145,7 @@ static int tune_attn_point(Tuner *t, int B, int S, int ragged, GtlResult *r) {
   const int hand[2] = {attn_splitkv_num_splits(B, Hk, S, ctx->dev.sms * attn_splitkv_ctas_per_sm()), ATTN_STAGES};
   static int space[TUNE_ATTN_N_STAGES * TUNE_ATTN_MAX_CANDIDATES * 2];
   int n_space = 0, max_splits = 1;
-  for (int d = 0; d < TUNE_ATTN_N_STAGES; d++) {
+  for (int d = 0; d < (t->variants ? TUNE_ATTN_N_STAGES : 1); d++) {
     const int st = attn_tune_stages[d];
     const int h = d == 0 ? hand[0] : attn_splitkv_num_splits(B, Hk, S, ctx->dev.sms * attn_tune_ctas_per_sm(st));
     int sp[TUNE_ATTN_MAX_CANDIDATES];
@@ -359,7 +359,7 @@ static int tune_gemm_point(Tuner *t, const GemmShape *g, int T, int skewed, GtlR
     int64_t mt = 0;
     for (int64_t e = 0; e < E; e++) mt += (b.h_count[e] + bm - 1) / bm;
     int var[TUNE_GEMM_MAX_VARIANTS][2];
-    const int nv = gemm_tune_variants(bm, var);
+    const int nv = t->variants ? gemm_tune_variants(bm, var) : 1;  // [0]: ch15's own kernel
     for (int v = 0; v < nv; v++)
       for (int glu = 1; glu >= 0; glu--) {
         const int64_t N = glu ? F : D;
