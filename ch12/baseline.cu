@@ -1,6 +1,6 @@
 // ch12 CUDA graphs, device-side orchestration — baseline: eager launches of a decode step.
 //
-// What it shows: one decode step of the mini MoE model (step.cuh) as an eager framework
+// What it shows: one decode step of the mini MoE model (model.cuh) as an eager framework
 // runs it: 56 small kernels, each enqueued by its own cudaLaunchKernel (what <<<>>>
 // compiles to). Every kernel does a few microseconds of work or less, so the step costs
 // what the launches cost: the host pays a few µs per cudaLaunchKernel, and on the GPU

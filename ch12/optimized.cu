@@ -8,7 +8,7 @@
 // cudaLaunchAttributeProgrammaticStreamSerialization (captured as programmatic graph
 // edges): kernel N+1 may start as soon as every block of kernel N has called
 // cudaTriggerProgrammaticLaunchCompletion, so its blocks are resident and have loaded
-// their weights (the prologue in step.cuh) when cudaGridDependencySynchronize releases
+// their weights (the prologue in kernels.cuh) when cudaGridDependencySynchronize releases
 // them. The kernels are the baseline's, byte for byte; launched without the attribute
 // their two PDL calls return at once. PDL is probed first (a throwaway capture of two
 // dependent launches); where it is rejected (before sm_90, old drivers) the graph is

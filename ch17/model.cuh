@@ -17,11 +17,11 @@
 //   decode step   batch 1, activations fp32: per layer 8 small kernels (2 RMSNorms, the
 //                 stand-in, SwiGLU, 4 warp-per-row GEMVs: ch08's gemv_warprow_f32_kernel) —
 //                 16 launches at L = 2. The top_k experts of (step, layer) are drawn from
-//                 the seed (ch06 is the router lesson). Bytes per step = the weights it touches, 504 MB at L = 2: far
-//                 beyond the 60 MB L2, so every step streams them from HBM. Memory-bound;
-//                 how much of HBM it gets is set by the bytes in flight per SM (2.3 TB/s on
-//                 all 132 SMs of an H200, ~1 TB/s on 36). Step i starts from step i−1's
-//                 residual stream (autoregressive).
+//                 the seed (ch06 is the router lesson). Bytes per step = the weights it
+//                 touches, 504 MB at L = 2: far beyond the 60 MB L2, so every step streams
+//                 them from HBM. Memory-bound; how much of HBM it gets is set by the bytes
+//                 in flight per SM (2.3 TB/s on all 132 SMs of an H200, ~1 TB/s on 36).
+//                 Step i starts from step i−1's residual stream (autoregressive).
 //   prefill chunk T tokens (default 2048), bf16 activations: per layer 4 cuBLASLt GEMMs
 //                 (QKV, O, then the 32 experts' gate+up and down as strided-batched GEMMs)
 //                 and 5 small kernels. Routing is balanced (every expert gets R = T·top_k/E
