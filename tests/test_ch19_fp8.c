@@ -258,12 +258,14 @@ static void attention_error_depends_on_the_value_mean(void **state) {
   assert_true(with_mean < 5e-3);
 }
 
-/* The register path (attn_fp8_direct_kernel), one warp's 16 keys, emulated from the PTX
+/* The register path's fragment maps for 16 keys (one k-step of P·V), emulated from the PTX
  * ISA's fragment layouts (ldmatrix m8n8 .b16 with and without .trans; mma m16n8k16: lane
  * (qr = lane / 4, qc = lane % 4) holds A[qr][2qc..+1], A[qr+8][2qc..+1], A[qr][2qc+8..+9],
  * A[qr+8][2qc+8..+9], B[2qc..+1][qr], B[2qc+8..+9][qr], C[qr][2qc..+1], C[qr+8][2qc..+1]).
  * The kernel's address, byte-select and dim-numbering choices (fp8kv_row_off,
- * fp8kv_qk_dim, fp8kv_pv_dim, byte pairs 0,2 / 1,3) must give Q·Kᵀ and P·V in true dims. */
+ * fp8kv_qk_dim, fp8kv_pv_dim, byte pairs 0,2 / 1,3) must give Q·Kᵀ and P·V in true dims.
+ * tests/test_ch19_direct_sim.c runs the whole kernel (16 and 32 keys per warp, its loads,
+ * the two-register byte permute it uses for V) and checks that wrong maps fail. */
 static uint8_t tile_byte(const uint8_t *tile, uint32_t addr) { return tile[addr]; }
 static void register_path_fragments_give_qk_and_pv(void **state) {
   (void)state;
