@@ -338,10 +338,10 @@ static int tune_gemm_point(Tuner *t, const GemmShape *g, int T, int skewed, GtlR
   p.ref = ref;
 
   // Space: ch15's plan first. Tile heights: every one up to the first that holds the
-  // largest expert load in one tile (a taller one only multiplies zero rows); per height,
-  // each launch's kernel variants, each with every grid. First round: every height with
-  // every gate+up option (down at ch15's choice); second round (gemm_pt_refine): the
-  // winner's height and gate+up with every down option.
+  // largest expert load in one tile (a taller one only multiplies zero rows), and ch15's.
+  // Per height, each launch's kernel variants, each with every grid. First round: every
+  // height with every gate+up option (down at ch15's choice); second round
+  // (gemm_pt_refine): the winner's height and gate+up with every down option.
   p.hand = moe_grouped_plan(T, (int)b.top_k, (int)E, ctx->dev.sms);
   const int own_st = p.hand.bm == 16 ? 6 : 4;
   const int hand[7] = {p.hand.bm, p.hand.grid_up, p.hand.grid_down, moe_grouped::BN, own_st, moe_grouped::BN, own_st};
@@ -352,10 +352,12 @@ static int tune_gemm_point(Tuner *t, const GemmShape *g, int T, int skewed, GtlR
   int n_space = 1;
   for (int k = 0; k < 7; k++) space[k] = hand[k];
   int covered = 0;
-  for (int i = 0; i < TUNE_GEMM_N_BM && !covered; i++) {
-    const int bm = gemm_tune_bms[i], bi = p.n_bm++;
+  for (int i = 0; i < TUNE_GEMM_N_BM; i++) {
+    const int bm = gemm_tune_bms[i];
+    if (covered && bm != hand[0]) continue;  // ch15's height is always in the space
+    const int bi = p.n_bm++;
     p.bms[bi] = bm;
-    covered = bm >= max_load;
+    covered |= bm >= max_load;
     int64_t mt = 0;
     for (int64_t e = 0; e < E; e++) mt += (b.h_count[e] + bm - 1) / bm;
     int var[TUNE_GEMM_MAX_VARIANTS][2];
