@@ -42,6 +42,12 @@ static_assert(ATTN8D_KPW == 16 || ATTN8D_KPW == 32, "ATTN8D_KPW must be 16 or 32
 #ifndef ATTN8D_FAST_EXP2
 #define ATTN8D_FAST_EXP2 1
 #endif
+// 1: for groups of <= 8 query heads, swap the MMA operands (K̂ and V̂ᵀ as the 16 rows, Qᵀ
+// and Pᵀ as the 8 columns), so that no MMA row is a zero head: half the MMAs (see the
+// kernel); 0: the heads are the MMA rows, as in ch18.
+#ifndef ATTN8D_SWAP_AB
+#define ATTN8D_SWAP_AB 0
+#endif
 #define ATTN8D_STAGE_BYTES (2 * ATTN8D_TILE * 64 + ATTN8D_TILE * 4)  // K, V codes, scale words
 #define ATTN8D_SMEM_BYTES (ATTN8D_STAGES * ATTN8D_STAGE_BYTES)       // 49.5 KB: 4 CTAs per SM
 static_assert(ATTN8D_STAGES >= 2 && ATTN8D_SMEM_BYTES >= (4 * 16 * 64 + 2 * 4 * 16) * 4, "epilogue does not fit");
@@ -84,6 +90,13 @@ __device__ __forceinline__ void attn8d_mma_f16(float d[4], const uint32_t a[4], 
       "{%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// The transpose of an 8x8 16-bit matrix held as one mma fragment (lane t: row t/4, columns
+// 2(t%4), 2(t%4)+1) in the same fragment layout (PTX movmatrix, sm_75+).
+__device__ __forceinline__ uint32_t attn8d_movmatrix_t(uint32_t x) {
+  uint32_t r;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(r) : "r"(x));
+  return r;
 }
 // 2^e as a float for -126 <= e <= 127 (exact).
 __device__ __forceinline__ float attn8d_pow2(int e) { return __uint_as_float((uint32_t)(e + 127) << 23); }
@@ -190,6 +203,108 @@ __device__ __forceinline__ void attn8_scale_scores(float (*s)[4], const uint32_t
   }
 }
 
+// One tile of attn_fp8_direct_kernel with swapped operands (kSwap), for one warp: its
+// MT · 16 keys at rows KPW·warp + 16mt + 0..15 of the stage (K codes at ks, V codes at vs,
+// scale words sc), tile keys from key t0; qb: Qᵀ fragments; ot, mh, lh, E: the warp's Oᵀ,
+// running maxima and sums of heads 2qc + e, and V-scale exponent (as the other path's).
+template <int MT>
+__device__ __forceinline__ void attn8d_swap_tile(uint32_t ks, uint32_t vs, const uint32_t *sc, int warp, int lane,
+                                                 int t0, int lo, int end, bool full, float sl2,
+                                                 const uint32_t (&qb)[4][2], float (&ot)[4][4], float (&mh)[2],
+                                                 float (&lh)[2], int &E) {
+  constexpr int KPW = 16 * MT;
+  const int qr = lane >> 2;
+  float st[MT][4];  // Sᵀ, m-tile mt: keys 16mt + qr (+ 8 in [2], [3]), heads 2qc, 2qc + 1
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++) {
+    st[mt][0] = st[mt][1] = st[mt][2] = st[mt][3] = 0.f;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      uint32_t kr[4];  // matrix m: keys 16mt + 8(m & 1) + 0..7, dims of chunk 2h + (m >> 1)
+      attn_ldmatrix_x4(ks + fp8kv_row_off(fp8kv_v_row(KPW, warp, mt, lane), fp8kv_v_chunk(h, lane)), kr);
+#pragma unroll
+      for (int hs = 0; hs < 2; hs++) {  // k-step 2h + hs: A = K̂ (rows: keys), B = Qᵀ
+        const uint32_t ka[4] = {attn8d_cvt_lo(kr[2 * hs]), attn8d_cvt_lo(kr[2 * hs + 1]), attn8d_cvt_hi(kr[2 * hs]),
+                                attn8d_cvt_hi(kr[2 * hs + 1])};
+        attn8d_mma_f16(st[mt], ka, qb[2 * h + hs][0], qb[2 * h + hs][1]);
+      }
+    }
+  }
+  // Scale words of this lane's keys KPW·warp + 16mt + 8kh + qr: K scale (times scale·log2 e)
+  // into both its scores, V scale into p; keys outside [lo, end) -inf.
+  float vsc[MT][2], mx[2] = {-INFINITY, -INFINITY}, vmax = 0.f;
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+    for (int kh = 0; kh < 2; kh++) {
+      const uint32_t w = sc[KPW * warp + 16 * mt + 8 * kh + qr];
+      const float ksc = fp8kv_bf16_bits_to_float((uint16_t)(w & 0xFFFFu)) * sl2;
+      vsc[mt][kh] = fp8kv_bf16_bits_to_float((uint16_t)(w >> 16));
+      vmax = fmaxf(vmax, vsc[mt][kh]);
+      st[mt][2 * kh] *= ksc;
+      st[mt][2 * kh + 1] *= ksc;
+    }
+  if (!full)
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int kh = 0; kh < 2; kh++) {
+        const int j = t0 + KPW * warp + 16 * mt + 8 * kh + qr;
+        if (j < lo || j >= end) st[mt][2 * kh] = st[mt][2 * kh + 1] = -INFINITY;
+      }
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+    for (int kh = 0; kh < 2; kh++) mx[0] = fmaxf(mx[0], st[mt][2 * kh]), mx[1] = fmaxf(mx[1], st[mt][2 * kh + 1]);
+  float use[2], al[2];
+#pragma unroll
+  for (int e = 0; e < 2; e++) {  // the maxima over the column's 8 lanes (all the warp's keys)
+    for (int off = 4; off < 32; off <<= 1) mx[e] = fmaxf(mx[e], __shfl_xor_sync(0xffffffffu, mx[e], off));
+    const float mn = fmaxf(mh[e], mx[e]);
+    use[e] = mn == -INFINITY ? 0.f : mn;
+    al[e] = attn8d_exp2(mh[e] - use[e]);
+    mh[e] = mn;
+  }
+  for (int off = 4; off < 32; off <<= 1) vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, off));
+  const int e_t = vmax > 0.f ? (int)((__float_as_uint(vmax) >> 23) & 0xFF) - 126 : E;
+  const int E_new = min(max(E, e_t), 127);
+  const float rescale = E_new > E ? attn8d_pow2(E - E_new < -126 ? -126 : E - E_new) : 1.f;
+  const float inv = attn8d_pow2(-E_new < -126 ? -126 : -E_new);
+  E = E_new;
+  uint32_t pb[MT][2];  // Pᵀ·diag(sv)·2^-E as fp16 B fragments of k-step mt: keys 2qc.. (and 8 + 2qc..), head qr
+  float sum[2] = {0.f, 0.f};
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+    for (int kh = 0; kh < 2; kh++) {
+      const float p0 = attn8d_exp2(st[mt][2 * kh] - use[0]), p1 = attn8d_exp2(st[mt][2 * kh + 1] - use[1]);
+      sum[0] += p0, sum[1] += p1;
+      const float f = vsc[mt][kh] * inv;
+      pb[mt][kh] = attn8d_movmatrix_t(attn8d_pack_f16(p0 * f, p1 * f));  // key rows → head rows
+    }
+#pragma unroll
+  for (int e = 0; e < 2; e++) {
+    lh[e] = lh[e] * al[e] + sum[e];
+    const float f = al[e] * rescale;
+#pragma unroll
+    for (int ch = 0; ch < 4; ch++) ot[ch][e] *= f, ot[ch][e + 2] *= f;
+  }
+#pragma unroll
+  for (int kk = 0; kk < MT; kk++)
+#pragma unroll
+    for (int sg = 0; sg < 2; sg++) {  // Oᵀ += V̂ᵀ · Pᵀ: chunks 2sg, 2sg + 1 (16 dims each)
+      uint32_t vr[4];  // matrix m: keys 16kk + 8(m & 1) + 0..7, dims of chunk 2sg + (m >> 1)
+      attn_ldmatrix_x4_trans(vs + fp8kv_row_off(fp8kv_v_row(KPW, warp, kk, lane), fp8kv_v_chunk(sg, lane)), vr);
+#pragma unroll
+      for (int hs = 0; hs < 2; hs++) {  // rows qr / qr + 8: dims 2qr / 2qr + 1 of the chunk
+        const uint32_t ve = __byte_perm(vr[2 * hs], vr[2 * hs + 1], FP8KV_V_SEL_EVEN);
+        const uint32_t vo = __byte_perm(vr[2 * hs], vr[2 * hs + 1], FP8KV_V_SEL_ODD);
+        const uint32_t va[4] = {attn8d_cvt_lo(ve), attn8d_cvt_lo(vo), attn8d_cvt_hi(ve), attn8d_cvt_hi(vo)};
+        attn8d_mma_f16(ot[2 * sg + hs], va, pb[kk][0], pb[kk][1]);
+      }
+    }
+}
+
 // Strategy: ch18's CTA per (sequence, KV head, split) and cp.async tile pipeline, with
 // tiles of ATTN8D_TILE keys and warp w owning keys w·KPW .. w·KPW + KPW − 1 of each, online
 // softmax; operands built in registers from FP8 (see the top of this file); the epilogue is
@@ -198,10 +313,17 @@ __device__ __forceinline__ void attn8_scale_scores(float (*s)[4], const uint32_t
 // keys per warp it is paid once per 32 keys instead of 16. Limiter: issue slots per key
 // until the DRAM read at 132 B per (key, KV head) is the longer. Arguments as
 // attn_fp8_splitkv_kernel; every page must be FP8.
-template <bool kUpper>
+//
+// kSwap (groups of <= 8 heads, ATTN8D_SWAP_AB): Sᵀ = K̂ · Qᵀ with 16 keys as the MMA rows and
+// the 8 heads as its columns, then Oᵀ = V̂ᵀ · Pᵀ with 16 (renumbered) dims as the rows: every
+// MMA row carries data, so a warp needs 2 MMAs per 16 keys and 16 dims instead of 4. S
+// comes out with keys down the lanes, so each 8x8 block of P is transposed into the B
+// layout by one movmatrix; the row maxima and sums run across the 8 lanes of a column.
+template <bool kUpper, bool kSwap = false>
 __global__ void __launch_bounds__(ATTN_THREADS, 4)  // <= 128 registers: 4 CTAs per SM
     attn_fp8_direct_kernel(const __grid_constant__ Attn8DecodeArgs a, int num_splits,
                            float *__restrict__ o_part, float *__restrict__ lse_part) {
+  static_assert(!(kUpper && kSwap), "the swapped operands take groups of <= 8 heads");
   constexpr int KPW = ATTN8D_KPW, TILE = ATTN8D_TILE, NT = KPW / 8, KK = KPW / 16, RPT = TILE / 32;
   extern __shared__ __align__(128) unsigned char attn8d_smem[];
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -228,6 +350,17 @@ __global__ void __launch_bounds__(ATTN_THREADS, 4)  // <= 128 registers: 4 CTAs 
         const int r = qr + (i & 1) * 8, d = fp8kv_qk_dim(ks, qc, i >> 1);
         const float2 f = r < G ? __bfloat1622float2(q[(r * ATTN_HEAD_DIM + d) >> 1]) : make_float2(0.f, 0.f);
         qa[ks][i] = attn8d_pack_f16(f.x, f.y);
+      }
+  }
+  uint32_t qb[4][2];  // kSwap: Qᵀ as fp16 B fragments, head qr, the k slots of fp8kv_qk_dim
+  {
+    const __nv_bfloat162 *q =
+        reinterpret_cast<const __nv_bfloat162 *>(a.q + ((int64_t)b * a.H + (int64_t)g * G) * ATTN_HEAD_DIM);
+    for (int ks = 0; ks < 4; ks++)
+      for (int hi = 0; hi < 2; hi++) {
+        const float2 f = qr < G ? __bfloat1622float2(q[(qr * ATTN_HEAD_DIM + fp8kv_qk_dim(ks, qc, hi)) >> 1])
+                                : make_float2(0.f, 0.f);
+        qb[ks][hi] = attn8d_pack_f16(f.x, f.y);
       }
   }
 
@@ -266,6 +399,11 @@ __global__ void __launch_bounds__(ATTN_THREADS, 4)  // <= 128 registers: 4 CTAs 
   int E = -126;  // this warp's P·V scale exponent: O (true) = o · 2^E
 #pragma unroll
   for (int n = 0; n < 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  // kSwap: Oᵀ, dim chunk ch: rows qr, qr + 8 = dims 16ch + 2qr, + 1; heads 2qc, 2qc + 1; and
+  // the running max and sum of heads 2qc + e
+  float ot[4][4], mh[2] = {-INFINITY, -INFINITY}, lh[2] = {0.f, 0.f};
+#pragma unroll
+  for (int n = 0; n < 4; n++) ot[n][0] = ot[n][1] = ot[n][2] = ot[n][3] = 0.f;
 
 #pragma unroll
   for (int st = 0; st < ATTN8D_STAGES - 1; st++) {
@@ -281,86 +419,106 @@ __global__ void __launch_bounds__(ATTN_THREADS, 4)  // <= 128 registers: 4 CTAs 
     const int st = t % ATTN8D_STAGES;
     const uint32_t ks = smem + st * ATTN8D_STAGE_BYTES, vs = ks + TILE * 64;
     const uint32_t *sc = reinterpret_cast<const uint32_t *>(attn8d_smem + st * ATTN8D_STAGE_BYTES + 2 * TILE * 64);
-    float s[NT][4];  // S = Q · K̂ᵀ: n-tile nt holds keys KPW·w + 8nt + 0..7
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++) {
-      s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-      uint32_t kr[4];  // matrix m = dims 16m..16m+15 of this lane's key
-      attn_ldmatrix_x4(ks + fp8kv_row_off(fp8kv_k_row(KPW, warp, nt, lane), lane >> 3), kr);
-#pragma unroll
-      for (int m = 0; m < 4; m++) attn8d_mma_f16(s[nt], qa[m], attn8d_cvt_lo(kr[m]), attn8d_cvt_hi(kr[m]));
-    }
-    // Scale words of this lane's 2·NT key columns: K scale into the score, V scale into p.
-    const int c0 = warp * KPW + 2 * qc, j0 = start + t * TILE + c0;
-    float vsc[NT][2], use_lo, use_hi, al_lo, al_hi;
     const bool full = start + t * TILE >= lo && start + t * TILE + TILE <= end;
-    attn8_scale_scores<kUpper, NT>(s, sc, c0, j0, lo, end, full, sl2, vsc, m_lo, m_hi, use_lo, use_hi, al_lo, al_hi);
-    float vmax = 0.f;
+    if constexpr (kSwap) {
+      attn8d_swap_tile<KK>(ks, vs, sc, warp, lane, start + t * TILE, lo, end, full, sl2, qb, ot, mh, lh, E);
+    } else {
+      float s[NT][4];  // S = Q · K̂ᵀ: n-tile nt holds keys KPW·w + 8nt + 0..7
 #pragma unroll
-    for (int nt = 0; nt < NT; nt++) vmax = fmaxf(vmax, fmaxf(vsc[nt][0], vsc[nt][1]));
-    vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, 1));
-    vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, 2));  // the warp's KPW keys
-    // 2^E_new >= vmax: E_new = max(E, exponent of vmax + 1); vmax 0 (no key) keeps E.
-    const int e_t = vmax > 0.f ? (int)((__float_as_uint(vmax) >> 23) & 0xFF) - 126 : E;
-    const int E_new = min(max(E, e_t), 127);
-    const float rescale = E_new > E ? attn8d_pow2(E - E_new < -126 ? -126 : E - E_new) : 1.f;
-    const float inv = attn8d_pow2(-E_new < -126 ? -126 : -E_new);
-    E = E_new;
-    uint32_t pa[KK][4];  // P·diag(sv)·2^-E as the fp16 A operands of P·V̂, 16 keys each
-    float sum_lo = 0.f, sum_hi = 0.f;
+      for (int nt = 0; nt < NT; nt++) {
+        s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+        uint32_t kr[4];  // matrix m = dims 16m..16m+15 of this lane's key
+        attn_ldmatrix_x4(ks + fp8kv_row_off(fp8kv_k_row(KPW, warp, nt, lane), lane >> 3), kr);
 #pragma unroll
-    for (int nt = 0; nt < NT; nt++) {
-      const float p0 = attn8d_exp2(s[nt][0] - use_lo), p1 = attn8d_exp2(s[nt][1] - use_lo);
-      sum_lo += p0 + p1;
-      pa[nt >> 1][(nt & 1) * 2] = attn8d_pack_f16(p0 * (vsc[nt][0] * inv), p1 * (vsc[nt][1] * inv));
-      pa[nt >> 1][(nt & 1) * 2 + 1] = 0u;
-      if (kUpper) {
-        const float p2 = attn8d_exp2(s[nt][2] - use_hi), p3 = attn8d_exp2(s[nt][3] - use_hi);
-        sum_hi += p2 + p3;
-        pa[nt >> 1][(nt & 1) * 2 + 1] = attn8d_pack_f16(p2 * (vsc[nt][0] * inv), p3 * (vsc[nt][1] * inv));
+        for (int m = 0; m < 4; m++) attn8d_mma_f16(s[nt], qa[m], attn8d_cvt_lo(kr[m]), attn8d_cvt_hi(kr[m]));
       }
+      // Scale words of this lane's 2·NT key columns: K scale into the score, V scale into p.
+      const int c0 = warp * KPW + 2 * qc, j0 = start + t * TILE + c0;
+      float vsc[NT][2], use_lo, use_hi, al_lo, al_hi;
+      attn8_scale_scores<kUpper, NT>(s, sc, c0, j0, lo, end, full, sl2, vsc, m_lo, m_hi, use_lo, use_hi, al_lo, al_hi);
+      float vmax = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++) vmax = fmaxf(vmax, fmaxf(vsc[nt][0], vsc[nt][1]));
+      vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, 1));
+      vmax = fmaxf(vmax, __shfl_xor_sync(0xffffffffu, vmax, 2));  // the warp's KPW keys
+      // 2^E_new >= vmax: E_new = max(E, exponent of vmax + 1); vmax 0 (no key) keeps E.
+      const int e_t = vmax > 0.f ? (int)((__float_as_uint(vmax) >> 23) & 0xFF) - 126 : E;
+      const int E_new = min(max(E, e_t), 127);
+      const float rescale = E_new > E ? attn8d_pow2(E - E_new < -126 ? -126 : E - E_new) : 1.f;
+      const float inv = attn8d_pow2(-E_new < -126 ? -126 : -E_new);
+      E = E_new;
+      uint32_t pa[KK][4];  // P·diag(sv)·2^-E as the fp16 A operands of P·V̂, 16 keys each
+      float sum_lo = 0.f, sum_hi = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++) {
+        const float p0 = attn8d_exp2(s[nt][0] - use_lo), p1 = attn8d_exp2(s[nt][1] - use_lo);
+        sum_lo += p0 + p1;
+        pa[nt >> 1][(nt & 1) * 2] = attn8d_pack_f16(p0 * (vsc[nt][0] * inv), p1 * (vsc[nt][1] * inv));
+        pa[nt >> 1][(nt & 1) * 2 + 1] = 0u;
+        if (kUpper) {
+          const float p2 = attn8d_exp2(s[nt][2] - use_hi), p3 = attn8d_exp2(s[nt][3] - use_hi);
+          sum_hi += p2 + p3;
+          pa[nt >> 1][(nt & 1) * 2 + 1] = attn8d_pack_f16(p2 * (vsc[nt][0] * inv), p3 * (vsc[nt][1] * inv));
+        }
+      }
+      l_lo = l_lo * al_lo + sum_lo;
+      if (kUpper) l_hi = l_hi * al_hi + sum_hi;
+      const float f_lo = al_lo * rescale, f_hi = al_hi * rescale;
+#pragma unroll
+      for (int n = 0; n < 8; n++) {  // O = O·f first, then + P · V̂ for each k-step
+        o[n][0] *= f_lo;
+        o[n][1] *= f_lo;
+        if (kUpper) {
+          o[n][2] *= f_hi;
+          o[n][3] *= f_hi;
+        }
+      }
+#pragma unroll
+      for (int kk = 0; kk < KK; kk++)
+#pragma unroll
+        for (int sg = 0; sg < 2; sg++) {  // 32 dims (2 slabs) per ldmatrix
+          uint32_t vr[4];  // matrix m: keys 16kk + 8(m & 1) + 0..7, dims of slab 2sg + (m >> 1)
+          attn_ldmatrix_x4_trans(vs + fp8kv_row_off(fp8kv_v_row(KPW, warp, kk, lane), fp8kv_v_chunk(sg, lane)), vr);
+#pragma unroll
+          for (int hs = 0; hs < 2; hs++)
+#pragma unroll
+            for (int par = 0; par < 2; par++) {  // even / odd dims of the slab
+              const uint32_t v = __byte_perm(vr[2 * hs], vr[2 * hs + 1], par ? FP8KV_V_SEL_ODD : FP8KV_V_SEL_EVEN);
+              attn8d_mma_f16(o[(2 * sg + hs) * 2 + par], pa[kk], attn8d_cvt_lo(v), attn8d_cvt_hi(v));
+            }
+        }
     }
-    l_lo = l_lo * al_lo + sum_lo;
-    if (kUpper) l_hi = l_hi * al_hi + sum_hi;
-    const float f_lo = al_lo * rescale, f_hi = al_hi * rescale;
-#pragma unroll
-    for (int n = 0; n < 8; n++) {  // O = O·f first, then + P · V̂ for each k-step
-      o[n][0] *= f_lo;
-      o[n][1] *= f_lo;
-      if (kUpper) {
-        o[n][2] *= f_hi;
-        o[n][3] *= f_hi;
-      }
-    }
-#pragma unroll
-    for (int kk = 0; kk < KK; kk++)
-#pragma unroll
-      for (int sg = 0; sg < 2; sg++) {  // 32 dims (2 slabs) per ldmatrix
-        uint32_t vr[4];  // matrix m: keys 16kk + 8(m & 1) + 0..7, dims of slab 2sg + (m >> 1)
-        attn_ldmatrix_x4_trans(vs + fp8kv_row_off(fp8kv_v_row(KPW, warp, kk, lane), fp8kv_v_chunk(sg, lane)), vr);
-#pragma unroll
-        for (int hs = 0; hs < 2; hs++)
-#pragma unroll
-          for (int par = 0; par < 2; par++) {  // even / odd dims of the slab
-            const uint32_t v = __byte_perm(vr[2 * hs], vr[2 * hs + 1], par ? FP8KV_V_SEL_ODD : FP8KV_V_SEL_EVEN);
-            attn8d_mma_f16(o[(2 * sg + hs) * 2 + par], pa[kk], attn8d_cvt_lo(v), attn8d_cvt_hi(v));
-          }
-      }
   }
   attn_cp_async_wait<0>();
   __syncthreads();
 
   // Merge the 4 warps and write (ch18's epilogue; dims back in order, o times 2^E).
-  float *so = attn8_stash_ml(attn8d_smem, warp, qr, qc, m_lo, m_hi, l_lo, l_hi);
+  float *so = reinterpret_cast<float *>(attn8d_smem);
   const float pe = ldexpf(1.f, E);
-#pragma unroll
-  for (int n = 0; n < 8; n++)
+  if constexpr (kSwap) {  // head 2qc + e: sum over the 8 lanes of its column, then Oᵀ
+    float *sm = so + 4 * 16 * 64, *sls = sm + 4 * 16;
 #pragma unroll
     for (int e = 0; e < 2; e++) {
-      float *r0 = so + (warp * 16 + qr) * 64 + fp8kv_pv_dim(n, qc, e);
-      r0[0] = o[n][e] * pe;
-      r0[8 * 64] = o[n][e + 2] * pe;
+      for (int off = 4; off < 32; off <<= 1) lh[e] += __shfl_xor_sync(0xffffffffu, lh[e], off);
+      if (qr == 0) sm[warp * 16 + 2 * qc + e] = mh[e], sls[warp * 16 + 2 * qc + e] = lh[e];
+#pragma unroll
+      for (int ch = 0; ch < 4; ch++) {
+        float *r0 = so + (warp * 16 + 2 * qc + e) * 64;
+        r0[fp8kv_swap_dim(ch, qr, 0)] = ot[ch][e] * pe;
+        r0[fp8kv_swap_dim(ch, qr, 1)] = ot[ch][e + 2] * pe;
+      }
     }
+  } else {
+    attn8_stash_ml(attn8d_smem, warp, qr, qc, m_lo, m_hi, l_lo, l_hi);
+#pragma unroll
+    for (int n = 0; n < 8; n++)
+#pragma unroll
+      for (int e = 0; e < 2; e++) {
+        float *r0 = so + (warp * 16 + qr) * 64 + fp8kv_pv_dim(n, qc, e);
+        r0[0] = o[n][e] * pe;
+        r0[8 * 64] = o[n][e + 2] * pe;
+      }
+  }
   __syncthreads();
   attn8_merge_write(a, so, g, b, split, num_splits, o_part, lse_part);
 }

@@ -296,7 +296,8 @@ static inline int attn_fp8_direct_ok(const Attn8KvView *kv) { return kv->all_fp8
 // 48 KB default for the widening kernel): call once before launching. Exits 3 through
 // GTL_CUDA on a CUDA error.
 static inline int attn_fp8_splitkv_ctas_per_sm(int all_fp8) {
-  const void *k[2] = {all_fp8 ? (const void *)attn_fp8_direct_kernel<false> : (const void *)attn_fp8_splitkv_kernel<false>,
+  const void *k[2] = {all_fp8 ? (const void *)attn_fp8_direct_kernel<false, ATTN8D_SWAP_AB != 0>
+                              : (const void *)attn_fp8_splitkv_kernel<false>,
                       all_fp8 ? (const void *)attn_fp8_direct_kernel<true> : (const void *)attn_fp8_splitkv_kernel<true>};
   const int smem = all_fp8 ? ATTN8D_SMEM_BYTES : ATTN8_SMEM_BYTES;
   int best = 1 << 30;
@@ -344,7 +345,8 @@ static inline int attn_fp8_splitkv_launch(const Attn8DecodeArgs *a, int num_spli
   if (direct && G > 8)
     attn_fp8_direct_kernel<true><<<grid, ATTN_THREADS, ATTN8D_SMEM_BYTES, s>>>(*a, num_splits, o_part, lse_part);
   else if (direct)
-    attn_fp8_direct_kernel<false><<<grid, ATTN_THREADS, ATTN8D_SMEM_BYTES, s>>>(*a, num_splits, o_part, lse_part);
+    attn_fp8_direct_kernel<false, ATTN8D_SWAP_AB != 0>
+        <<<grid, ATTN_THREADS, ATTN8D_SMEM_BYTES, s>>>(*a, num_splits, o_part, lse_part);
   else if (G > 8)
     attn_fp8_splitkv_kernel<true><<<grid, ATTN_THREADS, ATTN8_SMEM_BYTES, s>>>(*a, num_splits, o_part, lse_part);
   else

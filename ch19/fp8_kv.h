@@ -114,5 +114,11 @@ FP8KV_HD int fp8kv_v_row(int kpw, int warp, int kk, int lane) {
   return warp * kpw + 16 * kk + 8 * ((lane >> 3) & 1) + (lane & 7);
 }
 FP8KV_HD int fp8kv_v_chunk(int sg, int lane) { return 2 * sg + (lane >> 4); }
+/* With swapped operands (ATTN8D_SWAP_AB) the K̂ tiles are read with the V pattern (16 keys ×
+ * 2 chunks per ldmatrix, not transposed): matrix m's lane holds 4 codes of key 8(m & 1) +
+ * lane/4 whose two halves are the k slots of fp8kv_qk_dim; Oᵀ's MMA row r of dim chunk ch is
+ * dim fp8kv_swap_dim(ch, r & 7, r >> 3) (rows 0..7 the even dims of the chunk, 8..15 the
+ * odd ones: the two byte permutes of V). */
+FP8KV_HD int fp8kv_swap_dim(int ch, int qr, int odd) { return 16 * ch + 2 * qr + odd; }
 #define FP8KV_V_SEL_EVEN 0x6420u /* __byte_perm(x, y, s): bytes x0 x2 y0 y2 */
 #define FP8KV_V_SEL_ODD 0x7531u  /* bytes x1 x3 y1 y3 */

@@ -27,6 +27,7 @@ typedef struct {
   int (*qk_dim)(int ks, int qc, int hi);
   int (*pv_dim)(int n, int qc, int e);
   uint32_t (*row_off)(int row, int chunk);
+  int (*swap_dim)(int ch, int qr, int odd);
   uint32_t sel_even, sel_odd;
 } Maps;
 static int h_load_row0(int t, int r) { return fp8kv_load_row0(t, r); }
@@ -36,7 +37,8 @@ static int h_v_chunk(int sg, int l) { return fp8kv_v_chunk(sg, l); }
 static int h_qk_dim(int ks, int qc, int hi) { return fp8kv_qk_dim(ks, qc, hi); }
 static int h_pv_dim(int n, int qc, int e) { return fp8kv_pv_dim(n, qc, e); }
 static uint32_t h_row_off(int r, int c) { return fp8kv_row_off(r, c); }
-static const Maps kMaps = {h_load_row0, h_k_row, h_v_row, h_v_chunk, h_qk_dim, h_pv_dim, h_row_off,
+static int h_swap_dim(int ch, int qr, int odd) { return fp8kv_swap_dim(ch, qr, odd); }
+static const Maps kMaps = {h_load_row0, h_k_row, h_v_row, h_v_chunk, h_qk_dim, h_pv_dim, h_row_off, h_swap_dim,
                            FP8KV_V_SEL_EVEN, FP8KV_V_SEL_ODD};
 
 /* ---- PTX emulation ---------------------------------------------------------------- */
@@ -67,6 +69,13 @@ static uint32_t cvt_e4m3x2(uint32_t x, int hi) {
   return gtl_f32_to_fp16(gtl_fp8e4m3_to_f32((uint8_t)b)) |
          ((uint32_t)gtl_f32_to_fp16(gtl_fp8e4m3_to_f32((uint8_t)(b >> 8))) << 16);
 }
+/* movmatrix.m8n8.trans.b16: lane t holds row t/4, columns 2(t%4), 2(t%4)+1 of M before and
+ * of Mᵀ after. */
+static void movmatrix_t(const uint32_t in[32], uint32_t out[32]) {
+  uint16_t M[8][8];
+  for (int t = 0; t < 32; t++) M[t / 4][2 * (t % 4)] = (uint16_t)in[t], M[t / 4][2 * (t % 4) + 1] = (uint16_t)(in[t] >> 16);
+  for (int t = 0; t < 32; t++) out[t] = M[2 * (t % 4)][t / 4] | ((uint32_t)M[2 * (t % 4) + 1][t / 4] << 16);
+}
 static uint32_t pack_f16(float lo, float hi) { return gtl_f32_to_fp16(lo) | ((uint32_t)gtl_f32_to_fp16(hi) << 16); }
 static float f16lo(uint32_t r) { return gtl_fp16_to_f32((uint16_t)(r & 0xFFFF)); }
 static float f16hi(uint32_t r) { return gtl_fp16_to_f32((uint16_t)(r >> 16)); }
@@ -95,7 +104,7 @@ static void mma(float d[32][4], uint32_t a[32][4], const uint32_t b0[32], const 
 /* One (sequence, KV head): len keys in a pool of P-token pages (table[logical] = physical),
  * codes kp/vp [pages][P][64], scale words sp [pages][P]; q [G][64]; out [G][64]. */
 typedef struct {
-  int G, kpw, len, window, num_splits, P;
+  int G, kpw, len, window, num_splits, P, swap; /* swap: ATTN8D_SWAP_AB's path (G <= 8) */
   const float *q, *sinks;
   const int32_t *table;
   const uint8_t *kp, *vp;
@@ -122,6 +131,17 @@ static void sim_split(const Maps *mp, const Problem *pb, int split, float *o_par
         qa[lane][ks][i] = r < G ? pack_f16(pb->q[r * 64 + d], pb->q[r * 64 + d + 1]) : 0u;
       }
   static float m_lo[4][32], m_hi[4][32], l_lo[4][32], l_hi[4][32], o[4][32][8][4];
+  static float ot[4][32][4][4], mh[4][32][2], lh[4][32][2];
+  static uint32_t qb[32][4][2];
+  for (int lane = 0; lane < 32; lane++)
+    for (int ks = 0; ks < 4; ks++)
+      for (int hi = 0; hi < 2; hi++) {
+        const int r = lane / 4, d = mp->qk_dim(ks, lane & 3, hi);
+        qb[lane][ks][hi] = r < G ? pack_f16(pb->q[r * 64 + d], pb->q[r * 64 + d + 1]) : 0u;
+      }
+  memset(ot, 0, sizeof ot), memset(lh, 0, sizeof lh);
+  for (int w = 0; w < 4; w++)
+    for (int l = 0; l < 32; l++) mh[w][l][0] = mh[w][l][1] = -INFINITY;
   int E[4];
   for (int w = 0; w < 4; w++) {
     E[w] = -126;
@@ -165,7 +185,95 @@ static void sim_split(const Maps *mp, const Problem *pb, int split, float *o_par
     }
     for (uint32_t x = 0; x < (uint32_t)(2 * TILE * 64 + TILE * 4); x++) loads_ok &= written[x] == 1;
     const int full = start + t * TILE >= lo && start + t * TILE + TILE <= end;
-    for (int warp = 0; warp < 4; warp++) {
+    for (int warp = 0; warp < 4 && pb->swap; warp++) { /* attn8d_swap_tile */
+      float st[2][32][4], vsc[32][2][2], mx[32][2], vmax = 0.f;
+      for (int mt = 0; mt < KK; mt++) {
+        memset(st[mt], 0, sizeof st[mt]);
+        for (int h = 0; h < 2; h++) {
+          uint32_t addr[32], kr[32][4], b0[32], b1[32], a[32][4];
+          for (int l = 0; l < 32; l++) addr[l] = mp->row_off(mp->v_row(kpw, warp, mt, l), mp->v_chunk(h, l));
+          ldmatrix_x4(addr, 0, kr);
+          for (int hs = 0; hs < 2; hs++) {
+            for (int l = 0; l < 32; l++) {
+              a[l][0] = cvt_e4m3x2(kr[l][2 * hs], 0), a[l][1] = cvt_e4m3x2(kr[l][2 * hs + 1], 0);
+              a[l][2] = cvt_e4m3x2(kr[l][2 * hs], 1), a[l][3] = cvt_e4m3x2(kr[l][2 * hs + 1], 1);
+              b0[l] = qb[l][2 * h + hs][0], b1[l] = qb[l][2 * h + hs][1];
+            }
+            mma(st[mt], a, b0, b1);
+          }
+        }
+      }
+      for (int l = 0; l < 32; l++) {
+        const int qr = l / 4;
+        mx[l][0] = mx[l][1] = -INFINITY;
+        for (int mt = 0; mt < KK; mt++)
+          for (int kh = 0; kh < 2; kh++) {
+            const int key = kpw * warp + 16 * mt + 8 * kh + qr, j = start + t * TILE + key;
+            const uint32_t w = rd32(scb + key * 4);
+            const float ksc = fp8kv_bf16_bits_to_float((uint16_t)(w & 0xFFFF)) * sl2;
+            vsc[l][mt][kh] = fp8kv_bf16_bits_to_float((uint16_t)(w >> 16));
+            vmax = fmaxf(vmax, vsc[l][mt][kh]);
+            st[mt][l][2 * kh] *= ksc, st[mt][l][2 * kh + 1] *= ksc;
+            if (!full && (j < lo || j >= end)) st[mt][l][2 * kh] = st[mt][l][2 * kh + 1] = -INFINITY;
+            mx[l][0] = fmaxf(mx[l][0], st[mt][l][2 * kh]), mx[l][1] = fmaxf(mx[l][1], st[mt][l][2 * kh + 1]);
+          }
+      }
+      float use[32][2], al[32][2];
+      for (int l = 0; l < 32; l++) /* the column's 8 lanes: the shuffles xor 4, 8, 16 */
+        for (int e = 0; e < 2; e++) {
+          float m = -INFINITY;
+          for (int r = 0; r < 8; r++) m = fmaxf(m, mx[(l & 3) + 4 * r][e]);
+          const float mn = fmaxf(mh[warp][l][e], m);
+          use[l][e] = mn == -INFINITY ? 0.f : mn;
+          al[l][e] = exp2f(mh[warp][l][e] - use[l][e]);
+          mh[warp][l][e] = mn;
+        }
+      uint32_t vb;
+      memcpy(&vb, &vmax, 4);
+      const int e_t = vmax > 0.f ? (int)((vb >> 23) & 0xFF) - 126 : E[warp];
+      int E_new = E[warp] > e_t ? E[warp] : e_t;
+      E_new = E_new < 127 ? E_new : 127;
+      const float rescale = E_new > E[warp] ? ldexpf(1.f, E[warp] - E_new < -126 ? -126 : E[warp] - E_new) : 1.f;
+      const float inv = ldexpf(1.f, -E_new < -126 ? -126 : -E_new);
+      E[warp] = E_new;
+      uint32_t pbf[2][2][32]; /* Pᵀ B fragments of k-step mt, keys 0-7 / 8-15 of it */
+      float sum[32][2] = {{0}};
+      for (int mt = 0; mt < KK; mt++)
+        for (int kh = 0; kh < 2; kh++) {
+          uint32_t m[32];
+          for (int l = 0; l < 32; l++) {
+            const float p0 = exp2f(st[mt][l][2 * kh] - use[l][0]), p1 = exp2f(st[mt][l][2 * kh + 1] - use[l][1]);
+            const float f = vsc[l][mt][kh] * inv;
+            sum[l][0] += p0, sum[l][1] += p1;
+            m[l] = pack_f16(p0 * f, p1 * f);
+          }
+          movmatrix_t(m, pbf[mt][kh]);
+        }
+      for (int l = 0; l < 32; l++)
+        for (int e = 0; e < 2; e++) {
+          lh[warp][l][e] = lh[warp][l][e] * al[l][e] + sum[l][e];
+          for (int ch = 0; ch < 4; ch++) ot[warp][l][ch][e] *= al[l][e] * rescale, ot[warp][l][ch][e + 2] *= al[l][e] * rescale;
+        }
+      for (int kk = 0; kk < KK; kk++)
+        for (int sg = 0; sg < 2; sg++) {
+          uint32_t addr[32], vr[32][4];
+          for (int l = 0; l < 32; l++) addr[l] = vs + mp->row_off(mp->v_row(kpw, warp, kk, l), mp->v_chunk(sg, l));
+          ldmatrix_x4(addr, 1, vr);
+          for (int hs = 0; hs < 2; hs++) {
+            uint32_t a[32][4];
+            float d[32][4];
+            for (int l = 0; l < 32; l++) {
+              const uint32_t ve = byte_perm(vr[l][2 * hs], vr[l][2 * hs + 1], mp->sel_even);
+              const uint32_t vo = byte_perm(vr[l][2 * hs], vr[l][2 * hs + 1], mp->sel_odd);
+              a[l][0] = cvt_e4m3x2(ve, 0), a[l][1] = cvt_e4m3x2(vo, 0), a[l][2] = cvt_e4m3x2(ve, 1), a[l][3] = cvt_e4m3x2(vo, 1);
+              memcpy(d[l], ot[warp][l][2 * sg + hs], 16);
+            }
+            mma(d, a, pbf[kk][0], pbf[kk][1]);
+            for (int l = 0; l < 32; l++) memcpy(ot[warp][l][2 * sg + hs], d[l], 16);
+          }
+        }
+    }
+    for (int warp = 0; warp < 4 && !pb->swap; warp++) {
       float s[4][32][4];
       for (int nt = 0; nt < NT; nt++) { /* S = Q · K̂ᵀ */
         uint32_t addr[32], kr[32][4], b0[32], b1[32], a[32][4];
@@ -267,7 +375,20 @@ static void sim_split(const Maps *mp, const Problem *pb, int split, float *o_par
   /* epilogue: row sums over the lane quad, o times 2^E in true dim order, merge, sink */
   static float so[4][16][64];
   float smx[4][16], sls[4][16];
-  for (int w = 0; w < 4; w++)
+  for (int w = 0; w < 4 && pb->swap; w++)
+    for (int l = 0; l < 32; l++) {
+      const int qr = l >> 2, qc = l & 3;
+      for (int e = 0; e < 2; e++) {
+        float L = 0;
+        for (int r = 0; r < 8; r++) L += lh[w][qc + 4 * r][e];
+        if (qr == 0) smx[w][2 * qc + e] = mh[w][l][e], sls[w][2 * qc + e] = L;
+        for (int ch = 0; ch < 4; ch++) {
+          so[w][2 * qc + e][mp->swap_dim(ch, qr, 0)] = ot[w][l][ch][e] * ldexpf(1.f, E[w]);
+          so[w][2 * qc + e][mp->swap_dim(ch, qr, 1)] = ot[w][l][ch][e + 2] * ldexpf(1.f, E[w]);
+        }
+      }
+    }
+  for (int w = 0; w < 4 && !pb->swap; w++)
     for (int l = 0; l < 32; l++) {
       const int qr = l >> 2, qc = l & 3, base = l & ~3;
       float Llo = 0, Lhi = 0;
@@ -319,7 +440,7 @@ static void sim_attention(const Maps *mp, const Problem *pb, float *out) {
 }
 
 /* rel_l2 of the simulated kernel against attention in double on codes × scales. */
-static double run_case(const Maps *mp, int G, int kpw, int len, int window, int num_splits, int P) {
+static double run_case(const Maps *mp, int G, int kpw, int len, int window, int num_splits, int P, int swap) {
   uint64_t seed = 99991ull + (uint64_t)G * 7 + (uint64_t)len * 131 + (uint64_t)window + (uint64_t)num_splits * 17;
 #define RND(lo, hi) ((lo) + ((hi) - (lo)) * (((seed = seed * 6364136223846793005ull + 1442695040888963407ull) >> 33) / 2147483648.0f))
   const int n_pages = (len + P - 1) / P;
@@ -356,7 +477,7 @@ static double run_case(const Maps *mp, int G, int kpw, int len, int window, int 
     memcpy(kp + slot * 64, k8 + j * 64, 64), memcpy(vp + slot * 64, v8 + j * 64, 64);
     sp[slot] = scw[j];
   }
-  const Problem pb = {G, kpw, len, window, num_splits, P, q, sinks, table, kp, vp, sp};
+  const Problem pb = {G, kpw, len, window, num_splits, P, swap, q, sinks, table, kp, vp, sp};
   loads_ok = 1;
   sim_attention(mp, &pb, out);
   const int lo = window > 0 && len > window ? len - window : 0;
@@ -389,7 +510,7 @@ static double run_case(const Maps *mp, int G, int kpw, int len, int window, int 
  * gives 1e-2 and more (the wrong-map test below measures it). */
 #define TOL 2e-3
 static void check(int G, int kpw, int len, int window, int ns, int P) {
-  const double rel = run_case(&kMaps, G, kpw, len, window, ns, P);
+  const double rel = run_case(&kMaps, G, kpw, len, window, ns, P, 0);
   print_message("G=%d kpw=%d len=%d window=%d splits=%d page=%d: rel_l2 %.2e\n", G, kpw, len, window, ns, P, rel);
   assert_true(rel < TOL);
 }
@@ -409,6 +530,18 @@ static void kpw16_both_groups(void **state) {
   check(8, 16, 333, 0, 1, 16);
   check(16, 16, 777, 100, 5, 4);
 }
+static void check_swap(int kpw, int len, int window, int ns, int P) {
+  const double rel = run_case(&kMaps, 8, kpw, len, window, ns, P, 1);
+  print_message("swapped operands: kpw=%d len=%d window=%d splits=%d page=%d: rel_l2 %.2e\n", kpw, len, window, ns, P, rel);
+  assert_true(rel < TOL);
+}
+static void swapped_operands(void **state) {
+  (void)state;
+  check_swap(32, 700, 0, 1, 16);
+  check_swap(32, 1000, 200, 3, 4);
+  check_swap(16, 333, 0, 2, 8);
+  check_swap(32, 5, 0, 3, 4);
+}
 static void short_sequences(void **state) {
   (void)state;
   check(8, 32, 1, 0, 1, 4);   /* one key */
@@ -423,6 +556,7 @@ static int bad_v_chunk(int sg, int l) { return 2 * sg + ((l >> 3) & 1); }
 static int bad_qk_dim(int ks, int qc, int hi) { return 16 * ks + 2 * qc + 8 * hi; }
 static int bad_pv_dim(int n, int qc, int e) { return 16 * (n >> 1) + 4 * qc + e + 2 * (n & 1); }
 static int bad_load_row0(int t, int r) { return ((t >> 2) * (r >> 5) + (t & 3)) % r; }
+static int bad_swap_dim(int ch, int qr, int odd) { return 16 * ch + qr + 8 * odd; }
 static uint32_t bad_row_off(int r, int c) { return (uint32_t)(r * 64 + ((c ^ (r & 3)) << 4)); }
 static void wrong_maps_fail(void **state) {
   (void)state;
@@ -437,23 +571,37 @@ static void wrong_maps_fail(void **state) {
   m[6].sel_even = FP8KV_V_SEL_ODD, m[6].sel_odd = FP8KV_V_SEL_EVEN;
   m[7].row_off = bad_row_off; /* a swizzle the loads and reads agree on: must still pass */
   for (int i = 0; i < 7; i++) {
-    const double rel = run_case(&m[i], 8, 32, 300, 0, 1, 16);
+    const double rel = run_case(&m[i], 8, 32, 300, 0, 1, 16, 0);
     print_message("wrong map %d: rel_l2 %.2e\n", i, rel);
     assert_true(rel > 10 * TOL);
   }
-  assert_true(run_case(&m[7], 8, 32, 300, 0, 1, 16) < TOL);
+  assert_true(run_case(&m[7], 8, 32, 300, 0, 1, 16, 0) < TOL);
+  /* the swapped path reads K with the V pattern and writes Oᵀ through fp8kv_swap_dim */
+  Maps w[5];
+  for (int i = 0; i < 5; i++) w[i] = kMaps;
+  w[0].v_row = bad_v_row;
+  w[1].v_chunk = bad_v_chunk;
+  w[2].qk_dim = bad_qk_dim;
+  w[3].swap_dim = bad_swap_dim;
+  w[4].sel_even = FP8KV_V_SEL_ODD, w[4].sel_odd = FP8KV_V_SEL_EVEN;
+  for (int i = 0; i < 5; i++) {
+    const double rel = run_case(&w[i], 8, 32, 300, 0, 1, 16, 1);
+    print_message("wrong map %d, swapped operands: rel_l2 %.2e\n", i, rel);
+    assert_true(rel > 10 * TOL);
+  }
 }
 /* The load map must write every byte of a stage exactly once (else run_case gives inf). */
 static void wrong_load_map_fails(void **state) {
   (void)state;
   Maps m = kMaps;
   m.load_row0 = bad_load_row0;
-  assert_true(run_case(&m, 8, 32, 300, 0, 1, 16) > 10 * TOL);
+  assert_true(run_case(&m, 8, 32, 300, 0, 1, 16, 0) > 10 * TOL);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(kpw32_group8),        cmocka_unit_test(kpw32_group16),
                                      cmocka_unit_test(kpw16_both_groups),   cmocka_unit_test(short_sequences),
+                                     cmocka_unit_test(swapped_operands),
                                      cmocka_unit_test(wrong_maps_fail),     cmocka_unit_test(wrong_load_map_fails)};
   return cmocka_run_group_tests_name("ch19_direct_sim", tests, NULL, NULL);
 }
