@@ -361,7 +361,8 @@ static int tune_gemm_point(Tuner *t, const GemmShape *g, int T, int skewed, GtlR
     int64_t mt = 0;
     for (int64_t e = 0; e < E; e++) mt += (b.h_count[e] + bm - 1) / bm;
     int var[TUNE_GEMM_MAX_VARIANTS][2];
-    const int nv = t->variants ? gemm_tune_variants(bm, var) : 1;  // [0]: ch15's own kernel
+    int nv = gemm_tune_variants(bm, var);  // var[0]: ch15's own kernel
+    if (!t->variants) nv = 1;
     for (int v = 0; v < nv; v++)
       for (int glu = 1; glu >= 0; glu--) {
         const int64_t N = glu ? F : D;
