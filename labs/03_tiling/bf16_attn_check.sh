@@ -14,7 +14,9 @@
 # --gptoss adds "gptoss_2layer": gptoss20b_mixtral cut to 2 layers (the whole preset does
 # not fit a host reference in 23 GB), rows 0 and 1, 12 positions (about 100 s on 2 cores).
 # Needs make labs (build/libmoe_host.a, build/libcommon_host.a).
-#   labs/03_tiling/bf16_attn_check.sh [--gptoss]
+# --terms rounds one term at a time (q; K and V; P; the output; all) on mini_hd64 and prints
+# one summary line each: every single term already changes routing decisions.
+#   labs/03_tiling/bf16_attn_check.sh [--gptoss | --terms]
 set -eu
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -30,12 +32,12 @@ def sub(old, new):
 # q and k after RoPE (k is cached right after), v as cached
 sub('    for (int h = 0; h < c->H_kv; h++) rope(k + h * hd, hd, pos, r->inv_freq, r->rope_scale);\n',
     '    for (int h = 0; h < c->H_kv; h++) rope(k + h * hd, hd, pos, r->inv_freq, r->rope_scale);\n'
-    '    for (int i = 0; i < Q; i++) q[i] = ref_round(q[i]);\n'
-    '    for (int i = 0; i < KV; i++) k[i] = ref_round(k[i]), v[i] = ref_round(v[i]);\n')
+    '    for (int i = 0; i < Q; i++) q[i] = (ROUND & 1) ? ref_round(q[i]) : q[i];\n'
+    '    for (int i = 0; i < KV; i++) if (ROUND & 2) k[i] = ref_round(k[i]), v[i] = ref_round(v[i]);\n')
 # P in P·V rounded (unnormalized, <= 1), the sum exact; the output rounded
 sub('        for (int d = 0; d < hd; d++) o[d] += r->scores[t] / sum * V[(size_t)t * hd + d];\n',
-    '        for (int d = 0; d < hd; d++) o[d] += ref_round(r->scores[t]) / sum * V[(size_t)t * hd + d];\n'
-    '      for (int d = 0; d < hd; d++) o[d] = ref_round(o[d]);\n')
+    '        for (int d = 0; d < hd; d++) o[d] += ((ROUND & 4) ? ref_round(r->scores[t]) : r->scores[t]) / sum * V[(size_t)t * hd + d];\n'
+    '      for (int d = 0; d < hd; d++) o[d] = (ROUND & 8) ? ref_round(o[d]) : o[d];\n')
 # every routing decision logged as a bitmask of the chosen experts (E <= 64)
 sub('  for (int b = 0; b < R; b++)\n'
     '    moe_route(r->router + (size_t)b * c->E, c->E, k, c->norm_topk_prob, r->topk + b * k, r->topw + b * k);\n',
@@ -48,7 +50,7 @@ sub('  for (int b = 0; b < R; b++)\n'
 at = s.index('static void attention(')
 s = s[:at] + r'''extern unsigned long long ROUTE_LOG[];
 extern int ROUTE_N;
-static inline double ref_round(double d) { /* ROUND: to bf16, nearest even */
+static inline double ref_round(double d) { /* ROUND != 0: to bf16, nearest even */
 #if ROUND
   union { uint32_t u; float f; } v;
   v.f = (float)d;
@@ -111,15 +113,37 @@ int main(int argc, char **argv) {
   return 0;
 }
 C
-for r in 0 1; do
-  pre=$([ "$r" = 0 ] && echo ex || echo bf)
-  ren="-DROUND=$r -DROUTE_LOG=${pre}_log -DROUTE_N=${pre}_n -Dmoe_ref_init=${pre}_init -Dmoe_ref_step=${pre}_step"
-  ren="$ren -Dmoe_ref_free=${pre}_free -Dmoe_route=${pre}_route -Dmoe_ref_fetch_arena=${pre}_fetch"
-  # shellcheck disable=SC2086
-  cc -O2 -std=c11 -D_GNU_SOURCE $ren -Ilabs/moe -Icommon -c "$tmp/ref.c" -o "$tmp/ref_$pre.o"
-done
-cc -O2 -std=c11 -D_GNU_SOURCE -Ilabs/moe -Icommon "$tmp/main.c" "$tmp/ref_ex.o" "$tmp/ref_bf.o" build/libmoe_host.a \
-  build/libcommon_host.a -lm -lpthread -o "$tmp/check"
+# build MASK: the checker with ROUND = MASK (bit 0 q, 1 K and V, 2 P, 3 the output) in $tmp/check
+build() {
+  local r pre ren
+  for r in 0 "$1"; do
+    pre=$([ "$r" = 0 ] && echo ex || echo bf)
+    ren="-DROUND=$r -DROUTE_LOG=${pre}_log -DROUTE_N=${pre}_n -Dmoe_ref_init=${pre}_init -Dmoe_ref_step=${pre}_step"
+    ren="$ren -Dmoe_ref_free=${pre}_free -Dmoe_route=${pre}_route -Dmoe_ref_fetch_arena=${pre}_fetch"
+    # shellcheck disable=SC2086
+    cc -O2 -std=c11 -D_GNU_SOURCE $ren -Ilabs/moe -Icommon -c "$tmp/ref.c" -o "$tmp/ref_$pre.o"
+  done
+  cc -O2 -std=c11 -D_GNU_SOURCE -Ilabs/moe -Icommon "$tmp/main.c" "$tmp/ref_ex.o" "$tmp/ref_bf.o" build/libmoe_host.a \
+    build/libcommon_host.a -lm -lpthread -o "$tmp/check"
+}
+if [ "${1:-}" = --terms ]; then
+  # one rounding at a time, mini_hd64 rows 0-15 x 64 positions: rel_l2 of the rows whose
+  # routing did not change (the rounding itself), and the routing decisions that did
+  for mask in 1 2 4 8 15; do
+    build "$mask"
+    for row in $(seq 0 15); do "$tmp/check" mini_hd64 "$row"; done | python3 -c "
+import re, sys
+rows = [re.search(r'rel_l2 (\S+), top-1 (\d+)/(\d+), routing differs (\d+)/(\d+)', l).groups() for l in sys.stdin]
+clean = sorted(float(r[0]) for r in rows if r[3] == '0')
+name = {1: 'q', 2: 'K and V', 4: 'P', 8: 'output', 15: 'all'}[$mask]
+print('%-8s rows without a routing change: %2d/16, rel_l2 median %.1e; routing decisions changed %d/%d; '
+      'top-1 %d/%d; worst row rel_l2 %.1e' % (name, len(clean), clean[len(clean) // 2] if clean else float('nan'),
+      sum(int(r[3]) for r in rows), sum(int(r[4]) for r in rows), sum(int(r[1]) for r in rows),
+      sum(int(r[2]) for r in rows), max(float(r[0]) for r in rows)))"
+  done
+  exit 0
+fi
+build 15
 echo "attention in bf16 where ch18's kernel rounds (q, K, V, P, out), against the exact reference:"
 for model in mini_hd64 mini; do
   for row in $(seq 0 15); do "$tmp/check" "$model" "$row"; done

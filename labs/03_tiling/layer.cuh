@@ -3,19 +3,14 @@
 // starts from lab03_ops() the same way.
 //
 // What it replaces (everything else is 02's: ch08's GEMVs for q/k/v/o, router and lm_head,
-// the fused RMSNorm + split; 01's GPU top-k, arena and cuBLAS; 00's embed):
-//   KV cache            bf16, contiguous [L][B][H_kv][max_len][64] (kv_alloc) where 00's
-//                       engine default is fp32: half the bytes per cached key and value
-//   attn.rope           lab03_rope_append_kernel: 00's rotate-half RoPE (same angles, in
-//                       double), q written as bf16 for ch18's kernel, K and V of the step
-//                       appended to the bf16 cache, and each sequence's key count
-//   attn.score          ch18's attn_splitkv_launch (ch18/decode_attn.cuh): one CTA per
-//                       (sequence, KV head, chunk of keys) reads its K/V tiles once through
-//                       a cp.async pipeline and serves all H / H_kv query heads of the group
-//                       with tensor-core MMAs and an online softmax; the chunks merged by
-//                       their log-sum-exp. The cache is read through an identity block
-//                       table (table[b] = b, one "page" of 2^ceil(log2 max_len) positions).
-//                       The bf16 output is widened to a.d_att (fp32) for 02's attn.out.
+// the fused RMSNorm + split; 01's GPU top-k, arena and cuBLAS; 00's embed, RoPE + K/V
+// append and fp32 KV cache):
+//   attn.score          split-KV flash decoding (ch18's idea) in fp32: one CTA per
+//                       (sequence, KV head, chunk of keys) stages its K/V tiles in shared
+//                       memory once and serves all H / H_kv query heads of the group (a
+//                       warp per head, a key per lane, online softmax); the chunks merged by
+//                       their log-sum-exp in a second kernel. 00's attention re-read K/V
+//                       per query head with a thread per score.
 //   moe.dispatch        ch15's counting sort on the device (moe_dispatch_launch): the
 //                       B·top_k (token, expert) pairs ordered by expert, offsets by prefix
 //                       sum, the work-item table; replaces 01's one-block plan and 02's
@@ -29,108 +24,177 @@
 // No host synchronization is left inside a step: the expert counts stay on the device (the
 // persistent grids do not depend on them) and the host reads the sampled tokens after the
 // run. --temperature > 0 keeps the engine's host sampler (configure).
-// ch18's kernel takes head_dim 64 and at most 16 query heads per KV head. For other
-// models (the mini and tiny presets have head_dim 32 or 16) configure keeps 02's
-// attention and 00's fp32 cache: lab03_splitkv_fits() decides, and the report's KV line
-// says which cache ran. gpt-oss semantics stay refused (00's configure, through 01's).
-// Precision: q, K, V, the softmax weights in P·V and the attention output are bf16
-// (ch18's contract), scores, softmax and sums fp32; the experts keep 02's split bf16
-// activations (hi + lo) and fp32 accumulation (grouped.cuh says why).
+// Why fp32 attention and not ch18's bf16 kernel: rounding q, K, V, P or the output to bf16
+// moves the logits of these random-weight models by 1–3e-3, and that flips some top-k
+// routing decisions (near-ties), after which rel_l2 exceeds 1e-2 (bf16_attn_check.sh
+// --terms; on an H200 ch18's path failed the check at 1.1–3.8e-2). The K/V bytes at decode
+// lengths are a small part of a step, so the fp32 cache costs little.
+// Head_dim 32, 64 or 128 with at most 16 query heads per KV head (lab03_attn_fits); other
+// models keep 00's attention. gpt-oss semantics stay refused (01's configure). The experts
+// keep 02's split bf16 activations (hi + lo) and fp32 accumulation (grouped.cuh says why).
 #pragma once
 #include "../02_memory/layer.cuh"
-#include "../../ch18/decode_attn.cuh"
 #include "grouped.cuh"  // ch15's counting sort and work items; the grouped expert kernels
 
-// ---- the layer's state: 01's, plus the attention's buffers ------------------------------
+constexpr int kLab03AttnThreads = 256;  // 8 warps: a query head each (two when the group is 16)
+constexpr int kLab03AttnTile = 32;      // keys per shared-memory tile: one per lane
+constexpr int kLab03AttnMaxGroup = 16;  // query heads per KV head
+
+// ---- the layer's state: 01's, plus the attention's and the experts' buffers --------------
 // Lab01 first: every stage of 01 and 02 finds its state through ((Lab01 *)e->layer).
 typedef struct {
   Lab01 base;
-  int splitkv;               // 1: ch18's attention over the bf16 cache (lab03_splitkv_fits)
-  int slots;                 // resident CTAs of ch18's kernel on the device (SMs × per SM)
-  int max_splits;            // the workspace is sized for this many chunks
-  __nv_bfloat16 *qb, *ob;    // [B][H][64] rotated queries, attention output (bf16)
-  int32_t *seq_lens;         // [B] keys cached per sequence (written by the append)
-  int32_t *table;            // [B] identity block table: table[b] = b
-  float *ws;                 // attn_splitkv_workspace_floats(B, H, max_splits)
+  int sms;                   // SMs of the device (the attention's chunk rule)
+  int max_chunks;            // chunks per (sequence, KV head) the workspace holds
+  float *ws;                 // [B·H][max_chunks][head_dim + 2] partial outputs, max, sum
   // the experts (ch15's tables, P = B·top_k sorted rows)
   Lab03ExpertPlan xp;        // GEMV or MMA kernel, rows per work item, grids
   int64_t expert_stride;     // elements from one expert's gate (up, down) to the next's
-  void *xarena;              // one allocation for the five buffers below
+  void *xarena;              // one allocation for the six buffers below
   int32_t *offsets, *tile_start;        // [E + 1] each (moe_dispatch_launch)
   int32_t *sorted_token, *pair_pos;     // [P] each
   __nv_bfloat16 *hs;         // [P][2F] SwiGLU rows, split (hi | lo)
   float *ys;                 // [P][D] expert outputs, fp32
 } Lab03;
 
-/** 1 when ch18's kernel can run model c: head_dim == ATTN_HEAD_DIM (64) and H a multiple
- *  of H_kv with H / H_kv <= ATTN_MAX_GROUP (16). Host-tested in plan_test.cpp. */
-static inline int lab03_splitkv_fits(const MoeConfig *c) {
-  return c->head_dim == ATTN_HEAD_DIM && c->H_kv > 0 && c->H % c->H_kv == 0 && c->H / c->H_kv <= ATTN_MAX_GROUP;
+/** 1 when the fp32 split-KV attention takes model c: head_dim 32, 64 or 128, H a multiple
+ *  of H_kv with at most kLab03AttnMaxGroup query heads per KV head. Host-tested. */
+static inline int lab03_attn_fits(const MoeConfig *c) {
+  return (c->head_dim == 32 || c->head_dim == 64 || c->head_dim == 128) && c->H_kv > 0 && c->H % c->H_kv == 0 &&
+         c->H / c->H_kv <= kLab03AttnMaxGroup;
 }
 
-/** log2 of the smallest power of two >= max_len (>= 1): the identity table's page, so that
- *  position j of sequence b is row j of page b. Host-tested in plan_test.cpp. */
-static inline int lab03_page_shift(int max_len) {
-  int s = 0;
-  while ((1LL << s) < (long long)max_len) s++;
-  return s;
+/** Chunks the workspace needs: about two CTAs per SM over the B·H_kv (sequence, KV head)
+ *  pairs, and no more than max_len's tiles. */
+static inline int lab03_attn_max_chunks(int B, int H_kv, int max_len, int sms) {
+  const int pairs = B * H_kv, want = (2 * sms + pairs - 1) / pairs, tiles = (max_len + kLab03AttnTile - 1) / kLab03AttnTile;
+  const int n = want < tiles ? want : tiles;
+  return n > 1 ? n : 1;
 }
 
-/** ch18's view of layer l of the contiguous bf16 cache [L][B][H_kv][max_len][64]
- *  (elements): page b = sequence b, page_stride H_kv·max_len·64, head_stride max_len·64,
- *  token_stride 64. Host-tested in plan_test.cpp against the append's index. */
-static inline AttnKvView lab03_kv_view(const void *k, const void *v, const int32_t *table, int L_index, int B,
-                                       int H_kv, int max_len) {
-  AttnKvView w;
-  const int64_t page = (int64_t)H_kv * max_len * ATTN_HEAD_DIM, layer = (int64_t)B * page * L_index;
-  w.k = (const __nv_bfloat16 *)k + layer;
-  w.v = (const __nv_bfloat16 *)v + layer;
-  w.block_table = table;
-  w.table_stride = 1;
-  w.page_shift = lab03_page_shift(max_len);
-  w.page_stride = page;
-  w.head_stride = (int64_t)max_len * ATTN_HEAD_DIM;
-  w.token_stride = ATTN_HEAD_DIM;
-  return w;
+/** Keys per chunk for n_keys keys: a multiple of the tile, so that ceil(n_keys / len)
+ *  chunks never exceed max_chunks. Host-tested in plan_test.cpp. */
+static inline int lab03_attn_chunk_len(int n_keys, int max_chunks) {
+  const int len = (n_keys + max_chunks - 1) / max_chunks;
+  return (len + kLab03AttnTile - 1) / kLab03AttnTile * kLab03AttnTile;
 }
 
 // ---- kernels ----------------------------------------------------------------------------
-// Rotate-half RoPE at each sequence's position pos = d_pos[b] (00's rope_kv_append_kernel's
-// angles and arithmetic; 00 takes the host's e->pos, the same value, as an argument):
-// q [B][H][hd] fp32 → qb bf16 (rotated); k, v [B][H_kv][hd] fp32 → row pos of the bf16
-// cache kc, vc ([B][H_kv][max_len][hd], this layer's slice); seq_lens[b] = pos + 1.
-// Strategy: thread per (row, head, pair i / i + hd/2), grid (pairs / threads, B).
-// Limiter: latency (a few KB per step).
-__global__ void lab03_rope_append_kernel(const float *q, const float *k, const float *v, __nv_bfloat16 *qb,
-                                         __nv_bfloat16 *kc, __nv_bfloat16 *vc, int32_t *seq_lens,
-                                         const int32_t *d_pos, int H, int H_kv, int hd, int max_len, double theta) {
-  const int half = hd / 2, i = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y, pos = d_pos[b];
-  if (i == 0) seq_lens[b] = pos + 1;
-  if (i >= (H + H_kv) * half) return;
-  const int head = i / half, j = i % half;
-  double sn, cs;
-  sincos(pos * pow(theta, -2.0 * j / hd), &sn, &cs);
-  const float c = (float)cs, s = (float)sn;
-  if (head < H) {
-    const size_t at = ((size_t)b * H + head) * hd;
-    const float x0 = q[at + j], x1 = q[at + j + half];
-    qb[at + j] = __float2bfloat16_rn(x0 * c - x1 * s);
-    qb[at + j + half] = __float2bfloat16_rn(x1 * c + x0 * s);
-    return;
+// Keys [c0, c1) of chunk blockIdx.x for sequence b = blockIdx.z and KV head g = blockIdx.y
+// (keys 0 … d_pos[b]; the last chunk takes the rest): for each of the group's G query heads
+// h, m = max score, l = Σ exp(score − m), o = Σ exp(score − m) · V[t], score = q_h·K[t] /
+// sqrt(HD). One chunk: out = o / l; else o, m, l into the workspace (lab03_attn_combine).
+// q [B][H][HD], out [B][H][HD], caches [B][H_kv][max_len][HD] (this layer's), fp32.
+// Strategy: the K/V tile (32 keys) staged in shared memory once per CTA (float4 loads;
+// K padded by one float: lane = key reads a column without bank conflicts), a warp per
+// query head, a key per lane for the scores, the online-softmax rescale, then P·V with a
+// lane per dimension (p broadcast by shuffle). Limiter: latency at decode lengths (a few
+// tiles per CTA), DRAM read bandwidth at long contexts.
+template <int HD>
+__global__ void __launch_bounds__(kLab03AttnThreads)
+    lab03_attn_split_kernel(const float *__restrict__ q, const float *__restrict__ kc, const float *__restrict__ vc,
+                            const int32_t *__restrict__ d_pos, int H, int H_kv, int max_len, int chunk_len,
+                            float scale, float *__restrict__ ws, float *__restrict__ out) {
+  constexpr int DL = HD / 32, HPW = kLab03AttnMaxGroup / (kLab03AttnThreads / 32);  // dims per lane, heads per warp
+  __shared__ float ks[kLab03AttnTile][HD + 1];
+  __shared__ __align__(16) float vs[kLab03AttnTile][HD];
+  __shared__ float qs[kLab03AttnMaxGroup][HD];
+  const int chunk = blockIdx.x, g = blockIdx.y, b = blockIdx.z, G = H / H_kv, n_chunks = gridDim.x;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int n_keys = d_pos[b] + 1, c0 = chunk * chunk_len;
+  const int c1 = chunk == n_chunks - 1 ? n_keys : (c0 + chunk_len < n_keys ? c0 + chunk_len : n_keys);
+  const size_t head0 = (size_t)b * H + (size_t)g * G;  // the group's first query head
+  for (int i = threadIdx.x; i < G * HD; i += blockDim.x) qs[i / HD][i % HD] = q[head0 * HD + i];
+  const float *kb = kc + ((size_t)b * H_kv + g) * max_len * HD, *vb = vc + ((size_t)b * H_kv + g) * max_len * HD;
+  float m[HPW], l[HPW], o[HPW][DL];
+#pragma unroll
+  for (int j = 0; j < HPW; j++) {
+    m[j] = -INFINITY, l[j] = 0.f;
+#pragma unroll
+    for (int i = 0; i < DL; i++) o[j][i] = 0.f;
   }
-  const int kh = head - H;
-  const float *kk = k + ((size_t)b * H_kv + kh) * hd, *vv = v + ((size_t)b * H_kv + kh) * hd;
-  const size_t at = (((size_t)b * H_kv + kh) * max_len + pos) * hd;
-  kc[at + j] = __float2bfloat16_rn(kk[j] * c - kk[j + half] * s);
-  kc[at + j + half] = __float2bfloat16_rn(kk[j + half] * c + kk[j] * s);
-  vc[at + j] = __float2bfloat16_rn(vv[j]);
-  vc[at + j + half] = __float2bfloat16_rn(vv[j + half]);
+  for (int t0 = c0; t0 < c1; t0 += kLab03AttnTile) {
+    const int nt = c1 - t0 < kLab03AttnTile ? c1 - t0 : kLab03AttnTile;
+    __syncthreads();  // the previous tile is consumed (and qs written, the first time)
+    for (int i = threadIdx.x; i < kLab03AttnTile * HD / 4; i += blockDim.x) {
+      const int r = i / (HD / 4), c4 = i % (HD / 4);
+      const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+      const float4 kv = r < nt ? ((const float4 *)(kb + (size_t)(t0 + r) * HD))[c4] : zero;
+      const float4 vv = r < nt ? ((const float4 *)(vb + (size_t)(t0 + r) * HD))[c4] : zero;
+      ks[r][4 * c4] = kv.x, ks[r][4 * c4 + 1] = kv.y, ks[r][4 * c4 + 2] = kv.z, ks[r][4 * c4 + 3] = kv.w;
+      *(float4 *)&vs[r][4 * c4] = vv;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < HPW; j++) {
+      const int h = warp + j * (kLab03AttnThreads / 32);
+      if (h >= G) break;  // warp-uniform
+      float s = -INFINITY;
+      if (lane < nt) {
+        float d = 0.f;
+#pragma unroll 16
+        for (int i = 0; i < HD; i++) d = fmaf(qs[h][i], ks[lane][i], d);
+        s = d * scale;
+      }
+      float mt = s;
+#pragma unroll
+      for (int x = 16; x > 0; x >>= 1) mt = fmaxf(mt, __shfl_xor_sync(0xFFFFFFFFu, mt, x));
+      const float mn = fmaxf(m[j], mt);  // finite: the tile holds a key
+      const float p = lane < nt ? expf(s - mn) : 0.f, corr = expf(m[j] - mn);
+      float ps = p;
+#pragma unroll
+      for (int x = 16; x > 0; x >>= 1) ps += __shfl_xor_sync(0xFFFFFFFFu, ps, x);
+      l[j] = l[j] * corr + ps;
+      m[j] = mn;
+#pragma unroll
+      for (int i = 0; i < DL; i++) o[j][i] *= corr;
+      for (int t = 0; t < nt; t++) {
+        const float pt = __shfl_sync(0xFFFFFFFFu, p, t);
+#pragma unroll
+        for (int i = 0; i < DL; i++) o[j][i] = fmaf(pt, vs[t][lane + 32 * i], o[j][i]);
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < HPW; j++) {
+    const int h = warp + j * (kLab03AttnThreads / 32);
+    if (h >= G) break;
+    const size_t bh = head0 + h;
+    if (n_chunks == 1) {
+#pragma unroll
+      for (int i = 0; i < DL; i++) out[bh * HD + lane + 32 * i] = o[j][i] / l[j];
+      continue;
+    }
+    float *w = ws + (bh * n_chunks + chunk) * (HD + 2);
+#pragma unroll
+    for (int i = 0; i < DL; i++) w[lane + 32 * i] = o[j][i];
+    if (lane == 0) w[HD] = m[j], w[HD + 1] = l[j];
+  }
 }
 
-// out[i] = float(in[i]), n elements. Strategy: thread per element. Limiter: latency.
-__global__ void lab03_widen_kernel(const __nv_bfloat16 *in, float *out, int n) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n) out[i] = __bfloat162float(in[i]);
+// out[bh] = Σ_c exp(m_c − M) · o_c / Σ_c exp(m_c − M) · l_c over the chunks c of each
+// (sequence, query head) bh < BH, M = max_c m_c (flash-decoding's merge). Strategy: a warp
+// per bh, a lane per HD/32 dimensions. Limiter: latency.
+template <int HD>
+__global__ void __launch_bounds__(128) lab03_attn_combine_kernel(const float *__restrict__ ws, int n_chunks, int BH,
+                                                                 float *__restrict__ out) {
+  constexpr int DL = HD / 32;
+  const int bh = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+  if (bh >= BH) return;
+  const float *w = ws + (size_t)bh * n_chunks * (HD + 2);
+  float M = -INFINITY, L = 0.f, o[DL];
+  for (int c = 0; c < n_chunks; c++) M = fmaxf(M, w[(size_t)c * (HD + 2) + HD]);
+#pragma unroll
+  for (int i = 0; i < DL; i++) o[i] = 0.f;
+  for (int c = 0; c < n_chunks; c++) {
+    const float *wc = w + (size_t)c * (HD + 2), mc = wc[HD];
+    const float sc = mc == -INFINITY ? 0.f : expf(mc - M);  // a chunk without keys adds nothing
+    L += sc * wc[HD + 1];
+#pragma unroll
+    for (int i = 0; i < DL; i++) o[i] = fmaf(sc, wc[lane + 32 * i], o[i]);
+  }
+#pragma unroll
+  for (int i = 0; i < DL; i++) out[(size_t)bh * HD + lane + 32 * i] = o[i] / L;
 }
 
 // x[t][d] += Σ_j w[t][j] · y[pair_pos[t·top_k + j]][d]: each token gathers its top_k rows
@@ -182,34 +246,14 @@ __global__ void __launch_bounds__(kLab00Threads) lab03_argmax_kernel(const float
 }
 
 // ---- hooks and stages --------------------------------------------------------------------
-// 02's configure (what 00 and 01 refuse), then the attention variant: ch18's over the
-// bf16 cache when the model fits it, else 02's (00's kernels over the fp32 cache).
-// Greedy decoding samples on the device; --temperature > 0 keeps the engine's host sampler
-// (moe_sample's nucleus draw has no device version here).
+// 01's configure (what 00 and 01 refuse), then the attention: the fp32 split-KV kernels when
+// the model fits them, else 00's. Greedy decoding samples on the device; --temperature > 0
+// keeps the engine's host sampler (moe_sample's nucleus draw has no device version here).
 static inline int lab03_configure(Engine *e, char *err, size_t n) {
   if (lab01_configure(e, err, n)) return -1;
-  if (!lab03_splitkv_fits(&e->cfg)) {
-    e->ops.rope = lab00_rope;
-    e->ops.attend = lab00_attend;
-  }
+  if (!lab03_attn_fits(&e->cfg)) e->ops.attend = lab00_attend;
   if (e->temperature > 0) e->ops.sample = NULL;
   return 0;
-}
-
-// bf16 K and V, [L][B][H_kv][max_len][64] each; for a model ch18's kernel cannot take,
-// the engine's default layout in fp32 (00's attention reads it).
-static inline void lab03_kv_alloc(Engine *e) {
-  const MoeConfig *c = &e->cfg;
-  const size_t n = (size_t)c->L * e->B * c->H_kv * e->kv.max_len * c->head_dim;
-  const int bf = lab03_splitkv_fits(c);
-  e->kv.dtype = bf ? KV_BF16 : KV_F32;
-  e->kv.paged = 0;
-  e->kv.block = 0;
-  e->kv.n_blocks = 0;
-  e->kv.d_block_table = NULL;
-  e->kv.k = gtl_malloc(n * (bf ? 2 : 4), bf ? "K cache (bf16, max length)" : "K cache (fp32, max length)");
-  e->kv.v = gtl_malloc(n * (bf ? 2 : 4), bf ? "V cache (bf16, max length)" : "V cache (fp32, max length)");
-  e->kv.bytes = n * (bf ? 4 : 8);
 }
 
 // The experts' plan (lab03_expert_plan), their stride (checked uniform: one pitch for
@@ -247,7 +291,7 @@ static inline void lab03_expert_setup(Engine *e, Lab03 *p, int sms) {
 }
 
 // 02's setup; then 01's state grows into Lab03 (Lab01 is its first member, so every
-// earlier stage still finds its fields) with the attention's buffers.
+// earlier stage still finds its fields) with the experts' and the attention's buffers.
 static inline void lab03_setup(Engine *e) {
   lab02_setup(e);
   Lab03 *p = (Lab03 *)realloc(e->layer, sizeof(Lab03));
@@ -258,71 +302,53 @@ static inline void lab03_setup(Engine *e) {
   e->layer = p;
   memset((char *)p + sizeof(Lab01), 0, sizeof(Lab03) - sizeof(Lab01));
   const MoeConfig *c = &e->cfg;
-  const int B = e->B, tiles = (e->kv.max_len + ATTN_TILE - 1) / ATTN_TILE;
-  int dev, sms;
+  int dev;
   GTL_CUDA(cudaGetDevice(&dev));
-  GTL_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  lab03_expert_setup(e, p, sms);
-  p->splitkv = e->kv.dtype == KV_BF16;
-  if (!p->splitkv) return;
-  p->slots = sms * attn_splitkv_ctas_per_sm();
-  p->max_splits = tiles < 256 ? tiles : 256;  // attn_splitkv_num_splits never picks more
-  const size_t q = (size_t)B * c->H * ATTN_HEAD_DIM;
-  p->qb = (__nv_bfloat16 *)gtl_malloc(q * 2, "queries (bf16)");
-  p->ob = (__nv_bfloat16 *)gtl_malloc(q * 2, "attention output (bf16)");
-  p->seq_lens = (int32_t *)gtl_malloc((size_t)B * 4, "keys per sequence");
-  p->table = (int32_t *)gtl_malloc((size_t)B * 4, "identity block table");
-  const size_t wf = attn_splitkv_workspace_floats(B, c->H, p->max_splits);
-  if (wf) p->ws = (float *)gtl_malloc(wf * 4, "split-KV partials");
-  int32_t *h = (int32_t *)malloc((size_t)B * 4);
-  for (int b = 0; b < B; b++) h[b] = b;
-  GTL_CUDA(cudaMemcpy(p->table, h, (size_t)B * 4, cudaMemcpyHostToDevice));
-  free(h);
+  GTL_CUDA(cudaDeviceGetAttribute(&p->sms, cudaDevAttrMultiProcessorCount, dev));
+  lab03_expert_setup(e, p, p->sms);
+  p->max_chunks = lab03_attn_max_chunks(e->B, c->H_kv, e->kv.max_len, p->sms);
+  if (lab03_attn_fits(c) && p->max_chunks > 1)
+    p->ws = (float *)gtl_malloc((size_t)e->B * c->H * p->max_chunks * (c->head_dim + 2) * 4,
+                                "split-KV partials (outputs, max, sum)");
 }
 
 static inline void lab03_teardown(Engine *e) {
   Lab03 *p = (Lab03 *)e->layer;
-  void *d[] = {p->qb, p->ob, p->seq_lens, p->table, p->ws, p->xarena};
+  void *d[] = {p->ws, p->xarena};
   for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
     if (d[i]) GTL_CUDA(cudaFree(d[i]));
   lab01_teardown(e);  // frees the arena, the cuBLAS handle and the state itself
 }
 
-// RoPE, q to bf16, K and V of each sequence's position (a.d_pos) appended to the bf16 cache.
-static inline void lab03_rope(Engine *e, int l) {
+template <int HD>
+static inline void lab03_attend_hd(Engine *e, int l, int n_chunks, int chunk_len) {
   const MoeConfig *c = &e->cfg;
   Lab03 *p = (Lab03 *)e->layer;
-  const size_t at = engine_kv_layer(e, l);  // the same element offset as 00's fp32 layout
-  lab03_rope_append_kernel<<<lab00_grid((c->H + c->H_kv) * c->head_dim / 2, e->B), kLab00Threads, 0, e->s>>>(
-      e->a.d_q, e->a.d_k, e->a.d_v, p->qb, (__nv_bfloat16 *)e->kv.k + at, (__nv_bfloat16 *)e->kv.v + at,
-      p->seq_lens, e->a.d_pos, c->H, c->H_kv, c->head_dim, e->kv.max_len, c->rope_theta);
+  const size_t at = engine_kv_layer(e, l);
+  const dim3 grid((unsigned)n_chunks, (unsigned)c->H_kv, (unsigned)e->B);
+  lab03_attn_split_kernel<HD><<<grid, kLab03AttnThreads, 0, e->s>>>(
+      e->a.d_q, (const float *)e->kv.k + at, (const float *)e->kv.v + at, e->a.d_pos, c->H, c->H_kv, e->kv.max_len,
+      chunk_len, (float)(1.0 / sqrt((double)HD)), p->ws, e->a.d_att);
+  GTL_LAUNCH();
+  if (n_chunks == 1) return;
+  const int BH = e->B * c->H;
+  lab03_attn_combine_kernel<HD><<<(BH * 32 + 127) / 128, 128, 0, e->s>>>(p->ws, n_chunks, BH, e->a.d_att);
   GTL_LAUNCH();
 }
 
-// ch18's split-KV attention over each sequence's seq_lens[b] keys (written by the append),
-// chunked by attn_splitkv_num_splits for the host's e->pos + 1 keys (all sequences alike), then
-// its bf16 output widened into a.d_att for 02's attn.out.
+// The rotated queries (00's RoPE, a.d_q) against each sequence's keys 0 … a.d_pos[b] in the
+// fp32 cache; the chunk count comes from the host's e->pos (all sequences alike), the
+// last chunk reads up to the device's position.
 static inline void lab03_attend(Engine *e, int l) {
   const MoeConfig *c = &e->cfg;
-  Lab03 *p = (Lab03 *)e->layer;
-  AttnDecodeArgs a;
-  memset(&a, 0, sizeof a);
-  a.q = p->qb;
-  a.out = p->ob;
-  a.kv = lab03_kv_view(e->kv.k, e->kv.v, p->table, l, e->B, c->H_kv, e->kv.max_len);
-  a.seq_lens = p->seq_lens;
-  a.sinks = NULL;  // gpt-oss's sinks and window: refused by configure for now
-  a.B = e->B;
-  a.H = c->H;
-  a.H_kv = c->H_kv;
-  a.window = 0;
-  a.scale = 1.0f / sqrtf((float)ATTN_HEAD_DIM);
-  int splits = attn_splitkv_num_splits(e->B, c->H_kv, e->pos + 1, p->slots);
-  if (splits > p->max_splits) splits = p->max_splits;
-  if (attn_splitkv_launch(&a, splits, splits > 1 ? p->ws : NULL, e->s)) exit(GTL_EXIT_RUNTIME);
-  const int n = e->B * c->H * ATTN_HEAD_DIM;
-  lab03_widen_kernel<<<(n + kLab00Threads - 1) / kLab00Threads, kLab00Threads, 0, e->s>>>(p->ob, e->a.d_att, n);
-  GTL_LAUNCH();
+  const Lab03 *p = (const Lab03 *)e->layer;
+  const int n_keys = e->pos + 1, len = lab03_attn_chunk_len(n_keys, p->max_chunks);
+  const int n_chunks = (n_keys + len - 1) / len;
+  switch (c->head_dim) {
+    case 32: lab03_attend_hd<32>(e, l, n_chunks, len); break;
+    case 64: lab03_attend_hd<64>(e, l, n_chunks, len); break;
+    default: lab03_attend_hd<128>(e, l, n_chunks, len); break;  // lab03_attn_fits: 128
+  }
 }
 
 // ch15's counting sort on the device: the B·top_k (token, expert) pairs ordered by expert,
@@ -365,22 +391,20 @@ static inline void lab03_sample(Engine *e, int) {
   GTL_LAUNCH();
 }
 
-/** Layer 03's table: lab02_ops() with the KV cache (bf16, kv_alloc), rope and attend
- *  replaced (ch18's split-KV flash decoding), the expert stages replaced (ch15's device
- *  counting sort, one grouped kernel per projection, an fp32 combine; no expert plan),
- *  a greedy device sampler, and configure/setup/teardown extended for them; qkv, out,
- *  router, topk, logits and embed are 02's (and through it 01's and 00's). */
+/** Layer 03's table: lab02_ops() with attend replaced (split-KV flash decoding in fp32),
+ *  the expert stages replaced (ch15's device counting sort, one grouped kernel per
+ *  projection, an fp32 combine; no expert plan), a greedy device sampler, and
+ *  configure/setup/teardown extended for them; qkv, out, router, topk, logits are 02's
+ *  (and through it 01's), embed, rope and the fp32 KV cache 00's. */
 static inline LayerOps lab03_ops(void) {
   LayerOps o = lab02_ops();  // start from the previous layer's table
   o.target = "labs/03_tiling";
-  o.adds = "adds: ch18's split-KV flash-decoding attention over a bf16 KV cache, ch15's device counting-sort "
+  o.adds = "adds: split-KV flash-decoding attention in fp32 (ch18's idea), ch15's device counting-sort "
            "dispatch with one grouped expert kernel per projection (GEMV-style at batch <= 8, mma.sync tiles "
            "above), a greedy device sampler (no host sync in a step)";
   o.configure = lab03_configure;
-  o.kv_alloc = lab03_kv_alloc;
   o.setup = lab03_setup;
   o.teardown = lab03_teardown;
-  o.rope = lab03_rope;
   o.attend = lab03_attend;
   o.experts_plan = NULL;  // one group: the grouped kernels take every routed expert
   o.dispatch = lab03_dispatch;

@@ -1,16 +1,12 @@
 // plan_test.cpp — host test of layer 03's attention and expert bookkeeping (no GPU needed).
 //   make labs && nvcc -std=c++17 -Icommon -Ibuild -o /tmp/lab03_plan_test -x cu labs/03_tiling/plan_test.cpp
 //        -Lbuild -lmoe -lcommon -lcublas && /tmp/lab03_plan_test      (one line)
-// 1. Which models take ch18's kernel (lab03_splitkv_fits): every preset, by its head_dim
-//    and grouping, and groups of 16 (the largest) and 32 (refused).
-// 2. The identity table's page (lab03_page_shift): the smallest power of two >= max_len.
-// 3. The cache addresses: for seeded shapes, every (layer, sequence, KV head, position) ch18
-//    reads through lab03_kv_view (ch18's formula: table[b]·page_stride + g·head_stride +
-//    (j & (P − 1))·token_stride, from the layer's base) is the element the append kernel
-//    writes (engine_kv_layer(l) + ((b·H_kv + g)·max_len + j)·64), and lies inside the cache.
-// 4. The workspace: ch18's split count for any context 1..max_len never exceeds the
-//    chunks lab03_setup sizes the workspace for (so lab03_attend's clamp never changes it).
-// 5. The experts' work items: for seeded routings, ch15's tables built on the host as its
+// 1. Which models take the fp32 split-KV attention (lab03_attn_fits): every preset, by its
+//    head_dim and grouping, and groups of 16 (the largest) and 32 (refused).
+// 2. The chunks: for batches 1, 4, 64 and contexts 1..max_len, the chunk count never
+//    exceeds the workspace lab03_setup sizes, every chunk is a whole number of tiles and
+//    holds a key (no empty CTA), and the chunks cover every key once.
+// 3. The experts' work items: for seeded routings, ch15's tables built on the host as its
 //    counting sort builds them (bm from lab03_expert_plan_rows), then every work item of
 //    the GEMV kernel (moe_tile_of with one tile per weight row, lab03_gemv_row) and of the
 //    MMA kernel (64-column tiles): each (sorted row, output column) is covered exactly once,
@@ -33,71 +29,39 @@ static int fails = 0;
 static void check_fits(void) {
   const char *names[] = {"gptoss20b", "gptoss120b", "gptoss20b_mixtral", "qwen3moe", "mini", "tiny_mixtral",
                          "tiny_qwen3", "tiny_gptoss"};
-  const int want[] = {1, 1, 1, 0, 0, 0, 0, 0};  // head_dim 64 with 64:8 heads; 128, 32, 16, 32, 16
+  const int want[] = {1, 1, 1, 1, 1, 0, 1, 0};  // head_dim 64, 64, 64, 128, 32, 16, 32, 16
   for (int i = 0; i < 8; i++) {
     MoeConfig c;
     CHECK(moe_config_preset(names[i], &c) == 0, "preset %s missing\n", names[i]);
-    CHECK(lab03_splitkv_fits(&c) == want[i], "%s (head_dim %d, H %d, H_kv %d): fits %d, want %d\n", names[i],
-          c.head_dim, c.H, c.H_kv, lab03_splitkv_fits(&c), want[i]);
+    CHECK(lab03_attn_fits(&c) == want[i], "%s (head_dim %d, H %d, H_kv %d): fits %d, want %d\n", names[i],
+          c.head_dim, c.H, c.H_kv, lab03_attn_fits(&c), want[i]);
   }
   MoeConfig c;
   moe_config_preset("gptoss20b_mixtral", &c);
   c.H = 64, c.H_kv = 4;
-  CHECK(lab03_splitkv_fits(&c), "group 16 refused\n");
+  CHECK(lab03_attn_fits(&c), "group 16 refused\n");
   c.H_kv = 2;
-  CHECK(!lab03_splitkv_fits(&c), "group 32 accepted (ch18 serves at most 16 query heads per KV head)\n");
-  printf("ok: ch18's kernel for gptoss20b, gptoss120b, gptoss20b_mixtral (head_dim 64, group 8); 02's attention "
-         "for the others; group 16 in, 32 out\n");
+  CHECK(!lab03_attn_fits(&c), "group 32 accepted (the kernel serves at most 16 query heads per KV head)\n");
+  c.H_kv = 8, c.head_dim = 96;
+  CHECK(!lab03_attn_fits(&c), "head_dim 96 accepted\n");
+  printf("ok: fp32 split-KV attention for head_dim 32/64/128 (all presets but tiny_mixtral, tiny_gptoss); group 16 "
+         "in, 32 out\n");
 }
 
-static void check_page_shift(void) {
-  for (int n = 1; n <= 70000; n++) {
-    const int s = lab03_page_shift(n);
-    CHECK((1LL << s) >= n && (s == 0 || (1LL << (s - 1)) < n), "page_shift(%d) = %d\n", n, s);
-  }
-  printf("ok: page_shift: the smallest power of two >= max_len for 1..70000\n");
-}
-
-static void check_view(int L, int B, int H_kv, int max_len) {
-  Engine e;
-  memset(&e, 0, sizeof e);
-  e.cfg.L = L, e.cfg.H_kv = H_kv, e.cfg.head_dim = ATTN_HEAD_DIM, e.cfg.H = 8 * H_kv;
-  e.B = B, e.kv.max_len = max_len;
-  const __nv_bfloat16 *base = (const __nv_bfloat16 *)(uintptr_t)0x100000;  // never dereferenced
-  int32_t table[64];
-  for (int b = 0; b < B; b++) table[b] = b;
-  const int64_t total = (int64_t)L * B * H_kv * max_len * ATTN_HEAD_DIM;
-  for (int l = 0; l < L; l++) {
-    const AttnKvView w = lab03_kv_view(base, base, table, l, B, H_kv, max_len);
-    CHECK(w.k - base == (int64_t)engine_kv_layer(&e, l) && w.v == w.k, "L=%d B=%d: layer %d base %lld, want %zu\n",
-          L, B, l, (long long)(w.k - base), engine_kv_layer(&e, l));
-    CHECK(w.page_stride % 8 == 0 && w.head_stride % 8 == 0 && w.token_stride % 8 == 0,
-          "strides not 16-byte multiples\n");
-    for (int b = 0; b < B; b++)
-      for (int g = 0; g < H_kv; g++)
-        for (int j = 0; j < max_len; j++) {
-          const int64_t ch18 = (int64_t)w.block_table[(int64_t)b * w.table_stride + (j >> w.page_shift)] * w.page_stride +
-                               (int64_t)g * w.head_stride + (int64_t)(j & ((1 << w.page_shift) - 1)) * w.token_stride;
-          const int64_t append = (((int64_t)b * H_kv + g) * max_len + j) * ATTN_HEAD_DIM;
-          CHECK(ch18 == append, "L=%d B=%d H_kv=%d max_len=%d: (l %d, b %d, g %d, j %d) read at %lld, written at %lld\n",
-                L, B, H_kv, max_len, l, b, g, j, (long long)ch18, (long long)append);
-          CHECK((w.k - base) + ch18 + ATTN_HEAD_DIM <= total, "row past the cache\n");
-        }
-  }
-  printf("ok: L=%d B=%d H_kv=%d max_len=%d: ch18 reads every row where the append writes it\n", L, B, H_kv, max_len);
-}
-
-static void check_splits(int B, int H_kv, int max_len, int slots) {
-  const int tiles = (max_len + ATTN_TILE - 1) / ATTN_TILE, max_splits = tiles < 256 ? tiles : 256;
+static void check_chunks(int B, int H_kv, int max_len, int sms) {
+  const int max_chunks = lab03_attn_max_chunks(B, H_kv, max_len, sms);
   int most = 0;
   for (int n = 1; n <= max_len; n++) {
-    const int s = attn_splitkv_num_splits(B, H_kv, n, slots);
-    CHECK(s >= 1 && s <= max_splits, "B=%d max_len=%d: %d keys split %d ways, workspace for %d\n", B, max_len, n, s,
-          max_splits);
-    most = s > most ? s : most;
+    const int len = lab03_attn_chunk_len(n, max_chunks), chunks = (n + len - 1) / len;
+    CHECK(len % kLab03AttnTile == 0 && len > 0, "B=%d: %d keys: chunk of %d keys\n", B, n, len);
+    CHECK(chunks >= 1 && chunks <= max_chunks, "B=%d: %d keys in %d chunks, workspace for %d\n", B, n, chunks,
+          max_chunks);
+    CHECK((chunks - 1) * len < n && chunks * len >= n, "B=%d: %d keys: chunks of %d leave one empty or a key out\n",
+          B, n, len);
+    most = chunks > most ? chunks : most;
   }
-  printf("ok: B=%d H_kv=%d max_len=%d slots=%d: at most %d splits, workspace for %d\n", B, H_kv, max_len, slots,
-         most, max_splits);
+  printf("ok: B=%d H_kv=%d max_len=%d sms=%d: at most %d chunks (workspace %d), every chunk non-empty\n", B, H_kv,
+         max_len, sms, most, max_chunks);
 }
 
 // ch15's tables for routing idx [T·top_k] (what moe_dispatch_sort_kernel writes; the order
@@ -155,16 +119,11 @@ static void check_items(int B, int top_k, int E, int N, uint64_t seed) {
 
 int main(void) {
   check_fits();
-  check_page_shift();
-  check_view(2, 1, 8, 17);
-  check_view(3, 3, 2, 64);
-  check_view(2, 5, 8, 65);
-  check_view(1, 2, 8, 640);
   const int batches[] = {1, 4, 64};
-  const int lens[] = {1, 63, 64, 65, 672, 4096, 20000};
+  const int lens[] = {1, 31, 32, 33, 672, 4096, 20000};
   for (int b = 0; b < 3; b++)
-    for (int m = 0; m < 7; m++) check_splits(batches[b], 8, lens[m], 132 * 4);
-  check_splits(1, 8, 672, 132);
+    for (int m = 0; m < 7; m++) check_chunks(batches[b], 8, lens[m], 132);
+  check_chunks(1, 4, 544, 132);
   const int xb[] = {1, 2, 3, 5, 8, 9, 16, 64, 200};
   for (int i = 0; i < 9; i++) check_items(xb[i], 4, 32, 136, 42 + i);  // gptoss20b_mixtral's E, top_k
   check_items(64, 8, 128, 72, 7);   // qwen3moe's E, top_k: mean load 4 (bm 16)
