@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # run_device.sh — layer 03 on a GPU, inside a time budget, binaries built beforehand
 # (make labs; carry labs/02_memory/decode and labs/03_tiling/decode):
-#   mini      03 on mini (head_dim 32: 02's attention over the fp32 cache, so these check the
-#             expert path and the device sampler): batch 1 and 5 (the GEMV kernel, R = 1
-#             and 8), 64 (the MMA kernel, bm 16, experts with two m-tiles), 100 (bm 32);
-#             tiny_qwen3 (F = 48: partial tiles); mini with --temperature (the host sampler)
-#   attn      ch18's attention checked against the CPU reference on gptoss20b_mixtral (the
-#             shape it takes): batch 1, prompt 40 (one chunk: the split kernel normalizes),
-#             batch 2, prompt 200 (chunks merged by the combine kernel)
+#   mini      03 on mini (head_dim 32): batch 1 and 5 (the GEMV expert kernel, R = 1 and 8),
+#             64 (the MMA kernel, bm 16, experts with two m-tiles), 100 (bm 32); tiny_qwen3
+#             (F = 48: partial tiles); tiny_mixtral at batch 1 and 12 (head_dim 16: 00's
+#             attention, so a failure there is the experts'); mini with --temperature (the
+#             host sampler)
+#   attn      the fp32 split-KV attention on gptoss20b_mixtral, 40 positions checked (from 33
+#             keys on, two chunks merged by the combine kernel; mini_b1 does the same on mini)
 #   memcheck  compute-sanitizer memcheck with leak check on mini: batch 3 (GEMV) and 64 (MMA)
 #   memattn   the same on gptoss20b_mixtral, batch 3, prompt 70 (ch18: two tiles, split),
 #             --no-verify (the CPU reference is not under test)
@@ -38,10 +38,11 @@ for part in $parts; do
       run 03_mini_b64 40 "$d3" --preset=mini --batch=64 --prompt=32 --gen=16 --check=32 --check-rows=4
       run 03_mini_b100 40 "$d3" --preset=mini --batch=100 --prompt=16 --gen=8 --check=16 --check-rows=3
       run 03_tiny_qwen3 40 "$d3" --preset=tiny_qwen3 --batch=12 --prompt=64 --gen=16 --check=64 --check-rows=2
+      run 03_tiny_mixtral_b1 40 "$d3" --preset=tiny_mixtral --prompt=32 --gen=8 --check=32
+      run 03_tiny_mixtral_b12 40 "$d3" --preset=tiny_mixtral --batch=12 --prompt=32 --gen=8 --check=32 --check-rows=3
       run 03_mini_temp 40 "$d3" --preset=mini --batch=2 --prompt=16 --gen=8 --check=16 --temperature=0.8 --top-p=0.9 ;;
     attn)
-      run 03_attn_p40 150 "$d3" $m --batch=1 --prompt=40 --gen=8 --check=8
-      run 03_attn_b2_p200 200 "$d3" $m --batch=2 --prompt=200 --gen=8 --check=8 --check-rows=2 ;;
+      run 03_attn_p40 120 "$d3" $m --batch=1 --prompt=40 --gen=8 --check=40 ;;
     memcheck)
       run 03_memcheck_b3 60 compute-sanitizer --tool memcheck --leak-check full "$d3" --preset=mini --batch=3 \
         --prompt=12 --gen=6 --check=12 --check-rows=3 --stage-steps=2
