@@ -11,6 +11,8 @@
 #   memcheck  compute-sanitizer memcheck with leak check on mini: batch 3 (GEMV) and 64 (MMA)
 #   memattn   the same on gptoss20b_mixtral, batch 3, prompt 70 (ch18: two tiles, split),
 #             --no-verify (the CPU reference is not under test)
+#   hf        labs/moe/hf_check.py with 03's decode: the Mixtral/Qwen3 fixtures, transformers-saved
+#             checkpoints (per-expert, fused, sharded) and mini, against transformers
 #   b1        03 then 02, gptoss20b_mixtral, batch 1, prompt $B1_PROMPT (512), gen $B1_GEN (32)
 #   b64       03 then 02, batch 64, prompt 32, gen 8 (03 checked on 4 positions of row 0)
 # Logs, and each run's JSON line as NAME.json, go to $OUT (default results/labs_03).
@@ -48,6 +50,8 @@ for part in $parts; do
         --prompt=12 --gen=6 --check=12 --check-rows=3 --stage-steps=2
       run 03_memcheck_b64 60 compute-sanitizer --tool memcheck --leak-check full "$d3" --preset=mini --batch=64 \
         --prompt=8 --gen=4 --check=8 --check-rows=2 --stage-steps=1 ;;
+    hf)
+      run 03_hf_check 60 python3 labs/moe/hf_check.py --decode "$d3" --work /tmp/lab03_hf --steps fixtures,real_format,mini ;;
     memattn)
       run 03_memcheck_attn 150 compute-sanitizer --tool memcheck --leak-check full "$d3" $m --batch=3 --prompt=70 \
         --gen=4 --no-verify --stage-steps=1 ;;
@@ -61,7 +65,7 @@ for part in $parts; do
       breakdown 03_b64
       run 02_b64 200 "$d2" $m --batch=64 --prompt=32 --gen=8 $nv02
       breakdown 02_b64 ;;
-    *) echo "run_device.sh: unknown part '$part' (mini attn memcheck memattn b1 b64)"; exit 2 ;;
+    *) echo "run_device.sh: unknown part '$part' (mini attn memcheck memattn hf b1 b64)"; exit 2 ;;
   esac
 done
 echo "run_device.sh: done in ${SECONDS}s"
