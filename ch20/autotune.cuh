@@ -33,6 +33,7 @@
 #define TUNE_SEARCH_ITERS 10
 #define TUNE_FINALISTS 4        // re-timed longer before a winner is kept (hand-picked point too)
 #define TUNE_FINAL_ITERS 30
+#define TUNE_MIN_GAIN 0.01      // a winner must beat the hand-picked point by 1% in the finals
 #define TUNE_DEFAULT_CACHE "results/ch20_tune_cache.json"
 
 typedef struct {
@@ -206,6 +207,10 @@ static int tune_point(Tuner *t, const PointOps *ops, const int *hand, const int 
       c->search_ms = tune_time_short(t, ops, TUNE_FINAL_ITERS);
       if (best < 0 || c->search_ms < cands[best].search_ms) best = fin[f];
     }
+    // Within 1% of the hand-picked point is noise, not a win (clocks drift more than that
+    // between runs at the compute-heavier points): keep the hand-picked configuration.
+    if (best != 0 && cands[0].ok && !(cands[best].search_ms < cands[0].search_ms * (1.0 - TUNE_MIN_GAIN)))
+      best = 0;
   }
   if (!*from_cache) t->search_s += tune_now() - t0;
   if (t->tuning && !*from_cache && best >= 0)

@@ -7,7 +7,7 @@
 //   attention (ch18/decode_attn.cuh, GQA split-KV flash-decoding):
 //     splits   chunks of the keys per (sequence, KV head), 1..min(64-key tiles, 256):
 //              ch18 picks it with the wave model attn_splitkv_num_splits; here it is timed.
-//     stages   cp.async pipeline depth: ch18 runs 3 (48 KB, 4 CTAs per SM); 2, 4 and 6
+//     stages   cp.async pipeline depth: ch18 runs 3 (48 KB, 4 CTAs per SM); 2, 4, 6, 8
 //              from attn_splitkv_gqa_var_kernel (fewer stages: more CTAs per SM; more
 //              stages: more bytes in flight per CTA when the grid is small).
 //   grouped GEMM (ch15/grouped.cuh, persistent cp.async + mma.sync):
@@ -20,7 +20,7 @@
 //              6 stages at bm 16, 4 above) and, from moe_grouped_gemm_var_kernel, 16 and
 //              32 columns (1 and 2 warps: 4x and 2x the work items; 16 at bm <= 32 only),
 //              128 columns (8 warps), a deeper ring (8 / 6 stages) and a shallower one (3
-//              stages: more CTAs per SM).
+//              stages: more CTAs per SM); at bm 16 also 12 stages (64 columns) and 6 (128).
 // Launchers only (pointers, sizes, stream in); the driver is ch20/autotune.cuh.
 #pragma once
 #include "../ch18/decode_attn.cuh"
@@ -44,8 +44,8 @@ static inline int attn_tune_candidates(int hand, int max_keys, int *out) {
 }
 
 // Pipeline depths searched for the attention kernel; ch18's ATTN_STAGES (3) first.
-#define TUNE_ATTN_N_STAGES 4
-static const int attn_tune_stages[TUNE_ATTN_N_STAGES] = {ATTN_STAGES, 2, 4, 6};
+#define TUNE_ATTN_N_STAGES 5
+static const int attn_tune_stages[TUNE_ATTN_N_STAGES] = {ATTN_STAGES, 2, 4, 6, 8};
 
 /** CTAs per SM of the split kernel at `stages` (one of attn_tune_stages); also raises that
  *  kernel's shared-memory limit, so call it before launching it. Exit 3 on error. */
@@ -55,8 +55,9 @@ static inline int attn_tune_ctas_per_sm(int stages) {
     case 2: return attn_splitkv_ctas_per_sm_stages<2>();
     case 4: return attn_splitkv_ctas_per_sm_stages<4>();
     case 6: return attn_splitkv_ctas_per_sm_stages<6>();
+    case 8: return attn_splitkv_ctas_per_sm_stages<8>();
   }
-  moe_die("attn_tune_ctas_per_sm: stages must be 2, 3, 4 or 6");
+  moe_die("attn_tune_ctas_per_sm: stages must be 2, 3, 4, 6 or 8");
   return 0;
 }
 
@@ -69,8 +70,9 @@ static inline int attn_tune_launch(const AttnDecodeArgs *a, int splits, int stag
     case 2: return attn_splitkv_launch_stages<2>(a, splits, ws, s);
     case 4: return attn_splitkv_launch_stages<4>(a, splits, ws, s);
     case 6: return attn_splitkv_launch_stages<6>(a, splits, ws, s);
+    case 8: return attn_splitkv_launch_stages<8>(a, splits, ws, s);
   }
-  fprintf(stderr, "attn_tune_launch: stages must be 2, 3, 4 or 6 (got %d)\n", stages);
+  fprintf(stderr, "attn_tune_launch: stages must be 2, 3, 4, 6 or 8 (got %d)\n", stages);
   return -1;
 }
 
@@ -88,7 +90,7 @@ static const int gemm_tune_bms[TUNE_GEMM_N_BM] = {16, 32, 48, 64, 128};
 
 // The kernel variants of one tile height: {bn, stages}, ch15's own first. Heights 48 and
 // 128 have ch15's variant only.
-#define TUNE_GEMM_MAX_VARIANTS 6
+#define TUNE_GEMM_MAX_VARIANTS 8
 static inline int gemm_tune_variants(int bm, int out[][2]) {
   const int own = bm == 16 ? 6 : 4;
   int n = 0;
@@ -99,6 +101,10 @@ static inline int gemm_tune_variants(int bm, int out[][2]) {
     out[n][0] = 128, out[n++][1] = 4;
     out[n][0] = 64, out[n++][1] = bm == 16 ? 8 : 6;
     out[n][0] = 64, out[n++][1] = 3;
+  }
+  if (bm == 16) {  // decode: few blocks, so the bytes in flight per block decide
+    out[n][0] = 64, out[n++][1] = 12;  // 216 KB of ring (gate+up)
+    out[n][0] = 128, out[n++][1] = 6;
   }
   return n;
 }
@@ -147,6 +153,10 @@ static inline int gemm_var_dispatch(int launch, int bn, int st, int sms, int gri
   GEMM_VAR(128, 4)
   GEMM_VAR(64, DEEP)
   GEMM_VAR(64, 3)
+  if constexpr (BM == 16) {
+    GEMM_VAR(64, 12)
+    GEMM_VAR(128, 6)
+  }
 #undef GEMM_VAR
   return 0;
 }
