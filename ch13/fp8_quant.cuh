@@ -11,20 +11,19 @@
 // https://nvidia.github.io/TransformerEngine/features/low_precision_training/):
 //   current — s comes from this tensor's own amax, so every element must be read before
 //             the first one can be written. fp8_tensor_current_launch reads x from HBM
-//             once: each block copies its slice of x into shared memory (cp.async, taking
-//             the slice's amax as the copies land), folds its amax into one word with an
-//             atomic max and meets the grid at a barrier (a cooperative launch keeps every
-//             block resident), then quantizes its slice out of shared memory. That needs x
-//             to fit in the shared memory of one block per SM (132 × 224 KiB = 29 MiB on
-//             an H200: M = 4096 tokens of K = 2880 is 22.5 MiB). Larger tensors take two
-//             passes, the second reading x again: fp8_tensor_amax_launch,
-//             fp8_tensor_quantize_launch.
+//             once: each block copies its slice of x into shared memory (cp.async), the
+//             blocks publish their amax and meet at a grid barrier (a cooperative launch),
+//             then each block quantizes its slice out of shared memory. That needs x to fit
+//             in the shared memory of one block per SM (132 × 227 KiB = 29 MiB on an H200:
+//             M = 4096 tokens of K = 2880 is 22.5 MiB). Larger tensors take two passes,
+//             the second reading x again: fp8_tensor_amax_launch, fp8_tensor_quantize_launch.
 //   delayed — s comes from the largest amax in a history of the last H steps (TE's
 //             DelayedScaling with amax_compute_algo="max", margin 0): one pass quantizes
 //             with the stored s and records this tensor's amax; the last block to finish
 //             pushes it into the history and computes the next step's s
-//             (fp8_tensor_quantize_delayed_launch). One read instead of two, at the risk
-//             of saturating when the amax grows faster than the history follows.
+//             (fp8_tensor_quantize_delayed_launch). A streaming pass with no barrier in
+//             it, at the risk of saturating when the amax grows faster than the history
+//             follows.
 //
 // Data: x bf16 [n], q fp8 E4M3 [n] (one byte each, __nv_fp8_storage_t), both 16-byte
 // aligned; n any size (a multiple of 8 goes entirely through 16-byte loads). The scale
@@ -33,6 +32,7 @@
 // (blocks, shared memory) are device queries made once per tensor size, at setup:
 // fp8_quant_plan, whose Fp8QuantPlan every launcher takes.
 #pragma once
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
 #include <stdint.h>
@@ -44,11 +44,11 @@
 #define FP8_E4M3_MAX 448.0f      // largest finite E4M3 value (OCP 8-bit FP spec v1.0)
 #define FP8_QUANT_THREADS 256
 #define FP8_QUANT_MAX_BLOCKS 1024  // size of the partial array; one wave is at most 8 × SMs
+#define FP8_DELAYED_MAX_BLOCKS 8192  // the delayed pass's grid (one block per tile) at most
 // Independent 16-byte loads issued per thread before the first is used (the two-pass kernels).
 #define FP8_QUANT_UNROLL 8
 #define FP8_STAGE_THREADS 1024      // the one-pass kernel: one block per SM
 #define FP8_STAGE_MIN_CHUNKS 1024   // ... and at least this many 16-byte chunks per block
-#define FP8_STAGE_ROUNDS 14         // ... and at most 14 per thread (224 KiB of the 227 KiB)
 
 // The scale state of one tensor, in device memory. The GEMM reads scale_inv.
 // scale_inv comes first: a pointer to it is the GEMM's scale pointer, and at offset 0 it
@@ -59,9 +59,8 @@ typedef struct {
   float amax;             // max |x| seen by the last launch
   unsigned history_pos;   // delayed: next slot of the amax history ring
   unsigned blocks_done;   // grid-completion counter; every launch leaves it at 0
-  unsigned barrier;       // one-pass kernel: grid barrier, its top bit flips at every launch
-  unsigned amax_slot[2];  // one-pass kernel: amax bits of the launch whose barrier phase
-                          // (top bit before it flips) is the index; the other slot is 0
+  unsigned amax_acc;      // delayed: the launch's amax bits (atomic max); every launch leaves 0
+  unsigned history_max;   // delayed: max of the amax history (bits), kept as entries come and go
   unsigned partial[FP8_QUANT_MAX_BLOCKS];  // per-block amax (fp32 bits, see below)
 } Fp8TensorScale;
 
@@ -194,101 +193,48 @@ __global__ void __launch_bounds__(FP8_QUANT_THREADS)
     q[t] = fp8_quantize1(xs[t], s);
 }
 
-// 16 bytes global -> shared without a register (cp.async.cg: L2 only, SASS LDGSTS); the
-// commit that closes this thread's group of copies; and the wait until at most N of its
-// groups are still in flight, which makes the others visible to this thread (PTX ISA,
+// 16 bytes global -> shared without a register (cp.async.cg: L2 only, SASS LDGSTS), and the
+// wait for all of this thread's copies, which makes them visible to this thread (PTX ISA,
 // "cp.async"). Each thread below reads back only the chunks it copied itself.
 __device__ __forceinline__ void fp8_cp_async16(uint4 *smem, const uint4 *gmem) {
   const unsigned a = (unsigned)__cvta_generic_to_shared(smem);
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(gmem) : "memory");
 }
-__device__ __forceinline__ void fp8_cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void fp8_cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
-// The amax of this thread's staged chunks, round R onwards, each round as soon as its copy
-// has landed (round R is this thread's R-th commit group: wait until at most
-// FP8_STAGE_ROUNDS-1-R groups are pending), so that the max runs while later rounds are
-// still streaming in.
-template <int R>
-__device__ __forceinline__ unsigned fp8_stage_amax(const uint4 *stage, int cnt, unsigned m) {
-  if constexpr (R < FP8_STAGE_ROUNDS) {
-    fp8_cp_async_wait<FP8_STAGE_ROUNDS - 1 - R>();
-    const int j = threadIdx.x + R * FP8_STAGE_THREADS;
-    if (j < cnt) m = fp8_absmax8_bits(stage[j], m);
-    return fp8_stage_amax<R + 1>(stage, cnt, m);
-  }
-  return m;
-}
-
-__device__ __forceinline__ unsigned fp8_ld_acquire_gpu(const unsigned *p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
-// Thread 0 of every block of a cooperative launch: fold block_bits into this launch's amax
-// word (atomic max), arrive at the grid barrier, wait for every block, return the grid's
-// amax bits. The barrier is a sense-reversing counter (as cooperative_groups' grid sync
-// builds one): block 0 adds 2^31 - (blocks - 1), every other block 1, so the top bit flips
-// exactly when the last block arrives, and each launch finds the counter as the previous
-// one left it. Until then the top bit is this launch's phase, which picks its amax slot;
-// block 0 clears the other slot, the next launch's. No partials to reduce after the barrier.
-__device__ __forceinline__ unsigned fp8_grid_barrier_amax(Fp8TensorScale *st, unsigned block_bits) {
-  const unsigned phase = *(volatile unsigned *)&st->barrier >> 31;
-  atomicMax(&st->amax_slot[phase], block_bits);
-  // Arrive with release semantics: the max above is visible to whoever acquires the count.
-  const unsigned add = blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1) : 1u;
-  unsigned old;
-  asm volatile("atom.add.release.gpu.global.u32 %0, [%1], %2;\n"
-               : "=r"(old)
-               : "l"(&st->barrier), "r"(add)
-               : "memory");
-  while (((old ^ fp8_ld_acquire_gpu(&st->barrier)) & 0x80000000u) == 0) {
-  }
-  const unsigned bits = __ldcg(&st->amax_slot[phase]);  // every block's max is in
-  if (blockIdx.x == 0) st->amax_slot[phase ^ 1] = 0u;
-  return bits;
+__device__ __forceinline__ void fp8_cp_async_wait_all() {
+  asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
 }
 
 // Strategy: one read of x from HBM. Block b copies the b-th contiguous slice of x into its
-// shared memory (up to FP8_STAGE_ROUNDS 16-byte copies per thread, all in flight at once)
-// and takes the slice's amax round by round as the copies land; one atomic max and a grid
-// barrier (cooperative launch: all blocks resident) give every block the tensor's amax
-// and scale; each block then quantizes its slice out of shared memory with 8-byte stores.
-// Limiter: HBM read of x, then the barrier and the writes of q (to L2).
+// shared memory (every copy in flight at once), takes the slice's amax there and publishes
+// it; after a grid barrier (cooperative launch: all blocks resident) every block reduces the
+// grid's partials to the same amax and scale, then quantizes its slice out of shared memory
+// with 8-byte stores. Limiter: HBM read of x, then the barrier and the writes of q (to L2).
 // Current scaling, one pass: st->amax, st->scale, st->scale_inv as fp8_tensor_amax_kernel
 // leaves them, q as fp8_tensor_quantize_kernel writes it. Dynamic shared memory:
-// ceil(n/8 / gridDim.x) × 16 bytes, at most FP8_STAGE_ROUNDS × FP8_STAGE_THREADS × 16.
+// ceil(n/8 / gridDim.x) × 16 bytes; gridDim.x <= FP8_STAGE_THREADS.
 __global__ void __launch_bounds__(FP8_STAGE_THREADS, 1)
     fp8_tensor_amax_quantize_staged_kernel(const __nv_bfloat16 *__restrict__ x,
                                            __nv_fp8_storage_t *__restrict__ q, size_t n,
                                            Fp8TensorScale *st) {
   extern __shared__ uint4 fp8_stage[];  // this block's slice of x, 8 bf16 per entry
-  __shared__ unsigned grid_bits;
   const size_t n8 = n / 8, per = (n8 + gridDim.x - 1) / gridDim.x;
   const size_t c0 = min((size_t)blockIdx.x * per, n8);
   const int cnt = (int)(min(c0 + per, n8) - c0);
   const uint4 *x8 = (const uint4 *)x + c0;
-#pragma unroll
-  for (int r = 0; r < FP8_STAGE_ROUNDS; r++) {  // one commit group per round, empty or not
-    const int j = threadIdx.x + r * FP8_STAGE_THREADS;
-    if (j < cnt) fp8_cp_async16(&fp8_stage[j], x8 + j);
-    fp8_cp_async_commit();
-  }
-  unsigned bits = fp8_halves_to_f32_bits(fp8_stage_amax<0>(fp8_stage, cnt, 0u));
+  for (int j = threadIdx.x; j < cnt; j += blockDim.x) fp8_cp_async16(&fp8_stage[j], x8 + j);
+  fp8_cp_async_wait_all();
+  unsigned m = 0;
+  for (int j = threadIdx.x; j < cnt; j += blockDim.x) m = fp8_absmax8_bits(fp8_stage[j], m);
+  unsigned bits = fp8_halves_to_f32_bits(m);
   // The n % 8 elements past the last whole 16 bytes: one per thread of block 0.
   const size_t t = n8 * 8 + (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   const uint16_t xt = t < n ? ((const uint16_t *)x)[t] : (uint16_t)0;
   bits = max(bits, (unsigned)(xt & 0x7FFFu) << 16);
   bits = fp8_block_max(bits);
-  if (threadIdx.x == 0) grid_bits = fp8_grid_barrier_amax(st, bits);
-  __syncthreads();
-  const float amax = __uint_as_float(grid_bits);
+  if (threadIdx.x == 0) st->partial[blockIdx.x] = bits;
+  cooperative_groups::this_grid().sync();  // orders the partials' writes before the reads
+  bits = fp8_block_max(threadIdx.x < gridDim.x ? __ldcg(&st->partial[threadIdx.x]) : 0u);
+  const float amax = __uint_as_float(bits);
   const float s = amax == 0.0f ? 1.0f : FP8_E4M3_MAX / amax;  // NaN amax → NaN scale
   if (blockIdx.x == 0 && threadIdx.x == 0) {
     st->amax = amax;
@@ -296,18 +242,25 @@ __global__ void __launch_bounds__(FP8_STAGE_THREADS, 1)
     st->scale_inv = 1.0f / s;
   }
   uint2 *q8 = (uint2 *)q + c0;
-#pragma unroll
-  for (int r = 0; r < FP8_STAGE_ROUNDS; r++) {
-    const int j = threadIdx.x + r * FP8_STAGE_THREADS;
-    if (j < cnt) q8[j] = fp8_quantize8(fp8_stage[j], s);
-  }
+  for (int j = threadIdx.x; j < cnt; j += blockDim.x) q8[j] = fp8_quantize8(fp8_stage[j], s);
   if (t < n) q[t] = fp8_quantize1(xt, s);
 }
 
-// Strategy: one pass: quantize with the stored scale and take the amax of the same
-// registers; the last block updates the history and the next scale. Limiter: HBM.
+// Strategy: a streaming pass with the scale known before it starts: block b quantizes tile
+// b (FP8_QUANT_THREADS × U 16-byte chunks, chunk u of thread t at t + u·FP8_QUANT_THREADS,
+// so each of the U loads is coalesced across the block), tiles b + gridDim.x, … after it;
+// a thread issues its U loads before it converts the first, and stores each chunk as soon
+// as it is converted. The grid covers the tensor in one round of tiles when it can (up to
+// FP8_DELAYED_MAX_BLOCKS blocks, several resident per SM), so that blocks still loading
+// overlap blocks already storing: no barrier inside the pass. The amax of the same
+// registers goes into one word (atomic max); the last block to finish takes it and, in one
+// thread, pushes it into the history and sets the next scale from the history's max, kept
+// up to date entry by entry (rescanned only when the entry leaving the window held it), so
+// the pass ends with a few dependent loads, not a sweep. Limiter: HBM read of x (q's
+// writes land in L2).
 // Delayed scaling: q = RNE_satfinite(x · st->scale); st->scale_inv = 1/that scale (for this
 // step's GEMM); history[pos] = amax(x); st->scale = 448 / max(history) for the next step.
+template <int U>
 __global__ void __launch_bounds__(FP8_QUANT_THREADS)
     fp8_tensor_quantize_delayed_kernel(const __nv_bfloat16 *__restrict__ x,
                                        __nv_fp8_storage_t *__restrict__ q, size_t n,
@@ -317,46 +270,57 @@ __global__ void __launch_bounds__(FP8_QUANT_THREADS)
   const float s = *(volatile float *)&st->scale;
   const uint4 *x8 = (const uint4 *)x;
   uint2 *q8 = (uint2 *)q;
-  const size_t n8 = n / 8, stride = (size_t)gridDim.x * blockDim.x;
+  const size_t n8 = n / 8, tile = (size_t)FP8_QUANT_THREADS * U, tiles = (n8 + tile - 1) / tile;
   unsigned m = 0;
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n8;
-       i += FP8_QUANT_UNROLL * stride) {
-    uint4 v[FP8_QUANT_UNROLL];
+  for (size_t b = blockIdx.x; b < tiles; b += gridDim.x) {
+    const size_t i0 = b * tile + threadIdx.x;
+    uint4 v[U];
 #pragma unroll
-    for (int u = 0; u < FP8_QUANT_UNROLL; u++)
-      v[u] = i + u * stride < n8 ? __ldcs(x8 + i + u * stride) : make_uint4(0, 0, 0, 0);
+    for (int u = 0; u < U; u++) {  // zeros past the end change no max
+      const size_t i = i0 + (size_t)u * FP8_QUANT_THREADS;
+      v[u] = i < n8 ? __ldcs(x8 + i) : make_uint4(0, 0, 0, 0);
+    }
 #pragma unroll
-    for (int u = 0; u < FP8_QUANT_UNROLL; u++) {
-      if (i + u * stride < n8) q8[i + u * stride] = fp8_quantize8(v[u], s);
+    for (int u = 0; u < U; u++) {
+      const size_t i = i0 + (size_t)u * FP8_QUANT_THREADS;
+      if (i < n8) q8[i] = fp8_quantize8(v[u], s);
       m = fp8_absmax8_bits(v[u], m);
     }
   }
   unsigned bits = fp8_halves_to_f32_bits(m);
-  const uint16_t *xs = (const uint16_t *)x;
-  for (size_t t = n8 * 8 + (size_t)blockIdx.x * blockDim.x + threadIdx.x; t < n; t += stride) {
-    q[t] = fp8_quantize1(xs[t], s);
-    bits = max(bits, (unsigned)(xs[t] & 0x7FFFu) << 16);
-  }
-  unsigned amax_bits;
-  if (!fp8_grid_amax(st, fp8_block_max(bits), &amax_bits)) return;
-  __shared__ unsigned pos;
+  const uint16_t *xs = (const uint16_t *)x;  // the n % 8 elements past the last 16 bytes
+  if (blockIdx.x == 0)
+    for (size_t t = n8 * 8 + threadIdx.x; t < n; t += blockDim.x) {
+      q[t] = fp8_quantize1(xs[t], s);
+      bits = max(bits, (unsigned)(xs[t] & 0x7FFFu) << 16);
+    }
+  bits = fp8_block_max(bits);
+  __shared__ int is_last;
   if (threadIdx.x == 0) {
-    pos = st->history_pos;
-    history[pos] = __uint_as_float(amax_bits);
-    st->history_pos = (pos + 1) % (unsigned)history_len;
-    st->amax = __uint_as_float(amax_bits);
-    st->scale_inv = 1.0f / s;
+    atomicMax(&st->amax_acc, bits);
+    __threadfence();  // the max is visible device-wide before the count says so
+    is_last = atomicAdd(&st->blocks_done, 1u) == gridDim.x - 1;
   }
   __syncthreads();
-  unsigned h = 0;  // max over the window (entries never written are 0)
-  for (int k = threadIdx.x; k < history_len; k += blockDim.x)
-    h = max(h, k == (int)pos ? amax_bits : __float_as_uint(__ldcg(&history[k])));
-  h = fp8_block_max(h);
-  if (threadIdx.x == 0) {
-    const float hmax = __uint_as_float(h);
-    st->scale = hmax == 0.0f ? s : FP8_E4M3_MAX / hmax;  // no history yet: keep s
-    st->blocks_done = 0;
+  if (!is_last || threadIdx.x != 0) return;
+  __threadfence();
+  const unsigned a = atomicExch(&st->amax_acc, 0u);  // every block's max; 0 for the next launch
+  const unsigned pos = st->history_pos, leaving = __float_as_uint(history[pos]);
+  history[pos] = __uint_as_float(a);
+  st->history_pos = (pos + 1) % (unsigned)history_len;
+  st->amax = __uint_as_float(a);
+  st->scale_inv = 1.0f / s;
+  unsigned h = st->history_max;  // max over the window (entries never written are 0)
+  if (a >= h) {
+    h = a;
+  } else if (leaving >= h) {  // the entry that held the max left the window: rescan
+    h = 0;
+    for (int k = 0; k < history_len; k++) h = max(h, __float_as_uint(history[k]));
   }
+  st->history_max = h;
+  const float hmax = __uint_as_float(h);
+  st->scale = hmax == 0.0f ? s : FP8_E4M3_MAX / hmax;  // no history yet: keep s
+  st->blocks_done = 0;
 }
 
 // Strategy: one thread per history entry. Sets scale = scale_inv = 1 (TE's initial scale),
@@ -369,8 +333,8 @@ __global__ void fp8_tensor_scale_init_kernel(Fp8TensorScale *st, float *history,
     st->amax = 0.0f;
     st->history_pos = 0;
     st->blocks_done = 0;
-    st->barrier = 0;
-    st->amax_slot[0] = st->amax_slot[1] = 0;
+    st->amax_acc = 0;
+    st->history_max = 0;
   }
   if (history && t < history_len) history[t] = 0.0f;
 }
@@ -396,16 +360,18 @@ typedef struct {
   unsigned staged_blocks;   // one-pass kernel: grid (one block per SM or fewer); 0 = x does
                             // not fit in shared memory, or no cooperative launch: two passes
   size_t staged_smem;       // one-pass kernel: dynamic shared memory per block, bytes
-  unsigned amax_blocks, quant_blocks, delayed_blocks;  // the FP8_QUANT_THREADS kernels
+  unsigned amax_blocks, quant_blocks;  // the two-pass kernels (FP8_QUANT_THREADS each)
+  int delayed_unroll;       // delayed pass: 16-byte chunks per thread per tile, 2, 4 or 8
+                            // (4 unless the caller picks another, e.g. by timing each)
 } Fp8QuantPlan;
 
 /** Plan the launches for a tensor of n >= 1 bf16 elements on the current device: the
  *  one-pass kernel (fp8_tensor_amax_quantize_staged_kernel) gets one block per SM, fewer
  *  for small tensors (>= FP8_STAGE_MIN_CHUNKS 16-byte chunks each), when the device has
- *  cooperative launch and x fits in that grid's shared memory (at most FP8_STAGE_ROUNDS
- *  chunks per thread, within the opt-in limit per block); it then also allows the kernel
- *  that much dynamic shared memory (raising, never lowering, the kernel's limit). The
- *  two-pass and delayed kernels get one wave at most.
+ *  cooperative launch and x fits in that grid's shared memory (the opt-in limit per
+ *  block); it then also allows the kernel that much dynamic shared memory (raising, never
+ *  lowering, the kernel's limit). The two-pass kernels get one wave at most; the delayed
+ *  pass 4 chunks per thread.
  *  Host only; CUDA errors exit. Returns 0. */
 static inline int fp8_quant_plan(size_t n, Fp8QuantPlan *p) {
   int dev = 0, sms = 0, coop = 0, optin = 0, per_sm = 0;
@@ -417,16 +383,14 @@ static inline int fp8_quant_plan(size_t n, Fp8QuantPlan *p) {
   p->n = n;
   p->amax_blocks = fp8_quant_blocks((const void *)fp8_tensor_amax_kernel, n, sms);
   p->quant_blocks = fp8_quant_blocks((const void *)fp8_tensor_quantize_kernel, n, sms);
-  p->delayed_blocks = fp8_quant_blocks((const void *)fp8_tensor_quantize_delayed_kernel, n, sms);
+  p->delayed_unroll = 4;
   const size_t n8 = n / 8;
   size_t b = (n8 + FP8_STAGE_MIN_CHUNKS - 1) / FP8_STAGE_MIN_CHUNKS;
   b = b < 1 ? 1 : b > (size_t)sms ? (size_t)sms : b;
   const size_t per = (n8 + b - 1) / b, smem = per * 16;
   cudaFuncAttributes fa;
   GTL_CUDA(cudaFuncGetAttributes(&fa, fp8_tensor_amax_quantize_staged_kernel));
-  if (!coop || per > (size_t)FP8_STAGE_ROUNDS * FP8_STAGE_THREADS ||
-      smem + fa.sharedSizeBytes > (size_t)optin)
-    return 0;
+  if (!coop || smem + fa.sharedSizeBytes > (size_t)optin) return 0;
   if ((int)smem > fa.maxDynamicSharedSizeBytes)  // only ever raised: other plans stay valid
     GTL_CUDA(cudaFuncSetAttribute(fp8_tensor_amax_quantize_staged_kernel,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
@@ -502,7 +466,9 @@ static inline int fp8_tensor_current_launch(const __nv_bfloat16 *x, __nv_fp8_sto
 /** Delayed scaling, one pass: q = E4M3(x · st->scale) with the scale from earlier steps,
  *  st->scale_inv = its inverse (this step's GEMM), amax(x) pushed into history
  *  (history_len floats, a ring), and st->scale = 448 / max(history) for the next call.
- *  p: fp8_quant_plan(n). Reads 2n bytes, writes n. Returns 0 or -1. */
+ *  p: fp8_quant_plan(n); p->delayed_unroll (2, 4 or 8) picks the kernel's chunks per
+ *  thread, and with them its grid: one block per tile, at most FP8_DELAYED_MAX_BLOCKS.
+ *  Reads 2n bytes, writes n. Returns 0 or -1. */
 static inline int fp8_tensor_quantize_delayed_launch(const __nv_bfloat16 *x, __nv_fp8_storage_t *q,
                                                      size_t n, Fp8TensorScale *st, float *history,
                                                      int history_len, const Fp8QuantPlan *p,
@@ -512,8 +478,19 @@ static inline int fp8_tensor_quantize_delayed_launch(const __nv_bfloat16 *x, __n
     fprintf(stderr, "fp8_tensor_quantize_delayed_launch: need an amax history (len >= 1)\n");
     return -1;
   }
-  fp8_tensor_quantize_delayed_kernel<<<p->delayed_blocks, FP8_QUANT_THREADS, 0, s>>>(
-      x, q, n, st, history, history_len);
+  const int u = p->delayed_unroll;
+  const size_t tile = (size_t)FP8_QUANT_THREADS * u, tiles = (n / 8 + tile - 1) / tile;
+  const unsigned blocks = (unsigned)(tiles < 1 ? 1 : tiles > FP8_DELAYED_MAX_BLOCKS ? FP8_DELAYED_MAX_BLOCKS : tiles);
+  if (u == 2)
+    fp8_tensor_quantize_delayed_kernel<2><<<blocks, FP8_QUANT_THREADS, 0, s>>>(x, q, n, st, history, history_len);
+  else if (u == 8)
+    fp8_tensor_quantize_delayed_kernel<8><<<blocks, FP8_QUANT_THREADS, 0, s>>>(x, q, n, st, history, history_len);
+  else if (u == 4)
+    fp8_tensor_quantize_delayed_kernel<4><<<blocks, FP8_QUANT_THREADS, 0, s>>>(x, q, n, st, history, history_len);
+  else {
+    fprintf(stderr, "fp8_tensor_quantize_delayed_launch: delayed_unroll must be 2, 4 or 8 (got %d)\n", u);
+    return -1;
+  }
   GTL_LAUNCH();
   return 0;
 }
