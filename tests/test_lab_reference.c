@@ -147,6 +147,50 @@ static void rows_and_threads_independent(void **state) {
   model_free(&m);
 }
 
+/* A fetch that, like the GPU engine's (labs/moe/weights.cuh, dev_fetch), copies every
+ * tensor into ONE buffer: a pointer is valid only until the next fetch. */
+typedef struct {
+  MoeArenaFetch a;
+  uint16_t *buf;
+} OneBuffer;
+static const uint16_t *fetch_one_buffer(void *user, int tensor, int64_t row0, int64_t n_rows) {
+  OneBuffer *o = (OneBuffer *)user;
+  const MoeTensor *t = &o->a.lay->t[tensor];
+  const size_t n = t->cols ? (size_t)n_rows * (size_t)t->cols : (size_t)t->rows;
+  memcpy(o->buf, moe_ref_fetch_arena(&o->a, tensor, row0, n_rows), n * 2);
+  return o->buf;
+}
+
+/* The reference must not hold two fetched pointers at once: through a one-buffer fetch it
+ * gives the arena fetch's logits bit for bit (every architecture; gpt-oss's gate and up
+ * biases were once read as two pointers, so the gate got the up bias). */
+static void one_buffer_fetch(void **state) {
+  (void)state;
+  const char *presets[] = {"tiny_mixtral", "tiny_qwen3", "tiny_gptoss"};
+  for (int i = 0; i < 3; i++) {
+    Model m;
+    model_make(&m, presets[i], 99);
+    const int V = m.lay.cfg.V, T = 5;
+    OneBuffer ob = {m.fetch, (uint16_t *)malloc(m.lay.max_numel * 2)};
+    MoeRef ra, rb;
+    assert_int_equal(moe_ref_init(&ra, &m.lay, moe_ref_fetch_arena, &m.fetch, 2, T, 1), 0);
+    assert_int_equal(moe_ref_init(&rb, &m.lay, fetch_one_buffer, &ob, 2, T, 1), 0);
+    double *a = (double *)malloc(sizeof(double) * 2 * V), *b = (double *)malloc(sizeof(double) * 2 * V);
+    for (int p = 0; p < T; p++) {
+      const int tok[2] = {(p * 37 + 5) % V, (p * 101 + 9) % V};
+      moe_ref_step(&ra, tok, p, a);
+      moe_ref_step(&rb, tok, p, b);
+      if (memcmp(a, b, sizeof(double) * 2 * V)) fail_msg("%s: one-buffer fetch differs at position %d", presets[i], p);
+    }
+    free(a);
+    free(b);
+    free(ob.buf);
+    moe_ref_free(&ra);
+    moe_ref_free(&rb);
+    model_free(&m);
+  }
+}
+
 static void router_topk(void **state) {
   (void)state;
   const double logits[5] = {0.5, 2.0, -1.0, 2.0, 1.0};
@@ -323,6 +367,7 @@ int main(int argc, char **argv) {
   if (argc > 1 && strncmp(argv[1], "--", 2) == 0) return decode_model(argc, argv);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(reference_matches_fixtures), cmocka_unit_test(rows_and_threads_independent),
+      cmocka_unit_test(one_buffer_fetch),
       cmocka_unit_test(router_topk),                cmocka_unit_test(sampler),
       cmocka_unit_test(token_ids),
   };

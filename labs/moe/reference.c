@@ -223,6 +223,7 @@ static void moe(MoeRef *r, int l) {
     moe_route(r->router + (size_t)b * c->E, c->E, k, c->norm_topk_prob, r->topk + b * k, r->topw + b * k);
   int *use = (int *)calloc((size_t)R, sizeof(int));
   double *wt = (double *)calloc((size_t)R, sizeof(double));
+  double *bgu = c->expert_bias ? (double *)malloc(sizeof(double) * 2 * (size_t)c->F) : NULL; /* gate, up biases */
   for (int e = 0; e < c->E; e++) {
     int any = 0;
     for (int b = 0; b < R; b++) {
@@ -237,14 +238,24 @@ static void moe(MoeRef *r, int l) {
     if (!any) continue;
     matmul(r, W(MOE_GATE, l, e), c->F, c->D, r->xn, r->hg, use, 0, NULL);
     matmul(r, W(MOE_UP, l, e), c->F, c->D, r->xn, r->hu, use, 0, NULL);
-    const uint16_t *bg = c->expert_bias ? W(MOE_GATE_BIAS, l, e) : NULL, *bu = c->expert_bias ? W(MOE_UP_BIAS, l, e) : NULL;
+    /* Copied out one at a time: a fetch's pointer is only valid until the next fetch (the
+     * GPU engine's fetch reuses one buffer), so two biases cannot be held as pointers. */
+    const double *bg = NULL, *bu = NULL;
+    if (bgu) {
+      const uint16_t *p = W(MOE_GATE_BIAS, l, e);
+      for (int f = 0; f < c->F; f++) bgu[f] = bf(p[f]);
+      p = W(MOE_UP_BIAS, l, e);
+      for (int f = 0; f < c->F; f++) bgu[c->F + f] = bf(p[f]);
+      bg = bgu;
+      bu = bgu + c->F;
+    }
     const double lim = c->swiglu_limit, alpha = c->swiglu_alpha;
     for (int b = 0; b < R; b++)
       for (int f = 0; use[b] && f < c->F; f++) {
         double g = r->hg[(size_t)b * c->F + f], u = r->hu[(size_t)b * c->F + f];
         if (bg) {
-          g += bf(bg[f]);
-          u += bf(bu[f]);
+          g += bg[f];
+          u += bu[f];
         }
         if (c->act == MOE_ACT_SWIGLU_CLAMP) { /* gpt-oss: (clamp(u) + 1) · g·sigmoid(α g), g <= lim */
           g = g < lim ? g : lim;
@@ -264,6 +275,7 @@ static void moe(MoeRef *r, int l) {
   }
   free(use);
   free(wt);
+  free(bgu);
 }
 
 void moe_ref_step(MoeRef *r, const int *tokens, int pos, double *logits) {
