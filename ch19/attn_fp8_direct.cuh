@@ -48,6 +48,17 @@ static_assert(ATTN8D_KPW == 16 || ATTN8D_KPW == 32, "ATTN8D_KPW must be 16 or 32
 #ifndef ATTN8D_SWAP_AB
 #define ATTN8D_SWAP_AB 0
 #endif
+// 1: each warp instruction of the tile loads copies 8 consecutive rows (whole 128-byte
+// lines), one block-table look-up per row; 0: each thread copies 4 consecutive rows after
+// one look-up (fp8kv_load_row).
+#ifndef ATTN8D_COALESCED
+#define ATTN8D_COALESCED 0
+#endif
+// Resident CTAs per SM the register budget is sized for (__launch_bounds__): 4 → <= 128
+// registers per thread; 6 → <= 80 (fits the swapped-operand path with 2 or 4 stages).
+#ifndef ATTN8D_MIN_CTAS
+#define ATTN8D_MIN_CTAS 4
+#endif
 #define ATTN8D_STAGE_BYTES (2 * ATTN8D_TILE * 64 + ATTN8D_TILE * 4)  // K, V codes, scale words
 #define ATTN8D_SMEM_BYTES (ATTN8D_STAGES * ATTN8D_STAGE_BYTES)       // 49.5 KB: 4 CTAs per SM
 static_assert(ATTN8D_STAGES >= 2 && ATTN8D_SMEM_BYTES >= (4 * 16 * 64 + 2 * 4 * 16) * 4, "epilogue does not fit");
@@ -320,7 +331,7 @@ __device__ __forceinline__ void attn8d_swap_tile(uint32_t ks, uint32_t vs, const
 // comes out with keys down the lanes, so each 8x8 block of P is transposed into the B
 // layout by one movmatrix; the row maxima and sums run across the 8 lanes of a column.
 template <bool kUpper, bool kSwap = false>
-__global__ void __launch_bounds__(ATTN_THREADS, 4)  // <= 128 registers: 4 CTAs per SM
+__global__ void __launch_bounds__(ATTN_THREADS, ATTN8D_MIN_CTAS)  // 4: <= 128 registers
     attn_fp8_direct_kernel(const __grid_constant__ Attn8DecodeArgs a, int num_splits,
                            float *__restrict__ o_part, float *__restrict__ lse_part) {
   static_assert(!(kUpper && kSwap), "the swapped operands take groups of <= 8 heads");
@@ -375,6 +386,29 @@ __global__ void __launch_bounds__(ATTN_THREADS, 4)  // <= 128 registers: 4 CTAs 
   const int64_t head_off = (int64_t)g * a.kv.head_stride, sc_head_off = (int64_t)g * a.kv.scale_head_stride;
   auto load_tile = [&](int st, int t) {
     const uint32_t ks = smem + st * ATTN8D_STAGE_BYTES, vs = ks + TILE * 64;
+    if (ATTN8D_COALESCED) {  // fp8kv_load_row(.., 1): one look-up per row
+#pragma unroll
+      for (int i = 0; i < RPT; i++) {
+        const int r = fp8kv_load_row(threadIdx.x, i, TILE, 1), j = start + t * TILE + r;
+        const bool ok = j >= lo && j < end;
+        int64_t off = 0;
+        if (ok)
+          off = (int64_t)(__ldg(table + (j >> a.kv.page_shift)) & FP8KV_PAGE_MASK) * a.kv.page_stride + head_off +
+                (int64_t)(j & pmask) * ATTN_HEAD_DIM + lc * 16;
+        attn_cp_async16(ks + fp8kv_row_off(r, lc), a.kv.k8 + off, ok ? 16 : 0);
+        attn_cp_async16(vs + fp8kv_row_off(r, lc), a.kv.v8 + off, ok ? 16 : 0);
+      }
+      const int r = fp8kv_scale_row(threadIdx.x, TILE, 1), j = start + t * TILE + r;
+      if (r >= 0) {
+        const bool ok = j >= lo && j < end;
+        int64_t soff = 0;
+        if (ok)
+          soff = (int64_t)(__ldg(table + (j >> a.kv.page_shift)) & FP8KV_PAGE_MASK) * a.kv.scale_page_stride +
+                 sc_head_off + (j & pmask);
+        attn8d_cp_async4(vs + TILE * 64 + r * 4, a.kv.scales + soff, ok ? 4 : 0);
+      }
+      return;
+    }
     const int j0 = start + t * TILE + lr0;
     int64_t off0 = 0, soff0 = 0;
     if (j0 + RPT - 1 >= lo && j0 < end) {

@@ -109,6 +109,18 @@ FP8KV_HD int fp8kv_pv_dim(int n, int qc, int e) { return 16 * (n >> 1) + 4 * qc 
  *   the slab) or FP8KV_V_SEL_ODD (odd dims): keys 0..7 in the low half, 8..15 in the high
  *   half, each half one cvt to fp16x2. */
 FP8KV_HD int fp8kv_load_row0(int tid, int rows) { return (tid >> 2) * (rows >> 5); }
+/* Row of copy i (0 <= i < rows/32) of thread tid: the map above (coalesced 0), or, with
+ * coalesced 1 (ATTN8D_COALESCED), warp w's copy i covers the 8 consecutive rows
+ * w·rows/4 + 8i + 0..7 (512 contiguous bytes of a contiguous cache, 4 whole 128-byte lines
+ * per warp instruction) and each row takes its own block-table look-up. The scale word of
+ * row fp8kv_scale_row (-1: none) goes with thread tid. */
+FP8KV_HD int fp8kv_load_row(int tid, int i, int rows, int coalesced) {
+  return coalesced ? (tid >> 5) * (rows >> 2) + 8 * i + ((tid & 31) >> 2) : fp8kv_load_row0(tid, rows) + i;
+}
+FP8KV_HD int fp8kv_scale_row(int tid, int rows, int coalesced) {
+  if (coalesced) return tid < rows ? tid : -1;
+  return (tid & 3) < (rows >> 5) ? fp8kv_load_row0(tid, rows) + (tid & 3) : -1;
+}
 FP8KV_HD int fp8kv_k_row(int kpw, int warp, int nt, int lane) { return warp * kpw + 8 * nt + (lane & 7); }
 FP8KV_HD int fp8kv_v_row(int kpw, int warp, int kk, int lane) {
   return warp * kpw + 16 * kk + 8 * ((lane >> 3) & 1) + (lane & 7);

@@ -21,6 +21,8 @@
 /* The maps under test (ch19/fp8_kv.h), replaceable by wrong ones. */
 typedef struct {
   int (*load_row0)(int tid, int rows);
+  int (*load_row)(int tid, int i, int rows, int coalesced);
+  int (*scale_row)(int tid, int rows, int coalesced);
   int (*k_row)(int kpw, int warp, int nt, int lane);
   int (*v_row)(int kpw, int warp, int kk, int lane);
   int (*v_chunk)(int sg, int lane);
@@ -31,6 +33,8 @@ typedef struct {
   uint32_t sel_even, sel_odd;
 } Maps;
 static int h_load_row0(int t, int r) { return fp8kv_load_row0(t, r); }
+static int h_load_row(int t, int i, int r, int c) { return fp8kv_load_row(t, i, r, c); }
+static int h_scale_row(int t, int r, int c) { return fp8kv_scale_row(t, r, c); }
 static int h_k_row(int k, int w, int n, int l) { return fp8kv_k_row(k, w, n, l); }
 static int h_v_row(int k, int w, int kk, int l) { return fp8kv_v_row(k, w, kk, l); }
 static int h_v_chunk(int sg, int l) { return fp8kv_v_chunk(sg, l); }
@@ -38,7 +42,7 @@ static int h_qk_dim(int ks, int qc, int hi) { return fp8kv_qk_dim(ks, qc, hi); }
 static int h_pv_dim(int n, int qc, int e) { return fp8kv_pv_dim(n, qc, e); }
 static uint32_t h_row_off(int r, int c) { return fp8kv_row_off(r, c); }
 static int h_swap_dim(int ch, int qr, int odd) { return fp8kv_swap_dim(ch, qr, odd); }
-static const Maps kMaps = {h_load_row0, h_k_row, h_v_row, h_v_chunk, h_qk_dim, h_pv_dim, h_row_off, h_swap_dim,
+static const Maps kMaps = {h_load_row0, h_load_row, h_scale_row, h_k_row, h_v_row, h_v_chunk, h_qk_dim, h_pv_dim, h_row_off, h_swap_dim,
                            FP8KV_V_SEL_EVEN, FP8KV_V_SEL_ODD};
 
 /* ---- PTX emulation ---------------------------------------------------------------- */
@@ -105,6 +109,7 @@ static void mma(float d[32][4], uint32_t a[32][4], const uint32_t b0[32], const 
  * codes kp/vp [pages][P][64], scale words sp [pages][P]; q [G][64]; out [G][64]. */
 typedef struct {
   int G, kpw, len, window, num_splits, P, swap; /* swap: ATTN8D_SWAP_AB's path (G <= 8) */
+  int coalesced;                                /* ATTN8D_COALESCED's tile loads */
   const float *q, *sinks;
   const int32_t *table;
   const uint8_t *kp, *vp;
@@ -154,7 +159,33 @@ static void sim_split(const Maps *mp, const Problem *pb, int split, float *o_par
   for (int t = 0; t < n_tiles; t++) {
     memset(stage, 0xCD, sizeof stage); /* what the stage held before */
     memset(written, 0, sizeof written);
-    for (int tid = 0; tid < 128; tid++) { /* load_tile */
+    for (int tid = 0; tid < 128 && pb->coalesced; tid++) { /* load_tile, ATTN8D_COALESCED */
+      const int lc = tid & 3;
+      for (int i = 0; i < RPT; i++) {
+        const int r = mp->load_row(tid, i, TILE, 1), j = start + t * TILE + r, ok = j >= lo && j < end;
+        const int64_t off = ok ? (int64_t)pb->table[j >> shift] * pb->P * 64 + (int64_t)(j & (pb->P - 1)) * 64 + lc * 16 : 0;
+        for (int op = 0; op < 2; op++) {
+          const uint32_t dst = (op ? vs : 0) + mp->row_off(r, lc);
+          if (r < 0 || r >= TILE || dst + 16 > (uint32_t)(op ? scb : vs)) {
+            loads_ok = 0;
+            continue;
+          }
+          for (int x = 0; x < 16; x++) {
+            stage[dst + x] = ok ? (op ? pb->vp : pb->kp)[off + x] : 0;
+            written[dst + x]++;
+          }
+        }
+      }
+      const int r = mp->scale_row(tid, TILE, 1), j = start + t * TILE + r;
+      if (r >= TILE) loads_ok = 0;
+      if (r >= 0 && r < TILE) {
+        const int ok = j >= lo && j < end;
+        const uint32_t w = ok ? pb->sp[(int64_t)pb->table[j >> shift] * pb->P + (j & (pb->P - 1))] : 0, dst = scb + r * 4;
+        memcpy(stage + dst, &w, 4);
+        for (int x = 0; x < 4; x++) written[dst + x]++;
+      }
+    }
+    for (int tid = 0; tid < 128 && !pb->coalesced; tid++) { /* load_tile */
       const int lc = tid & 3, lr0 = mp->load_row0(tid, TILE), j0 = start + t * TILE + lr0;
       int64_t off0 = 0, soff0 = 0;
       if (j0 + RPT - 1 >= lo && j0 < end) {
@@ -440,7 +471,8 @@ static void sim_attention(const Maps *mp, const Problem *pb, float *out) {
 }
 
 /* rel_l2 of the simulated kernel against attention in double on codes × scales. */
-static double run_case(const Maps *mp, int G, int kpw, int len, int window, int num_splits, int P, int swap) {
+static double run_case(const Maps *mp, int G, int kpw, int len, int window, int num_splits, int P, int swap,
+                       int coalesced) {
   uint64_t seed = 99991ull + (uint64_t)G * 7 + (uint64_t)len * 131 + (uint64_t)window + (uint64_t)num_splits * 17;
 #define RND(lo, hi) ((lo) + ((hi) - (lo)) * (((seed = seed * 6364136223846793005ull + 1442695040888963407ull) >> 33) / 2147483648.0f))
   const int n_pages = (len + P - 1) / P;
@@ -477,7 +509,7 @@ static double run_case(const Maps *mp, int G, int kpw, int len, int window, int 
     memcpy(kp + slot * 64, k8 + j * 64, 64), memcpy(vp + slot * 64, v8 + j * 64, 64);
     sp[slot] = scw[j];
   }
-  const Problem pb = {G, kpw, len, window, num_splits, P, swap, q, sinks, table, kp, vp, sp};
+  const Problem pb = {G, kpw, len, window, num_splits, P, swap, coalesced, q, sinks, table, kp, vp, sp};
   loads_ok = 1;
   sim_attention(mp, &pb, out);
   const int lo = window > 0 && len > window ? len - window : 0;
@@ -509,10 +541,14 @@ static double run_case(const Maps *mp, int G, int kpw, int len, int window, int 
 /* fp16 P (2^-11) and fp32 sums give ~5e-4; a scale in the wrong place or a wrong fragment map
  * gives 1e-2 and more (the wrong-map test below measures it). */
 #define TOL 2e-3
+static int g_coalesced; /* the tile-load map the check() cases use (both are run) */
 static void check(int G, int kpw, int len, int window, int ns, int P) {
-  const double rel = run_case(&kMaps, G, kpw, len, window, ns, P, 0);
-  print_message("G=%d kpw=%d len=%d window=%d splits=%d page=%d: rel_l2 %.2e\n", G, kpw, len, window, ns, P, rel);
-  assert_true(rel < TOL);
+  for (g_coalesced = 0; g_coalesced < 2; g_coalesced++) {
+    const double rel = run_case(&kMaps, G, kpw, len, window, ns, P, 0, g_coalesced);
+    print_message("G=%d kpw=%d len=%d window=%d splits=%d page=%d loads %d: rel_l2 %.2e\n", G, kpw, len, window, ns,
+                  P, g_coalesced, rel);
+    assert_true(rel < TOL);
+  }
 }
 static void kpw32_group8(void **state) {
   (void)state;
@@ -531,9 +567,12 @@ static void kpw16_both_groups(void **state) {
   check(16, 16, 777, 100, 5, 4);
 }
 static void check_swap(int kpw, int len, int window, int ns, int P) {
-  const double rel = run_case(&kMaps, 8, kpw, len, window, ns, P, 1);
-  print_message("swapped operands: kpw=%d len=%d window=%d splits=%d page=%d: rel_l2 %.2e\n", kpw, len, window, ns, P, rel);
-  assert_true(rel < TOL);
+  for (g_coalesced = 0; g_coalesced < 2; g_coalesced++) {
+    const double rel = run_case(&kMaps, 8, kpw, len, window, ns, P, 1, g_coalesced);
+    print_message("swapped operands: kpw=%d len=%d window=%d splits=%d page=%d loads %d: rel_l2 %.2e\n", kpw, len,
+                  window, ns, P, g_coalesced, rel);
+    assert_true(rel < TOL);
+  }
 }
 static void swapped_operands(void **state) {
   (void)state;
@@ -556,6 +595,8 @@ static int bad_v_chunk(int sg, int l) { return 2 * sg + ((l >> 3) & 1); }
 static int bad_qk_dim(int ks, int qc, int hi) { return 16 * ks + 2 * qc + 8 * hi; }
 static int bad_pv_dim(int n, int qc, int e) { return 16 * (n >> 1) + 4 * qc + e + 2 * (n & 1); }
 static int bad_load_row0(int t, int r) { return ((t >> 2) * (r >> 5) + (t & 3)) % r; }
+static int bad_load_row(int t, int i, int r, int c) { return c ? (t >> 5) * (r >> 2) + 8 * i + ((t & 31) >> 3) : 0; }
+static int bad_scale_row(int t, int r, int c) { return c && t < r ? t >> 1 : -1; }
 static int bad_swap_dim(int ch, int qr, int odd) { return 16 * ch + qr + 8 * odd; }
 static uint32_t bad_row_off(int r, int c) { return (uint32_t)(r * 64 + ((c ^ (r & 3)) << 4)); }
 static void wrong_maps_fail(void **state) {
@@ -571,11 +612,11 @@ static void wrong_maps_fail(void **state) {
   m[6].sel_even = FP8KV_V_SEL_ODD, m[6].sel_odd = FP8KV_V_SEL_EVEN;
   m[7].row_off = bad_row_off; /* a swizzle the loads and reads agree on: must still pass */
   for (int i = 0; i < 7; i++) {
-    const double rel = run_case(&m[i], 8, 32, 300, 0, 1, 16, 0);
+    const double rel = run_case(&m[i], 8, 32, 300, 0, 1, 16, 0, 0);
     print_message("wrong map %d: rel_l2 %.2e\n", i, rel);
     assert_true(rel > 10 * TOL);
   }
-  assert_true(run_case(&m[7], 8, 32, 300, 0, 1, 16, 0) < TOL);
+  assert_true(run_case(&m[7], 8, 32, 300, 0, 1, 16, 0, 0) < TOL);
   /* the swapped path reads K with the V pattern and writes Oᵀ through fp8kv_swap_dim */
   Maps w[5];
   for (int i = 0; i < 5; i++) w[i] = kMaps;
@@ -585,7 +626,7 @@ static void wrong_maps_fail(void **state) {
   w[3].swap_dim = bad_swap_dim;
   w[4].sel_even = FP8KV_V_SEL_ODD, w[4].sel_odd = FP8KV_V_SEL_EVEN;
   for (int i = 0; i < 5; i++) {
-    const double rel = run_case(&w[i], 8, 32, 300, 0, 1, 16, 1);
+    const double rel = run_case(&w[i], 8, 32, 300, 0, 1, 16, 1, 0);
     print_message("wrong map %d, swapped operands: rel_l2 %.2e\n", i, rel);
     assert_true(rel > 10 * TOL);
   }
@@ -595,7 +636,13 @@ static void wrong_load_map_fails(void **state) {
   (void)state;
   Maps m = kMaps;
   m.load_row0 = bad_load_row0;
-  assert_true(run_case(&m, 8, 32, 300, 0, 1, 16, 0) > 10 * TOL);
+  assert_true(run_case(&m, 8, 32, 300, 0, 1, 16, 0, 0) > 10 * TOL);
+  m = kMaps;
+  m.load_row = bad_load_row; /* rows of one warp overlap */
+  assert_true(run_case(&m, 8, 32, 300, 0, 1, 16, 0, 1) > 10 * TOL);
+  m = kMaps;
+  m.scale_row = bad_scale_row; /* half the scale words loaded twice, half never */
+  assert_true(run_case(&m, 8, 32, 300, 0, 1, 16, 0, 1) > 10 * TOL);
 }
 
 int main(void) {
