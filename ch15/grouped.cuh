@@ -119,9 +119,18 @@ __host__ __device__ __forceinline__ MoeTile moe_tile_of(int w, const int32_t *__
 // stage holds the gate and up rows of the same 64 columns, each warp owns both halves of its
 // 16 columns, and the epilogue writes silu(gate) · up. Limiter: HBM (weights streamed once)
 // at decode sizes; the mma.sync path at large T.
+// Which operands a call of the body's slice loader copies: 1 A, 2 B (weights), 3 both.
+template <int P>
+struct MoeParts {
+  static constexpr int value = P;
+};
 // The body, shared by ch15's kernel and the tuned variants: STAGES-deep ring, BN columns
-// per work item, THREADS = BN / 16 warps (each owns 16 columns).
-template <int BM, bool GLU, int STAGES, int BN, int THREADS>
+// per work item, THREADS = BN / 16 warps (each owns 16 columns). PDL (sm_90, for a launch
+// with programmatic stream serialization): let the next kernel launch at once, and start
+// the first STAGES - 1 weight slices, which no earlier kernel writes, before waiting for
+// the previous kernel (griddepcontrol.wait) to read A. The work-item tables must be
+// complete before this kernel starts (they come from the kernel before the previous one).
+template <int BM, bool GLU, int STAGES, int BN, int THREADS, bool PDL = false>
 __device__ __forceinline__ void moe_grouped_gemm_body(const __nv_bfloat16 *__restrict__ A,
                                                       const int32_t *__restrict__ a_token,
                                                       const __nv_bfloat16 *__restrict__ W0,
@@ -141,6 +150,9 @@ __device__ __forceinline__ void moe_grouped_gemm_body(const __nv_bfloat16 *__res
   static_assert(BM % 16 == 0 && (BM * 8 % THREADS == 0 || BM * 8 < THREADS) &&
                     BROWS * 8 % THREADS == 0 && BN == THREADS / 32 * WN && STAGES >= 2,
                 "tiling");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if constexpr (PDL) asm volatile("griddepcontrol.launch_dependents;\n" ::);
+#endif
   extern __shared__ __align__(128) unsigned char moe_smem[];
   __nv_bfloat16 *sA = (__nv_bfloat16 *)moe_smem;   // [STAGES][BM][BK]
   __nv_bfloat16 *sB = sA + STAGES * BM * BK;       // [STAGES][BROWS][BK]
@@ -155,7 +167,8 @@ __device__ __forceinline__ void moe_grouped_gemm_body(const __nv_bfloat16 *__res
   const int ld_chunk = tid % 8, ld_row = tid / 8;
   const __nv_bfloat16 *a_src[A_COPIES], *b_src[B_COPIES];
   int ld_item = -1;
-  auto load_slice = [&](int j) {
+  auto load_slice = [&](int j, auto parts) {
+    constexpr int P = decltype(parts)::value;
     const int item = j / KT, kt = j - item * KT;
     if (item != ld_item) {  // first slice of a new item: find its rows
       ld_item = item;
@@ -179,17 +192,21 @@ __device__ __forceinline__ void moe_grouped_gemm_body(const __nv_bfloat16 *__res
     }
     const int stage = j % STAGES, k = kt * BK + ld_chunk * 8;
     __nv_bfloat16 *a = sA + stage * BM * BK, *b = sB + stage * BROWS * BK;
+    if constexpr ((P & 1) != 0) {
 #pragma unroll
-    for (int i = 0; i < A_COPIES; i++) {
-      const int r = ld_row + i * (THREADS / 8);
-      const bool ok = a_src[i] != nullptr && k < K;
-      if (r < BM) moe_cp_async16(a + moe_swz(r, ld_chunk), ok ? a_src[i] + k : A, ok);
+      for (int i = 0; i < A_COPIES; i++) {
+        const int r = ld_row + i * (THREADS / 8);
+        const bool ok = a_src[i] != nullptr && k < K;
+        if (r < BM) moe_cp_async16(a + moe_swz(r, ld_chunk), ok ? a_src[i] + k : A, ok);
+      }
     }
+    if constexpr ((P & 2) != 0) {
 #pragma unroll
-    for (int i = 0; i < B_COPIES; i++) {
-      const int r = ld_row + i * (THREADS / 8);
-      const bool ok = b_src[i] != nullptr && k < K;
-      moe_cp_async16(b + moe_swz(r, ld_chunk), ok ? b_src[i] + k : W0, ok);
+      for (int i = 0; i < B_COPIES; i++) {
+        const int r = ld_row + i * (THREADS / 8);
+        const bool ok = b_src[i] != nullptr && k < K;
+        moe_cp_async16(b + moe_swz(r, ld_chunk), ok ? b_src[i] + k : W0, ok);
+      }
     }
   };
 
@@ -206,10 +223,24 @@ __device__ __forceinline__ void moe_grouped_gemm_body(const __nv_bfloat16 *__res
   };
   zero_acc();
 
+  if constexpr (PDL) {
 #pragma unroll
-  for (int s = 0; s < STAGES - 1; s++) {
-    if (s < n_slices) load_slice(s);
-    asm volatile("cp.async.commit_group;\n");
+    for (int s = 0; s < STAGES - 1; s++)  // weights first: in the first commit group
+      if (s < n_slices) load_slice(s, MoeParts<2>{});
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");  // A is the previous kernel's output
+#endif
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; s++) {
+      if (s < n_slices) load_slice(s, MoeParts<1>{});
+      asm volatile("cp.async.commit_group;\n");
+    }
+  } else {
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; s++) {
+      if (s < n_slices) load_slice(s, MoeParts<3>{});
+      asm volatile("cp.async.commit_group;\n");
+    }
   }
   const int wn = warp * WN;
   for (int j = 0; j < n_slices; j++) {
@@ -217,7 +248,7 @@ __device__ __forceinline__ void moe_grouped_gemm_body(const __nv_bfloat16 *__res
     // which the copy issued next refills.
     asm volatile("cp.async.wait_group %0;\n" ::"n"(STAGES - 2) : "memory");
     __syncthreads();
-    if (j + STAGES - 1 < n_slices) load_slice(j + STAGES - 1);
+    if (j + STAGES - 1 < n_slices) load_slice(j + STAGES - 1, MoeParts<3>{});
     asm volatile("cp.async.commit_group;\n");  // an empty group past the end keeps the count
 
     const int stage = j % STAGES;
@@ -285,10 +316,11 @@ __global__ void __launch_bounds__(moe_grouped::THREADS)
 }
 
 // Another point of the same body, for autotuners (ch20): STAGES-deep ring, BN columns per
-// work item (16, 32, 64 or 128: 1, 2, 4 or 8 warps). Launch with ThreadsOf<BN>::value threads and
-// SmemOf<BM, GLU, STAGES, BN>::bytes of dynamic shared memory; the work items are ch15's
-// (moe_dispatch_launch with the same BM), numbered with n_tiles = ceil(N / BN).
-template <int BM, bool GLU, int STAGES, int BN>
+// work item (16, 32, 64 or 128: 1, 2, 4 or 8 warps), PDL as in the body. Launch with
+// ThreadsOf<BN>::value threads and SmemOf<BM, GLU, STAGES, BN>::bytes of dynamic shared
+// memory; the work items are ch15's (moe_dispatch_launch with the same BM), numbered with
+// n_tiles = ceil(N / BN).
+template <int BM, bool GLU, int STAGES, int BN, bool PDL = false>
 __global__ void __launch_bounds__(moe_grouped::ThreadsOf<BN>::value)
     moe_grouped_gemm_var_kernel(const __nv_bfloat16 *__restrict__ A,
                                 const int32_t *__restrict__ a_token,
@@ -297,7 +329,7 @@ __global__ void __launch_bounds__(moe_grouped::ThreadsOf<BN>::value)
                                 const int32_t *__restrict__ offsets,
                                 const int32_t *__restrict__ tile_start, int E, int N, int K,
                                 __nv_bfloat16 *__restrict__ C) {
-  moe_grouped_gemm_body<BM, GLU, STAGES, BN, moe_grouped::ThreadsOf<BN>::value>(
+  moe_grouped_gemm_body<BM, GLU, STAGES, BN, moe_grouped::ThreadsOf<BN>::value, PDL>(
       A, a_token, W0, W1, expert_stride, offsets, tile_start, E, N, K, C);
 }
 
