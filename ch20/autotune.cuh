@@ -83,11 +83,12 @@ typedef struct {
   void (*validate)(void *pt, GtlErr *err);          // poison, run, compare to the reference
   void *pt;
   const char *kernel;                               // "attn" / "gemm"
-  // Optional second round of the search (NULL: none): given the first round's winner,
-  // write up to max further candidates' cfg to out and return their count. The GEMM's two
-  // launches are independent, so it searches the gate+up variants first, then the down
-  // ones: the sum of the two spaces instead of their product.
-  int (*refine)(void *pt, const int *best, TuneCand *out, int max);
+  // Optional further rounds of the search (NULL: none): given round `round`'s winner
+  // (round 1 is the list from tune_candidates), write up to max further candidates' cfg to
+  // out and return their count (0: no more rounds). The GEMM's two launches are
+  // independent, so it searches the gate+up options first, then the down ones (the sum of
+  // the two spaces, not their product), then programmatic dependent launch between them.
+  int (*refine)(void *pt, int round, const int *best, TuneCand *out, int max);
   // Whether cfg is in the point's whole space (both rounds): a cached entry is used only
   // then. NULL: the first round's list is the whole space.
   int (*allowed)(void *pt, const int *cfg);
@@ -145,12 +146,11 @@ static int tune_point(Tuner *t, const PointOps *ops, const int *hand, const int 
   const double t0 = tune_now();
   const int retune = t->retune;
   int n = tune_candidates(t, ops, hand, key, space, n_space, n_cfg, cands, from_cache);
-  int best = -1, refined = 0;
+  int best = -1, round = 1;
   for (int i = 0;; i++) {
-    if (i == n) {  // end of a round: the point's second round, if it has one and we search
-      if (refined || !t->tuning || *from_cache || !ops->refine || best < 0) break;
-      refined = 1;
-      n += ops->refine(ops->pt, cands[best].cfg, cands + n, TUNE_MAX_CANDIDATES - n);
+    if (i == n) {  // end of a round: the point's next round, if it has one and we search
+      if (!t->tuning || *from_cache || !ops->refine || best < 0) break;
+      n += ops->refine(ops->pt, round++, cands[best].cfg, cands + n, TUNE_MAX_CANDIDATES - n);
       if (i == n) break;
     }
     TuneCand *c = &cands[i];
@@ -176,7 +176,7 @@ static int tune_point(Tuner *t, const PointOps *ops, const int *hand, const int 
         t->hits--, t->retune = 1;
         n = tune_candidates(t, ops, hand, key, space, n_space, n_cfg, cands, from_cache);
         t->retune = retune;
-        i = -1, best = -1;
+        i = -1, best = -1, round = 1;
       }
       continue;
     }

@@ -28,7 +28,7 @@
 #define TUNE_CACHE_SCHEMA "gauntlet.ch20.tune_cache.v1"
 #define TUNE_MAX_ENTRIES 512
 #define TUNE_MAX_CFG 8
-#define TUNE_CFG_MAX_VALUE (1 << 20) /* every config field is an integer in [1, 2^20] */
+#define TUNE_CFG_MAX_VALUE (1 << 20) /* config fields are integers in [1, 2^20] (pdl: [0, 1]) */
 
 typedef struct {
   char key[256];
@@ -62,22 +62,27 @@ static inline int tune_fmt(char *out, size_t n, const char *fmt, ...) {
  *  unknown kernel. */
 static inline const char *const *tune_cfg_names(const char *kernel, int *n) {
   static const char *const attn[] = {"splits", "stages"};
-  static const char *const gemm[] = {"bm", "grid_up", "grid_down", "bn_up", "stages_up", "bn_down", "stages_down"};
+  static const char *const gemm[] = {"bm",      "grid_up",   "grid_down",   "bn_up",
+                                     "stages_up", "bn_down", "stages_down", "pdl"};
   if (!strcmp(kernel, "attn")) return *n = 2, attn;
-  if (!strcmp(kernel, "gemm")) return *n = 7, gemm;
+  if (!strcmp(kernel, "gemm")) return *n = 8, gemm;
   return *n = 0, (const char *const *)NULL;
 }
 
 /** Value of field k of a kernel's configuration when an entry leaves it out, given the
- *  fields before it (cfg[0..k)); 0 when the field is required. The variant fields came
+ *  fields before it (cfg[0..k)); -1 when the field is required. The variant fields came
  *  later than the others: an entry without them was measured with the chapters' own
  *  kernels, whose values these are (ch18: 3 stages; ch15: 64 columns, 6 stages at bm 16
- *  and 4 above). */
+ *  and 4 above, no programmatic dependent launch). */
 static inline int tune_cfg_default(const char *kernel, int k, const int *cfg) {
-  if (!strcmp(kernel, "attn")) return k == 1 ? 3 : 0;
+  if (!strcmp(kernel, "attn")) return k == 1 ? 3 : -1;
+  if (!strcmp(kernel, "gemm") && k == 7) return 0;
   if (!strcmp(kernel, "gemm") && k >= 3) return (k == 3 || k == 5) ? 64 : cfg[0] == 16 ? 6 : 4;
-  return 0;
+  return -1;
 }
+
+/** Smallest valid value of field k: 0 for the on/off gemm field pdl, else 1. */
+static inline int tune_cfg_min(const char *kernel, int k) { return !strcmp(kernel, "gemm") && k == 7 ? 0 : 1; }
 
 /** Smallest power of two >= v (v >= 1; 1 for v <= 1). */
 static inline int64_t tune_pow2_ceil(int64_t v) {
@@ -141,10 +146,11 @@ static inline int tune_entry_from_json(const GtlJson *o, size_t i, TuneEntry *e,
     return tune_fmt(why, nw, "entries[%zu].config: missing or not an object", i), -1;
   for (int k = 0; k < e->n_cfg; k++) {
     const GtlJson *v = gtl_json_get(cfg, names[k]);
-    if (!v && (e->cfg[k] = tune_cfg_default(kernel, k, e->cfg)) > 0) continue;
-    if (!v || v->type != GTL_JSON_NUM || !(v->num >= 1 && v->num <= TUNE_CFG_MAX_VALUE) ||
+    if (!v && (e->cfg[k] = tune_cfg_default(kernel, k, e->cfg)) >= 0) continue;
+    const int lo = tune_cfg_min(kernel, k);
+    if (!v || v->type != GTL_JSON_NUM || !(v->num >= lo && v->num <= TUNE_CFG_MAX_VALUE) ||
         v->num != (double)(int)v->num)
-      return tune_fmt(why, nw, "entries[%zu].config.%s: want an integer in [1, %d]", i, names[k],
+      return tune_fmt(why, nw, "entries[%zu].config.%s: want an integer in [%d, %d]", i, names[k], lo,
                       TUNE_CFG_MAX_VALUE), -1;
     e->cfg[k] = (int)v->num;
   }

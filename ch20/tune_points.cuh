@@ -210,6 +210,7 @@ typedef struct {
   // The space: tile heights bms[0..n_bm), and per height each launch's options.
   int n_bm, bms[TUNE_GEMM_N_BM];
   int n_up[TUNE_GEMM_N_BM], n_down[TUNE_GEMM_N_BM];
+  int pdl_ok;            // sm_90+ and kernel variants searched
   GemmLaunchOpt up[TUNE_GEMM_N_BM][TUNE_GEMM_MAX_OPTS], down[TUNE_GEMM_N_BM][TUNE_GEMM_MAX_OPTS];
 } GemmPoint;
 
@@ -217,21 +218,33 @@ static void gemm_pt_set(void *p, const int *cfg) {
   GemmPoint *q = (GemmPoint *)p;
   GemmTuneCfg *c = &q->cfg;
   c->bm = cfg[0], c->grid_up = cfg[1], c->grid_down = cfg[2];
-  c->bn_up = cfg[3], c->stages_up = cfg[4], c->bn_down = cfg[5], c->stages_down = cfg[6];
+  c->bn_up = cfg[3], c->stages_up = cfg[4], c->bn_down = cfg[5], c->stages_down = cfg[6], c->pdl = cfg[7];
   gemm_tune_max_grid(c->bm, true, c->bn_up, c->stages_up, q->ctx->dev.sms);  // shared-memory opt-in
   gemm_tune_max_grid(c->bm, false, c->bn_down, c->stages_down, q->ctx->dev.sms);
 }
-// Second round: the down launch's options at the first round's tile height and gate+up.
-static int gemm_pt_refine(void *p, const int *best, TuneCand *out, int max) {
+// Whether a point may use programmatic dependent launch: bm 16 (decode, where the chain
+// of kernels is most of the time) on sm_90 or newer, with the variants searched.
+static int gemm_pdl_ok(const GemmPoint *q, int bm) { return q->pdl_ok && bm == 16; }
+
+// Round 1 (down options at the first round's height and gate+up) and round 2 (the winner
+// with programmatic dependent launch of down after gate+up).
+static int gemm_pt_refine(void *p, int round, const int *best, TuneCand *out, int max) {
   const GemmPoint *q = (const GemmPoint *)p;
-  int i = 0, n = 0;
-  while (i < q->n_bm && q->bms[i] != best[0]) i++;
-  for (int d = 0; i < q->n_bm && d < q->n_down[i] && n < max; d++) {
-    const GemmLaunchOpt *o = &q->down[i][d];
-    if (o->grid == best[2] && o->bn == best[5] && o->stages == best[6]) continue;  // tried
-    int *c = out[n++].cfg;
-    c[0] = best[0], c[1] = best[1], c[3] = best[3], c[4] = best[4];
-    c[2] = o->grid, c[5] = o->bn, c[6] = o->stages;
+  int n = 0;
+  if (round == 1) {
+    int i = 0;
+    while (i < q->n_bm && q->bms[i] != best[0]) i++;
+    for (int d = 0; i < q->n_bm && d < q->n_down[i] && n < max; d++) {
+      const GemmLaunchOpt *o = &q->down[i][d];
+      if (o->grid == best[2] && o->bn == best[5] && o->stages == best[6]) continue;  // tried
+      int *c = out[n++].cfg;
+      for (int k = 0; k < 8; k++) c[k] = best[k];
+      c[2] = o->grid, c[5] = o->bn, c[6] = o->stages;
+    }
+  } else if (round == 2 && gemm_pdl_ok(q, best[0]) && !best[7] && max > 0) {
+    for (int k = 0; k < 8; k++) out[0].cfg[k] = best[k];
+    out[0].cfg[7] = 1;
+    n = 1;
   }
   return n;
 }
@@ -245,7 +258,7 @@ static int gemm_pt_allowed(void *p, const int *cfg) {
       u |= q->up[i][k].grid == cfg[1] && q->up[i][k].bn == cfg[3] && q->up[i][k].stages == cfg[4];
     for (int k = 0; k < q->n_down[i]; k++)
       d |= q->down[i][k].grid == cfg[2] && q->down[i][k].bn == cfg[5] && q->down[i][k].stages == cfg[6];
-    return u && d;
+    return u && d && (cfg[7] == 0 || (cfg[7] == 1 && gemm_pdl_ok(q, cfg[0])));
   }
   return 0;
 }
@@ -259,7 +272,7 @@ static void gemm_pt_run(void *p, cudaStream_t s) {
   const int own = q->hand.bm == 16 ? 6 : 4;
   const int hand = c->bm == q->hand.bm && c->grid_up == q->hand.grid_up && c->grid_down == q->hand.grid_down &&
                    c->bn_up == moe_grouped::BN && c->stages_up == own && c->bn_down == moe_grouped::BN &&
-                   c->stages_down == own;
+                   c->stages_down == own && !c->pdl;
   moe_dispatch_launch(b->d_topk_idx, b->T, (int)b->top_k, E, c->bm, b->d_offsets, b->d_tile_start,
                       b->d_sorted_token, b->d_pair_pos, s);
   if (hand) {  // exactly ch15's step
@@ -344,13 +357,14 @@ static int tune_gemm_point(Tuner *t, const GemmShape *g, int T, int skewed, GtlR
   // (gemm_pt_refine): the winner's height and gate+up with every down option.
   p.hand = moe_grouped_plan(T, (int)b.top_k, (int)E, ctx->dev.sms);
   const int own_st = p.hand.bm == 16 ? 6 : 4;
-  const int hand[7] = {p.hand.bm, p.hand.grid_up, p.hand.grid_down, moe_grouped::BN, own_st, moe_grouped::BN, own_st};
+  const int hand[8] = {p.hand.bm, p.hand.grid_up, p.hand.grid_down, moe_grouped::BN, own_st, moe_grouped::BN, own_st, 0};
+  p.pdl_ok = t->variants && ctx->dev.cc_major >= 9;
   int max_load = 0;
   for (int64_t e = 0; e < E; e++) max_load = b.h_count[e] > max_load ? b.h_count[e] : max_load;
-  static int space[TUNE_MAX_CANDIDATES * 7];
-  const int max_first = TUNE_MAX_CANDIDATES - TUNE_GEMM_MAX_OPTS;  // room for the second round
+  static int space[TUNE_MAX_CANDIDATES * 8];
+  const int max_first = TUNE_MAX_CANDIDATES - TUNE_GEMM_MAX_OPTS - 1;  // room for the later rounds
   int n_space = 1;
-  for (int k = 0; k < 7; k++) space[k] = hand[k];
+  for (int k = 0; k < 8; k++) space[k] = hand[k];
   int covered = 0;
   for (int i = 0; i < TUNE_GEMM_N_BM; i++) {
     const int bm = gemm_tune_bms[i];
@@ -377,11 +391,11 @@ static int tune_gemm_point(Tuner *t, const GemmShape *g, int T, int skewed, GtlR
     const int down_grid = gemm_tune_max_grid(bm, false, moe_grouped::BN, bm == 16 ? 6 : 4, ctx->dev.sms);
     for (int u = 0; u < p.n_up[bi] && n_space < max_first; u++) {
       const GemmLaunchOpt *o = &p.up[bi][u];
-      const int c[7] = {bm, o->grid, down_grid, o->bn, o->stages, moe_grouped::BN, bm == 16 ? 6 : 4};
+      const int c[8] = {bm, o->grid, down_grid, o->bn, o->stages, moe_grouped::BN, bm == 16 ? 6 : 4, 0};
       int same = 1;
-      for (int k = 0; k < 7; k++) same &= c[k] == hand[k];
+      for (int k = 0; k < 8; k++) same &= c[k] == hand[k];
       if (same) continue;
-      for (int k = 0; k < 7; k++) space[7 * n_space + k] = c[k];
+      for (int k = 0; k < 8; k++) space[8 * n_space + k] = c[k];
       n_space++;
     }
   }
@@ -395,7 +409,7 @@ static int tune_gemm_point(Tuner *t, const GemmShape *g, int T, int skewed, GtlR
   PointOps ops = {gemm_pt_set, gemm_pt_run, gemm_pt_validate, &p, "gemm", gemm_pt_refine, gemm_pt_allowed};
   static TuneCand cands[TUNE_MAX_CANDIDATES];
   int n = 0, from_cache = 0;
-  const int best = tune_point(t, &ops, hand, space, n_space, 7, key, cands, &n, &from_cache);
+  const int best = tune_point(t, &ops, hand, space, n_space, 8, key, cands, &n, &from_cache);
 
   char workload[128];
   snprintf(workload, sizeof workload, "gemm_T%d_E%lld_k%lld_D%lld_F%lld%s", T, (long long)E,

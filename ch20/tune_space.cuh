@@ -21,6 +21,8 @@
 //              32 columns (1 and 2 warps: 4x and 2x the work items; 16 at bm <= 32 only),
 //              128 columns (8 warps), a deeper ring (8 / 6 stages) and a shallower one (3
 //              stages: more CTAs per SM); at bm 16 also 12 stages (64 columns) and 6 (128).
+//     pdl      bm 16 on sm_90: the down projection launched as a programmatic dependent of
+//              gate+up (its blocks start early, stream their first weight slices, then wait).
 // Launchers only (pointers, sizes, stream in); the driver is ch20/autotune.cuh.
 #pragma once
 #include "../ch18/decode_attn.cuh"
@@ -83,6 +85,7 @@ typedef struct {
   int grid_up, grid_down;  // blocks of the gate+up and down launches
   int bn_up, stages_up;    // the gate+up launch's kernel variant (column tile, ring depth)
   int bn_down, stages_down;
+  int pdl;                 // 1: programmatic dependent launch of down after gate+up (bm 16, sm_90)
 } GemmTuneCfg;
 
 #define TUNE_GEMM_N_BM 5
@@ -110,9 +113,9 @@ static inline int gemm_tune_variants(int bm, int out[][2]) {
 }
 
 // moe_grouped_configure for a variant of moe_grouped_gemm_var_kernel.
-template <int BM, bool GLU, int ST, int BN>
+template <int BM, bool GLU, int ST, int BN, bool PDL>
 static inline int gemm_var_configure(int sms) {
-  auto *k = moe_grouped_gemm_var_kernel<BM, GLU, ST, BN>;
+  auto *k = moe_grouped_gemm_var_kernel<BM, GLU, ST, BN, PDL>;
   const int smem = moe_grouped::SmemOf<BM, GLU, ST, BN>::bytes;
   GTL_CUDA(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   int per_sm = 0;
@@ -121,33 +124,67 @@ static inline int gemm_var_configure(int sms) {
   return sms * per_sm;
 }
 
-template <int BM, bool GLU, int ST, int BN>
+// Launch one variant. PDL: the kernel triggers its dependent at once; the down projection
+// (!GLU) is launched with programmatic stream serialization, so it starts while the gate+up
+// kernel before it still runs, streams its first weight slices, and waits for h.
+template <int BM, bool GLU, int ST, int BN, bool PDL>
 static inline void gemm_var_launch(int grid, const __nv_bfloat16 *A, const int32_t *a_token,
                                    const __nv_bfloat16 *W0, const __nv_bfloat16 *W1, int64_t stride,
                                    const int32_t *offsets, const int32_t *tile_start, int E, int N,
                                    int K, __nv_bfloat16 *C, cudaStream_t s) {
-  moe_grouped_gemm_var_kernel<BM, GLU, ST, BN>
-      <<<grid, moe_grouped::ThreadsOf<BN>::value, moe_grouped::SmemOf<BM, GLU, ST, BN>::bytes, s>>>(
-          A, a_token, W0, W1, stride, offsets, tile_start, E, N, K, C);
+  constexpr int threads = moe_grouped::ThreadsOf<BN>::value, smem = moe_grouped::SmemOf<BM, GLU, ST, BN>::bytes;
+  if constexpr (PDL && !GLU) {
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr = {};
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cfg.gridDim = dim3(grid), cfg.blockDim = dim3(threads), cfg.dynamicSmemBytes = smem, cfg.stream = s;
+    cfg.attrs = &attr, cfg.numAttrs = 1;
+    GTL_CUDA(cudaLaunchKernelEx(&cfg, moe_grouped_gemm_var_kernel<BM, GLU, ST, BN, PDL>, A, a_token, W0, W1,
+                                stride, offsets, tile_start, E, N, K, C));
+  } else {
+    moe_grouped_gemm_var_kernel<BM, GLU, ST, BN, PDL><<<grid, threads, smem, s>>>(
+        A, a_token, W0, W1, stride, offsets, tile_start, E, N, K, C);
+  }
   GTL_LAUNCH();
 }
 
-// The variants of one height BM other than ch15's own: configure (launch == 0) or launch.
-// Returns the largest persistent grid (configure), 1 (launched), or 0 (no such variant).
-template <int BM, bool GLU>
-static inline int gemm_var_dispatch(int launch, int bn, int st, int sms, int grid, const __nv_bfloat16 *A,
-                                    const int32_t *a_token, const __nv_bfloat16 *W0,
-                                    const __nv_bfloat16 *W1, int64_t stride, const int32_t *offsets,
-                                    const int32_t *tile_start, int E, int N, int K, __nv_bfloat16 *C,
-                                    cudaStream_t s) {
-  constexpr int OWN = moe_grouped::Stages<BM>::value, DEEP = BM == 16 ? 8 : 6;
-#define GEMM_VAR(BN_, ST_)                                                                      \
-  if (bn == BN_ && st == ST_) {                                                                 \
-    if (!launch) return gemm_var_configure<BM, GLU, ST_, BN_>(sms);                             \
-    gemm_var_launch<BM, GLU, ST_, BN_>(grid, A, a_token, W0, W1, stride, offsets, tile_start, E, \
-                                       N, K, C, s);                                             \
-    return 1;                                                                                   \
+// One variant: configure it (launch == 0: returns its largest persistent grid; at bm 16
+// also its PDL twin's) or launch it (the PDL twin when pdl, bm 16 only; returns 1).
+template <int BM, bool GLU, int ST, int BN>
+static inline int gemm_var_run(int launch, int pdl, int sms, int grid, const __nv_bfloat16 *A,
+                               const int32_t *a_token, const __nv_bfloat16 *W0, const __nv_bfloat16 *W1,
+                               int64_t stride, const int32_t *offsets, const int32_t *tile_start, int E,
+                               int N, int K, __nv_bfloat16 *C, cudaStream_t s) {
+  if (!launch) {
+    if constexpr (BM == 16) gemm_var_configure<BM, GLU, ST, BN, true>(sms);
+    return gemm_var_configure<BM, GLU, ST, BN, false>(sms);
   }
+  if constexpr (BM == 16) {
+    if (pdl) {
+      gemm_var_launch<BM, GLU, ST, BN, true>(grid, A, a_token, W0, W1, stride, offsets, tile_start, E, N, K, C, s);
+      return 1;
+    }
+  }
+  gemm_var_launch<BM, GLU, ST, BN, false>(grid, A, a_token, W0, W1, stride, offsets, tile_start, E, N, K, C, s);
+  return 1;
+}
+
+// The variants of one height BM (at bm 16 ch15's own too, for its PDL twin): configure
+// (launch == 0) or launch. Returns the largest persistent grid (configure), 1 (launched),
+// or 0 (no such variant).
+template <int BM, bool GLU>
+static inline int gemm_var_dispatch(int launch, int pdl, int bn, int st, int sms, int grid,
+                                    const __nv_bfloat16 *A, const int32_t *a_token,
+                                    const __nv_bfloat16 *W0, const __nv_bfloat16 *W1, int64_t stride,
+                                    const int32_t *offsets, const int32_t *tile_start, int E, int N,
+                                    int K, __nv_bfloat16 *C, cudaStream_t s) {
+  constexpr int OWN = moe_grouped::Stages<BM>::value, DEEP = BM == 16 ? 8 : 6;
+#define GEMM_VAR(BN_, ST_)                                                                               \
+  if (bn == BN_ && st == ST_)                                                                            \
+    return gemm_var_run<BM, GLU, ST_, BN_>(launch, pdl, sms, grid, A, a_token, W0, W1, stride, offsets, \
+                                           tile_start, E, N, K, C, s);
+  if constexpr (BM == 16) { GEMM_VAR(64, OWN) }
   if constexpr (BM <= 32) { GEMM_VAR(16, OWN) }
   GEMM_VAR(32, OWN)
   GEMM_VAR(128, 4)
@@ -162,28 +199,29 @@ static inline int gemm_var_dispatch(int launch, int bn, int st, int sms, int gri
 }
 
 // Largest persistent grid of one variant (SMs × resident blocks); also raises its
-// shared-memory opt-in, so call it before launching that variant. Exit 3 on error.
+// shared-memory opt-in (and its PDL twin's), so call it before launching that variant.
+// Exit 3 on error.
 static inline int gemm_tune_max_grid(int bm, bool glu, int bn, int stages, int sms) {
   const int own = bn == moe_grouped::BN && stages == (bm == 16 ? 6 : 4);
   int g = 0;
   switch (bm) {
     case 16:
+      g = glu ? gemm_var_dispatch<16, true>(0, 0, bn, stages, sms, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+              : gemm_var_dispatch<16, false>(0, 0, bn, stages, sms, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
       if (own) return glu ? moe_grouped_configure<16, true>(sms) : moe_grouped_configure<16, false>(sms);
-      g = glu ? gemm_var_dispatch<16, true>(0, bn, stages, sms, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-              : gemm_var_dispatch<16, false>(0, bn, stages, sms, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
       break;
     case 32:
       if (own) return glu ? moe_grouped_configure<32, true>(sms) : moe_grouped_configure<32, false>(sms);
-      g = glu ? gemm_var_dispatch<32, true>(0, bn, stages, sms, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-              : gemm_var_dispatch<32, false>(0, bn, stages, sms, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+      g = glu ? gemm_var_dispatch<32, true>(0, 0, bn, stages, sms, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+              : gemm_var_dispatch<32, false>(0, 0, bn, stages, sms, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
       break;
     case 48:
       if (own) return glu ? moe_grouped_configure<48, true>(sms) : moe_grouped_configure<48, false>(sms);
       break;
     case 64:
       if (own) return glu ? moe_grouped_configure<64, true>(sms) : moe_grouped_configure<64, false>(sms);
-      g = glu ? gemm_var_dispatch<64, true>(0, bn, stages, sms, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-              : gemm_var_dispatch<64, false>(0, bn, stages, sms, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+      g = glu ? gemm_var_dispatch<64, true>(0, 0, bn, stages, sms, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+              : gemm_var_dispatch<64, false>(0, 0, bn, stages, sms, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
       break;
     case 128:
       if (own) return glu ? moe_grouped_configure<128, true>(sms) : moe_grouped_configure<128, false>(sms);
@@ -238,19 +276,19 @@ static inline void gemm_tune_launch(const GemmTuneCfg *cfg, const __nv_bfloat16 
   int done = 0;
   switch (cfg->bm) {
     case 16:
-      if (own) return gemm_tune_launch_bm<16, GLU>(grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
-      done = gemm_var_dispatch<16, GLU>(1, bn, st, 0, grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
+      if (own && !cfg->pdl) return gemm_tune_launch_bm<16, GLU>(grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
+      done = gemm_var_dispatch<16, GLU>(1, cfg->pdl, bn, st, 0, grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
       break;
     case 32:
       if (own) return gemm_tune_launch_bm<32, GLU>(grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
-      done = gemm_var_dispatch<32, GLU>(1, bn, st, 0, grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
+      done = gemm_var_dispatch<32, GLU>(1, 0, bn, st, 0, grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
       break;
     case 48:
       if (own) return gemm_tune_launch_bm<48, GLU>(grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
       break;
     case 64:
       if (own) return gemm_tune_launch_bm<64, GLU>(grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
-      done = gemm_var_dispatch<64, GLU>(1, bn, st, 0, grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
+      done = gemm_var_dispatch<64, GLU>(1, 0, bn, st, 0, grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
       break;
     case 128:
       if (own) return gemm_tune_launch_bm<128, GLU>(grid, A, a_token, W0, W1, stride, offsets, tile_start, E, (int)N, (int)K, C, s);
