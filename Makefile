@@ -86,6 +86,10 @@ $(foreach c,$(CHAPTERS),$(eval $(call chapter_rule,$(c))))
 # A program that needs more than the common flags says so here, one line each.
 ch10/optimized: PROG_NVCCFLAGS += -gencode=arch=compute_90a,code=sm_90a  # wgmma, setmaxnreg (ch10/wgmma.cuh)
 ch05/optimized: PROG_LDLIBS += -lpthread  # ring_loader.cuh's reader threads (glibc < 2.34 keeps pthreads apart)
+# ch12: the lab's mini preset and CPU reference (labs/moe); libcommon.a again after libmoe.a,
+# which uses it.
+ch12/baseline ch12/optimized: build/libmoe.a
+ch12/%: PROG_LDLIBS += build/libmoe.a build/libcommon.a -lpthread
 # ch04: NCCL from NCCL_HOME (default: the first of the toolkit, /usr, /usr/local with
 # include/nccl.h; a pip wheel works too: NCCL_HOME=<site-packages>/nvidia/nccl). Without
 # it ch04/optimized builds but waives. MPI=1 adds the multi-node bootstrap (mpicc's flags).
