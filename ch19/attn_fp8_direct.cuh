@@ -54,6 +54,13 @@ static_assert(ATTN8D_KPW == 16 || ATTN8D_KPW == 32, "ATTN8D_KPW must be 16 or 32
 #ifndef ATTN8D_COALESCED
 #define ATTN8D_COALESCED 0
 #endif
+// 1 (needs ATTN8D_COALESCED): with that map each warp loads exactly the rows and scale
+// words of its own keys, so it waits for its tile with cp.async.wait_group + __syncwarp
+// instead of a CTA barrier: the 4 warps no longer wait for the slowest at every tile.
+#ifndef ATTN8D_WARP_SYNC
+#define ATTN8D_WARP_SYNC 0
+#endif
+static_assert(!ATTN8D_WARP_SYNC || ATTN8D_COALESCED, "ATTN8D_WARP_SYNC needs ATTN8D_COALESCED");
 // Resident CTAs per SM the register budget is sized for (__launch_bounds__): 4 → <= 128
 // registers per thread; 6 → <= 80 (fits the swapped-operand path with 2 or 4 stages).
 #ifndef ATTN8D_MIN_CTAS
@@ -446,7 +453,10 @@ __global__ void __launch_bounds__(ATTN_THREADS, ATTN8D_MIN_CTAS)  // 4: <= 128 r
   }
   for (int t = 0; t < n_tiles; t++) {
     attn_cp_async_wait<ATTN8D_STAGES - 2>();
-    __syncthreads();  // tile t landed everywhere; stage (t-1) % STAGES is free
+    if (ATTN8D_WARP_SYNC)
+      __syncwarp();  // this warp's rows of tile t landed; its rows of stage (t-1) % STAGES are free
+    else
+      __syncthreads();  // tile t landed everywhere; stage (t-1) % STAGES is free
     if (t + ATTN8D_STAGES - 1 < n_tiles) load_tile((t + ATTN8D_STAGES - 1) % ATTN8D_STAGES, t + ATTN8D_STAGES - 1);
     attn_cp_async_commit();
 

@@ -113,12 +113,13 @@ FP8KV_HD int fp8kv_load_row0(int tid, int rows) { return (tid >> 2) * (rows >> 5
  * coalesced 1 (ATTN8D_COALESCED), warp w's copy i covers the 8 consecutive rows
  * w·rows/4 + 8i + 0..7 (512 contiguous bytes of a contiguous cache, 4 whole 128-byte lines
  * per warp instruction) and each row takes its own block-table look-up. The scale word of
- * row fp8kv_scale_row (-1: none) goes with thread tid. */
+ * row fp8kv_scale_row (-1: none) goes with thread tid. With coalesced 1 and rows = 4·kpw,
+ * warp w copies exactly rows w·kpw .. w·kpw + kpw − 1, the keys it computes on. */
 FP8KV_HD int fp8kv_load_row(int tid, int i, int rows, int coalesced) {
   return coalesced ? (tid >> 5) * (rows >> 2) + 8 * i + ((tid & 31) >> 2) : fp8kv_load_row0(tid, rows) + i;
 }
 FP8KV_HD int fp8kv_scale_row(int tid, int rows, int coalesced) {
-  if (coalesced) return tid < rows ? tid : -1;
+  if (coalesced) return (tid & 31) < (rows >> 2) ? (tid >> 5) * (rows >> 2) + (tid & 31) : -1;
   return (tid & 3) < (rows >> 5) ? fp8kv_load_row0(tid, rows) + (tid & 3) : -1;
 }
 FP8KV_HD int fp8kv_k_row(int kpw, int warp, int nt, int lane) { return warp * kpw + 8 * nt + (lane & 7); }

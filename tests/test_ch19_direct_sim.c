@@ -645,10 +645,25 @@ static void wrong_load_map_fails(void **state) {
   assert_true(run_case(&m, 8, 32, 300, 0, 1, 16, 0, 1) > 10 * TOL);
 }
 
+/* ATTN8D_WARP_SYNC's condition: with the coalesced map, every row and scale word a warp
+ * copies is one of its own keys (w·kpw .. w·kpw + kpw − 1), so no other warp reads it. */
+static void coalesced_loads_stay_in_the_warp(void **state) {
+  (void)state;
+  for (int kpw = 16; kpw <= 32; kpw += 16) {
+    const int rows = 4 * kpw;
+    for (int tid = 0; tid < 128; tid++) {
+      for (int i = 0; i < rows / 32; i++) assert_int_equal(fp8kv_load_row(tid, i, rows, 1) / kpw, tid / 32);
+      const int r = fp8kv_scale_row(tid, rows, 1);
+      if (r >= 0) assert_int_equal(r / kpw, tid / 32);
+    }
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(kpw32_group8),        cmocka_unit_test(kpw32_group16),
                                      cmocka_unit_test(kpw16_both_groups),   cmocka_unit_test(short_sequences),
                                      cmocka_unit_test(swapped_operands),
+                                     cmocka_unit_test(coalesced_loads_stay_in_the_warp),
                                      cmocka_unit_test(wrong_maps_fail),     cmocka_unit_test(wrong_load_map_fails)};
   return cmocka_run_group_tests_name("ch19_direct_sim", tests, NULL, NULL);
 }
