@@ -313,9 +313,9 @@ static int tune_main(int argc, char **argv, const char *variant, const char *str
            "cache: %s (%s, %d entries; key = kernel | GPU name | SM count | CUDA runtime %d | shape bucket)",
            strategy,
            !tuning ? "none (hand-picked)"
-           : t.variants ? "launch parameters (splits; bm, grids) x kernel variants (attention: 2/3/4/6 stages; "
-                          "GEMM per launch: 16/32/64/128 columns = 1/2/4/8 warps, ring depth); the variant is part of "
-                          "each cached configuration"
+           : t.variants ? "launch parameters (splits; bm, grids) x kernel variants (attention: 2/3/4/6/8 stages; "
+                          "GEMM per launch: 16/32/64/128 columns = 1/2/4/8 warps, ring depth; at bm 16 programmatic "
+                          "dependent launch of down); the variant is part of each cached configuration"
                         : "launch parameters only, the chapters' own kernels (--no-variants)",
            na, np - na, cache_path,
            !tuning ? "not used by the baseline" : loaded ? (cache.n ? "read" : "empty or absent") : "ignored",
