@@ -17,13 +17,13 @@
 #   b64       03 then 02, batch 64, prompt 32, gen 8 (03 checked on 4 positions of row 0)
 # Logs, and each run's JSON line as NAME.json, go to $OUT (default results/labs_03).
 # VERIFY_02=0 runs 02's points with --no-verify (02 is validated by its own runs).
-#   labs/03_tiling/run_device.sh [budget_seconds, default 540] [parts, default "mini attn memcheck b1 b64"]
+#   labs/03_tiling/run_device.sh [budget_seconds, default 540] [parts, default "mini b1 b64 memcheck hf attn memattn"]
 set -u
 cd "$(dirname "$0")/../.." || exit 3
 out=${OUT:-results/labs_03}
 mkdir -p "$out"
 budget=${1:-540}
-parts=${2:-mini attn memcheck b1 b64}
+parts=${2:-mini b1 b64 memcheck hf attn memattn}
 p1=${B1_PROMPT:-512}
 g1=${B1_GEN:-32}
 nv02=; [ "${VERIFY_02:-1}" = 0 ] && nv02=--no-verify
