@@ -100,12 +100,19 @@ static void save_then_load_round_trips(void **state) {
   const TuneEntry *e = tune_cache_find(&d, a.key);
   assert_non_null(e);
   assert_int_equal(e->cfg[0], 48);
-  assert_int_equal(e->n_cfg, 1);
+  assert_int_equal(e->n_cfg, 2);
+  assert_int_equal(e->cfg[1], 3); /* left out: ch18's own kernel (3 stages) */
   e = tune_cache_find(&d, g.key);
   assert_non_null(e);
   assert_int_equal(e->cfg[0], 16);
   assert_int_equal(e->cfg[1], 264);
   assert_int_equal(e->cfg[2], 396);
+  assert_int_equal(e->n_cfg, 8); /* left out: ch15's own kernel for both launches at bm 16 */
+  assert_int_equal(e->cfg[3], 64);
+  assert_int_equal(e->cfg[4], 6);
+  assert_int_equal(e->cfg[5], 64);
+  assert_int_equal(e->cfg[6], 6);
+  assert_int_equal(e->cfg[7], 0); /* and no programmatic dependent launch */
   assert_true(e->us > 12.49 && e->us < 12.51);
   assert_null(tune_cache_find(&d, "attn|NVIDIA H200|sms=88|cuda=13000|B16_S8192_Hkv8_w0"));
   char *text = slurp(path); /* the human-readable copies of the key's parts */
@@ -172,6 +179,7 @@ static void bad_entries_are_named_and_skipped(void **state) {
   const TuneEntry *g = tune_cache_find(&c, "gemm|G|sms=1|cuda=1|g");
   assert_non_null(g);
   assert_int_equal(g->cfg[2], 264);
+  assert_int_equal(g->cfg[4], 4); /* bm 32: ch15's 4 stages */
   char err[256]; /* a cache of ours with bad entries may be rewritten: the good ones stay */
   assert_int_equal(tune_cache_save(&c, path, err, sizeof err), 0);
   assert_int_equal(load_logged(&c, path, log, sizeof log), 0);
