@@ -128,6 +128,31 @@ class UpdateAndSchema(unittest.TestCase):
         self.assertEqual(e1["baseline"]["median_ms"], 110.0)
         self.assertEqual(e1["speedup"], 2.5)
 
+    def test_lab_entry_keep_points_merges_other_workloads_only(self):
+        def rec(name, ms, workload, *extra):
+            l = line("decode", ms, workload=workload)
+            l.update({"tokens_per_s": 1000.0 / ms, "ms_per_token": ms, "batch": 1})
+            self.write(name, l)
+            return ce.main(["update-lab", os.path.join(self.res, name), "--target",
+                            "labs/00_baseline", "--command", "decode", *extra])
+        path = os.path.join(ce.EXP_DIR, "h200.json")
+        self.assertEqual(rec("a.json", 110.0, "mixtral_B1"), 0)
+        self.assertEqual(rec("b.json", 100.0, "gptoss_B1", "--keep-points"), 0)
+        with open(path) as f:
+            e = json.load(f)["entries"]["labs/00_baseline"]
+        self.assertEqual(sorted(e["operating_points"]), ["gptoss_B1", "mixtral_B1"])
+        self.assertEqual(e["workload"], "gptoss_B1")  # the files' point heads the entry
+        self.assertEqual(e["operating_points"]["mixtral_B1"]["median_ms"], 110.0)
+        # a re-measured workload replaces its old point; without the flag the rest go
+        self.assertEqual(rec("c.json", 90.0, "gptoss_B1", "--keep-points"), 0)
+        with open(path) as f:
+            e = json.load(f)["entries"]["labs/00_baseline"]
+        self.assertEqual(e["operating_points"]["gptoss_B1"]["median_ms"], 90.0)
+        self.assertEqual(rec("d.json", 80.0, "gptoss_B1"), 0)
+        with open(path) as f:
+            e = json.load(f)["entries"]["labs/00_baseline"]
+        self.assertEqual(sorted(e["operating_points"]), ["gptoss_B1"])
+
     def test_attached_table_rows_are_parsed_by_named_columns(self):
         path = os.path.join(self.res, "sweep.txt")
         with open(path, "w") as f:
