@@ -15,17 +15,8 @@
 // Prints "ok: ..." / "FAILED: ..." and exits 1 on any failure.
 #include "../moe/engine.cuh"
 #include "layer.cuh"
+#include "../moe/plan_check.h"
 
-static int fails = 0;
-#define CHECK(cond, ...)                            \
-  do {                                              \
-    if (!(cond)) {                                  \
-      fails++;                                      \
-      printf("FAILED: " __VA_ARGS__);               \
-      printf("  (%s, line %d)\n", #cond, __LINE__); \
-      return;                                       \
-    }                                               \
-  } while (0)
 
 static void preset(const char *name, Engine *e) {
   memset(e, 0, sizeof *e);

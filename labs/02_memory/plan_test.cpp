@@ -18,17 +18,8 @@
 // Prints "ok: ..." / "FAILED: ..." and exits 1 on any failure.
 #include "../moe/engine.cuh"
 #include "layer.cuh"
+#include "../moe/plan_check.h"
 
-static int fails = 0;
-#define CHECK(cond, ...)                            \
-  do {                                              \
-    if (!(cond)) {                                  \
-      fails++;                                      \
-      printf("FAILED: " __VA_ARGS__);               \
-      printf("  (%s, line %d)\n", #cond, __LINE__); \
-      return;                                       \
-    }                                               \
-  } while (0)
 
 static uint64_t rng_state;
 static uint32_t rng_next(uint32_t n) {  // splitmix64, then modulo (bias irrelevant here)

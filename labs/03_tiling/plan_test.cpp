@@ -14,17 +14,8 @@
 // Prints "ok: ..." / "FAILED: ..." and exits 1 on any failure.
 #include "../moe/engine.cuh"
 #include "layer.cuh"
+#include "../moe/plan_check.h"
 
-static int fails = 0;
-#define CHECK(cond, ...)                            \
-  do {                                              \
-    if (!(cond)) {                                  \
-      fails++;                                      \
-      printf("FAILED: " __VA_ARGS__);               \
-      printf("  (%s, line %d)\n", #cond, __LINE__); \
-      return;                                       \
-    }                                               \
-  } while (0)
 
 static void check_fits(void) {
   const char *names[] = {"gptoss20b", "gptoss120b", "gptoss20b_mixtral", "qwen3moe", "mini", "tiny_mixtral",
