@@ -5,16 +5,19 @@
 // The widening kernel (attn_fp8_splitkv_kernel) turns each FP8 tile back into ch18's bf16
 // tile in shared memory: per 64-key tile, 128 threads each convert a 64-dim row, store 128
 // bytes and meet at one more barrier. That pass costs more instructions than the MMAs and
-// leaves half of each 16 KB stage empty. Here a stage holds only the 8.25 KB the cache
-// sends (6 stages in flight instead of 3), and each warp builds its MMA operands from the
-// FP8 bytes itself:
+// leaves half of each 16 KB stage empty. Here a stage holds only the 16.5 KB the cache
+// sends for 128 keys (3 stages in the 49.5 KB of ch18's three 64-key bf16 stages); each
+// warp copies its own 32 keys' rows into it and builds its MMA operands from the FP8
+// bytes itself:
 // - K: ldmatrix on the 64-byte rows gives a lane 4 consecutive codes of one key; one
 //   cvt.rn.f16x2.e4m3x2 per pair makes them fp16 B fragments. E4M3 → fp16 is exact (4
 //   significant bits into 11, exponents 2^-9..2^8 inside fp16's range). Q is loaded once as
 //   fp16 in the matching dim order (fp8kv_qk_dim).
-// - V: ldmatrix.trans gives a lane 2 codes of each of 2 keys; a byte permute pairs the keys
-//   per dim, then one cvt per pair. The output dims come out permuted (fp8kv_pv_dim) and
-//   are put back in order when written.
+// - V: ldmatrix.trans gives a lane 2 codes of each of 2 keys; a byte permute of two such
+//   registers pairs the keys per dim, then one cvt per half. The output dims come out
+//   permuted (fp8kv_pv_dim, fp8kv_swap_dim) and are put back in order when written.
+// - Groups of <= 8 heads (the default build) swap the MMA operands: keys or dims as the
+//   16 rows, heads as the 8 columns (see the kernel).
 // - P·diag(sv) is packed as fp16. To keep it inside fp16's range whatever the scales, each
 //   warp divides it by a power of two 2^E ≥ its largest V scale so far and rescales its
 //   accumulators when E grows (with the softmax's alpha, at no extra cost); O is multiplied
@@ -326,10 +329,12 @@ __device__ __forceinline__ void attn8d_swap_tile(uint32_t ks, uint32_t vs, const
 // Strategy: ch18's CTA per (sequence, KV head, split) and cp.async tile pipeline, with
 // tiles of ATTN8D_TILE keys and warp w owning keys w·KPW .. w·KPW + KPW − 1 of each, online
 // softmax; operands built in registers from FP8 (see the top of this file); the epilogue is
-// ch18's. Per tile a warp pays a fixed cost (barrier, cp.async wait, softmax max/exp/
-// rescale of O, the V-scale exponent) on top of the per-key MMAs and conversions: with 32
-// keys per warp it is paid once per 32 keys instead of 16. Limiter: issue slots per key
-// until the DRAM read at 132 B per (key, KV head) is the longer. Arguments as
+// ch18's. Per tile a warp pays a fixed cost (cp.async wait, softmax max/exp/rescale of O,
+// the V-scale exponent) on top of the per-key MMAs and conversions: with 32 keys per warp
+// it is paid once per 32 keys instead of 16. With ATTN8D_COALESCED and ATTN8D_WARP_SYNC
+// (default) each warp loads its own keys in whole 128-byte lines and waits only for them.
+// Limiter: DRAM read at 132 B per (key, KV head), reached at 71% of peak on an H200 (ncu,
+// 16 × 8192); the rest is each warp's dependent chain per tile. Arguments as
 // attn_fp8_splitkv_kernel; every page must be FP8.
 //
 // kSwap (groups of <= 8 heads, ATTN8D_SWAP_AB): Sᵀ = K̂ · Qᵀ with 16 keys as the MMA rows and
