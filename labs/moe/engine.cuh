@@ -12,8 +12,10 @@
 // (preset or --model's config.json) → LayerOps.configure → device → weights → weights
 // check → teacher-forced logits of --check positions vs the CPU reference (rel_l2 <
 // tol_rel_l2, top-1 agreement >= tol_top1; FAIL exits 1 untimed) → prompt (one step per
-// token, untimed) → --gen tokens, the first --warmup decode steps untimed, every later one
-// timed by a CUDA event pair → stage breakdown over --stage-steps instrumented steps.
+// token, untimed) → [LayerOps.graph: the step captured as a CUDA graph, one replay checked
+// bit for bit against an eager run] → --gen tokens, the first --warmup decode steps
+// untimed, every later one timed by a CUDA event pair (a graph layer replays them) → stage
+// breakdown over --stage-steps instrumented steps (always eager).
 //
 // Roofline: moe_step_bytes_fmt (labs/moe/config.h) in the layer's weight formats and KV
 // bytes per element; the breakdown splits the same model per stage (weights and KV only).
@@ -135,14 +137,16 @@ static inline void engine_set_tokens(Engine *e, const int *tok, size_t stride, i
 }
 
 // After a device sampler: the sampled token is the next step's input, positions advance,
-// and the token joins the device history hist[b][i]. Thread per sequence.
+// and the token joins the device history hist[b][i], i = pos[b] − pos0 (the step at
+// position pos0 + i yields token i; read on the device, so a replayed CUDA graph of the
+// step writes the right entry). Thread per sequence.
 __global__ void engine_advance_kernel(const int32_t *next, int32_t *tok, int32_t *pos, int32_t *hist,
-                                      int B, int stride, int i) {
+                                      int B, int stride, int pos0) {
   const int b = blockIdx.x * blockDim.x + threadIdx.x;
   if (b >= B) return;
   tok[b] = next[b];
+  hist[(size_t)b * stride + (pos[b] - pos0)] = next[b];
   pos[b] += 1;
-  hist[(size_t)b * stride + i] = next[b];
 }
 
 typedef struct {
@@ -152,6 +156,7 @@ typedef struct {
   int32_t *d_hist;   // device history (device sampler)
   int stride;
   double *scratch;   // [V]
+  int pos0;          // position of the step that yields token 0 (the prompt's last)
 } EngineSampler;
 
 // Next token of every row as token i of the history: the host sampler (logits to the
@@ -161,7 +166,7 @@ static inline void engine_sample(Engine *e, EngineSampler *sm, int i) {
   if (e->ops.sample) {
     e->ops.sample(e, -1);
     engine_advance_kernel<<<(e->B + 127) / 128, 128, 0, e->s>>>(e->a.d_next, e->a.d_tok, e->a.d_pos, sm->d_hist,
-                                                                e->B, sm->stride, i);
+                                                                e->B, sm->stride, sm->pos0);
     GTL_LAUNCH();
   } else {
     const size_t V = (size_t)e->cfg.V;

@@ -9,6 +9,56 @@ typedef struct {
   const int *ids;  // the prompt of every sequence, or NULL: seeded ids
 } EngineRun;
 
+// ---- the step as a CUDA graph (LayerOps.graph) ------------------------------------------
+// One decode step (every stage, the device sampler, the token advance) recorded on e->s
+// into an executable graph; nothing runs. The stages must never synchronize and must read
+// tokens and positions from a.d_tok / a.d_pos: the host's e->pos is baked in at capture
+// and is only an NVTX label afterwards. *nodes: the graph's node count. Errors exit 3.
+static inline cudaGraphExec_t engine_graph_capture(Engine *e, EngineSampler *sm, size_t *nodes) {
+  cudaGraph_t g;
+  cudaGraphExec_t x;
+  GTL_CUDA(cudaStreamBeginCapture(e->s, cudaStreamCaptureModeThreadLocal));
+  engine_step(e, 0);
+  engine_sample(e, sm, -1);  // device sampler: the history index comes from a.d_pos
+  GTL_CUDA(cudaStreamEndCapture(e->s, &g));
+  GTL_CUDA(cudaGraphGetNodes(g, NULL, nodes));
+  GTL_CUDA(cudaGraphInstantiate(&x, g, 0));
+  GTL_CUDA(cudaGraphUpload(x, e->s));
+  GTL_CUDA(cudaGraphDestroy(g));
+  return x;
+}
+
+// Replay against eager on the same step: from the same tokens and positions the step runs
+// eagerly, then the graph replays it, the logits poisoned before each. Same kernels, same
+// order, so they must agree bit for bit; a difference is a stage that read host state
+// frozen at capture. Both write the same K/V row and history entry, and the tokens and
+// positions are put back after each, so the run continues from the step as if unchecked.
+// Returns how many of the B·V logits differ.
+static inline size_t engine_graph_check(Engine *e, EngineSampler *sm, cudaGraphExec_t x) {
+  const size_t n = (size_t)e->cfg.V * e->B, tb = sizeof(int32_t) * 2 * e->B;
+  int32_t *saved = (int32_t *)gtl_malloc(tb, "tokens and positions (graph check)");
+  float *eager = (float *)malloc(sizeof(float) * n);
+  GTL_CUDA(cudaMemcpyAsync(saved, e->a.d_tok, tb, cudaMemcpyDeviceToDevice, e->s));
+  for (int replay = 0; replay < 2; replay++) {
+    gtl_poison(e->a.d_logits, sizeof(float) * n, e->s);
+    if (replay) {
+      GTL_CUDA(cudaGraphLaunch(x, e->s));
+    } else {
+      engine_step(e, 0);
+      engine_sample(e, sm, -1);
+    }
+    GTL_CUDA(cudaMemcpyAsync(e->a.h_logits, e->a.d_logits, sizeof(float) * n, cudaMemcpyDeviceToHost, e->s));
+    GTL_CUDA(cudaMemcpyAsync(e->a.d_tok, saved, tb, cudaMemcpyDeviceToDevice, e->s));
+    GTL_CUDA(cudaStreamSynchronize(e->s));
+    if (!replay) memcpy(eager, e->a.h_logits, sizeof(float) * n);
+  }
+  size_t diff = 0;
+  for (size_t k = 0; k < n; k++) diff += memcmp(eager + k, e->a.h_logits + k, sizeof(float)) != 0;
+  free(eager);
+  GTL_CUDA(cudaFree(saved));
+  return diff;
+}
+
 static inline int engine_generate(Engine *e, const EngineRun *run, GtlResult *r) {
   GtlCtx *ctx = &e->ctx;
   const MoeConfig *c = &e->cfg;
@@ -17,7 +67,7 @@ static inline int engine_generate(Engine *e, const EngineRun *run, GtlResult *r)
   const size_t stride = (size_t)n_steps + 1;
   int *prompt = (int *)malloc(sizeof(int) * B * P), *out = (int *)malloc(sizeof(int) * B * stride);
   EngineSampler sm = {run->temperature, run->top_p, ctx->args.seed ^ 0x5A3Dull, out, NULL, (int)stride,
-                      (double *)malloc(sizeof(double) * V)};
+                      (double *)malloc(sizeof(double) * V), P - 1};
   if (e->ops.sample) sm.d_hist = (int32_t *)gtl_malloc(sizeof(int32_t) * B * stride, "token history");
   for (int b = 0; b < B; b++)
     for (int p = 0; p < P; p++)
@@ -35,6 +85,31 @@ static inline int engine_generate(Engine *e, const EngineRun *run, GtlResult *r)
   if (e->ops.sample) GTL_CUDA(cudaStreamSynchronize(e->s));  // prefill_s includes the GPU work (the host path waited in engine_sample)
   clock_gettime(CLOCK_MONOTONIC, &t1);
   const double prefill_s = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
+
+  // Graph layers: the step captured once for this batch and checked against an eager run
+  // of the first decode step; every decode step up to gen replays it (warm-up included),
+  // the instrumented steps run eagerly (their event pairs give the stage breakdown).
+  cudaGraphExec_t gx = NULL;
+  size_t g_nodes = 0;
+  if (e->ops.graph) {
+    e->pos = P;
+    gx = engine_graph_capture(e, &sm, &g_nodes);
+    const size_t diff = engine_graph_check(e, &sm, gx);
+    gtl_result_extra(r, "graph_nodes", (double)g_nodes);
+    if (diff) {
+      fprintf(stderr, "error: the graph's replay and the eager step differ in %zu of %zu logits\n", diff,
+              (size_t)V * B);
+      r->err.pass = 0;
+      gtl_report_row(ctx, r);
+      GTL_CUDA(cudaGraphExecDestroy(gx));
+      free(prompt);
+      free(out);
+      free(sm.scratch);
+      GTL_CUDA(cudaFree(sm.d_hist));
+      gtl_report_finish(ctx, r);
+      return GTL_EXIT_FAIL;  // with --no-verify too
+    }
+  }
 
   // Decode: step i consumes token i-1 and yields token i. Timed: warmup < i < gen, one
   // event pair each (the second is recorded after the host has sampled: the stream is
@@ -58,8 +133,14 @@ static inline int engine_generate(Engine *e, const EngineRun *run, GtlResult *r)
     if (e->ops.sample) e->pos = P + i - 1;  // tokens and positions advanced on the device
     else engine_set_tokens(e, out + i - 1, stride, P + i - 1);
     if (is_timed) GTL_CUDA(cudaEventRecord(ev[2 * k], e->s));
-    engine_step(e, !e->ops.sample);
-    engine_sample(e, &sm, i);
+    if (gx && !e->profile) {
+      gtl_nvtx_push_payload(e->nv_step, e->pos);
+      GTL_CUDA(cudaGraphLaunch(gx, e->s));
+      gtl_nvtx_pop();
+    } else {
+      engine_step(e, !e->ops.sample);
+      engine_sample(e, &sm, i);
+    }
     if (is_timed) {
       GTL_CUDA(cudaEventRecord(ev[2 * k + 1], e->s));
       ctx_sum += e->pos;
@@ -88,6 +169,9 @@ static inline int engine_generate(Engine *e, const EngineRun *run, GtlResult *r)
            "KV at %.0f positions); %.2f%% of the HBM roofline (%.0f GB/s read ceiling)\n",
            r->bytes / B / 1e9, r->bytes / 1e9, model_experts, ctx_sum / timed + 1, gtl_result_pct(r, &ctx->ceil),
            ctx->ceil.read_gbps);
+    if (gx)
+      printf("# graph: steps 1..%d replay one CUDA graph of the step (%zu nodes, captured once for batch %d; its "
+             "logits equal the eager step's bit for bit); the instrumented steps run eagerly\n", gen - 1, g_nodes, B);
     if (e->experts_read_n > 0)
       printf("# experts read per layer in the instrumented steps: %.2f (model %.2f)\n",
              e->experts_read / e->experts_read_n, model_experts);
@@ -134,6 +218,7 @@ static inline int engine_generate(Engine *e, const EngineRun *run, GtlResult *r)
   free(out);
   free(sm.scratch);
   if (sm.d_hist) GTL_CUDA(cudaFree(sm.d_hist));
+  if (gx) GTL_CUDA(cudaGraphExecDestroy(gx));
   return rc;
 }
 
@@ -307,14 +392,15 @@ static inline int engine_main(int argc, char **argv, const LayerOps *ops) {
   e->top_p = top_p;
   e->kv.max_len = (int)(prompt + gen + stage_steps > check ? prompt + gen + stage_steps : check);
   if (ops->configure && ops->configure(e, err, sizeof err)) gtl_usage_fail(ctx, "%s", err);
-  if (ops->graph) {  // the table has the field; replaying the step as a graph is layer 04's work
-    fprintf(stderr, "error: %s: LayerOps.graph = 1, but the engine does not replay graphs yet\n", target);
-    return GTL_EXIT_RUNTIME;
-  }
   ctx->args.iters = (int)(gen - 1 - warmup);  // the timed decode steps, for the report
 
   gtl_open(ctx);
   e->s = (cudaStream_t)ctx->stream;
+  if (e->ops.graph && !e->ops.sample) {  // the host sampler synchronizes every step (noted once a GPU is found)
+    fprintf(stderr, "note: %s: no CUDA graph with the host sampler (--temperature > 0): every step runs eagerly\n",
+            target);
+    e->ops.graph = 0;
+  }
   gtl_phase_push(GTL_PHASE_SETUP);
   MoeCheckpoint ck;
   memset(&ck, 0, sizeof ck);
