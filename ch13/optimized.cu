@@ -6,9 +6,13 @@
 // two dequantization scales (CUBLASLT_MATMUL_DESC_A/B_SCALE_POINTER) and writing bf16.
 // What FP8 costs besides the GEMM is the quantization of the activations, every step:
 //   --scaling=delayed (default): quantize with the scale the amax history of earlier steps
-//       gives and record this X's amax in the same pass (fp8_tensor_quantize_delayed_kernel):
-//       one streaming read of X with no barrier in it (NVIDIA Transformer Engine's
-//       DelayedScaling recipe, amax history of 1024 steps, "max", margin 0).
+//       gives and record this X's amax in the same pass: one streaming read of X with no
+//       barrier in it (NVIDIA Transformer Engine's DelayedScaling recipe, amax history of
+//       1024 steps, "max", margin 0). Two kernels can run it, each bit for bit the same:
+//       the tiled one (fp8_tensor_quantize_delayed_kernel, one block per tile) and the
+//       one-wave one (fp8_tensor_quantize_delayed_wave_kernel, a resident grid looping
+//       with its next loads in flight); --quant_kernel=auto (default) times them at setup
+//       and keeps the fastest, as the GEMM's algorithm is kept.
 //   --scaling=current: amax of this X, then quantize with s = 448/amax. One cooperative
 //       kernel (fp8_tensor_amax_quantize_staged_kernel) reads X from HBM once into shared
 //       memory, meets the grid at a barrier for the amax, and quantizes out of shared
@@ -25,6 +29,8 @@
 //                  ./ch13/optimized --scaling=current      (this X's own amax: a grid barrier)
 //                  ./ch13/optimized --M=64
 //                  ./ch13/optimized --fast_accum           (cuBLASLt's fast fp8 accumulation)
+//                  ./ch13/optimized --quant_kernel=wave256x2 (one delayed kernel, no setup choice)
+//                  ./ch13/optimized --quant_kernel=wave256x1 --quant_ctas=4 (fewer blocks per SM)
 //                  ./ch13/optimized --l2=rotate            (back to back on rotated input copies)
 // Nsight Compute:  scripts/profile.sh ch13 optimized
 //   the kernel name cuBLASLt picked (…e4m3…: FP8 wgmma, QGMMA in its SASS — cuBLASLt's
@@ -66,35 +72,50 @@ static void quantize_x(const Fp8Run *r, cudaStream_t s) {
 }
 static void run_quant(void *u, cudaStream_t s) { quantize_x((const Fp8Run *)u, s); }
 
-// Delayed scaling: the pass's chunks per thread (2, 4 or 8, plan->delayed_unroll) picked at
-// setup as the GEMM's algorithm is: each timed LT_TUNE_SAMPLES times after an L2 flush,
-// interleaved, the lowest median kept; us[i]: the medians, µs. Every run records the same
-// amax in the history, so the scale does not move.
-static void tune_delayed_unroll(GtlCtx *ctx, const Fp8Run *run, Fp8QuantPlan *plan, float us[3]) {
-  const int cand[3] = {2, 4, 8};
-  float ms[3][LT_TUNE_SAMPLES];
-  cudaEvent_t e[6];
-  for (int i = 0; i < 6; i++) GTL_CUDA(cudaEventCreate(&e[i]));
+// Delayed scaling: the kernels that can run the pass, by --quant_kernel name: the tiled
+// kernel at 2, 4 or 8 chunks per thread (fp8_tensor_quantize_delayed_kernel), and the
+// one-wave kernel in its four shapes (fp8_tensor_quantize_delayed_wave_kernel<threads,
+// chunks per iteration>). The JSON's quant_kernel is the index of the one that ran.
+#define QUANT_KERNELS 7
+static const char *const QUANT_KERNEL_NAMES[QUANT_KERNELS] = {
+    "tiled2", "tiled4", "tiled8", "wave256x1", "wave256x2", "wave1024x1", "wave1024x2"};
+static void quant_kernel_select(Fp8QuantPlan *plan, int k) {
+  plan->delayed_wave = k < 3 ? 0 : k - 2;
+  plan->delayed_unroll = k < 3 ? 2 << k : 4;
+}
+// The pass's kernel picked at setup as the GEMM's algorithm is: kernels first..last each
+// timed LT_TUNE_SAMPLES times after an L2 flush, interleaved, the lowest median kept
+// (ties: tiled4 for the tiled range, else the first); us[k]: the medians, µs (NaN for
+// those not timed). Every run records the same amax in the history, so the scale does not
+// move. Returns the index kept.
+static int tune_delayed(GtlCtx *ctx, const Fp8Run *run, Fp8QuantPlan *plan, int first, int last,
+                        float us[QUANT_KERNELS]) {
+  float ms[QUANT_KERNELS][LT_TUNE_SAMPLES];
+  cudaEvent_t e[2 * QUANT_KERNELS];
+  for (int i = 0; i < 2 * QUANT_KERNELS; i++) GTL_CUDA(cudaEventCreate(&e[i]));
   for (int r = 0; r < LT_TUNE_SAMPLES; r++) {
-    for (int c = 0; c < 3; c++) {
-      plan->delayed_unroll = cand[c];
+    for (int k = first; k <= last; k++) {
+      quant_kernel_select(plan, k);
       gtl_l2_flush(ctx, ctx->stream);
-      GTL_CUDA(cudaEventRecord(e[2 * c], ctx->stream));
+      GTL_CUDA(cudaEventRecord(e[2 * k], ctx->stream));
       quantize_x(run, ctx->stream);
-      GTL_CUDA(cudaEventRecord(e[2 * c + 1], ctx->stream));
+      GTL_CUDA(cudaEventRecord(e[2 * k + 1], ctx->stream));
     }
     GTL_CUDA(cudaStreamSynchronize(ctx->stream));
-    for (int c = 0; c < 3; c++) GTL_CUDA(cudaEventElapsedTime(&ms[c][r], e[2 * c], e[2 * c + 1]));
+    for (int k = first; k <= last; k++) GTL_CUDA(cudaEventElapsedTime(&ms[k][r], e[2 * k], e[2 * k + 1]));
   }
-  int best = 1;  // 4 unless another is faster
-  for (int c = 0; c < 3; c++) {
-    qsort(ms[c], LT_TUNE_SAMPLES, sizeof(float), lt_cmp_float);
-    us[c] = ms[c][LT_TUNE_SAMPLES / 2] * 1e3f;
+  int best = first == 0 && last >= 1 ? 1 : first;
+  for (int k = 0; k < QUANT_KERNELS; k++) {
+    us[k] = NAN;
+    if (k < first || k > last) continue;
+    qsort(ms[k], LT_TUNE_SAMPLES, sizeof(float), lt_cmp_float);
+    us[k] = ms[k][LT_TUNE_SAMPLES / 2] * 1e3f;
   }
-  for (int c = 0; c < 3; c++)
-    if (us[c] < us[best]) best = c;
-  plan->delayed_unroll = cand[best];
-  for (int i = 0; i < 6; i++) GTL_CUDA(cudaEventDestroy(e[i]));
+  for (int k = first; k <= last; k++)
+    if (us[k] < us[best]) best = k;
+  quant_kernel_select(plan, best);
+  for (int i = 0; i < 2 * QUANT_KERNELS; i++) GTL_CUDA(cudaEventDestroy(e[i]));
+  return best;
 }
 static void run_gemm(void *u, cudaStream_t s) { lt_gemm_run(&((const Fp8Run *)u)->g, s); }
 // Strategy: quantize X (one kernel; current scaling falls back to two when X does not fit
@@ -141,17 +162,38 @@ int main(int argc, char **argv) {
   int64_t M = -1, N = -1, K = -1;
   const char *scaling = "delayed";
   int fast_accum = 0;
+  const char *quant_kernel = "auto";
+  int64_t quant_ctas = 0;
   GtlOpt opts[] = {{"M", GTL_OPT_INT, &M, "tokens: rows of X and Y (default 4096)"},
                    {"N", GTL_OPT_INT, &N, "rows of W, columns of Y, a multiple of 16 (default 5760)"},
                    {"K", GTL_OPT_INT, &K, "hidden size, a multiple of 16 (default 2880)"},
                    {"scaling", GTL_OPT_STR, &scaling, "delayed (default) or current: where X's scale comes from"},
-                   {"fast_accum", GTL_OPT_FLAG, &fast_accum, "cuBLASLt fast fp8 accumulation (default off)"}};
+                   {"fast_accum", GTL_OPT_FLAG, &fast_accum, "cuBLASLt fast fp8 accumulation (default off)"},
+                   {"quant_kernel", GTL_OPT_STR, &quant_kernel,
+                    "delayed pass: auto (default: fastest at setup), tiled (fastest tiled), tiled2|4|8, "
+                    "wave256x1, wave256x2, wave1024x1, wave1024x2"},
+                   {"quant_ctas", GTL_OPT_INT, &quant_ctas, "one-wave kernel: blocks per SM at most (default 0: all that fit)"}};
   GtlCtx ctx;
   gtl_allow_rotate();  // keeps copies of X and Wq (LtCopies)
-  lt_parse(&ctx, "optimized", argc, argv, opts, 5, &M, &N, &K);
+  lt_parse(&ctx, "optimized", argc, argv, opts, 7, &M, &N, &K);
   const int delayed = !strcmp(scaling, "delayed");
   if (!delayed && strcmp(scaling, "current"))
     gtl_usage_fail(&ctx, "--scaling must be current or delayed (got %s)", scaling);
+  int qk_first = 0, qk_last = QUANT_KERNELS - 1;  // the delayed kernels timed at setup
+  if (!strcmp(quant_kernel, "tiled")) qk_last = 2;
+  else if (strcmp(quant_kernel, "auto")) {
+    qk_first = -1;
+    for (int k = 0; k < QUANT_KERNELS; k++)
+      if (!strcmp(quant_kernel, QUANT_KERNEL_NAMES[k])) qk_first = qk_last = k;
+    if (qk_first < 0)
+      gtl_usage_fail(&ctx, "--quant_kernel must be auto, tiled, tiled2, tiled4, tiled8, wave256x1, "
+                           "wave256x2, wave1024x1 or wave1024x2 (got %s)", quant_kernel);
+  }
+  if ((strcmp(quant_kernel, "auto") || quant_ctas) && !delayed)
+    gtl_usage_fail(&ctx, "--quant_kernel and --quant_ctas choose the delayed pass's kernel: "
+                         "not with --scaling=current");
+  if (quant_ctas < 0 || quant_ctas > 64)
+    gtl_usage_fail(&ctx, "--quant_ctas must be 0 to 64 (got %lld)", (long long)quant_ctas);
   gtl_open(&ctx);
   gtl_require_cc(&ctx, 8, 9, "FP8 E4M3 tensor cores");
   const LtShape sh = {M, N, K};
@@ -188,8 +230,10 @@ int main(int argc, char **argv) {
   // Delayed scaling starts with scale 1 and an empty history (as TE does); one calibration
   // step fills it, so the validated step quantizes with a scale from history.
   quantize_x(&run, ctx.stream);
-  float unroll_us[3] = {NAN, NAN, NAN};
-  if (delayed) tune_delayed_unroll(&ctx, &run, &plan_x, unroll_us);
+  float qk_us[QUANT_KERNELS];
+  int qk = -1;  // the delayed kernel kept (QUANT_KERNEL_NAMES)
+  plan_x.wave_ctas_per_sm = (int)quant_ctas;
+  if (delayed) qk = tune_delayed(&ctx, &run, &plan_x, qk_first, qk_last, qk_us);
   const char *why = lt_gemm_plan(&run.g, &ctx, &sh, CUDA_R_8F_E4M3, d_Wq, d_Xq, d_Y,
                                  &d_sw->scale_inv, &d_sx->scale_inv, fast_accum);
   gtl_require(&ctx, why == NULL, why);
@@ -241,17 +285,31 @@ int main(int argc, char **argv) {
            "fp8_tensor_amax_quantize_staged_kernel (%u blocks x %d threads, %.1f KiB of X each "
            "in shared memory)",
            stage_blocks, FP8_STAGE_THREADS, stage_smem / 1024.0);
-  char delayed_desc[320];
-  {
-    const size_t tile = (size_t)FP8_QUANT_THREADS * plan_x.delayed_unroll, tiles = (nX / 8 + tile - 1) / tile;
-    snprintf(delayed_desc, sizeof delayed_desc,
-             "fp8_tensor_quantize_delayed_kernel<%d> (%zu blocks x %d threads, %d 16-byte chunks per "
-             "thread; quantize + amax + history update); chunks per thread timed at setup: 2 -> %.1f "
-             "us, 4 -> %.1f us, 8 -> %.1f us",
-             plan_x.delayed_unroll, tiles < FP8_DELAYED_MAX_BLOCKS ? tiles : (size_t)FP8_DELAYED_MAX_BLOCKS,
-             FP8_QUANT_THREADS, plan_x.delayed_unroll, unroll_us[0], unroll_us[1], unroll_us[2]);
+  char delayed_desc[640];
+  if (delayed) {
+    int o;
+    if (plan_x.delayed_wave) {
+      const int w = plan_x.delayed_wave, per_sm = plan_x.wave_per_sm[w - 1];
+      o = snprintf(delayed_desc, sizeof delayed_desc,
+                   "fp8_tensor_quantize_delayed_wave_kernel<%d,%d> (one wave: %u blocks x %d threads, "
+                   "%d resident per SM%s, %d 16-byte chunks per thread per iteration, the next "
+                   "iteration's loads before this one's stores; quantize + amax + history update)",
+                   fp8_wave_threads(w), fp8_wave_vec(w), fp8_wave_blocks(&plan_x, w), fp8_wave_threads(w),
+                   per_sm, quant_ctas ? ", capped by --quant_ctas" : "", fp8_wave_vec(w));
+    } else {
+      const size_t tile = (size_t)FP8_QUANT_THREADS * plan_x.delayed_unroll, tiles = (nX / 8 + tile - 1) / tile;
+      o = snprintf(delayed_desc, sizeof delayed_desc,
+                   "fp8_tensor_quantize_delayed_kernel<%d> (%zu blocks x %d threads, %d 16-byte chunks per "
+                   "thread; quantize + amax + history update)",
+                   plan_x.delayed_unroll, tiles < FP8_DELAYED_MAX_BLOCKS ? tiles : (size_t)FP8_DELAYED_MAX_BLOCKS,
+                   FP8_QUANT_THREADS, plan_x.delayed_unroll);
+    }
+    o += snprintf(delayed_desc + o, sizeof delayed_desc - o, "; --quant_kernel=%s timed at setup:", quant_kernel);
+    for (int k = qk_first; k <= qk_last && o < (int)sizeof delayed_desc; k++)
+      o += snprintf(delayed_desc + o, sizeof delayed_desc - o, "%s %s %.1f us%s", k > qk_first ? "," : "",
+                    QUANT_KERNEL_NAMES[k], qk_us[k], k == qk ? " (kept)" : "");
   }
-  char tuned[320], notes[1792];
+  char tuned[320], notes[2304];
   lt_gemm_describe(&run.g, tuned, sizeof tuned);
   snprintf(notes, sizeof notes,
            "strategy: X quantized every step (%s scaling), W once at load; cuBLASLt fp8 e4m3 GEMM "
@@ -396,7 +454,7 @@ int main(int argc, char **argv) {
   gtl_result_extra(&r, "quant_median_ms", rq.st.median);
   gtl_result_extra(&r, "quant_rel_l2", qerr.rel_l2);
   gtl_result_extra(&r, "delayed_scaling", delayed);
-  if (delayed) gtl_result_extra(&r, "delayed_unroll", plan_x.delayed_unroll);
+  if (delayed) gtl_result_extra(&r, "quant_kernel", qk);  // index into QUANT_KERNEL_NAMES
   gtl_result_extra(&r, "fast_accum", fast_accum);
   gtl_result_extra(&r, "algo_rank", run.g.pick);
   gtl_result_extra(&r, "algos_timed", run.g.n_timed);
