@@ -45,7 +45,7 @@
 #define FP8_QUANT_THREADS 256
 #define FP8_QUANT_MAX_BLOCKS 1024  // size of the partial array; one wave is at most 8 × SMs
 #define FP8_DELAYED_MAX_BLOCKS 8192  // the delayed pass's grid (one block per tile) at most
-#define FP8_WAVE_SHAPES 4           // the one-wave delayed kernel's shapes (fp8_wave_threads)
+#define FP8_WAVE_SHAPES 5           // the one-wave delayed kernel's shapes (fp8_wave_threads)
 // Independent 16-byte loads issued per thread before the first is used (the two-pass kernels).
 #define FP8_QUANT_UNROLL 8
 #define FP8_STAGE_THREADS 1024      // the one-pass kernel: one block per SM
@@ -427,10 +427,11 @@ typedef struct {
   int wave_per_sm[FP8_WAVE_SHAPES];  // one-wave kernel: blocks of each shape resident per SM
 } Fp8QuantPlan;
 
-// The one-wave kernel's shapes (Fp8QuantPlan::delayed_wave 1 to 4): threads per block and
-// 16-byte chunks per thread per iteration. 1024-thread blocks are the fewer, larger CTAs.
+// The one-wave kernel's shapes (Fp8QuantPlan::delayed_wave 1 to 5): threads per block and
+// 16-byte chunks per thread per iteration, {256, 1}, {256, 2}, {1024, 1}, {1024, 2},
+// {256, 4}. 1024-thread blocks are the fewer, larger CTAs.
 static inline int fp8_wave_threads(int w) { return w == 3 || w == 4 ? 1024 : 256; }
-static inline int fp8_wave_vec(int w) { return w == 2 || w == 4 ? 2 : 1; }
+static inline int fp8_wave_vec(int w) { return w == 5 ? 4 : w == 2 || w == 4 ? 2 : 1; }
 // Its grid for n elements: SMs × blocks per SM (capped by wave_ctas_per_sm), and no more
 // blocks than it takes to give every thread one 16-byte chunk.
 static inline unsigned fp8_wave_blocks(const Fp8QuantPlan *p, int w) {
@@ -467,7 +468,8 @@ static inline int fp8_quant_plan(size_t n, Fp8QuantPlan *p) {
       (const void *)fp8_tensor_quantize_delayed_wave_kernel<256, 1>,
       (const void *)fp8_tensor_quantize_delayed_wave_kernel<256, 2>,
       (const void *)fp8_tensor_quantize_delayed_wave_kernel<1024, 1>,
-      (const void *)fp8_tensor_quantize_delayed_wave_kernel<1024, 2>};
+      (const void *)fp8_tensor_quantize_delayed_wave_kernel<1024, 2>,
+      (const void *)fp8_tensor_quantize_delayed_wave_kernel<256, 4>};
   for (int w = 0; w < FP8_WAVE_SHAPES; w++)
     GTL_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&p->wave_per_sm[w], wave[w],
                                                            fp8_wave_threads(w + 1), 0));
@@ -576,8 +578,10 @@ static inline int fp8_tensor_quantize_delayed_launch(const __nv_bfloat16 *x, __n
       fp8_tensor_quantize_delayed_wave_kernel<256, 2><<<b, 256, 0, s>>>(x, q, n, st, history, history_len);
     else if (w == 3)
       fp8_tensor_quantize_delayed_wave_kernel<1024, 1><<<b, 1024, 0, s>>>(x, q, n, st, history, history_len);
-    else
+    else if (w == 4)
       fp8_tensor_quantize_delayed_wave_kernel<1024, 2><<<b, 1024, 0, s>>>(x, q, n, st, history, history_len);
+    else
+      fp8_tensor_quantize_delayed_wave_kernel<256, 4><<<b, 256, 0, s>>>(x, q, n, st, history, history_len);
     GTL_LAUNCH();
     return 0;
   }

@@ -74,11 +74,11 @@ static void run_quant(void *u, cudaStream_t s) { quantize_x((const Fp8Run *)u, s
 
 // Delayed scaling: the kernels that can run the pass, by --quant_kernel name: the tiled
 // kernel at 2, 4 or 8 chunks per thread (fp8_tensor_quantize_delayed_kernel), and the
-// one-wave kernel in its four shapes (fp8_tensor_quantize_delayed_wave_kernel<threads,
+// one-wave kernel in its five shapes (fp8_tensor_quantize_delayed_wave_kernel<threads,
 // chunks per iteration>). The JSON's quant_kernel is the index of the one that ran.
-#define QUANT_KERNELS 7
+#define QUANT_KERNELS 8
 static const char *const QUANT_KERNEL_NAMES[QUANT_KERNELS] = {
-    "tiled2", "tiled4", "tiled8", "wave256x1", "wave256x2", "wave1024x1", "wave1024x2"};
+    "tiled2", "tiled4", "tiled8", "wave256x1", "wave256x2", "wave1024x1", "wave1024x2", "wave256x4"};
 static void quant_kernel_select(Fp8QuantPlan *plan, int k) {
   plan->delayed_wave = k < 3 ? 0 : k - 2;
   plan->delayed_unroll = k < 3 ? 2 << k : 4;
@@ -171,7 +171,7 @@ int main(int argc, char **argv) {
                    {"fast_accum", GTL_OPT_FLAG, &fast_accum, "cuBLASLt fast fp8 accumulation (default off)"},
                    {"quant_kernel", GTL_OPT_STR, &quant_kernel,
                     "delayed pass: auto (default: fastest at setup), tiled (fastest tiled), tiled2|4|8, "
-                    "wave256x1, wave256x2, wave1024x1, wave1024x2"},
+                    "wave256x1, wave256x2, wave1024x1, wave1024x2, wave256x4"},
                    {"quant_ctas", GTL_OPT_INT, &quant_ctas, "one-wave kernel: blocks per SM at most (default 0: all that fit)"}};
   GtlCtx ctx;
   gtl_allow_rotate();  // keeps copies of X and Wq (LtCopies)
@@ -187,7 +187,7 @@ int main(int argc, char **argv) {
       if (!strcmp(quant_kernel, QUANT_KERNEL_NAMES[k])) qk_first = qk_last = k;
     if (qk_first < 0)
       gtl_usage_fail(&ctx, "--quant_kernel must be auto, tiled, tiled2, tiled4, tiled8, wave256x1, "
-                           "wave256x2, wave1024x1 or wave1024x2 (got %s)", quant_kernel);
+                           "wave256x2, wave1024x1, wave1024x2 or wave256x4 (got %s)", quant_kernel);
   }
   if ((strcmp(quant_kernel, "auto") || quant_ctas) && !delayed)
     gtl_usage_fail(&ctx, "--quant_kernel and --quant_ctas choose the delayed pass's kernel: "
