@@ -21,9 +21,9 @@
 //             DelayedScaling with amax_compute_algo="max", margin 0): one pass quantizes
 //             with the stored s and records this tensor's amax; the last block to finish
 //             pushes it into the history and computes the next step's s
-//             (fp8_tensor_quantize_delayed_launch). A streaming pass with no barrier in
-//             it, at the risk of saturating when the amax grows faster than the history
-//             follows.
+//             (fp8_delayed.cuh: fp8_tensor_quantize_delayed_launch). A streaming pass
+//             with no barrier in it, at the risk of saturating when the amax grows faster
+//             than the history follows.
 //
 // Data: x bf16 [n], q fp8 E4M3 [n] (one byte each, __nv_fp8_storage_t), both 16-byte
 // aligned; n any size (a multiple of 8 goes entirely through 16-byte loads). The scale
@@ -247,139 +247,6 @@ __global__ void __launch_bounds__(FP8_STAGE_THREADS, 1)
   if (t < n) q[t] = fp8_quantize1(xt, s);
 }
 
-// The end of a delayed pass, in every block (all threads; bits: the thread's amax as fp32
-// bits, s: the scale the pass used): one block max, one atomic max into st->amax_acc and one
-// count per block; the last block to count, in one thread, pushes the launch's amax into
-// the history and sets the next scale from the history's max, kept up to date entry by
-// entry (rescanned only when the entry leaving the window held it), so the pass ends with a
-// few dependent loads, not a sweep. Leaves amax_acc and blocks_done at 0.
-__device__ __forceinline__ void fp8_delayed_finish(Fp8TensorScale *st, float *history,
-                                                   int history_len, float s, unsigned bits) {
-  bits = fp8_block_max(bits);
-  __shared__ int is_last;
-  if (threadIdx.x == 0) {
-    atomicMax(&st->amax_acc, bits);
-    __threadfence();  // the max is visible device-wide before the count says so
-    is_last = atomicAdd(&st->blocks_done, 1u) == gridDim.x - 1;
-  }
-  __syncthreads();
-  if (!is_last || threadIdx.x != 0) return;
-  __threadfence();
-  const unsigned a = atomicExch(&st->amax_acc, 0u);  // every block's max; 0 for the next launch
-  const unsigned pos = st->history_pos, leaving = __float_as_uint(history[pos]);
-  history[pos] = __uint_as_float(a);
-  st->history_pos = (pos + 1) % (unsigned)history_len;
-  st->amax = __uint_as_float(a);
-  st->scale_inv = 1.0f / s;
-  unsigned h = st->history_max;  // max over the window (entries never written are 0)
-  if (a >= h) {
-    h = a;
-  } else if (leaving >= h) {  // the entry that held the max left the window: rescan
-    h = 0;
-    for (int k = 0; k < history_len; k++) h = max(h, __float_as_uint(history[k]));
-  }
-  st->history_max = h;
-  const float hmax = __uint_as_float(h);
-  st->scale = hmax == 0.0f ? s : FP8_E4M3_MAX / hmax;  // no history yet: keep s
-  st->blocks_done = 0;
-}
-
-// Strategy: a streaming pass with the scale known before it starts: block b quantizes tile
-// b (FP8_QUANT_THREADS × U 16-byte chunks, chunk u of thread t at t + u·FP8_QUANT_THREADS,
-// so each of the U loads is coalesced across the block), tiles b + gridDim.x, … after it;
-// a thread issues its U loads before it converts the first, and stores each chunk as soon
-// as it is converted. The grid covers the tensor in one round of tiles when it can (up to
-// FP8_DELAYED_MAX_BLOCKS blocks, several resident per SM), so that blocks still loading
-// overlap blocks already storing: no barrier inside the pass. The amax of the same
-// registers ends in fp8_delayed_finish (one atomic max and one count per block, the history
-// update by the last). Limiter: HBM read of x (q's writes land in L2).
-// Delayed scaling: q = RNE_satfinite(x · st->scale); st->scale_inv = 1/that scale (for this
-// step's GEMM); history[pos] = amax(x); st->scale = 448 / max(history) for the next step.
-template <int U>
-__global__ void __launch_bounds__(FP8_QUANT_THREADS)
-    fp8_tensor_quantize_delayed_kernel(const __nv_bfloat16 *__restrict__ x,
-                                       __nv_fp8_storage_t *__restrict__ q, size_t n,
-                                       Fp8TensorScale *st, float *history, int history_len) {
-  // Every block reads the scale before it counts itself done, and only the last block to
-  // count writes the next one: no block can see the new scale in this launch.
-  const float s = *(volatile float *)&st->scale;
-  const uint4 *x8 = (const uint4 *)x;
-  uint2 *q8 = (uint2 *)q;
-  const size_t n8 = n / 8, tile = (size_t)FP8_QUANT_THREADS * U, tiles = (n8 + tile - 1) / tile;
-  unsigned m = 0;
-  for (size_t b = blockIdx.x; b < tiles; b += gridDim.x) {
-    const size_t i0 = b * tile + threadIdx.x;
-    uint4 v[U];
-#pragma unroll
-    for (int u = 0; u < U; u++) {  // zeros past the end change no max
-      const size_t i = i0 + (size_t)u * FP8_QUANT_THREADS;
-      v[u] = i < n8 ? __ldcs(x8 + i) : make_uint4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      const size_t i = i0 + (size_t)u * FP8_QUANT_THREADS;
-      if (i < n8) q8[i] = fp8_quantize8(v[u], s);
-      m = fp8_absmax8_bits(v[u], m);
-    }
-  }
-  unsigned bits = fp8_halves_to_f32_bits(m);
-  const uint16_t *xs = (const uint16_t *)x;  // the n % 8 elements past the last 16 bytes
-  if (blockIdx.x == 0)
-    for (size_t t = n8 * 8 + threadIdx.x; t < n; t += blockDim.x) {
-      q[t] = fp8_quantize1(xs[t], s);
-      bits = max(bits, (unsigned)(xs[t] & 0x7FFFu) << 16);
-    }
-  fp8_delayed_finish(st, history, history_len, s, bits);
-}
-
-// Strategy: one wave. The grid is exactly the blocks resident at once (SMs × blocks per SM,
-// fp8_quant_plan asks the occupancy calculator), and each thread loops: iteration k covers
-// chunks [k·G·V, (k+1)·G·V) of the tensor, G the grid's threads, thread g's V chunks at
-// g, g + G, … (each load coalesced across the grid). Register double buffer: a thread
-// issues iteration k+1's V 16-byte loads before it converts and stores iteration k's, so
-// 2V loads per thread are in flight while it works. The amax stays in a register across
-// iterations: one block reduction and one atomic per block at the end (fp8_delayed_finish),
-// not per tile, and no block waits for a second wave. Limiter: HBM read of x.
-// Delayed scaling, the same function as fp8_tensor_quantize_delayed_kernel (same bytes,
-// same scale state); THREADS threads per block (a multiple of 32, at most 1024), V 16-byte
-// chunks per thread per iteration.
-template <int THREADS, int V>
-__global__ void __launch_bounds__(THREADS)
-    fp8_tensor_quantize_delayed_wave_kernel(const __nv_bfloat16 *__restrict__ x,
-                                            __nv_fp8_storage_t *__restrict__ q, size_t n,
-                                            Fp8TensorScale *st, float *history, int history_len) {
-  const float s = *(volatile float *)&st->scale;  // read before this block counts itself done
-  const uint4 *x8 = (const uint4 *)x;
-  uint2 *q8 = (uint2 *)q;
-  const size_t n8 = n / 8, G = (size_t)gridDim.x * THREADS, step = G * V;
-  size_t i = (size_t)blockIdx.x * THREADS + threadIdx.x;
-  uint4 cur[V], nxt[V];
-#pragma unroll
-  for (int u = 0; u < V; u++)  // zeros past the end change no max
-    cur[u] = i + u * G < n8 ? __ldcs(x8 + i + u * G) : make_uint4(0, 0, 0, 0);
-  unsigned m = 0;
-  for (; i < n8; i += step) {
-    const size_t j = i + step;
-#pragma unroll
-    for (int u = 0; u < V; u++)  // the next iteration's loads, before this one's stores
-      nxt[u] = j + u * G < n8 ? __ldcs(x8 + j + u * G) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-    for (int u = 0; u < V; u++) {
-      if (i + u * G < n8) q8[i + u * G] = fp8_quantize8(cur[u], s);
-      m = fp8_absmax8_bits(cur[u], m);
-      cur[u] = nxt[u];
-    }
-  }
-  unsigned bits = fp8_halves_to_f32_bits(m);
-  const uint16_t *xs = (const uint16_t *)x;  // the n % 8 elements past the last 16 bytes
-  if (blockIdx.x == 0)
-    for (size_t t = n8 * 8 + threadIdx.x; t < n; t += THREADS) {
-      q[t] = fp8_quantize1(xs[t], s);
-      bits = max(bits, (unsigned)(xs[t] & 0x7FFFu) << 16);
-    }
-  fp8_delayed_finish(st, history, history_len, s, bits);
-}
-
 // Strategy: one thread per history entry. Sets scale = scale_inv = 1 (TE's initial scale),
 // amax 0, an empty history and the counters to 0.
 __global__ void fp8_tensor_scale_init_kernel(Fp8TensorScale *st, float *history, int history_len) {
@@ -424,24 +291,9 @@ typedef struct {
                             // FP8_WAVE_SHAPES = the one-wave kernel of that shape
   int wave_ctas_per_sm;     // one-wave kernel: blocks per SM at most (0 = all that fit)
   int sms;                  // the device's SMs
-  int wave_per_sm[FP8_WAVE_SHAPES];  // one-wave kernel: blocks of each shape resident per SM
+  int wave_per_sm[FP8_WAVE_SHAPES];  // one-wave kernel: blocks of each shape resident per
+                                     // SM (fp8_delayed_plan; 0 until it runs)
 } Fp8QuantPlan;
-
-// The one-wave kernel's shapes (Fp8QuantPlan::delayed_wave 1 to 5): threads per block and
-// 16-byte chunks per thread per iteration, {256, 1}, {256, 2}, {1024, 1}, {1024, 2},
-// {256, 4}. 1024-thread blocks are the fewer, larger CTAs.
-static inline int fp8_wave_threads(int w) { return w == 3 || w == 4 ? 1024 : 256; }
-static inline int fp8_wave_vec(int w) { return w == 5 ? 4 : w == 2 || w == 4 ? 2 : 1; }
-// Its grid for n elements: SMs × blocks per SM (capped by wave_ctas_per_sm), and no more
-// blocks than it takes to give every thread one 16-byte chunk.
-static inline unsigned fp8_wave_blocks(const Fp8QuantPlan *p, int w) {
-  int per_sm = p->wave_per_sm[w - 1];
-  if (p->wave_ctas_per_sm > 0 && p->wave_ctas_per_sm < per_sm) per_sm = p->wave_ctas_per_sm;
-  const size_t t = (size_t)fp8_wave_threads(w), need = (p->n / 8 + t - 1) / t;
-  size_t b = (size_t)p->sms * (per_sm < 1 ? 1 : per_sm);
-  b = b < need ? b : need;
-  return (unsigned)(b < 1 ? 1 : b);
-}
 
 /** Plan the launches for a tensor of n >= 1 bf16 elements on the current device: the
  *  one-pass kernel (fp8_tensor_amax_quantize_staged_kernel) gets one block per SM, fewer
@@ -449,8 +301,8 @@ static inline unsigned fp8_wave_blocks(const Fp8QuantPlan *p, int w) {
  *  cooperative launch and x fits in that grid's shared memory (the opt-in limit per
  *  block); it then also allows the kernel that much dynamic shared memory (raising, never
  *  lowering, the kernel's limit). The two-pass kernels get one wave at most; the delayed
- *  pass the tiled kernel, 4 chunks per thread (delayed_wave 0), with the occupancy of each
- *  one-wave shape recorded for a caller that picks one.
+ *  pass (fp8_delayed.cuh) the tiled kernel, 4 chunks per thread (delayed_wave 0);
+ *  fp8_delayed_plan adds what its one-wave kernel needs.
  *  Host only; CUDA errors exit. Returns 0. */
 static inline int fp8_quant_plan(size_t n, Fp8QuantPlan *p) {
   int dev = 0, sms = 0, coop = 0, optin = 0, per_sm = 0;
@@ -464,15 +316,6 @@ static inline int fp8_quant_plan(size_t n, Fp8QuantPlan *p) {
   p->quant_blocks = fp8_quant_blocks((const void *)fp8_tensor_quantize_kernel, n, sms);
   p->delayed_unroll = 4;
   p->sms = sms;
-  const void *wave[FP8_WAVE_SHAPES] = {
-      (const void *)fp8_tensor_quantize_delayed_wave_kernel<256, 1>,
-      (const void *)fp8_tensor_quantize_delayed_wave_kernel<256, 2>,
-      (const void *)fp8_tensor_quantize_delayed_wave_kernel<1024, 1>,
-      (const void *)fp8_tensor_quantize_delayed_wave_kernel<1024, 2>,
-      (const void *)fp8_tensor_quantize_delayed_wave_kernel<256, 4>};
-  for (int w = 0; w < FP8_WAVE_SHAPES; w++)
-    GTL_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&p->wave_per_sm[w], wave[w],
-                                                           fp8_wave_threads(w + 1), 0));
   const size_t n8 = n / 8;
   size_t b = (n8 + FP8_STAGE_MIN_CHUNKS - 1) / FP8_STAGE_MIN_CHUNKS;
   b = b < 1 ? 1 : b > (size_t)sms ? (size_t)sms : b;
@@ -549,60 +392,5 @@ static inline int fp8_tensor_current_launch(const __nv_bfloat16 *x, __nv_fp8_sto
   GTL_CUDA(cudaLaunchCooperativeKernel((const void *)fp8_tensor_amax_quantize_staged_kernel,
                                        dim3(p->staged_blocks), dim3(FP8_STAGE_THREADS), args,
                                        p->staged_smem, s));
-  return 0;
-}
-
-/** Delayed scaling, one pass: q = E4M3(x · st->scale) with the scale from earlier steps,
- *  st->scale_inv = its inverse (this step's GEMM), amax(x) pushed into history
- *  (history_len floats, a ring), and st->scale = 448 / max(history) for the next call.
- *  p: fp8_quant_plan(n). p->delayed_wave 0: fp8_tensor_quantize_delayed_kernel, whose
- *  chunks per thread p->delayed_unroll (2, 4 or 8) picks, and with them its grid: one block
- *  per tile, at most FP8_DELAYED_MAX_BLOCKS. p->delayed_wave 1 to FP8_WAVE_SHAPES:
- *  fp8_tensor_quantize_delayed_wave_kernel of that shape on one wave (fp8_wave_blocks).
- *  Reads 2n bytes, writes n. Returns 0 or -1. */
-static inline int fp8_tensor_quantize_delayed_launch(const __nv_bfloat16 *x, __nv_fp8_storage_t *q,
-                                                     size_t n, Fp8TensorScale *st, float *history,
-                                                     int history_len, const Fp8QuantPlan *p,
-                                                     cudaStream_t s) {
-  if (fp8_quant_check("fp8_tensor_quantize_delayed_launch", x, q, n, p)) return -1;
-  if (!history || history_len < 1) {
-    fprintf(stderr, "fp8_tensor_quantize_delayed_launch: need an amax history (len >= 1)\n");
-    return -1;
-  }
-  const int w = p->delayed_wave;
-  if (w >= 1 && w <= FP8_WAVE_SHAPES) {
-    const unsigned b = fp8_wave_blocks(p, w);
-    if (w == 1)
-      fp8_tensor_quantize_delayed_wave_kernel<256, 1><<<b, 256, 0, s>>>(x, q, n, st, history, history_len);
-    else if (w == 2)
-      fp8_tensor_quantize_delayed_wave_kernel<256, 2><<<b, 256, 0, s>>>(x, q, n, st, history, history_len);
-    else if (w == 3)
-      fp8_tensor_quantize_delayed_wave_kernel<1024, 1><<<b, 1024, 0, s>>>(x, q, n, st, history, history_len);
-    else if (w == 4)
-      fp8_tensor_quantize_delayed_wave_kernel<1024, 2><<<b, 1024, 0, s>>>(x, q, n, st, history, history_len);
-    else
-      fp8_tensor_quantize_delayed_wave_kernel<256, 4><<<b, 256, 0, s>>>(x, q, n, st, history, history_len);
-    GTL_LAUNCH();
-    return 0;
-  }
-  if (w != 0) {
-    fprintf(stderr, "fp8_tensor_quantize_delayed_launch: delayed_wave must be 0 to %d (got %d)\n",
-            FP8_WAVE_SHAPES, w);
-    return -1;
-  }
-  const int u = p->delayed_unroll;
-  const size_t tile = (size_t)FP8_QUANT_THREADS * u, tiles = (n / 8 + tile - 1) / tile;
-  const unsigned blocks = (unsigned)(tiles < 1 ? 1 : tiles > FP8_DELAYED_MAX_BLOCKS ? FP8_DELAYED_MAX_BLOCKS : tiles);
-  if (u == 2)
-    fp8_tensor_quantize_delayed_kernel<2><<<blocks, FP8_QUANT_THREADS, 0, s>>>(x, q, n, st, history, history_len);
-  else if (u == 8)
-    fp8_tensor_quantize_delayed_kernel<8><<<blocks, FP8_QUANT_THREADS, 0, s>>>(x, q, n, st, history, history_len);
-  else if (u == 4)
-    fp8_tensor_quantize_delayed_kernel<4><<<blocks, FP8_QUANT_THREADS, 0, s>>>(x, q, n, st, history, history_len);
-  else {
-    fprintf(stderr, "fp8_tensor_quantize_delayed_launch: delayed_unroll must be 2, 4 or 8 (got %d)\n", u);
-    return -1;
-  }
-  GTL_LAUNCH();
   return 0;
 }

@@ -41,7 +41,7 @@
 #include <stddef.h>
 
 #include "lt_gemm.cuh"  // first: cublas_v2.h before gauntlet.h (GTL_CUBLAS)
-#include "fp8_quant.cuh"
+#include "fp8_delayed.cuh"  // and fp8_quant.cuh
 
 #define AMAX_HISTORY 1024  // Transformer Engine's default amax_history_len
 // The quantization error itself (Y vs the bf16-input reference). RNE to 3 mantissa bits
@@ -222,6 +222,7 @@ int main(int argc, char **argv) {
   Fp8QuantPlan plan_w, plan_x;
   fp8_quant_plan(nW, &plan_w);
   fp8_quant_plan(nX, &plan_x);
+  fp8_delayed_plan(&plan_x);
   if (fp8_tensor_scale_init_launch(d_sw, NULL, 0, ctx.stream) ||
       fp8_tensor_scale_init_launch(d_sx, d_hist, AMAX_HISTORY, ctx.stream) ||
       fp8_tensor_current_launch(d_W, d_Wq, nW, d_sw, &plan_w, ctx.stream))
