@@ -16,12 +16,50 @@
 #pragma once
 #include "fp8_quant.cuh"
 
-// The end of a delayed pass, in every block (all threads; bits: the thread's amax as fp32
-// bits, s: the scale the pass used): one block max, one atomic max into st->amax_acc and one
-// count per block; the last block to count, in one thread, pushes the launch's amax into
-// the history and sets the next scale from the history's max, kept up to date entry by
-// entry (rescanned only when the entry leaving the window held it), so the pass ends with a
-// few dependent loads, not a sweep. Leaves amax_acc and blocks_done at 0.
+// The amax history as a launch finds it. Only the last block of a launch writes the
+// history, after every block has counted itself done, so a copy read by any block at any
+// time during the launch is current when the last block pushes (fp8_delayed_push): the
+// one-wave kernel reads it when its pass starts, and its tail needs no dependent loads.
+typedef struct {
+  unsigned pos;      // st->history_pos: the slot this launch writes
+  unsigned leaving;  // history[pos] (fp32 bits): the entry this launch's amax replaces
+  unsigned max;      // st->history_max: the window's max (bits)
+} Fp8HistoryPeek;
+__device__ __forceinline__ Fp8HistoryPeek fp8_history_peek(const Fp8TensorScale *st,
+                                                           const float *history) {
+  Fp8HistoryPeek h;
+  h.pos = st->history_pos;
+  h.leaving = __float_as_uint(history[h.pos]);
+  h.max = st->history_max;
+  return h;
+}
+// One thread of the last block, a = the launch's amax (fp32 bits), s = the scale the pass
+// used: push a into the history, set scale_inv = 1/s for this step's GEMM and the next
+// scale from the history's max, kept up to date entry by entry (rescanned only when the
+// entry leaving the window held it); leaves blocks_done at 0.
+__device__ __forceinline__ void fp8_delayed_push(Fp8TensorScale *st, float *history, int history_len,
+                                                 float s, unsigned a, Fp8HistoryPeek p) {
+  history[p.pos] = __uint_as_float(a);
+  st->history_pos = (p.pos + 1) % (unsigned)history_len;
+  st->amax = __uint_as_float(a);
+  st->scale_inv = 1.0f / s;
+  unsigned h = p.max;  // max over the window (entries never written are 0)
+  if (a >= h) {
+    h = a;
+  } else if (p.leaving >= h) {  // the entry that held the max left the window: rescan
+    h = 0;
+    for (int k = 0; k < history_len; k++) h = max(h, __float_as_uint(history[k]));
+  }
+  st->history_max = h;
+  const float hmax = __uint_as_float(h);
+  st->scale = hmax == 0.0f ? s : FP8_E4M3_MAX / hmax;  // no history yet: keep s
+  st->blocks_done = 0;
+}
+
+// The end of the tiled pass, in every block (all threads; bits: the thread's amax as fp32
+// bits): one block max, one atomic max into st->amax_acc and one count per block (its grid
+// can exceed st->partial); the last block to count takes the max, reads the history and
+// pushes. Leaves amax_acc and blocks_done at 0.
 __device__ __forceinline__ void fp8_delayed_finish(Fp8TensorScale *st, float *history,
                                                    int history_len, float s, unsigned bits) {
   bits = fp8_block_max(bits);
@@ -35,22 +73,7 @@ __device__ __forceinline__ void fp8_delayed_finish(Fp8TensorScale *st, float *hi
   if (!is_last || threadIdx.x != 0) return;
   __threadfence();
   const unsigned a = atomicExch(&st->amax_acc, 0u);  // every block's max; 0 for the next launch
-  const unsigned pos = st->history_pos, leaving = __float_as_uint(history[pos]);
-  history[pos] = __uint_as_float(a);
-  st->history_pos = (pos + 1) % (unsigned)history_len;
-  st->amax = __uint_as_float(a);
-  st->scale_inv = 1.0f / s;
-  unsigned h = st->history_max;  // max over the window (entries never written are 0)
-  if (a >= h) {
-    h = a;
-  } else if (leaving >= h) {  // the entry that held the max left the window: rescan
-    h = 0;
-    for (int k = 0; k < history_len; k++) h = max(h, __float_as_uint(history[k]));
-  }
-  st->history_max = h;
-  const float hmax = __uint_as_float(h);
-  st->scale = hmax == 0.0f ? s : FP8_E4M3_MAX / hmax;  // no history yet: keep s
-  st->blocks_done = 0;
+  fp8_delayed_push(st, history, history_len, s, a, fp8_history_peek(st, history));
 }
 
 // Strategy: a streaming pass with the scale known before it starts: block b quantizes tile
@@ -101,19 +124,25 @@ __global__ void __launch_bounds__(FP8_QUANT_THREADS)
   fp8_delayed_finish(st, history, history_len, s, bits);
 }
 
+// Blocks per SM the compiler must fit (registers): the full 2,048 threads up to 2 loads per
+// thread, 5 blocks of 256 at 4 (48 registers), 1 block of 1,024 at 2.
+#define FP8_WAVE_MIN_BLOCKS(threads, v) ((threads) == 1024 ? ((v) == 1 ? 2 : 1) : ((v) >= 4 ? 5 : 8))
+
 // Strategy: one wave. The grid is exactly the blocks resident at once (SMs × blocks per SM,
-// fp8_quant_plan asks the occupancy calculator), and each thread loops: iteration k covers
+// fp8_delayed_plan asks the occupancy calculator), and each thread loops: iteration k covers
 // chunks [k·G·V, (k+1)·G·V) of the tensor, G the grid's threads, thread g's V chunks at
 // g, g + G, … (each load coalesced across the grid). Register double buffer: a thread
 // issues iteration k+1's V 16-byte loads before it converts and stores iteration k's, so
 // 2V loads per thread are in flight while it works. The amax stays in a register across
-// iterations: one block reduction and one atomic per block at the end (fp8_delayed_finish),
-// not per tile, and no block waits for a second wave. Limiter: HBM read of x.
+// iterations: one block reduction, one plain store of the block's max (st->partial) and one
+// atomic count per block at the end (fp8_grid_amax), not per tile; the last block reduces
+// the partials and pushes the amax (fp8_delayed_push). No block waits for a second wave.
+// Grid at most FP8_QUANT_MAX_BLOCKS. Limiter: HBM read of x.
 // Delayed scaling, the same function as fp8_tensor_quantize_delayed_kernel (same bytes,
 // same scale state); THREADS threads per block (a multiple of 32, at most 1024), V 16-byte
 // chunks per thread per iteration.
 template <int THREADS, int V>
-__global__ void __launch_bounds__(THREADS)
+__global__ void __launch_bounds__(THREADS, FP8_WAVE_MIN_BLOCKS(THREADS, V))
     fp8_tensor_quantize_delayed_wave_kernel(const __nv_bfloat16 *__restrict__ x,
                                             __nv_fp8_storage_t *__restrict__ q, size_t n,
                                             Fp8TensorScale *st, float *history, int history_len) {
@@ -126,6 +155,8 @@ __global__ void __launch_bounds__(THREADS)
 #pragma unroll
   for (int u = 0; u < V; u++)  // zeros past the end change no max
     cur[u] = i + u * G < n8 ? __ldcs(x8 + i + u * G) : make_uint4(0, 0, 0, 0);
+  __shared__ Fp8HistoryPeek peek;  // in shared memory: no registers held across the loop
+  if (threadIdx.x == 0) peek = fp8_history_peek(st, history);  // waits while x's loads fly
   unsigned m = 0;
   for (; i < n8; i += step) {
     const size_t j = i + step;
@@ -146,7 +177,9 @@ __global__ void __launch_bounds__(THREADS)
       q[t] = fp8_quantize1(xs[t], s);
       bits = max(bits, (unsigned)(xs[t] & 0x7FFFu) << 16);
     }
-  fp8_delayed_finish(st, history, history_len, s, bits);
+  unsigned a;
+  if (fp8_grid_amax(st, fp8_block_max(bits), &a) && threadIdx.x == 0)
+    fp8_delayed_push(st, history, history_len, s, a, peek);
 }
 
 // The one-wave kernel's shapes (Fp8QuantPlan::delayed_wave 1 to 5): threads per block and
@@ -162,6 +195,7 @@ static inline unsigned fp8_wave_blocks(const Fp8QuantPlan *p, int w) {
   const size_t t = (size_t)fp8_wave_threads(w), need = (p->n / 8 + t - 1) / t;
   size_t b = (size_t)p->sms * (per_sm < 1 ? 1 : per_sm);
   b = b < need ? b : need;
+  b = b < FP8_QUANT_MAX_BLOCKS ? b : FP8_QUANT_MAX_BLOCKS;  // st->partial's entries
   return (unsigned)(b < 1 ? 1 : b);
 }
 

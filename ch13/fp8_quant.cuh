@@ -43,7 +43,8 @@
 
 #define FP8_E4M3_MAX 448.0f      // largest finite E4M3 value (OCP 8-bit FP spec v1.0)
 #define FP8_QUANT_THREADS 256
-#define FP8_QUANT_MAX_BLOCKS 1024  // size of the partial array; one wave is at most 8 × SMs
+#define FP8_QUANT_MAX_BLOCKS 2048  // size of the partial array; one wave of 256-thread blocks
+                                   // is at most 8 × SMs (1,056 on an H200)
 #define FP8_DELAYED_MAX_BLOCKS 8192  // the delayed pass's grid (one block per tile) at most
 #define FP8_WAVE_SHAPES 5           // the one-wave delayed kernel's shapes (fp8_wave_threads)
 // Independent 16-byte loads issued per thread before the first is used (the two-pass kernels).
