@@ -1,8 +1,10 @@
 /* test_lab_config.c — the lab's model config (labs/moe/config.c): preset sizes against
  * the published model sizes, the distinct-expert formula, Hugging
  * Face config.json for both architectures (v4 and v5 spellings), each unsupported
- * setting refused with its field named, and config.json write → read round trips. */
+ * setting refused with its field named, config.json write → read round trips, and the
+ * keys a sliding-window layer reads (moe_kv_positions) in the step bytes. */
 #include "cmocka_all.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +68,50 @@ static void distinct_experts(void **state) {
   const double b1 = moe_step_bytes(&c, 1, 0, 2, 2), b64 = moe_step_bytes(&c, 64, 0, 2, 2);
   assert_true(b64 / b1 > 5.5 && b64 / b1 < 6.5);
   assert_true(moe_step_bytes(&c, 1, 1000, 2, 2) > b1);
+}
+
+/* Sliding-window layers read only the window's keys: moe_kv_positions against a count
+ * from the definition (layer l of gpt-oss-20b slides iff l is even; key k is read at
+ * query position pos iff k <= pos and, on a sliding layer, pos − 128 < k), and the step
+ * bytes lower by exactly those keys' K/V rows. Models without a window: ctx + 1 per layer. */
+static void window_keys(void **state) {
+  (void)state;
+  MoeConfig c, full;
+  assert_int_equal(moe_config_preset("gptoss20b", &c), 0);
+  assert_true(c.L == 24 && c.sliding_window == 128 && c.H_kv == 8 && c.head_dim == 64);
+  full = c;
+  full.sliding_window = 0; /* the same model charged the full context on every layer */
+  const int ctxs[] = {0, 1, 126, 127, 128, 129, 130, 255, 512, 543, 4095};
+  for (size_t i = 0; i < sizeof ctxs / sizeof ctxs[0]; i++) {
+    const int pos = ctxs[i]; /* ctx cached keys: the query sits at position ctx */
+    long keys = 0;
+    for (int l = 0; l < 24; l++)
+      for (int k = 0; k <= pos; k++) keys += l % 2 == 1 || k > pos - 128;
+    assert_true(moe_kv_positions(&c, pos) == (double)keys);
+    assert_true(moe_kv_positions(&full, pos) == 24.0 * (pos + 1));
+    /* bytes: 2 (K and V) · H_kv · head_dim · kv_bytes per key, B sequences */
+    for (int B = 1; B <= 64; B *= 64) {
+      const double saved = (double)B * 2 * 8 * 64 * 2 * (24.0 * (pos + 1) - keys);
+      assert_true(fabs(moe_step_bytes(&full, B, pos, 2, 2) - moe_step_bytes(&c, B, pos, 2, 2) - saved) < 1);
+      assert_true(fabs(moe_step_bytes_fmt(&full, B, pos, MOE_WF_MXFP4, MOE_WF_BF16, 2) -
+                       moe_step_bytes_fmt(&c, B, pos, MOE_WF_MXFP4, MOE_WF_BF16, 2) - saved) < 1);
+    }
+    if (pos <= 127) assert_true(keys == 24L * (pos + 1)); /* inside the window: nothing saved */
+  }
+  /* batch 1, a 512-token prompt: the 12 sliding layers read 128 keys instead of 513 */
+  const double mx = moe_step_bytes_fmt(&c, 1, 512, MOE_WF_MXFP4, MOE_WF_BF16, 2);
+  const double mx_full = moe_step_bytes_fmt(&full, 1, 512, MOE_WF_MXFP4, MOE_WF_BF16, 2);
+  assert_true(fabs(mx_full - mx - 12.0 * 385 * 2 * 8 * 64 * 2) < 1);
+  printf("gptoss20b B1 ctx 512, MXFP4 experts: window saves %.0f bytes per step (%.2f%% of %.0f)\n", mx_full - mx,
+         100 * (mx_full - mx) / mx, mx);
+  /* Mixtral semantics and Qwen3: no window, every layer ctx + 1 */
+  const char *none[] = {"gptoss20b_mixtral", "qwen3moe", "mini"};
+  for (int m = 0; m < 3; m++) {
+    assert_int_equal(moe_config_preset(none[m], &c), 0);
+    assert_true(c.sliding_window == 0);
+    assert_true(moe_kv_positions(&c, 1000) == c.L * 1001.0);
+    assert_true(moe_kv_positions(&c, 10.5) == c.L * 11.5);
+  }
 }
 
 /* Parse a JSON text as config.json. */
@@ -193,6 +239,7 @@ int main(void) {
       cmocka_unit_test(presets_match_the_design), cmocka_unit_test(distinct_experts),
       cmocka_unit_test(hf_mixtral),               cmocka_unit_test(hf_qwen3),
       cmocka_unit_test(hf_unsupported_named),     cmocka_unit_test(write_read_round_trip),
+      cmocka_unit_test(window_keys),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,17 +12,17 @@
 //   per-expert loop, host sync  the host walks the experts that got tokens: copy the
 //                               expert's token list over and wait, gather its rows, run
 //                               gate/up, down, scatter-add (ch07's and ch15's baselines)
-//   contiguous KV cache         the engine's default: [L][B][H_kv][max_len][head_dim]
-//                               fp32, reserved at the maximum length up front (ch16's
-//                               baseline)
+//   contiguous KV cache         the engine's default: per layer [B][H_kv][len][head_dim]
+//                               fp32, reserved up front at the maximum length (ch16's
+//                               baseline), a sliding-window layer at its window (a ring)
 //   eager launches              12 kernels per layer (14 with q/k norm) plus 4 per active
 //                               expert (ch12's baseline)
 //   bf16 weights, fp32 activations and accumulation. Mixtral, Qwen3-MoE and gpt-oss
 //   semantics: gpt-oss's q/k/v/o, router and expert biases ride in the GEMV's bias
 //   argument, YaRN is the RoPE kernel's frequency table and cos/sin factor, the sinks
 //   join the softmax, the clamped SwiGLU is a flag of the expert kernel, and a sliding
-//   window is a mask (the first key the attention reads): its layers keep a full-length
-//   KV cache like every other layer.
+//   window of w keys is the first key the attention reads plus a ring of w slots: its
+//   layers keep only the window's K/V (key t in slot t mod w), full layers max_len.
 #pragma once
 #include <math.h>
 #include <stdio.h>
@@ -84,11 +84,17 @@ __global__ void gemv_threadrow_kernel(const __nv_bfloat16 *__restrict__ W, const
   *o = accumulate ? *o + acc : acc;
 }
 
-// Rotate-half RoPE of q (in place) and k, then K and V of position pos into the cache.
-// Angle pos·inv_freq[i] in double, cos and sin times rope.scale. Strategy: thread per
-// (row, head, pair i / i + hd/2). Limiter: latency.
+/** Row of key t in a layer's KV cache: t, or on a sliding-window layer (ring > 0: the
+ *  layer keeps ring positions) slot t mod ring. The window's keys pos − ring < t <= pos
+ *  land in distinct slots, and the step's own key overwrites the one that left it. */
+__host__ __device__ inline int lab00_kv_slot(int t, int ring) { return ring > 0 ? t % ring : t; }
+
+// Rotate-half RoPE of q (in place) and k, then K and V of position pos into row `slot`
+// of the layer's cache [B][H_kv][kv_len][hd]. Angle pos·inv_freq[i] in double, cos and
+// sin times rope.scale. Strategy: thread per (row, head, pair i / i + hd/2). Limiter:
+// latency.
 __global__ void rope_kv_append_kernel(float *q, const float *k, const float *v, float *kc, float *vc, int H, int H_kv,
-                               int hd, int pos, int max_len, Lab00Rope rope) {
+                               int hd, int pos, int slot, int kv_len, Lab00Rope rope) {
   const int half = hd / 2, i = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
   if (i >= (H + H_kv) * half) return;
   const int head = i / half, j = i % half;
@@ -104,7 +110,7 @@ __global__ void rope_kv_append_kernel(float *q, const float *k, const float *v, 
   }
   const int kh = head - H;
   const float *kk = k + ((size_t)b * H_kv + kh) * hd, *vv = v + ((size_t)b * H_kv + kh) * hd;
-  const size_t at = (((size_t)b * H_kv + kh) * max_len + pos) * hd;
+  const size_t at = (((size_t)b * H_kv + kh) * kv_len + slot) * hd;
   kc[at + j] = kk[j] * c - kk[j + half] * s;
   kc[at + j + half] = kk[j + half] * c + kk[j] * s;
   vc[at + j] = vv[j];
@@ -112,12 +118,14 @@ __global__ void rope_kv_append_kernel(float *q, const float *k, const float *v, 
 }
 
 // scores[b][h][t] = q·K[t] / sqrt(hd), t0 <= t <= pos (t0 > 0: a sliding window's first
-// key). Strategy: thread per score. Limiter: latency.
+// key); scores rows of max_len, K[t] in row lab00_kv_slot(t, ring) of the layer's cache
+// [B][H_kv][kv_len][hd]. Strategy: thread per score. Limiter: latency.
 __global__ void attn_score_kernel(const float *q, const float *kc, float *scores, int H, int H_kv, int hd,
-                                  int t0, int pos, int max_len) {
+                                  int t0, int pos, int max_len, int kv_len, int ring) {
   const int t = t0 + blockIdx.x * blockDim.x + threadIdx.x, bh = blockIdx.y, b = bh / H, h = bh % H;
   if (t > pos) return;
-  const float *qq = q + (size_t)bh * hd, *kk = kc + (((size_t)b * H_kv + h / (H / H_kv)) * max_len + t) * hd;
+  const float *qq = q + (size_t)bh * hd;
+  const float *kk = kc + (((size_t)b * H_kv + h / (H / H_kv)) * kv_len + lab00_kv_slot(t, ring)) * hd;
   float s = 0.f;
   for (int d = 0; d < hd; d++) s += qq[d] * kk[d];
   scores[(size_t)bh * max_len + t] = s * rsqrtf((float)hd);
@@ -140,16 +148,17 @@ __global__ void attn_softmax_kernel(float *scores, const __nv_bfloat16 *__restri
   for (int t = t0; t <= pos; t++) s[t] /= sum;
 }
 
-// att[b][h][d] = Σ_{t0 <= t <= pos} p[t] · V[t][d]. Strategy: thread per output, serial loop over t.
+// att[b][h][d] = Σ_{t0 <= t <= pos} p[t] · V[t][d], V[t] in row lab00_kv_slot(t, ring) of
+// the layer's cache [B][H_kv][kv_len][hd]. Strategy: thread per output, serial loop over t.
 __global__ void attn_av_kernel(const float *scores, const float *vc, float *att, int H, int H_kv, int hd,
-                               int t0, int pos, int max_len) {
+                               int t0, int pos, int max_len, int kv_len, int ring) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
   if (i >= H * hd) return;
   const int h = i / hd, d = i % hd;
   const float *p = scores + ((size_t)b * H + h) * max_len;
-  const float *vv = vc + (((size_t)b * H_kv + h / (H / H_kv)) * max_len) * hd + d;
+  const float *vv = vc + (((size_t)b * H_kv + h / (H / H_kv)) * kv_len) * hd + d;
   float acc = 0.f;
-  for (int t = t0; t <= pos; t++) acc += p[t] * vv[(size_t)t * hd];
+  for (int t = t0; t <= pos; t++) acc += p[t] * vv[(size_t)lab00_kv_slot(t, ring) * hd];
   att[(size_t)b * H * hd + i] = acc;
 }
 
@@ -228,8 +237,18 @@ static inline void lab00_rmsnorm(const Engine *e, const float *x, const __nv_bfl
   GTL_LAUNCH();
 }
 
+/** The KV ring of layer l: the positions a sliding-window layer keeps, kv.window_len (key
+ *  t in slot t mod ring, lab00_kv_slot), or 0 on a full layer and whenever the cache
+ *  keeps max_len everywhere (key t in row t). */
+static inline int lab00_kv_ring(const Engine *e, int l) {
+  return e->kv.window_len > 0 && moe_layer_window(&e->cfg, l) > 0 ? e->kv.window_len : 0;
+}
+
 // Refuse what this layer does not compute (the frame's configure hook): every
 // architecture of labs/moe/config.h runs; only sizes past its fixed arrays are refused.
+// A model with a sliding window gets the engine's KV cache with rings of
+// min(window, max_len) positions on its sliding layers (kv.window_len); a layer built on
+// 00 that refuses windows (lab00_refuse_gptoss) never allocates it.
 static inline int lab00_configure(Engine *e, char *err, size_t n) {
   const MoeConfig *c = &e->cfg;
   if (c->E > 4096 || c->top_k > 64) {  // lab00_topk's stack arrays
@@ -239,6 +258,11 @@ static inline int lab00_configure(Engine *e, char *err, size_t n) {
   if (c->head_dim / 2 > kLab00MaxHalf) {  // Lab00Rope's table
     snprintf(err, n, "RoPE of head_dim <= %d (model: %d)", 2 * kLab00MaxHalf, c->head_dim);
     return -1;
+  }
+  e->kv.window_len = 0;
+  for (int l = 0; l < c->L; l++) {
+    const int64_t w = moe_layer_window(c, l);
+    if (w > 0) e->kv.window_len = w < e->kv.max_len ? (int)w : e->kv.max_len;
   }
   return 0;
 }
@@ -335,32 +359,36 @@ static inline int lab00_first_key(const MoeConfig *c, int l, int pos) {
 }
 
 // The table is rebuilt per call (head_dim/2 pow()s on the host), nothing kept between
-// steps: layers 01-03 reuse this stage with their own state.
+// steps: layers 01-03 reuse this stage with their own state. K/V go to row pos, or on a
+// sliding-window layer to ring slot pos mod window (over the key that left the window).
 static inline void lab00_rope(Engine *e, int l) {
   const MoeConfig *c = &e->cfg;
   float *kc = (float *)e->kv.k + engine_kv_layer(e, l), *vc = (float *)e->kv.v + engine_kv_layer(e, l);
   const Lab00Rope rope = lab00_rope_table(c);
   rope_kv_append_kernel<<<lab00_grid((c->H + c->H_kv) * c->head_dim / 2, e->B), kLab00Threads, 0, e->s>>>(
-      e->a.d_q, e->a.d_k, e->a.d_v, kc, vc, c->H, c->H_kv, c->head_dim, e->pos, e->kv.max_len, rope);
+      e->a.d_q, e->a.d_k, e->a.d_v, kc, vc, c->H, c->H_kv, c->head_dim, e->pos,
+      lab00_kv_slot(e->pos, lab00_kv_ring(e, l)), engine_kv_len(e, l), rope);
   GTL_LAUNCH();
 }
 
 // Keys t0..pos (lab00_first_key): all of them, or on a sliding-window layer the window's
-// last w. The cache keeps every position either way: the window only moves t0. gpt-oss's
-// sinks (one logit per query head) join the softmax.
+// last w, read from its ring (lab00_kv_slot). gpt-oss's sinks (one logit per query head)
+// join the softmax.
 static inline void lab00_attend(Engine *e, int l) {
   const MoeConfig *c = &e->cfg;
   Lab00 *p = (Lab00 *)e->layer;
   const int B = e->B, hd = c->head_dim, pos = e->pos, max_len = e->kv.max_len, t0 = lab00_first_key(c, l, pos);
+  const int kv_len = engine_kv_len(e, l), ring = lab00_kv_ring(e, l);
   const float *kc = (const float *)e->kv.k + engine_kv_layer(e, l), *vc = (const float *)e->kv.v + engine_kv_layer(e, l);
   attn_score_kernel<<<lab00_grid(pos + 1 - t0, B * c->H), kLab00Threads, 0, e->s>>>(e->a.d_q, kc, p->d_scores, c->H,
-                                                                                   c->H_kv, hd, t0, pos, max_len);
+                                                                                   c->H_kv, hd, t0, pos, max_len,
+                                                                                   kv_len, ring);
   GTL_LAUNCH();
   attn_softmax_kernel<<<(B * c->H + kLab00Threads - 1) / kLab00Threads, kLab00Threads, 0, e->s>>>(
       p->d_scores, lab00_w_opt(e, MOE_SINKS, l, 0), B * c->H, c->H, t0, pos, max_len);
   GTL_LAUNCH();
   attn_av_kernel<<<lab00_grid(c->H * hd, B), kLab00Threads, 0, e->s>>>(p->d_scores, vc, e->a.d_att, c->H, c->H_kv,
-                                                                       hd, t0, pos, max_len);
+                                                                       hd, t0, pos, max_len, kv_len, ring);
   GTL_LAUNCH();
 }
 
@@ -473,7 +501,8 @@ static inline void lab00_logits(Engine *e, int) {
 }
 
 /** Layer 00's table: every stage above, the host sampler, the engine's default fp32
- *  contiguous KV cache, bf16 tolerances (rel_l2 < 1e-2, top-1 >= 99%), eager. */
+ *  contiguous KV cache (rings on sliding-window layers), bf16 tolerances (rel_l2 < 1e-2,
+ *  top-1 >= 99%), eager. */
 static inline LayerOps lab00_ops(void) {
   LayerOps o;
   memset(&o, 0, sizeof o);

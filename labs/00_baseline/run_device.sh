@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # run_device.sh — everything layer 00 shows, in one GPU session, inside a time budget:
 #   build; mini (validated against the CPU reference) at batch 1 and 64; tiny_gptoss
-#   (gpt-oss semantics, 160 checked positions: past the 128-key window); compute-sanitizer
+#   (gpt-oss semantics, 160 checked positions: past the 128-key window, whose layers keep
+#   a ring of 128 slots; and 300 positions: the ring wrapped twice); compute-sanitizer
 #   memcheck on mini and tiny_gptoss; transformers checks (labs/moe/hf_check.py);
 #   gptoss20b_mixtral at batch 1 (prompt 512, generate 128) and batch 64 (prompt 32,
 #   generate 8: the baseline is slow); gptoss20b (gpt-oss semantics) at the same points.
@@ -34,6 +35,7 @@ run mini 40 "$d" --model=/tmp/mini_ckpt --prompt=16 --gen=4
 h=$(grep -o '"logits_hash":"[0-9a-f]*"' "$out/mini.log" | sed -n '1p;3p' | sort -u | wc -l)
 echo "== mini: --preset=mini and --model=<written mini> logits_hash: $([ "$h" = 1 ] && echo same || echo DIFFERENT)" | tee -a "$out/mini.log"
 run tiny_gptoss 40 "$d" --preset=tiny_gptoss --batch=3 --prompt=140 --gen=24 --check=160 --check-rows=3
+run tiny_gptoss 40 "$d" --preset=tiny_gptoss --batch=2 --prompt=290 --gen=24 --check=300 --check-rows=2
 run memcheck 90 compute-sanitizer --tool memcheck --leak-check full "$d" --preset=mini --batch=3 --prompt=12 --gen=6 --check=12 --check-rows=3 --stage-steps=2
 run memcheck 90 compute-sanitizer --tool memcheck --leak-check full "$d" --preset=tiny_gptoss --batch=2 --prompt=132 --gen=4 --check=8 --check-rows=2 --stage-steps=1
 run gptoss_b1 150 "$d" --preset=gptoss20b_mixtral

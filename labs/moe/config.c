@@ -512,6 +512,16 @@ double moe_weight_bits(MoeWeightFormat f) {
   return f == MOE_WF_MXFP4 ? 4.25 : f == MOE_WF_FP8 ? 8.0 : 16.0;
 }
 
+double moe_kv_positions(const MoeConfig *c, double ctx) {
+  if (c->sliding_window <= 0) return c->L * (ctx + 1.0);
+  double n = 0;
+  for (int l = 0; l < c->L; l++) {
+    const double w = (double)moe_layer_window(c, l);
+    n += w > 0 && w < ctx + 1.0 ? w : ctx + 1.0;
+  }
+  return n;
+}
+
 double moe_step_bytes_fmt(const MoeConfig *c, int B, double ctx, MoeWeightFormat expert_fmt,
                           MoeWeightFormat dense_fmt, int kv_bytes) {
   const double experts = moe_expected_experts(c->E, c->top_k, B);
@@ -519,8 +529,9 @@ double moe_step_bytes_fmt(const MoeConfig *c, int B, double ctx, MoeWeightFormat
   const double dense_layer = (double)moe_params_attn(c) + (double)router_params(c) +
                              experts * (double)expert_biases(c);
   const double dense = c->L * dense_layer + (double)c->V * c->D + c->D + (double)B * c->D;
-  const double kv_row = 2.0 * c->H_kv * c->head_dim * c->L; /* K and V of one position */
-  return dense * db + c->L * experts * (double)expert_matrix(c) * eb + (double)B * kv_row * (ctx + 1.0) * kv_bytes;
+  const double kv_row = 2.0 * c->H_kv * c->head_dim; /* K and V of one position in one layer */
+  return dense * db + c->L * experts * (double)expert_matrix(c) * eb +
+         (double)B * kv_row * moe_kv_positions(c, ctx) * kv_bytes;
 }
 
 double moe_step_bytes(const MoeConfig *c, int B, double ctx, int w_bytes, int kv_bytes) {
@@ -528,6 +539,6 @@ double moe_step_bytes(const MoeConfig *c, int B, double ctx, int w_bytes, int kv
   const double per_layer = (double)moe_params_attn(c) + (double)router_params(c) +
                            experts * (double)moe_params_expert(c);
   const double weights = c->L * per_layer + (double)c->V * c->D + c->D + (double)B * c->D;
-  const double kv_row = 2.0 * c->H_kv * c->head_dim * c->L; /* K and V of one position */
-  return weights * w_bytes + (double)B * kv_row * (ctx + 1.0) * kv_bytes;
+  const double kv_row = 2.0 * c->H_kv * c->head_dim; /* K and V of one position in one layer */
+  return weights * w_bytes + (double)B * kv_row * moe_kv_positions(c, ctx) * kv_bytes;
 }

@@ -134,10 +134,16 @@ uint64_t moe_params_active(const MoeConfig *c);
  *  E·(1 − (1 − k/E)^B) (the chance an expert is picked by none of B tokens is
  *  (1 − k/E)^B). Equals k at B = 1. */
 double moe_expected_experts(int E, int top_k, int B);
+/** Keys one sequence reads in one decode step, summed over the layers, at ctx cached
+ *  positions: ctx + 1 per full-attention layer (the step's own key included), min(ctx + 1,
+ *  w) per sliding-window layer of w keys (moe_layer_window). ctx may be an average over
+ *  steps; then the sum is exact when no step's ctx + 1 lies on the other side of w. */
+double moe_kv_positions(const MoeConfig *c, double ctx);
 /** The roofline bytes of one decode step at batch B: every non-expert weight once, the
  *  expected distinct experts of each layer, B embedding rows, and per sequence the K/V
- *  rows of ctx + 1 positions read (ctx already cached, plus the step's own), with weights
- *  of w_bytes and KV of kv_bytes per element. */
+ *  rows of the keys read (moe_kv_positions: ctx already cached plus the step's own, a
+ *  sliding-window layer only its window's), with weights of w_bytes and KV of kv_bytes
+ *  per element. */
 double moe_step_bytes(const MoeConfig *c, int B, double ctx, int w_bytes, int kv_bytes);
 /** Bits per weight of a format: 16, 8, 4.25 (MXFP4: 4 + one 8-bit scale per 32). */
 double moe_weight_bits(MoeWeightFormat f);

@@ -75,8 +75,9 @@ static inline void stage_run_group(Engine *e, Stage st, GroupFn fn, int l, int g
 }
 
 // Bytes of the roofline model per stage and step (weights in the layer's formats, K/V at
-// kv_bytes per element, attention over ctx + 1 positions, `experts` distinct experts per
-// layer); their sum is moe_step_bytes_fmt.
+// kv_bytes per element, attention over moe_kv_positions' keys: ctx + 1, a sliding-window
+// layer at most its window, `experts` distinct experts per layer); their sum is
+// moe_step_bytes_fmt.
 static inline void engine_stage_bytes(const Engine *e, double ctx, double experts, double *b) {
   const MoeConfig *c = &e->cfg;
   const double db = moe_weight_bits(e->ops.dense_fmt) / 8, eb = moe_weight_bits(e->ops.expert_fmt) / 8;
@@ -88,7 +89,7 @@ static inline void engine_stage_bytes(const Engine *e, double ctx, double expert
   b[ST_ATTN_QKV] = c->L * (attn - o) * db;
   b[ST_ATTN_OUT] = c->L * o * db;
   b[ST_ATTN_ROPE] = 0;  // the step's own K/V row is counted in attn.score (ctx + 1)
-  b[ST_ATTN_SCORE] = (double)e->B * c->L * kv_row * (ctx + 1.0) * e->ops.kv_bytes;
+  b[ST_ATTN_SCORE] = (double)e->B * kv_row * moe_kv_positions(c, ctx) * e->ops.kv_bytes;
   b[ST_MOE_ROUTER] = c->L * ((double)c->E * c->D + (c->router_bias ? c->E : 0)) * db;
   b[ST_MOE_EXPERT_UP] = c->L * experts * 2 * fd * eb;
   b[ST_MOE_EXPERT_DOWN] = c->L * experts * fd * eb;

@@ -261,10 +261,10 @@ static inline void engine_acts_free(Engine *e) {
   free(a->h_tok);
 }
 
-// The default KV cache: fp32, contiguous, max_len positions per sequence.
+// The default KV cache: fp32, contiguous, engine_kv_len positions per sequence and layer.
 static inline void engine_kv_alloc(Engine *e) {
   const MoeConfig *c = &e->cfg;
-  const size_t n = (size_t)c->L * e->B * c->H_kv * e->kv.max_len * c->head_dim;
+  const size_t n = engine_kv_layer(e, c->L);
   e->kv.dtype = KV_F32;
   e->kv.k = engine_dev(n * 4, "K cache (fp32, max length)");
   e->kv.v = engine_dev(n * 4, "V cache (fp32, max length)");

@@ -54,15 +54,19 @@ typedef struct {
 
 typedef enum { KV_F32 = 0, KV_BF16 = 1, KV_FP8_E4M3 = 2 } KvDtype;
 
-// The KV cache. The engine's default (LayerOps.kv_alloc NULL): fp32, contiguous,
-// max_len positions per sequence, k and v each [L][B][H_kv][max_len][head_dim]. A layer
-// with another layout sets every field in its kv_alloc (memory from cudaMalloc: the
-// engine frees k, v and d_block_table at the end).
+// The KV cache. The engine's default (LayerOps.kv_alloc NULL): fp32, contiguous, layer
+// after layer, each [B][H_kv][len_l][head_dim] for k and for v, len_l = max_len positions
+// per sequence (engine_kv_len), or window_len on a sliding-window layer when a layer's
+// configure sets it (a ring: key t in slot t mod window_len; layer 00). A layer with
+// another layout sets every field in its kv_alloc (memory from cudaMalloc: the engine
+// frees k, v and d_block_table at the end).
 typedef struct {
   KvDtype dtype;
   int paged;                // 0: contiguous; 1: blocks of `block` positions from a pool
   int block;                // positions per block (paged)
   int max_len;              // positions a sequence may reach (set by the engine)
+  int window_len;           // positions kept on a sliding-window layer (a ring); 0: max_len
+                            // on every layer (the default; a kv_alloc without rings sets 0)
   int64_t n_blocks;         // paged: blocks in the pool
   void *k, *v;              // the storage (layout: above, or the layer's own)
   int32_t *d_block_table;   // paged: [B][ceil(max_len / block)] block ids, else NULL
@@ -123,7 +127,15 @@ struct Engine {
 static inline const __nv_bfloat16 *engine_w(const Engine *e, MoeKind k, int layer, int expert) {
   return e->d_w + e->lay.t[moe_tensor_index(&e->lay, k, layer, expert)].offset;
 }
-// Element offset of layer l in the engine's default contiguous KV cache.
+// Positions per sequence layer l keeps in the engine's default KV cache: kv.window_len on
+// a sliding-window layer (moe_layer_window > 0) when set, else max_len.
+static inline int engine_kv_len(const Engine *e, int l) {
+  return e->kv.window_len > 0 && moe_layer_window(&e->cfg, l) > 0 ? e->kv.window_len : e->kv.max_len;
+}
+// Element offset of layer l in the engine's default contiguous KV cache (l = L: its size).
 static inline size_t engine_kv_layer(const Engine *e, int l) {
-  return (size_t)l * e->B * e->cfg.H_kv * e->kv.max_len * e->cfg.head_dim;
+  if (!e->kv.window_len) return (size_t)l * e->B * e->cfg.H_kv * e->kv.max_len * e->cfg.head_dim;
+  size_t n = 0;
+  for (int i = 0; i < l; i++) n += (size_t)engine_kv_len(e, i);
+  return n * e->B * e->cfg.H_kv * e->cfg.head_dim;
 }
