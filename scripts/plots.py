@@ -113,9 +113,17 @@ def draw(exp, out):
     labs = {k: e for k, e in exp["entries"].items() if k.startswith("labs/")}
     fig, ax = plt.subplots(figsize=(8, 4))
     lnames, tps, roof = [], [], None
+    # One model for the whole ladder: the one most layers measured at batch 1 (a layer may
+    # also hold points of another model, e.g. layer 00's gpt-oss semantics).
+    def model_of(w):
+        return w.split("_B1_")[0] if "_B1_" in w else None
+    models = [model_of(w) for e in labs.values() for w, p in e.get("operating_points", {}).items()
+              if p.get("batch") == 1 and model_of(w)]
+    model = max(set(models), key=models.count) if models else None
     for k in sorted(labs):
         pts = labs[k].get("operating_points", {})
-        b1 = [p for p in pts.values() if p.get("batch") == 1]
+        b1 = [p for w, p in pts.items() if p.get("batch") == 1 and model_of(w) == model] or \
+             [p for p in pts.values() if p.get("batch") == 1]
         if not b1:
             continue
         lnames.append(k.split("/")[1])
@@ -132,7 +140,7 @@ def draw(exp, out):
         ax.legend(fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("tokens/s at batch 1 (log)")
-    ax.set_title(f"The MoE decode engine, layer by layer — gptoss20b shapes, {gpu}")
+    ax.set_title(f"The MoE decode engine, layer by layer — {model or 'gptoss20b'}, {gpu}")
     fig.tight_layout()
     fig.savefig(os.path.join(out, "lab_ladder.png"), dpi=110)
     plt.close(fig)
