@@ -93,11 +93,13 @@ __host__ __device__ inline int lab00_kv_slot(int t, int ring) { return ring > 0 
 // of the layer's cache [B][H_kv][kv_len][hd]. Angle pos·inv_freq[i] in double, cos and
 // sin times rope.scale. Strategy: thread per (row, head, pair i / i + hd/2). Limiter:
 // latency.
-__global__ void rope_kv_append_kernel(float *q, const float *k, const float *v, float *kc, float *vc, int H, int H_kv,
-                               int hd, int pos, int slot, int kv_len, Lab00Rope rope) {
-  const int half = hd / 2, i = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
-  if (i >= (H + H_kv) * half) return;
-  const int head = i / half, j = i % half;
+// One (row b, head, pair j / j + hd/2) of RoPE + append, element i of the row's
+// (H + H_kv)·hd/2: rotate q in place, or rotate k into the cache row `slot` of kv_len and
+// copy v beside it. Shared by this kernel and layer 04's (which reads pos on the device).
+__device__ __forceinline__ void lab00_rope_append_one(float *q, const float *k, const float *v, float *kc, float *vc,
+                                                      int H, int H_kv, int hd, int b, int i, int pos, int slot,
+                                                      int kv_len, const Lab00Rope &rope) {
+  const int half = hd / 2, head = i / half, j = i % half;
   double sn, cs;
   sincos(pos * rope.inv_freq[j], &sn, &cs);
   const float c = (float)(rope.scale * cs), s = (float)(rope.scale * sn);
@@ -115,6 +117,13 @@ __global__ void rope_kv_append_kernel(float *q, const float *k, const float *v, 
   kc[at + j + half] = kk[j + half] * c + kk[j] * s;
   vc[at + j] = vv[j];
   vc[at + j + half] = vv[j + half];
+}
+
+__global__ void rope_kv_append_kernel(float *q, const float *k, const float *v, float *kc, float *vc, int H, int H_kv,
+                               int hd, int pos, int slot, int kv_len, Lab00Rope rope) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= (H + H_kv) * (hd / 2)) return;
+  lab00_rope_append_one(q, k, v, kc, vc, H, H_kv, hd, blockIdx.y, i, pos, slot, kv_len, rope);
 }
 
 // scores[b][h][t] = q·K[t] / sqrt(hd), t0 <= t <= pos (t0 > 0: a sliding window's first

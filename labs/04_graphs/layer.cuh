@@ -52,26 +52,10 @@ static inline void lab04_attn_split(int max_len, int max_chunks, int *n_chunks, 
 __global__ void lab04_rope_kernel(float *q, const float *k, const float *v, float *kc, float *vc, int H, int H_kv,
                                   int hd, const int32_t *pos, int max_len, Lab00Rope rope) {
   pdl_wait_prior();  // q, k, v come from the previous kernel
-  const int half = hd / 2, i = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
-  if (i >= (H + H_kv) * half) return;
-  const int head = i / half, j = i % half, p = pos[b];
-  double sn, cs;
-  sincos(p * rope.inv_freq[j], &sn, &cs);
-  const float c = (float)(rope.scale * cs), s = (float)(rope.scale * sn);
-  if (head < H) {
-    float *h = q + ((size_t)b * H + head) * hd;
-    const float x0 = h[j], x1 = h[j + half];
-    h[j] = x0 * c - x1 * s;
-    h[j + half] = x1 * c + x0 * s;
-    return;
-  }
-  const int kh = head - H;
-  const float *kk = k + ((size_t)b * H_kv + kh) * hd, *vv = v + ((size_t)b * H_kv + kh) * hd;
-  const size_t at = (((size_t)b * H_kv + kh) * max_len + p) * hd;
-  kc[at + j] = kk[j] * c - kk[j + half] * s;
-  kc[at + j + half] = kk[j + half] * c + kk[j] * s;
-  vc[at + j] = vv[j];
-  vc[at + j + half] = vv[j + half];
+  const int i = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+  if (i >= (H + H_kv) * (hd / 2)) return;
+  const int p = pos[b];
+  lab00_rope_append_one(q, k, v, kc, vc, H, H_kv, hd, b, i, p, p, max_len, rope);
 }
 
 // ---- hooks and stages ---------------------------------------------------------------------
