@@ -18,14 +18,6 @@
 #include "../moe/plan_check.h"
 
 
-static uint64_t rng_state;
-static uint32_t rng_next(uint32_t n) {  // splitmix64, then modulo (bias irrelevant here)
-  uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return (uint32_t)((z ^ (z >> 31)) % n);
-}
-
 // One routing of B tokens over E experts, top_k distinct each, through the plan.
 static void check_plan(int E, int top_k, int B, uint64_t seed) {
   const int n = B * top_k, G = E < n ? E : n, cap = B;
@@ -36,18 +28,7 @@ static void check_plan(int E, int top_k, int B, uint64_t seed) {
   int *count = (int *)calloc(E, sizeof(int)), *expert = (int *)calloc(E, sizeof(int));
   int *ref_cnt = (int *)calloc(E, sizeof(int)), *ref_tok = (int *)malloc(sizeof(int) * E * B);
   float *ref_w = (float *)malloc(sizeof(float) * E * B);
-  rng_state = seed;
-  for (int b = 0; b < B; b++)
-    for (int j = 0; j < top_k; j++) {
-      int x, dup;
-      do {  // distinct experts per token, as a top-k gives
-        x = (int)rng_next((uint32_t)E);
-        dup = 0;
-        for (int i = 0; i < j; i++) dup |= idx[b * top_k + i] == x;
-      } while (dup);
-      idx[b * top_k + j] = x;
-      w[b * top_k + j] = 0.01f + (float)rng_next(1000) / 1000.f;
-    }
+  plan_routing(idx, w, B, top_k, E, seed);
   for (int i = 0; i < n; i++) slot[i] = -1;
   // the kernel's phases, serially
   int n_routed = 0;

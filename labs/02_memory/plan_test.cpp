@@ -21,14 +21,6 @@
 #include "../moe/plan_check.h"
 
 
-static uint64_t rng_state;
-static uint32_t rng_next(uint32_t n) {  // splitmix64, then modulo (bias irrelevant here)
-  uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return (uint32_t)((z ^ (z >> 31)) % n);
-}
-
 // A value naming (token, hi or lo, element): what the permute must carry unchanged.
 static int32_t tag(int b, int lo, int d) { return (b * 2 + lo) * 100003 + d; }
 
@@ -43,18 +35,7 @@ static void check_dispatch(int E, int top_k, int B, int D, uint64_t seed) {
   char *written = (char *)calloc(rows, 1);
   char what[96];
   snprintf(what, sizeof what, "dispatch E=%d top_k=%d B=%d D=%d", E, top_k, B, D);
-  rng_state = seed;
-  for (int b = 0; b < B; b++)
-    for (int j = 0; j < top_k; j++) {
-      int x, dup;
-      do {  // distinct experts per token, as a top-k gives
-        x = (int)rng_next((uint32_t)E);
-        dup = 0;
-        for (int i = 0; i < j; i++) dup |= idx[b * top_k + i] == x;
-      } while (dup);
-      idx[b * top_k + j] = x;
-      w[b * top_k + j] = 0.01f + (float)rng_next(1000) / 1000.f;
-    }
+  plan_routing(idx, w, B, top_k, E, seed);
   for (int x = 0; x < E; x++) count[x] = lab01_plan_count(idx, n, x);
   for (int x = 0; x < E; x++)
     if (count[x]) g_count[lab01_plan_rank(count, x)] = lab01_plan_fill(idx, w, n, top_k, x,
