@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include "convert.h"
 #include "../ch19/fp8_kv.h"
+#include "ptx_sim.h"
 
 /* The maps under test (ch19/fp8_kv.h), replaceable by wrong ones. */
 typedef struct {
@@ -50,16 +51,7 @@ static uint8_t stage[2 * 128 * 64 + 128 * 4]; /* one stage: K codes, V codes, sc
 static uint8_t written[sizeof stage];
 static int loads_ok; /* 0 once a stage byte was written twice, never, or out of place */
 static uint32_t rd32(uint32_t off) { uint32_t v; memcpy(&v, stage + off, 4); return v; }
-static uint16_t rd16(uint32_t off) { uint16_t v; memcpy(&v, stage + off, 2); return v; }
-/* ldmatrix.x4 .b16: lane l gives the row address of matrix l / 8, row l % 8; without .trans
- * lane t gets row t/4, elements 2(t%4), 2(t%4)+1; with .trans the transposed matrix. */
-static void ldmatrix_x4(const uint32_t addr[32], int trans, uint32_t r[32][4]) {
-  for (int m = 0; m < 4; m++)
-    for (int t = 0; t < 32; t++)
-      r[t][m] = trans ? rd16(addr[m * 8 + 2 * (t % 4)] + 2 * (t / 4)) |
-                            ((uint32_t)rd16(addr[m * 8 + 2 * (t % 4) + 1] + 2 * (t / 4)) << 16)
-                      : rd32(addr[m * 8 + t / 4] + 4 * (t % 4));
-}
+static void ldmatrix_x4(const uint32_t addr[32], int trans, uint32_t r[32][4]) { ptx_ldmatrix_x4(stage, addr, trans, r); }
 /* prmt.b32 (default mode): byte n of the result is byte (sel >> 4n) & 7 of {y, x}. */
 static uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t sel) {
   const uint64_t xy = (uint64_t)x | ((uint64_t)y << 32);
@@ -81,28 +73,8 @@ static void movmatrix_t(const uint32_t in[32], uint32_t out[32]) {
   for (int t = 0; t < 32; t++) out[t] = M[2 * (t % 4)][t / 4] | ((uint32_t)M[2 * (t % 4) + 1][t / 4] << 16);
 }
 static uint32_t pack_f16(float lo, float hi) { return gtl_f32_to_fp16(lo) | ((uint32_t)gtl_f32_to_fp16(hi) << 16); }
-static float f16lo(uint32_t r) { return gtl_fp16_to_f32((uint16_t)(r & 0xFFFF)); }
-static float f16hi(uint32_t r) { return gtl_fp16_to_f32((uint16_t)(r >> 16)); }
-/* d (16x8 fp32) += a (16x16 f16) · b (16x8 f16); a0 (g, 2c..), a1 (g+8, 2c..), a2 (g, 2c+8..),
- * a3 (g+8, 2c+8..); b0 (k 2c.., n g), b1 (k 2c+8.., n g); d0,d1 (g, 2c..), d2,d3 (g+8, 2c..). */
 static void mma(float d[32][4], uint32_t a[32][4], const uint32_t b0[32], const uint32_t b1[32]) {
-  float A[16][16], B[16][8];
-  for (int t = 0; t < 32; t++) {
-    const int g = t / 4, c = t % 4;
-    A[g][2 * c] = f16lo(a[t][0]), A[g][2 * c + 1] = f16hi(a[t][0]);
-    A[g + 8][2 * c] = f16lo(a[t][1]), A[g + 8][2 * c + 1] = f16hi(a[t][1]);
-    A[g][2 * c + 8] = f16lo(a[t][2]), A[g][2 * c + 9] = f16hi(a[t][2]);
-    A[g + 8][2 * c + 8] = f16lo(a[t][3]), A[g + 8][2 * c + 9] = f16hi(a[t][3]);
-    B[2 * c][g] = f16lo(b0[t]), B[2 * c + 1][g] = f16hi(b0[t]);
-    B[2 * c + 8][g] = f16lo(b1[t]), B[2 * c + 9][g] = f16hi(b1[t]);
-  }
-  for (int t = 0; t < 32; t++)
-    for (int e = 0; e < 4; e++) {
-      const int row = t / 4 + (e >= 2 ? 8 : 0), col = 2 * (t % 4) + (e & 1);
-      float acc = d[t][e];
-      for (int k = 0; k < 16; k++) acc += A[row][k] * B[k][col];
-      d[t][e] = acc;
-    }
+  ptx_mma_m16n8k16(d, a, b0, b1, gtl_fp16_to_f32);
 }
 
 /* One (sequence, KV head): len keys in a pool of P-token pages (table[logical] = physical),

@@ -10,55 +10,17 @@
 #include <stdlib.h>
 #include "convert.h"
 #include "../ch19/fp8_kv.h"
+#include "ptx_sim.h"
 
 static uint8_t smem[2 * 64 * 128]; /* K tile, V tile (one stage) */
 static uint32_t sc[64];
 static uint8_t fl[64];
 
 static uint32_t pack(float lo, float hi) { return gtl_f32_to_bf16(lo) | ((uint32_t)gtl_f32_to_bf16(hi) << 16); }
-static float lo16(uint32_t r) { return gtl_bf16_to_f32((uint16_t)(r & 0xFFFF)); }
-static float hi16(uint32_t r) { return gtl_bf16_to_f32((uint16_t)(r >> 16)); }
-static uint32_t rd32(uint32_t off) { uint32_t v; memcpy(&v, smem + off, 4); return v; }
 
-/* ldmatrix.x4 (.trans): lane l gives the row address of matrix l / 8, row l % 8. Without
- * trans lane t receives row t/4, elements 2(t%4), 2(t%4)+1 of each matrix; with trans the
- * matrix is transposed first: elements (2(t%4), t/4) and (2(t%4)+1, t/4). */
-static void ldmatrix_x4(const uint32_t addr[32], int trans, uint32_t r[32][4]) {
-  for (int m = 0; m < 4; m++)
-    for (int t = 0; t < 32; t++) {
-      if (!trans) {
-        r[t][m] = rd32(addr[m * 8 + t / 4] + 4 * (t % 4));
-      } else {
-        uint16_t e0, e1;
-        memcpy(&e0, smem + addr[m * 8 + 2 * (t % 4)] + 2 * (t / 4), 2);
-        memcpy(&e1, smem + addr[m * 8 + 2 * (t % 4) + 1] + 2 * (t / 4), 2);
-        r[t][m] = e0 | ((uint32_t)e1 << 16);
-      }
-    }
-}
-/* d (16x8 fp32) += a (16x16) · b (16x8), fragments per lane: a0 (g, 2c..), a1 (g+8, 2c..),
- * a2 (g, 2c+8..), a3 (g+8, 2c+8..); b0 (k 2c.., n g), b1 (k 2c+8.., n g); d0,d1 (g, 2c..),
- * d2,d3 (g+8, 2c..), with g = lane/4, c = lane%4. */
+static void ldmatrix_x4(const uint32_t addr[32], int trans, uint32_t r[32][4]) { ptx_ldmatrix_x4(smem, addr, trans, r); }
 static void mma(float d[32][4], uint32_t a[32][4], uint32_t b0[32], uint32_t b1[32]) {
-  float A[16][16], B[16][8];
-  for (int t = 0; t < 32; t++) {
-    const int g = t / 4, c = t % 4;
-    A[g][2 * c] = lo16(a[t][0]), A[g][2 * c + 1] = hi16(a[t][0]);
-    A[g + 8][2 * c] = lo16(a[t][1]), A[g + 8][2 * c + 1] = hi16(a[t][1]);
-    A[g][2 * c + 8] = lo16(a[t][2]), A[g][2 * c + 9] = hi16(a[t][2]);
-    A[g + 8][2 * c + 8] = lo16(a[t][3]), A[g + 8][2 * c + 9] = hi16(a[t][3]);
-    B[2 * c][g] = lo16(b0[t]), B[2 * c + 1][g] = hi16(b0[t]);
-    B[2 * c + 8][g] = lo16(b1[t]), B[2 * c + 9][g] = hi16(b1[t]);
-  }
-  for (int t = 0; t < 32; t++) {
-    const int g = t / 4, c = t % 4;
-    for (int e = 0; e < 4; e++) {
-      const int row = g + (e >= 2 ? 8 : 0), col = 2 * c + (e & 1);
-      float acc = d[t][e];
-      for (int k = 0; k < 16; k++) acc += A[row][k] * B[k][col];
-      d[t][e] = acc;
-    }
-  }
+  ptx_mma_m16n8k16(d, a, b0, b1, gtl_bf16_to_f32);
 }
 
 /* One CTA over keys 0..n-1 of one KV head; q [G][64], K/V rows in bf16 (k16) or FP8
