@@ -49,11 +49,9 @@ __global__ void embed_rows_kernel(const __nv_bfloat16 *__restrict__ emb, const i
   if (d < D) x[(size_t)blockIdx.y * D + d] = __bfloat162float(emb[(size_t)tok[blockIdx.y] * D + d]);
 }
 
-// out[row] = w ⊙ x[row] / sqrt(mean(x[row]²) + eps), rows of n (in place allowed).
-// Strategy: block per row, strided loop, shared-memory tree sum. Limiter: latency.
-__global__ void rmsnorm_blockrow_kernel(const float *x, const __nv_bfloat16 *__restrict__ w, float *out, int n, float eps) {
-  __shared__ float red[kLab00Threads];
-  const float *xr = x + (size_t)blockIdx.x * n;
+// 1 / sqrt(mean(xr²) + eps) of one row of n, by a block of kLab00Threads: strided sum of
+// squares, shared-memory tree (red: kLab00Threads floats). Shared with layer 02's fused norm.
+__device__ __forceinline__ float lab00_row_rms_inv(const float *xr, int n, float eps, float *red) {
   float ss = 0.f;
   for (int i = threadIdx.x; i < n; i += kLab00Threads) ss += xr[i] * xr[i];
   red[threadIdx.x] = ss;
@@ -62,7 +60,15 @@ __global__ void rmsnorm_blockrow_kernel(const float *x, const __nv_bfloat16 *__r
     if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
     __syncthreads();
   }
-  const float inv = rsqrtf(red[0] / n + eps);
+  return rsqrtf(red[0] / n + eps);
+}
+
+// out[row] = w ⊙ x[row] / sqrt(mean(x[row]²) + eps), rows of n (in place allowed).
+// Strategy: block per row, strided loop, shared-memory tree sum. Limiter: latency.
+__global__ void rmsnorm_blockrow_kernel(const float *x, const __nv_bfloat16 *__restrict__ w, float *out, int n, float eps) {
+  __shared__ float red[kLab00Threads];
+  const float *xr = x + (size_t)blockIdx.x * n;
+  const float inv = lab00_row_rms_inv(xr, n, eps, red);
   for (int i = threadIdx.x; i < n; i += kLab00Threads)
     out[(size_t)blockIdx.x * n + i] = __bfloat162float(w[i]) * (xr[i] * inv);
 }

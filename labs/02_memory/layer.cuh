@@ -79,15 +79,7 @@ __global__ void lab02_rmsnorm_split_kernel(const float *x, const __nv_bfloat16 *
                                            __nv_bfloat16 *xb, int n, float eps) {
   __shared__ float red[kLab00Threads];
   const float *xr = x + (size_t)blockIdx.x * n;
-  float ss = 0.f;
-  for (int i = threadIdx.x; i < n; i += kLab00Threads) ss += xr[i] * xr[i];
-  red[threadIdx.x] = ss;
-  __syncthreads();
-  for (int s = kLab00Threads / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
-    __syncthreads();
-  }
-  const float inv = rsqrtf(red[0] / n + eps);
+  const float inv = lab00_row_rms_inv(xr, n, eps, red);  // 00's arithmetic, same order
   __nv_bfloat16 *hi = xb + lab02_hi_row(blockIdx.x) * n;
   for (int i = threadIdx.x; i < n; i += kLab00Threads) {
     const float v = __bfloat162float(w[i]) * (xr[i] * inv);
