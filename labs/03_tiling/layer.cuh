@@ -35,6 +35,7 @@
 #pragma once
 #include "../02_memory/layer.cuh"
 #include "grouped.cuh"  // ch15's counting sort and work items; the grouped expert kernels
+#include "proj.cuh"     // q/k/v, o and the router: one launch each at small batch
 
 constexpr int kLab03AttnThreads = 256;  // 8 warps: a query head each (two when the group is 16)
 constexpr int kLab03AttnTile = 32;      // keys per shared-memory tile: one per lane
@@ -406,6 +407,9 @@ static inline LayerOps lab03_ops(void) {
   o.setup = lab03_setup;
   o.teardown = lab03_teardown;
   o.attend = lab03_attend;
+  o.qkv = lab03_qkv;
+  o.out = lab03_out;
+  o.router = lab03_router;
   o.experts_plan = NULL;  // one group: the grouped kernels take every routed expert
   o.dispatch = lab03_dispatch;
   o.expert_up = lab03_expert_up;

@@ -11,6 +11,12 @@
 //    the GEMV kernel (moe_tile_of with one tile per weight row, lab03_gemv_row) and of the
 //    MMA kernel (64-column tiles): each (sorted row, output column) is covered exactly once,
 //    every row of an item belongs to its expert, and the GEMV kernel's R holds every expert.
+// 4. The projections' GEMV (proj.cuh): for the qkv, out and router shapes of the presets,
+//    batches 1..9 and 64, a warp or a block per weight row and several wave sizes, the
+//    launch's blocks, warps and row strides (simulated as the kernel walks them) write
+//    every (token, output row) exactly once, the lanes' 16-byte pieces cover each row's K
+//    once, the staged row's order (lab03_proj_xs_at) is a permutation whose two planes the
+//    kernel reads as float4 c and K/8 + c, and the blocks' xn/xb slices tile [0, K).
 // Prints "ok: ..." / "FAILED: ..." and exits 1 on any failure.
 #include "../moe/engine.cuh"
 #include "layer.cuh"
@@ -108,6 +114,83 @@ static void check_items(int B, int top_k, int E, int N, uint64_t seed) {
   free(idx);
 }
 
+static void check_proj(const char *what, const int *N, int n_mats, int K, int B, int wpr, int wave) {
+  int row_end[3] = {0, 0, 0};
+  for (int m = 0; m < n_mats; m++) row_end[m] = (m ? row_end[m - 1] : 0) + N[m];
+  const int rows = row_end[n_mats - 1], K8 = K / 8;
+  const int R = B < kLab03ProjMaxRows ? B : kLab03ProjMaxRows, units = kLab03ProjWarps / wpr, step = 32 * wpr;
+  const dim3 grid = lab03_proj_grid(rows, B, R, wpr, wave);
+  CHECK(grid.x >= 1 && grid.y >= 1 && (int)(grid.x * grid.y) <= (wave > (int)grid.y ? wave : (int)grid.y),
+        "%s B=%d: grid %u x %u for a wave of %d\n", what, B, grid.x, grid.y, wave);
+  unsigned char *seen = (unsigned char *)calloc((size_t)B * rows, 1);
+  int *piece = (int *)calloc((size_t)K8, sizeof(int));
+  for (unsigned by = 0; by < grid.y; by++)
+    for (unsigned bx = 0; bx < grid.x; bx++)
+      for (int warp = 0; warp < kLab03ProjWarps; warp++) {
+        const int sub = warp % wpr, b0 = (int)by * R, nb = B - b0 < R ? B - b0 : R;
+        for (int row = (int)bx * units + warp / wpr; row < rows; row += (int)grid.x * units) {
+          int n;
+          const int m = lab03_proj_mat(row_end, row, &n);
+          CHECK(m < n_mats && n >= 0 && n < N[m], "%s: row %d -> matrix %d row %d\n", what, row, m, n);
+          if (row == 0)  // the pieces of one row, over its warps' lanes and loop steps
+            for (int lane = 0; lane < 32; lane++)
+              for (int c0 = lane + 32 * sub; c0 < K8; c0 += step * GEMV_ILP)
+                for (int j = 0; j < GEMV_ILP && c0 + step * j < K8; j++) piece[c0 + step * j] += by == 0 && bx == 0;
+          if (sub) continue;  // warp 0 of the row's warps writes
+          for (int r = 0; r < nb; r++) {
+            CHECK(!seen[(size_t)(b0 + r) * rows + row], "%s B=%d: (token %d, row %d) twice\n", what, B, b0 + r, row);
+            seen[(size_t)(b0 + r) * rows + row] = 1;
+          }
+        }
+      }
+  for (size_t i = 0; i < (size_t)B * rows; i++)
+    CHECK(seen[i], "%s B=%d wpr=%d: (token %zu, row %zu) never written\n", what, B, wpr, i / rows, i % rows);
+  for (int c = 0; c < K8; c++) CHECK(piece[c] == 1, "%s: piece %d of row 0 read %d times\n", what, c, piece[c]);
+  int *at = (int *)calloc((size_t)K, sizeof(int));
+  for (int k = 0; k < K; k++) {
+    const int i = lab03_proj_xs_at(k, K8), c = k / 8, h = (k % 8) / 4;
+    CHECK(i >= 0 && i < K && i / 4 == h * K8 + c && i % 4 == k % 4, "%s: element %d staged at %d\n", what, k, i);
+    if (i >= 0 && i < K) at[i]++;
+  }
+  for (int i = 0; i < K; i++) CHECK(at[i] == 1, "%s: staged slot %d used %d times\n", what, i, at[i]);
+  memset(at, 0, (size_t)K * sizeof(int));
+  for (unsigned bx = 0; bx < grid.x; bx++) {
+    int k0, k1;
+    lab03_proj_slice(K, (int)bx, (int)grid.x, &k0, &k1);
+    for (int k = k0; k < k1; k++) at[k]++;
+  }
+  for (int k = 0; k < K; k++) CHECK(at[k] == 1, "%s: element %d in %d slices (grid %u)\n", what, k, at[k], grid.x);
+  free(at);
+  free(piece);
+  free(seen);
+}
+
+static void check_projections(void) {
+  const char *names[] = {"gptoss20b_mixtral", "qwen3moe", "mini", "tiny_mixtral", "tiny_qwen3"};
+  const int batches[] = {1, 2, 3, 4, 5, 8, 9, 64};
+  const int waves[] = {132 * 16, 132 * 4, 7, 1};
+  int n = 0;
+  for (int i = 0; i < 5; i++) {
+    MoeConfig c;
+    CHECK(moe_config_preset(names[i], &c) == 0, "preset %s missing\n", names[i]);
+    const int Q = c.H * c.head_dim, KV = c.H_kv * c.head_dim, qkv[3] = {Q, KV, KV};
+    CHECK(lab03_proj_gemv_fits(c.D) && lab03_proj_gemv_fits(Q), "%s: rows of %d / %d do not fit\n", names[i], c.D, Q);
+    for (int b = 0; b < 8; b++)
+      for (int w = 0; w < 4; w++) {
+        if (batches[b] <= kLab03ProjGemvMaxBatch) {
+          check_proj("qkv", qkv, 3, c.D, batches[b], 1, waves[w]);
+          check_proj("out", &c.D, 1, Q, batches[b], 1, waves[w]);
+          n += 2;
+        }
+        check_proj("router", &c.E, 1, c.D, batches[b], 4, waves[w]);
+        n++;
+      }
+  }
+  printf("ok: projections: %d launches simulated (qkv/out at batch <= %d, the router at every batch; waves 2112, "
+         "528, 7, 1): every (token, row) written once, every piece read once, staging and slices exact\n",
+         n, kLab03ProjGemvMaxBatch);
+}
+
 int main(void) {
   check_fits();
   const int batches[] = {1, 4, 64};
@@ -120,6 +203,7 @@ int main(void) {
   check_items(64, 8, 128, 72, 7);   // qwen3moe's E, top_k: mean load 4 (bm 16)
   check_items(1, 8, 128, 64, 8);
   check_items(300, 2, 8, 64, 9);    // mean 75: bm 64, several m-tiles per expert
+  check_projections();
   printf("plan_test: %s\n", fails ? "FAILED" : "all passed");
   return fails ? 1 : 0;
 }
