@@ -30,6 +30,11 @@ constexpr int kLab03ProjWarps = kLab03ProjThreads / 32;
 constexpr int kLab03ProjMaxRows = 4;              // token rows per block (fp32 in shared memory)
 constexpr int kLab03ProjGemvMaxBatch = kLab03ProjMaxRows;  // qkv and out as GEMV up to this batch
 constexpr int kLab03ProjMaxSmem = 200 * 1024;     // staged rows: R·K·4 bytes at most
+// Independent 16-byte weight loads in flight per lane: ch08's depth unless built with
+// -DLAB03_PROJ_ILP=N (1..12) to try another.
+#ifndef LAB03_PROJ_ILP
+#define LAB03_PROJ_ILP GEMV_ILP
+#endif
 
 // One launch's matrices (by value in the kernel's parameters): up to three weights over
 // the same input rows, their rows concatenated (row r of matrix m when row_end[m-1] <= r <
@@ -80,7 +85,7 @@ __host__ __device__ __forceinline__ void lab03_proj_slice(int K, int bx, int gx,
 // block's 4 warps split K, partial sums added in warp order through shared memory).
 // Strategy: the first weight loads issued before the rows are staged (their latency hides
 // the staging), rows staged in shared memory in lab03_proj_xs_at's order, grid-stride over
-// weight rows, ch08's 16-byte streaming loads (GEMV_ILP in flight per lane), each weight
+// weight rows, ch08's 16-byte streaming loads (LAB03_PROJ_ILP in flight per lane), each weight
 // widened to fp32 once and used for the R rows, butterfly reduction, bias and residual in
 // the epilogue. Limiter: DRAM read bandwidth at R <= 2; shared-memory reads near R = 4
 // (8·R bank cycles per 512-byte weight piece of a warp).
@@ -95,14 +100,14 @@ __global__ void __launch_bounds__(kLab03ProjThreads) lab03_proj_gemv_kernel(cons
   int row = blockIdx.x * UNITS + warp / WPR;
 
   // the first row's first loads, in flight while the rows are staged
-  uint4 wv[GEMV_ILP];
+  uint4 wv[LAB03_PROJ_ILP];
   const uint4 *w = nullptr;
   if (row < rows) {
     int n;
     const int m = lab03_proj_mat(g.row_end, row, &n);
     w = (const uint4 *)(g.W[m] + (int64_t)n * K);
 #pragma unroll
-    for (int j = 0; j < GEMV_ILP; j++) {
+    for (int j = 0; j < LAB03_PROJ_ILP; j++) {
       const int c = lane + 32 * sub + step * j;  // the main loop's pieces, below
       wv[j] = c < K8 ? gemv_ld_stream(w + c) : make_uint4(0, 0, 0, 0);
     }
@@ -144,15 +149,15 @@ __global__ void __launch_bounds__(kLab03ProjThreads) lab03_proj_gemv_kernel(cons
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = 0.f;
-    for (int c0 = lane + 32 * sub; c0 < K8; c0 += step * GEMV_ILP) {
+    for (int c0 = lane + 32 * sub; c0 < K8; c0 += step * LAB03_PROJ_ILP) {
       if (!loaded) {
 #pragma unroll
-        for (int j = 0; j < GEMV_ILP; j++)  // all loads issued before the first use
+        for (int j = 0; j < LAB03_PROJ_ILP; j++)  // all loads issued before the first use
           wv[j] = c0 + step * j < K8 ? gemv_ld_stream(w + c0 + step * j) : make_uint4(0, 0, 0, 0);
       }
       loaded = false;
 #pragma unroll
-      for (int j = 0; j < GEMV_ILP; j++) {
+      for (int j = 0; j < LAB03_PROJ_ILP; j++) {
         const int c = c0 + step * j;
         if (c >= K8) break;
         float wf[8];
