@@ -164,15 +164,21 @@ __global__ void __launch_bounds__(kLab05QuantThreads)
   }
 }
 
-// out[k] = s · q[k] for k < cols (one row, cols % 16 == 0) through lab05_fp8x16_to_f32:
-// the dequantized row the setup check compares with the host. Strategy: thread per 16
-// elements. Limiter: latency (a check, a few rows).
+// out[k] = s · q[k] for k < cols (one row) through lab05_fp8x16_to_f32, the kernels'
+// decoder, when cols % 16 == 0 (else the scalar cvt): the dequantized row
+// the setup check compares with the host. Strategy: thread per 16 elements. Limiter:
+// latency (a check of a few rows).
 __global__ void lab05_dequant_row_kernel(const __nv_fp8_storage_t *q, const float *s, int64_t cols, float *out) {
   const int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const float sc = *s;
+  if (cols % 16) {  // rows not 16-byte aligned: every element through the scalar cvt
+    for (int64_t k = c; k < cols; k += (int64_t)gridDim.x * blockDim.x)
+      out[k] = sc * __half2float(__half(__nv_cvt_fp8_to_halfraw(q[k], __NV_E4M3)));
+    return;
+  }
   if (c >= cols / 16) return;
   float f[16];
   lab05_fp8x16_to_f32(((const uint4 *)q)[c], f);
-  const float sc = *s;
 #pragma unroll
   for (int j = 0; j < 16; j++) out[16 * c + j] = sc * f[j];
 }

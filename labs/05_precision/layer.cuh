@@ -1,0 +1,477 @@
+// layer.cuh — layer 05 of the lab: layer 04's stage table (lab04_ops()) with every weight
+// matrix stored in FP8 E4M3, one fp32 scale per output row, made on the GPU at setup from
+// the engine's bf16 weights (weights8.cuh), and every projection reading those bytes.
+// decode.cu runs it; --weights=bf16 runs layer 04's table unchanged (same program, same
+// engine), --weights=fp8 (the default) this one.
+//
+// What it replaces (everything else is 04's: the CUDA graph of the step, RoPE with PDL,
+// split-KV attention, ch15's counting-sort dispatch, 03's combine, the device sampler):
+//   attn.qkv, moe.router,  one kernel each (lab05_gemv8_kernel): the RMSNorm of the rows
+//   logits                 computed in the kernel's prologue into shared memory (ch14's
+//                          fusion: the normalized rows never make a round trip to HBM for
+//                          the projection), then fp8 weight rows × fp32 activations, fp32
+//                          accumulation, the row's scale and bias in the epilogue; q, k and v
+//                          in one launch. The router's launch also writes the normalized rows
+//                          the experts read (fp32 and 01's split bf16 rows), from block 0.
+//   attn.out               the same kernel without the norm; its epilogue adds into the
+//                          residual stream (ch14's fused residual add)
+//   moe.expert_up/down     grouped8.cuh's fp8 grouped kernels (03's work items)
+// Why fp32 activations and not FP8 ones (ch13/ch14 quantize both operands for the tensor
+// cores): at decode batch sizes a projection reads each weight once and does B
+// multiply-adds with it, so time is the weight bytes over HBM bandwidth; the activations
+// are a few KB that sit in shared memory. Quantizing them would save no HBM traffic and
+// add a second rounding (an activation's 3-bit mantissa) on top of the weights' one; so
+// the only loss against the bf16 layer is the weights' rounding, and the bytes are halved.
+// Batches of more than kLab05GemvMaxRows rows run the same kernel over slices of 8 rows
+// (the weights read once per slice; README: what batch 64 costs and what would fix it).
+#pragma once
+#include "weights8.cuh"
+#include "grouped8.cuh"  // the fp8 expert stages (lab05_expert_up/down, lab05_x8_setup/teardown)
+
+constexpr int kLab05GemvThreads = 512;  // 16 warps per block
+constexpr int kLab05GemvMaxRows = 8;    // activation rows per launch (shared memory: 8·K fp32)
+constexpr int kLab05RowsPerWarp = 2;    // weight rows a warp streams together (x read once for both)
+constexpr int kLab05GemvIlp = 4;        // 16-byte weight loads in flight per row per lane
+
+// Up to three projections of the same input in one launch (q, k, v): matrix m has n[m]
+// fp8 rows of K at w[m], scales s[m], bias (bf16 [n[m]] or NULL), output out[m]
+// [rows][n[m]] fp32.
+typedef struct {
+  int count;
+  int n[3];
+  const __nv_fp8_storage_t *w[3];
+  const float *s[3];
+  const __nv_bfloat16 *bias[3];
+  float *out[3];
+} Lab05Proj8;
+
+/** Matrix and row of global row g of the concatenated rows of p (n[0] + n[1] + n[2]);
+ *  -1 past the end. Host-tested. */
+__host__ __device__ __forceinline__ int lab05_proj_row(const Lab05Proj8 &p, int g, int *row) {
+  const int e0 = p.n[0], e1 = e0 + (p.count > 1 ? p.n[1] : 0), e2 = e1 + (p.count > 2 ? p.n[2] : 0);
+  const int m = g < e0 ? 0 : g < e1 ? 1 : g < e2 ? 2 : -1;
+  *row = g - (m == 1 ? e0 : m == 2 ? e1 : 0);
+  return m;
+}
+
+// Member m of one of p's arrays without indexing the kernel's parameters by a variable
+// (which would copy them to local memory).
+template <typename T>
+__host__ __device__ __forceinline__ T lab05_pick(const T (&a)[3], int m) {
+  return m == 0 ? a[0] : m == 1 ? a[1] : a[2];
+}
+
+/** Index (in floats) of element k of row r in the kernel's shared activations: for each
+ *  row, four planes of K/16 float4, plane j holding elements 4j..4j+3 of every 16-element
+ *  chunk, so the 32 lanes of a warp (consecutive chunks) read consecutive float4s: no bank
+ *  conflicts. Host-tested (a permutation of 0..R·K-1). */
+__host__ __device__ __forceinline__ int lab05_xs_at(int r, int k, int K) {
+  const int c = k >> 4, e = k & 15;
+  return ((r * 4 + (e >> 2)) * (K >> 4) + c) * 4 + (e & 3);
+}
+
+// ---- kernel -------------------------------------------------------------------------------
+// out_m[r][n] (+)= s_m[n] · Σ_k q_m[n][k] · xh[r][k] (+ bias_m[n]) for r < rows (<= R) and
+// every row n of the (up to three) matrices of p, xh = norm_w ⊙ x[r] / sqrt(mean(x[r]²) +
+// eps) when norm_w is set (00's arithmetic: w · (x · inv)), else x[r]. Block 0 also writes
+// xh to xn ([rows][K] fp32) and to xb (02's split rows: [rows][hi | lo] bf16) when set.
+// x fp32 [rows][K], K % 16 == 0; q E4M3 [n][K] (16-byte aligned rows), s fp32.
+// Strategy: xh staged in shared memory once per block (lab05_xs_at's layout); persistent
+// grid, a warp per kLab05RowsPerWarp weight rows, kLab05GemvIlp 16-byte streaming loads
+// (16 weights each) in flight per row and lane, decoded exactly (lab05_fp8x16_to_f32) and
+// used for every row r while in registers, shuffle reduction, the scale once per output.
+// Limiter: DRAM read bandwidth (weight bytes) at small R.
+template <int R>
+__global__ void __launch_bounds__(kLab05GemvThreads)
+    lab05_gemv8_kernel(const float *__restrict__ x, int rows, int K, const __nv_bfloat16 *__restrict__ norm_w,
+                       float eps, float *__restrict__ xn, __nv_bfloat16 *__restrict__ xb, Lab05Proj8 p,
+                       int accumulate) {
+  extern __shared__ __align__(16) float lab05_xs[];
+  __shared__ float red[kLab05GemvThreads / 32];
+  __shared__ float inv_s[R];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, K16 = K >> 4;
+  // prologue: 1/rms of each row (block reduction), then the rows into shared memory
+  for (int r = 0; norm_w && r < R; r++) {  // norm_w: the same for every thread
+    float ss = 0.f;
+    if (r < rows)
+      for (int k = threadIdx.x; k < K; k += blockDim.x) ss = fmaf(x[(size_t)r * K + k], x[(size_t)r * K + k], ss);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xFFFFFFFFu, ss, o);
+    if (lane == 0) red[warp] = ss;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      float t = 0.f;
+      for (int i = 0; i < (int)(blockDim.x >> 5); i++) t += red[i];
+      inv_s[r] = rsqrtf(t / K + eps);
+    }
+    __syncthreads();
+  }
+  for (int i = threadIdx.x; i < R * K; i += blockDim.x) {
+    const int r = i / K, k = i - r * K;
+    float v = 0.f;
+    if (r < rows) {
+      v = x[i];
+      if (norm_w) v = __bfloat162float(norm_w[k]) * (v * inv_s[r]);
+      if (blockIdx.x == 0 && xn) xn[i] = v;
+      if (blockIdx.x == 0 && xb) lab01_split(v, &xb[(size_t)r * 2 * K + k], &xb[(size_t)r * 2 * K + K + k]);
+    }
+    lab05_xs[lab05_xs_at(r, k, K)] = v;
+  }
+  __syncthreads();
+  const float4 *xs4 = (const float4 *)lab05_xs;
+  constexpr int NR = kLab05RowsPerWarp, ILP = kLab05GemvIlp;
+  const int total = p.n[0] + (p.count > 1 ? p.n[1] : 0) + (p.count > 2 ? p.n[2] : 0);
+  const int warps = (int)((gridDim.x * blockDim.x) >> 5);
+  for (int g0 = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * NR; g0 < total; g0 += warps * NR) {
+    const uint4 *w[NR];
+    int mat[NR], row[NR];
+#pragma unroll
+    for (int i = 0; i < NR; i++) {
+      mat[i] = lab05_proj_row(p, g0 + i, &row[i]);
+      w[i] = mat[i] < 0 ? nullptr : (const uint4 *)(lab05_pick(p.w, mat[i]) + (size_t)row[i] * K);
+    }
+    float acc[NR][R];
+#pragma unroll
+    for (int i = 0; i < NR; i++)
+#pragma unroll
+      for (int r = 0; r < R; r++) acc[i][r] = 0.f;
+    for (int c0 = lane; c0 < K16; c0 += 32 * ILP) {
+      uint4 wv[NR][ILP];
+#pragma unroll
+      for (int i = 0; i < NR; i++)
+#pragma unroll
+        for (int j = 0; j < ILP; j++)
+          wv[i][j] = w[i] && c0 + 32 * j < K16 ? gemv_ld_stream(w[i] + c0 + 32 * j) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int j = 0; j < ILP; j++) {
+        const int c = c0 + 32 * j;
+        if (c >= K16) break;
+        float wf[NR][16];
+#pragma unroll
+        for (int i = 0; i < NR; i++) lab05_fp8x16_to_f32(wv[i][j], wf[i]);
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+          if (r >= rows) break;
+#pragma unroll
+          for (int pl = 0; pl < 4; pl++) {
+            const float4 xv = xs4[(r * 4 + pl) * K16 + c];
+#pragma unroll
+            for (int i = 0; i < NR; i++) {
+              acc[i][r] = fmaf(wf[i][4 * pl], xv.x, acc[i][r]);
+              acc[i][r] = fmaf(wf[i][4 * pl + 1], xv.y, acc[i][r]);
+              acc[i][r] = fmaf(wf[i][4 * pl + 2], xv.z, acc[i][r]);
+              acc[i][r] = fmaf(wf[i][4 * pl + 3], xv.w, acc[i][r]);
+            }
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < NR; i++)
+#pragma unroll
+      for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) acc[i][r] += __shfl_xor_sync(0xFFFFFFFFu, acc[i][r], o);
+#pragma unroll
+    for (int i = 0; i < NR; i++)
+#pragma unroll
+      for (int r = 0; r < R; r++) {
+        if (mat[i] < 0 || r >= rows || lane != i * R + r) continue;
+        const int m = mat[i], n = row[i];
+        const __nv_bfloat16 *bias = lab05_pick(p.bias, m);
+        float v = acc[i][r] * lab05_pick(p.s, m)[n];
+        if (bias) v += __bfloat162float(bias[n]);
+        float *o = lab05_pick(p.out, m) + (size_t)r * lab05_pick(p.n, m) + n;
+        *o = accumulate ? *o + v : v;
+      }
+  }
+}
+
+// ---- launchers ----------------------------------------------------------------------------
+// The dense projections' plan, made at setup: the kernel's template rows and its grid.
+typedef struct {
+  int R;       // template rows: the power of two >= min(B, kLab05GemvMaxRows)
+  int grid;    // blocks: SMs × resident blocks at the largest K
+  int max_k;   // the largest K of a projection (shared memory: R·max_k fp32)
+} Lab05Dense;
+
+/** Rows per launch of lab05_gemv8_kernel for B sequences: 1, 2, 4 or 8. Host-tested. */
+static inline int lab05_gemv_rows(int B) {
+  const int b = B < kLab05GemvMaxRows ? B : kLab05GemvMaxRows;
+  return b <= 1 ? 1 : b <= 2 ? 2 : b <= 4 ? 4 : 8;
+}
+
+template <int R>
+static inline int lab05_gemv8_grid(int max_k, int sms) {
+  const int smem = R * max_k * 4;
+  if (smem > 48 * 1024)
+    GTL_CUDA(cudaFuncSetAttribute(lab05_gemv8_kernel<R>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  int per_sm = 0;
+  GTL_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, lab05_gemv8_kernel<R>, kLab05GemvThreads, smem));
+  if (per_sm < 1) {
+    fprintf(stderr, "error: layer 05's fp8 GEMV does not fit on an SM (%d rows of K = %d in shared memory)\n", R, max_k);
+    exit(GTL_EXIT_RUNTIME);
+  }
+  return sms * per_sm;
+}
+
+static inline Lab05Dense lab05_dense_plan(const Engine *e, int sms) {
+  const MoeConfig *c = &e->cfg;
+  Lab05Dense d;
+  d.R = lab05_gemv_rows(e->B);
+  d.max_k = c->D > c->H * c->head_dim ? c->D : c->H * c->head_dim;
+  switch (d.R) {
+    case 1: d.grid = lab05_gemv8_grid<1>(d.max_k, sms); break;
+    case 2: d.grid = lab05_gemv8_grid<2>(d.max_k, sms); break;
+    case 4: d.grid = lab05_gemv8_grid<4>(d.max_k, sms); break;
+    default: d.grid = lab05_gemv8_grid<8>(d.max_k, sms); break;
+  }
+  return d;
+}
+
+// out_m (+)= the projections p of x [B][K] (normalized by norm_w when set; xn, xb: the
+// normalized rows' side outputs, or NULL), slices of d.R rows, one launch each.
+static inline void lab05_project(const Engine *e, const float *x, int K, const __nv_bfloat16 *norm_w, float *xn,
+                                 __nv_bfloat16 *xb, Lab05Proj8 p, int accumulate) {
+  const Lab05Dense *d = (const Lab05Dense *)((const Lab05 *)e->layer)->dense;
+  const size_t smem = (size_t)d->R * K * 4;
+  const float eps = (float)e->cfg.rms_eps;
+  for (int b0 = 0; b0 < e->B; b0 += d->R) {
+    const int rows = e->B - b0 < d->R ? e->B - b0 : d->R;
+    Lab05Proj8 q = p;
+    for (int m = 0; m < p.count; m++) q.out[m] = p.out[m] + (size_t)b0 * p.n[m];
+    const float *xr = x + (size_t)b0 * K;
+    float *xnr = xn ? xn + (size_t)b0 * K : NULL;
+    __nv_bfloat16 *xbr = xb ? xb + (size_t)b0 * 2 * K : NULL;
+    switch (d->R) {
+      case 1: lab05_gemv8_kernel<1><<<d->grid, kLab05GemvThreads, smem, e->s>>>(xr, rows, K, norm_w, eps, xnr, xbr, q, accumulate); break;
+      case 2: lab05_gemv8_kernel<2><<<d->grid, kLab05GemvThreads, smem, e->s>>>(xr, rows, K, norm_w, eps, xnr, xbr, q, accumulate); break;
+      case 4: lab05_gemv8_kernel<4><<<d->grid, kLab05GemvThreads, smem, e->s>>>(xr, rows, K, norm_w, eps, xnr, xbr, q, accumulate); break;
+      default: lab05_gemv8_kernel<8><<<d->grid, kLab05GemvThreads, smem, e->s>>>(xr, rows, K, norm_w, eps, xnr, xbr, q, accumulate); break;
+    }
+    GTL_LAUNCH();
+  }
+}
+
+// One projection (kind, layer) appended to p: its fp8 rows, scales, bias (bf16 arena;
+// MOE_KIND_COUNT or a kind the model lacks: none) and output.
+static inline void lab05_proj_add(const Engine *e, Lab05Proj8 *p, MoeKind k, MoeKind bias, int l, int n, float *out) {
+  const int m = p->count++;
+  p->n[m] = n;
+  p->w[m] = lab05_w8(e, k, l, 0);
+  p->s[m] = lab05_wscale(e, k, l, 0);
+  p->bias[m] = bias != MOE_KIND_COUNT && moe_tensor_index(&e->lay, bias, l, 0) >= 0 ? engine_w(e, bias, l, 0) : NULL;
+  p->out[m] = out;
+}
+
+// ---- the check of the store ------------------------------------------------------------------
+/** Host quantization of one row, the contract's arithmetic (lab05_quantize1's host path):
+ *  s = amax / 448, q[k] = E4M3_satfinite_RNE(w[k] / s). w: bf16 bits. Returns s. */
+static inline float lab05_quantize_row_host(const uint16_t *w, int64_t K, __nv_fp8_storage_t *q) {
+  float m = 0.f;
+  for (int64_t k = 0; k < K; k++) {
+    const uint32_t b = (uint32_t)w[k] << 16;
+    float f;
+    memcpy(&f, &b, 4);
+    m = fabsf(f) > m ? fabsf(f) : m;
+  }
+  const float s = m / LAB05_FP8_MAX;
+  for (int64_t k = 0; k < K; k++) {
+    const uint32_t b = (uint32_t)w[k] << 16;
+    float f;
+    memcpy(&f, &b, 4);
+    q[k] = lab05_quantize1(f, s);
+  }
+  return s;
+}
+
+/** One row of tensor i against the host: the device's q bytes and scale equal the host
+ *  quantization of the same bf16 row, the device dequantization (lab05_fp8x16_to_f32, the
+ *  kernels' decoder) equals s · decode(q) exactly, and |s · q − w| stays within E4M3's
+ *  rounding (2^-4 relative, s · 2^-10 absolute). Returns the number of bad elements. */
+static inline size_t lab05_w8_check_row(Engine *e, int i, int64_t r) {
+  const MoeTensor *t = &e->lay.t[i];
+  const Lab05W8 *w = &((Lab05 *)e->layer)->w8;
+  const int64_t K = t->cols;
+  uint16_t *hw = (uint16_t *)malloc(K * 2);
+  __nv_fp8_storage_t *hq = (__nv_fp8_storage_t *)malloc(K), *dq = (__nv_fp8_storage_t *)malloc(K);
+  float *deq = (float *)malloc(K * 4), ds;
+  float *d_deq = (float *)gtl_malloc(K * 4, "fp8 check row");
+  GTL_CUDA(cudaMemcpy(hw, e->d_w + t->offset + r * K, K * 2, cudaMemcpyDeviceToHost));
+  GTL_CUDA(cudaMemcpy(dq, w->q + t->offset + r * K, K, cudaMemcpyDeviceToHost));
+  GTL_CUDA(cudaMemcpy(&ds, w->scale + w->row0[i] + r, 4, cudaMemcpyDeviceToHost));
+  lab05_dequant_row_kernel<<<(unsigned)((K + 16 * 128 - 1) / (16 * 128)), 128, 0, e->s>>>(w->q + t->offset + r * K,
+                                                                              w->scale + w->row0[i] + r, K, d_deq);
+  GTL_LAUNCH();
+  GTL_CUDA(cudaMemcpyAsync(deq, d_deq, K * 4, cudaMemcpyDeviceToHost, e->s));
+  GTL_CUDA(cudaStreamSynchronize(e->s));
+  const float hs = lab05_quantize_row_host(hw, K, hq);
+  size_t bad = memcmp(&hs, &ds, 4) != 0;
+  for (int64_t k = 0; k < K; k++) {
+    const uint32_t b = (uint32_t)hw[k] << 16;
+    float f;
+    memcpy(&f, &b, 4);
+    const __half_raw hr = __nv_cvt_fp8_to_halfraw(dq[k], __NV_E4M3);
+    const float ref = ds * __half2float(__half(hr));
+    bad += hq[k] != dq[k] || !(deq[k] == ref) || !(fabsf(ref - f) <= (fabsf(f) * 0.0625f + ds * 0x1p-10f) * 1.001f);
+  }
+  free(hw), free(hq), free(dq), free(deq);
+  GTL_CUDA(cudaFree(d_deq));
+  if (bad) fprintf(stderr, "error: fp8 store: %zu bad elements in row %lld of %s\n", bad, (long long)r, t->name);
+  return bad;
+}
+
+// Rows checked at setup: the first row of q, the last of lm_head, the router's first, the
+// last expert's last down row of the last layer (the end of the arena's experts).
+static inline void lab05_w8_check(Engine *e) {
+  const MoeConfig *c = &e->cfg;
+  const MoeLayout *lay = &e->lay;
+  const int idx[4] = {moe_tensor_index(lay, MOE_Q, 0, 0), moe_tensor_index(lay, MOE_LM_HEAD, 0, 0),
+                      moe_tensor_index(lay, MOE_ROUTER, c->L - 1, 0), moe_tensor_index(lay, MOE_DOWN, c->L - 1, c->E - 1)};
+  const int last[4] = {0, 1, 0, 1};
+  size_t bad = 0;
+  for (int j = 0; j < 4; j++) bad += lab05_w8_check_row(e, idx[j], last[j] ? lay->t[idx[j]].rows - 1 : 0);
+  if (bad) exit(GTL_EXIT_FAIL);
+}
+
+// ---- hooks and stages ---------------------------------------------------------------------------
+static inline LayerOps lab05_ops(void);
+
+/** The --weights value: "fp8" (the default, NULL) or "bf16"; -1 for anything else. */
+static inline int lab05_weight_fmt(const char *w) {
+  if (!w || !strcmp(w, "fp8")) return LAB05_W_FP8;
+  return !strcmp(w, "bf16") ? LAB05_W_BF16 : -1;
+}
+
+// --weights=bf16: layer 04's table as it is (its configure too), under this program's
+// name. fp8: 04's configure (what 00–04 refuse), then the fp8 kernels' shapes: every K of
+// a projection a multiple of 16 (one 16-byte load of weights), at most 8 rows of the
+// largest K in shared memory.
+static inline int lab05_configure(Engine *e, char *err, size_t n) {
+  const int fmt = lab05_weight_fmt(e->weights);
+  if (fmt < 0) {
+    snprintf(err, n, "--weights=%s: need bf16 or fp8", e->weights);
+    return -1;
+  }
+  if (fmt == LAB05_W_BF16) {
+    const LayerOps mine = e->ops;
+    e->ops = lab04_ops();
+    e->ops.target = mine.target;
+    e->ops.weight_fmts = mine.weight_fmts;
+    e->ops.adds = "--weights=bf16: layer 04's stages and bf16 weights, unchanged";
+    return lab04_configure(e, err, n);
+  }
+  if (lab04_configure(e, err, n)) return -1;
+  const MoeConfig *c = &e->cfg;
+  const int Q = c->H * c->head_dim, K = c->D > Q ? c->D : Q;
+  if (c->D % 16 || Q % 16) {
+    snprintf(err, n, "--weights=fp8: the fp8 GEMV needs hidden size and H*head_dim multiples of 16 (model: %d, %d)",
+             c->D, Q);
+    return -1;
+  }
+  if ((size_t)kLab05GemvMaxRows * K * 4 > 227 * 1024) {
+    snprintf(err, n, "--weights=fp8: %d rows of K = %d fp32 exceed an SM's shared memory", kLab05GemvMaxRows, K);
+    return -1;
+  }
+  return 0;
+}
+
+// 04's setup; then its state grows into Lab05: the fp8 store (quantized on the GPU from
+// the bf16 arena, checked on four rows), the dense plan, the experts' state (grouped8.cuh).
+static inline void lab05_setup(Engine *e) {
+  lab04_setup(e);
+  Lab05 *p = (Lab05 *)realloc(e->layer, sizeof(Lab05));
+  if (!p) {
+    fprintf(stderr, "error: out of host memory (layer 05 state)\n");
+    exit(GTL_EXIT_RUNTIME);
+  }
+  e->layer = p;
+  memset((char *)p + sizeof(Lab04), 0, sizeof(Lab05) - sizeof(Lab04));
+  p->fmt = LAB05_W_FP8;
+  lab05_w8_build(e, &p->w8);
+  lab05_w8_check(e);
+  p->dense = malloc(sizeof(Lab05Dense));
+  *(Lab05Dense *)p->dense = lab05_dense_plan(e, p->base.base.sms);
+  lab05_x8_setup(e);
+}
+
+static inline void lab05_teardown(Engine *e) {
+  Lab05 *p = (Lab05 *)e->layer;
+  lab05_x8_teardown(e);
+  lab05_w8_free(&p->w8);
+  free(p->dense);
+  lab03_teardown(e);  // frees 03's buffers, 01's arena and the state itself
+}
+
+// RMSNorm (in the kernel), then q, k, v (+ gpt-oss biases) in one launch; a.d_xn keeps the
+// normalized rows. Qwen3's q/k norm after it, 00's kernel (as 02).
+static inline void lab05_qkv(Engine *e, int l) {
+  const MoeConfig *c = &e->cfg;
+  const int Q = c->H * c->head_dim, KV = c->H_kv * c->head_dim;
+  Lab05Proj8 p;
+  memset(&p, 0, sizeof p);
+  lab05_proj_add(e, &p, MOE_Q, MOE_Q_BIAS, l, Q, e->a.d_q);
+  lab05_proj_add(e, &p, MOE_K, MOE_K_BIAS, l, KV, e->a.d_k);
+  lab05_proj_add(e, &p, MOE_V, MOE_V_BIAS, l, KV, e->a.d_v);
+  lab05_project(e, e->a.d_x, c->D, engine_w(e, MOE_ATTN_NORM, l, 0), e->a.d_xn, NULL, p, 0);
+  if (c->qk_norm) {
+    lab00_rmsnorm(e, e->a.d_q, engine_w(e, MOE_Q_NORM, l, 0), e->a.d_q, e->B * c->H, c->head_dim);
+    lab00_rmsnorm(e, e->a.d_k, engine_w(e, MOE_K_NORM, l, 0), e->a.d_k, e->B * c->H_kv, c->head_dim);
+  }
+}
+
+// x += Wo · att (+ bo): the residual add in the projection's epilogue.
+static inline void lab05_out(Engine *e, int l) {
+  const MoeConfig *c = &e->cfg;
+  Lab05Proj8 p;
+  memset(&p, 0, sizeof p);
+  lab05_proj_add(e, &p, MOE_O, MOE_O_BIAS, l, c->D, e->a.d_x);
+  lab05_project(e, e->a.d_att, c->H * c->head_dim, NULL, NULL, NULL, p, 1);
+}
+
+// RMSNorm + router logits (+ bias); the launch also leaves the normalized rows in a.d_xn
+// and 01's xb (split, [B][hi | lo]) for the dispatch and the experts.
+static inline void lab05_router(Engine *e, int l) {
+  const MoeConfig *c = &e->cfg;
+  Lab05Proj8 p;
+  memset(&p, 0, sizeof p);
+  lab05_proj_add(e, &p, MOE_ROUTER, MOE_ROUTER_BIAS, l, c->E, e->a.d_router);
+  lab05_project(e, e->a.d_x, c->D, engine_w(e, MOE_FFN_NORM, l, 0), e->a.d_xn, ((Lab01 *)e->layer)->xb, p, 0);
+}
+
+static inline void lab05_logits(Engine *e, int) {
+  const MoeConfig *c = &e->cfg;
+  Lab05Proj8 p;
+  memset(&p, 0, sizeof p);
+  lab05_proj_add(e, &p, MOE_LM_HEAD, MOE_KIND_COUNT, 0, c->V, e->a.d_logits);
+  lab05_project(e, e->a.d_x, c->D, engine_w(e, MOE_FINAL_NORM, 0, 0), NULL, NULL, p, 0);
+}
+
+/** Layer 05's table: lab04_ops() (the graph, PDL RoPE, split-KV attention, device sort,
+ *  combine, sampler) with qkv, out, router, logits on the fp8 GEMV, the experts on
+ *  grouped8.cuh's fp8 kernels, configure/setup/teardown extended for the store, fp8
+ *  tolerances (rel_l2 < 6e-2, top-1 >= 95%) and fp8 roofline bytes; --weights=bf16 swaps
+ *  in 04's table at configure. */
+static inline LayerOps lab05_ops(void) {
+  LayerOps o = lab04_ops();  // start from the previous layer's table
+  o.target = "labs/05_precision";
+  o.adds = "adds: FP8 E4M3 weights with per-output-row scales, quantized on the GPU at setup (ch13); RMSNorm "
+           "fused into the fp8 projections and the residual add into o_proj's epilogue (ch14); fp8 grouped "
+           "experts";
+  o.dtype = "fp8";
+  o.tol_rel_l2 = 6e-2;
+  o.tol_top1 = 0.95;
+  o.dense_fmt = MOE_WF_FP8;
+  o.expert_fmt = MOE_WF_FP8;
+  o.weight_fmts = "bf16|fp8";
+  o.configure = lab05_configure;
+  o.setup = lab05_setup;
+  o.teardown = lab05_teardown;
+  o.qkv = lab05_qkv;
+  o.out = lab05_out;
+  o.router = lab05_router;
+  o.logits = lab05_logits;
+  o.expert_up = lab05_expert_up;
+  o.expert_down = lab05_expert_down;
+  return o;
+}

@@ -1,0 +1,276 @@
+// plan_test.cpp — host test of layer 05's fp8 store and index code (no GPU needed).
+//   make labs && nvcc -std=c++17 -arch=sm_90 -Icommon -Ibuild -o /tmp/lab05_plan_test -x cu labs/05_precision/plan_test.cpp
+//        -Lbuild -lmoe -lcommon -lcublas && /tmp/lab05_plan_test      (one line)
+// 1. The quantizer of one element (lab05_quantize1, the host path of the kernel's
+//    arithmetic) against an independent E4M3 encoder written here from the format's
+//    definition (1 sign, 4 exponent bits with bias 7, 3 mantissa bits, no infinities,
+//    S.1111.111 NaN, largest finite 448; OCP 8-bit FP spec v1.0): every value halfway
+//    between two neighbours (ties to even), the neighbours themselves, the subnormals,
+//    values past 448 (saturate to ±448, also ±inf), NaN, and 200,000 seeded values
+//    spread over 2^-14 … 2^10.
+// 2. The decoder used by the check (E4M3 → fp16 → fp32) against the definition for all
+//    256 codes.
+// 3. A row (lab05_quantize_row_host): seeded bf16 rows; the largest |w| lands on ±448
+//    exactly; every |s·q − w| within 2^-4·|w| + s·2^-10; a row of zeros: s = 0, q = 0.
+// 4. The scale rows (lab05_scale_rows) of mini and gptoss20b_mixtral: every matrix gets
+//    rows consecutive scales in layout order, vectors none, the experts one pitch in bytes
+//    and in scales (what lab05_w8_build checks on the device).
+// 5. The GEMV's index code: lab05_xs_at is a permutation of 0..R·K−1 and puts chunk c's
+//    plane j at float4 (r·4 + j)·K/16 + c; lab05_proj_row maps q|k|v's concatenated rows;
+//    lab05_gemv_rows; and a host run of the kernel's loop order (lanes, ILP, planes)
+//    equals a plain dot product of the dequantized row to fp32 rounding.
+// 6. The table: lab05_ops() is lab04_ops() with qkv, out, router, logits, the expert
+//    stages, configure/setup/teardown replaced and fp8 formats and tolerances.
+// Prints "ok: ..." / "FAILED: ..." and exits 1 on any failure.
+#include "../moe/engine.cuh"
+#include "layer.cuh"
+#include "../moe/plan_check.h"
+
+// ---- an independent E4M3 encoder / decoder (from the format's definition) -------------------
+static double e4m3_decode(unsigned char b) {
+  const int s = b >> 7, e = (b >> 3) & 15, m = b & 7;
+  if (e == 15 && m == 7) return NAN;
+  const double v = e == 0 ? m / 8.0 * ldexp(1.0, -6) : (1.0 + m / 8.0) * ldexp(1.0, e - 7);
+  return s ? -v : v;
+}
+static unsigned char e4m3_encode_satfinite(double y) {
+  const unsigned char sign = signbit(y) ? 0x80 : 0;
+  if (y != y) return 0x7F | sign;
+  const double a = fabs(y);
+  if (a >= 448.0) return 0x7E | sign;              // saturate (finite or not)
+  if (a < ldexp(1.0, -6)) {                         // subnormal: multiples of 2^-9
+    const double q = rint(a / ldexp(1.0, -9));      // round half to even (default mode)
+    return (unsigned char)q | sign;                 // q == 8 is the smallest normal, 0x08
+  }
+  int e;
+  frexp(a, &e);
+  e -= 1;                                           // a = 1.f · 2^e
+  double m = rint((a / ldexp(1.0, e) - 1.0) * 8.0);
+  if (m == 8) m = 0, e += 1;
+  const int code = ((e + 7) << 3) | (int)m;
+  return (unsigned char)(code > 0x7E ? 0x7E : code) | sign;
+}
+
+static void check_element(float w, float s) {
+  const float y = s > 0.f ? w / s : 0.f;
+  const unsigned char want = e4m3_encode_satfinite(y), got = lab05_quantize1(w, s);
+  const bool nan = y != y;
+  CHECK(nan ? (got & 0x7F) == 0x7F : got == want, "quantize(%a / %a = %a): 0x%02x, want 0x%02x\n", w, s, y, got, want);
+}
+
+static void test_quantizer() {
+  const float scales[3] = {1.f, 0.0078125f, 3.0517578e-05f};
+  for (int si = 0; si < 3; si++) {
+    const float s = scales[si];
+    for (int b = 0; b < 0x7E; b++) {  // every positive code, its midpoint to the next, signs
+      const double v = e4m3_decode((unsigned char)b), next = e4m3_decode((unsigned char)(b + 1));
+      const double vals[4] = {v, (v + next) / 2, nextafter((v + next) / 2, 0), nextafter((v + next) / 2, 1e9)};
+      for (int j = 0; j < 4; j++) {
+        check_element((float)(vals[j] * s), s);
+        check_element((float)(-vals[j] * s), s);
+        if (fails) return;
+      }
+    }
+    const float big[6] = {448.f, 449.f, 463.99f, 464.f, 480.f, 1e30f};
+    for (int j = 0; j < 6; j++) {
+      check_element(big[j] * s, s);
+      check_element(-big[j] * s, s);
+      CHECK(lab05_quantize1(big[j] * s, s) == 0x7E, "%g saturates to 448\n", big[j]);
+    }
+  }
+  CHECK(lab05_quantize1(INFINITY, 1.f) == 0x7E && lab05_quantize1(-INFINITY, 1.f) == 0xFE, "inf saturates\n");
+  CHECK((lab05_quantize1(NAN, 1.f) & 0x7F) == 0x7F, "NaN stays NaN\n");
+  CHECK(lab05_quantize1(1.f, 0.f) == 0, "scale 0 gives 0\n");
+  uint64_t st = 17;
+  for (int i = 0; i < 200000; i++) {
+    const double u = plan_rng_next(&st, 1u << 30) / (double)(1u << 30);
+    const float w = (float)(ldexp(1.0 + u, (int)plan_rng_next(&st, 24) - 14) * (plan_rng_next(&st, 2) ? 1 : -1));
+    check_element(w, scales[i % 3]);
+    if (fails) return;
+  }
+  printf("ok: quantizer: every code, midpoint and neighbour (3 scales), saturation, inf, NaN, 200000 seeded values "
+         "equal an independent E4M3 encoder\n");
+}
+
+static void test_decoder() {
+  for (int b = 0; b < 256; b++) {
+    const __half_raw hr = __nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)b, __NV_E4M3);
+    const float f = __half2float(__half(hr));
+    const double want = e4m3_decode((unsigned char)b);
+    CHECK(want != want ? f != f : (double)f == want, "decode 0x%02x: %g, want %g\n", b, f, want);
+  }
+  printf("ok: decoder: all 256 E4M3 codes through fp16 equal the definition\n");
+}
+
+static void test_row() {
+  const int K = 2880;
+  uint16_t *w = (uint16_t *)malloc(K * 2);
+  __nv_fp8_storage_t *q = (__nv_fp8_storage_t *)malloc(K);
+  uint64_t st = 5;
+  for (int t = 0; t < 50; t++) {
+    const float range = ldexp(1.0f, (int)plan_rng_next(&st, 20) - 12);
+    int at_max = -1;
+    float amax = 0;
+    for (int k = 0; k < K; k++) {
+      const float f = range * (2.f * plan_rng_next(&st, 1u << 24) / (float)(1u << 24) - 1.f);
+      uint32_t b;
+      memcpy(&b, &f, 4);
+      w[k] = (uint16_t)((b + 0x7FFF + ((b >> 16) & 1)) >> 16);  // bf16, RNE
+      const uint32_t bb = (uint32_t)w[k] << 16;
+      float g;
+      memcpy(&g, &bb, 4);
+      if (fabsf(g) > amax) amax = fabsf(g), at_max = k;
+    }
+    const float s = lab05_quantize_row_host(w, K, q);
+    CHECK(s == amax / 448.f, "row %d: scale %g, want %g\n", t, s, amax / 448.f);
+    CHECK((q[at_max] & 0x7F) == 0x7E, "row %d: the largest element is 0x%02x, not +-448\n", t, q[at_max]);
+    for (int k = 0; k < K; k++) {
+      const uint32_t bb = (uint32_t)w[k] << 16;
+      float g;
+      memcpy(&g, &bb, 4);
+      const double d = s * e4m3_decode(q[k]);
+      CHECK(fabs(d - g) <= (fabs(g) * 0.0625 + s * ldexp(1.0, -10)) * 1.001, "row %d k %d: %g vs %g\n", t, k, d, g);
+    }
+  }
+  memset(w, 0, K * 2);
+  memset(q, 0xFF, K);
+  const float s0 = lab05_quantize_row_host(w, K, q);
+  int nz = 0;
+  for (int k = 0; k < K; k++) nz += q[k] != 0;
+  CHECK(s0 == 0.f && nz == 0, "zero row: scale %g, %d non-zero codes\n", s0, nz);
+  free(w);
+  free(q);
+  printf("ok: rows: 50 seeded bf16 rows of 2880 (ranges 2^-12..2^7): amax on +-448, every element within E4M3's "
+         "rounding; a zero row gives scale 0 and zeros\n");
+}
+
+static void test_scale_rows(const char *preset) {
+  MoeConfig c;
+  MoeLayout lay;
+  CHECK(!moe_config_preset(preset, &c) && !moe_layout_build(&c, &lay), "%s: layout\n", preset);
+  int64_t *row0 = (int64_t *)malloc(sizeof(int64_t) * lay.n), n = 0, mats = 0;
+  const int64_t total = lab05_scale_rows(&lay, row0);
+  for (int i = 0; i < lay.n; i++) {
+    if (lay.t[i].cols == 0) {
+      CHECK(row0[i] == -1, "%s: vector %s has scales\n", preset, lay.t[i].name);
+      continue;
+    }
+    CHECK(row0[i] == n, "%s: %s at scale %lld, want %lld\n", preset, lay.t[i].name, (long long)row0[i], (long long)n);
+    n += lay.t[i].rows;
+    mats++;
+  }
+  CHECK(total == n, "%s: %lld scales, want %lld\n", preset, (long long)total, (long long)n);
+  const int g0 = moe_tensor_index(&lay, MOE_GATE, 0, 0), g1 = moe_tensor_index(&lay, MOE_GATE, 0, 1);
+  const int64_t ws = (int64_t)(lay.t[g1].offset - lay.t[g0].offset), ss = row0[g1] - row0[g0];
+  CHECK(ss == 2 * c.F + c.D, "%s: scale pitch %lld, want 2F + D = %d\n", preset, (long long)ss, 2 * c.F + c.D);
+  const MoeKind kinds[3] = {MOE_GATE, MOE_UP, MOE_DOWN};
+  for (int l = 0; l < c.L; l++)
+    for (int x = 0; x < c.E; x++)
+      for (int k = 0; k < 3; k++) {
+        const int i = moe_tensor_index(&lay, kinds[k], l, x), i0 = moe_tensor_index(&lay, kinds[k], l, 0);
+        CHECK((int64_t)(lay.t[i].offset - lay.t[i0].offset) == x * ws && row0[i] - row0[i0] == x * ss,
+              "%s: layer %d expert %d off the pitch\n", preset, l, x);
+      }
+  printf("ok: scale rows of %s: %lld matrices, %lld scales (%.2f MB), expert pitch %lld bytes / %lld scales\n", preset,
+         (long long)mats, (long long)total, total * 4 / 1e6, (long long)ws, (long long)ss);
+  free(row0);
+  moe_layout_free(&lay);
+}
+
+static void test_index() {
+  for (int R = 1; R <= 8; R *= 2)
+    for (int K = 16; K <= 4096; K *= 4) {
+      char *seen = (char *)calloc((size_t)R * K, 1);
+      for (int r = 0; r < R; r++)
+        for (int k = 0; k < K; k++) {
+          const int at = lab05_xs_at(r, k, K);
+          CHECK(at >= 0 && at < R * K && !seen[at], "xs_at(%d, %d, K=%d) = %d repeats or escapes\n", r, k, K, at);
+          seen[at] = 1;
+          CHECK(at / 4 == (r * 4 + (k % 16) / 4) * (K / 16) + k / 16 && at % 4 == k % 4, "xs_at(%d, %d): plane\n", r, k);
+        }
+      free(seen);
+    }
+  Lab05Proj8 p;
+  memset(&p, 0, sizeof p);
+  p.count = 3, p.n[0] = 4096, p.n[1] = 512, p.n[2] = 512;
+  int row, m;
+  m = lab05_proj_row(p, 0, &row);
+  CHECK(m == 0 && row == 0, "row 0\n");
+  m = lab05_proj_row(p, 4095, &row);
+  CHECK(m == 0 && row == 4095, "row 4095\n");
+  m = lab05_proj_row(p, 4096, &row);
+  CHECK(m == 1 && row == 0, "row 4096\n");
+  m = lab05_proj_row(p, 4608, &row);
+  CHECK(m == 2 && row == 0, "row 4608\n");
+  m = lab05_proj_row(p, 5119, &row);
+  CHECK(m == 2 && row == 511, "row 5119\n");
+  CHECK(lab05_proj_row(p, 5120, &row) == -1, "past the end\n");
+  p.count = 1;
+  CHECK(lab05_proj_row(p, 4096, &row) == -1, "one matrix: past its end\n");
+  const int want[10] = {1, 1, 2, 4, 4, 8, 8, 8, 8, 8};
+  for (int B = 1; B <= 9; B++) CHECK(lab05_gemv_rows(B) == want[B], "gemv rows at B=%d\n", B);
+  CHECK(lab05_gemv_rows(64) == 8, "gemv rows at B=64\n");
+  // the kernel's order of the sum: lane, ILP step, 16-byte chunk, plane, element; then
+  // the butterfly over lanes. Against a double dot product of the decoded row.
+  const int K = 2880, K16 = K / 16;
+  unsigned char *q = (unsigned char *)malloc(K);
+  float *x = (float *)malloc(K * 4), *xs = (float *)malloc(K * 4);
+  uint64_t st = 9;
+  for (int k = 0; k < K; k++) {
+    q[k] = (unsigned char)plan_rng_next(&st, 256);
+    if ((q[k] & 0x7F) == 0x7F) q[k] = 0;
+    x[k] = 2.f * plan_rng_next(&st, 1u << 20) / (float)(1u << 20) - 1.f;
+    xs[lab05_xs_at(0, k, K)] = x[k];
+  }
+  float lane_acc[32];
+  double ref = 0, mag = 0;
+  for (int k = 0; k < K; k++) ref += e4m3_decode(q[k]) * x[k], mag += fabs(e4m3_decode(q[k]) * x[k]);
+  for (int lane = 0; lane < 32; lane++) {
+    float a = 0;
+    for (int c0 = lane; c0 < K16; c0 += 32 * kLab05GemvIlp)
+      for (int j = 0; j < kLab05GemvIlp && c0 + 32 * j < K16; j++) {
+        const int c = c0 + 32 * j;
+        for (int pl = 0; pl < 4; pl++)
+          for (int i = 0; i < 4; i++) a = fmaf((float)e4m3_decode(q[16 * c + 4 * pl + i]), xs[((pl)*K16 + c) * 4 + i], a);
+      }
+    lane_acc[lane] = a;
+  }
+  for (int o = 16; o > 0; o >>= 1)
+    for (int l = 0; l < 32; l++)
+      if (!(l & o)) lane_acc[l] += lane_acc[l | o], lane_acc[l | o] = lane_acc[l];
+  CHECK(fabs(lane_acc[0] - ref) <= 1e-6 * mag, "kernel order: %g vs %g\n", lane_acc[0], ref);
+  free(q), free(x), free(xs);
+  printf("ok: GEMV index code: xs_at a conflict-free permutation (R 1..8, K 16..4096), q|k|v rows, rows per launch, "
+         "the kernel's summation order vs a double dot product (%.1e)\n", fabs(lane_acc[0] - ref) / mag);
+}
+
+static void test_table() {
+  const LayerOps a = lab04_ops(), b = lab05_ops();
+  CHECK(b.qkv == lab05_qkv && b.out == lab05_out && b.router == lab05_router && b.logits == lab05_logits,
+        "dense stages\n");
+  CHECK(b.expert_up == lab05_expert_up && b.expert_down == lab05_expert_down, "expert stages\n");
+  CHECK(b.configure == lab05_configure && b.setup == lab05_setup && b.teardown == lab05_teardown, "hooks\n");
+  CHECK(b.embed == a.embed && b.rope == a.rope && b.attend == a.attend && b.topk == a.topk &&
+            b.dispatch == a.dispatch && b.combine == a.combine && b.sample == a.sample && b.graph == a.graph &&
+            b.experts_plan == a.experts_plan && b.kv_alloc == a.kv_alloc,
+        "every other stage is 04's\n");
+  CHECK(b.dense_fmt == MOE_WF_FP8 && b.expert_fmt == MOE_WF_FP8 && b.tol_rel_l2 == 6e-2 && b.tol_top1 == 0.95 &&
+            !strcmp(b.dtype, "fp8") && b.weight_fmts && !a.weight_fmts,
+        "formats and tolerances\n");
+  CHECK(lab05_weight_fmt(NULL) == LAB05_W_FP8 && lab05_weight_fmt("fp8") == LAB05_W_FP8 &&
+            lab05_weight_fmt("bf16") == LAB05_W_BF16 && lab05_weight_fmt("mxfp4") == -1,
+        "--weights values\n");
+  printf("ok: table: lab05_ops() = lab04_ops() with qkv, out, router, logits, expert_up/down, configure, setup, "
+         "teardown replaced; fp8 formats, tolerances 6e-2 / 95%%\n");
+}
+
+int main() {
+  test_quantizer();
+  test_decoder();
+  test_row();
+  test_scale_rows("mini");
+  test_scale_rows("gptoss20b_mixtral");
+  test_index();
+  test_table();
+  return fails ? 1 : 0;
+}
