@@ -95,6 +95,13 @@ __global__ void gemv_threadrow_kernel(const __nv_bfloat16 *__restrict__ W, const
  *  land in distinct slots, and the step's own key overwrites the one that left it. */
 __host__ __device__ inline int lab00_kv_slot(int t, int ring) { return ring > 0 ? t % ring : t; }
 
+/** The first key the query at pos reads under a sliding window of w keys (w <= 0: none):
+ *  pos − w + 1 once pos >= w, else 0 (key k visible iff pos − w < k <= pos). On the host
+ *  through lab00_first_key; on the device where the position lives there. */
+__host__ __device__ inline int lab00_window_first(int pos, int64_t w) {
+  return w > 0 && pos - w + 1 > 0 ? (int)(pos - w + 1) : 0;
+}
+
 // Rotate-half RoPE of q (in place) and k, then K and V of position pos into row `slot`
 // of the layer's cache [B][H_kv][kv_len][hd]. Angle pos·inv_freq[i] in double, cos and
 // sin times rope.scale. Strategy: thread per (row, head, pair i / i + hd/2). Limiter:
@@ -183,9 +190,18 @@ __global__ void expert_gather_kernel(const float *xn, const int *idx, float *xs,
   if (d < D) xs[(size_t)blockIdx.y * D + d] = xn[(size_t)idx[blockIdx.y] * D + d];
 }
 
-// g = Wg[f]·xs[i] (+ bg[f]), u = Wu[f]·xs[i] (+ bu[f]); h[i][f] = silu(g) · u, or with
-// clamp (gpt-oss): g' = min(g, lim), u' = clamp(u, −lim, lim), h = (u' + 1) · g' ·
-// sigmoid(alpha · g'). Strategy: thread per output, two serial dots.
+/** The expert activation of gate g and up u (biases already added): silu(g) · u, or with
+ *  clamp (gpt-oss's clamped SwiGLU): g' = min(g, lim), u' = clamp(u, −lim, lim),
+ *  (u' + 1) · g' · sigmoid(alpha · g'). Shared by every layer's expert kernels. */
+__device__ __forceinline__ float lab00_glu(float g, float u, int clamp, float lim, float alpha) {
+  if (!clamp) return g / (1.f + __expf(-g)) * u;
+  g = fminf(g, lim);
+  u = fminf(fmaxf(u, -lim), lim);
+  return (u + 1.f) * g / (1.f + __expf(-alpha * g));
+}
+
+// g = Wg[f]·xs[i] (+ bg[f]), u = Wu[f]·xs[i] (+ bu[f]); h[i][f] = lab00_glu(g, u).
+// Strategy: thread per output, two serial dots.
 __global__ void expert_swiglu_up_kernel(const __nv_bfloat16 *__restrict__ Wg, const __nv_bfloat16 *__restrict__ Wu,
                                         const __nv_bfloat16 *__restrict__ bg, const __nv_bfloat16 *__restrict__ bu,
                                         const float *xs, float *h, int F, int D, int clamp, float lim, float alpha) {
@@ -202,13 +218,7 @@ __global__ void expert_swiglu_up_kernel(const __nv_bfloat16 *__restrict__ Wg, co
     a += __bfloat162float(bg[f]);
     c += __bfloat162float(bu[f]);
   }
-  if (clamp) {
-    a = fminf(a, lim);
-    c = fminf(fmaxf(c, -lim), lim);
-    h[(size_t)blockIdx.y * F + f] = (c + 1.f) * a / (1.f + __expf(-alpha * a));
-  } else {
-    h[(size_t)blockIdx.y * F + f] = a / (1.f + __expf(-a)) * c;
-  }
+  h[(size_t)blockIdx.y * F + f] = lab00_glu(a, c, clamp, lim, alpha);
 }
 
 // x[idx[i]] += wt[i] · ys[i] (a token appears once per expert: no races). Thread per element.
@@ -262,8 +272,8 @@ static inline int lab00_kv_ring(const Engine *e, int l) {
 // Refuse what this layer does not compute (the frame's configure hook): every
 // architecture of labs/moe/config.h runs; only sizes past its fixed arrays are refused.
 // A model with a sliding window gets the engine's KV cache with rings of
-// min(window, max_len) positions on its sliding layers (kv.window_len); a layer built on
-// 00 that refuses windows (lab00_refuse_gptoss) never allocates it.
+// min(window, max_len) positions on its sliding layers (kv.window_len); every layer built
+// on 00 reads its KV through engine_kv_len, lab00_kv_slot and lab00_first_key.
 static inline int lab00_configure(Engine *e, char *err, size_t n) {
   const MoeConfig *c = &e->cfg;
   if (c->E > 4096 || c->top_k > 64) {  // lab00_topk's stack arrays
@@ -278,26 +288,6 @@ static inline int lab00_configure(Engine *e, char *err, size_t n) {
   for (int l = 0; l < c->L; l++) {
     const int64_t w = moe_layer_window(c, l);
     if (w > 0) e->kv.window_len = w < e->kv.max_len ? (int)w : e->kv.max_len;
-  }
-  return 0;
-}
-
-/** For a layer built on 00 whose replaced stages leave out gpt-oss's terms (biases,
- *  sinks, YaRN, clamped SwiGLU) or a sliding window: returns -1 with the reason in err
- *  for such a model (and for a context longer than a sliding window), else 0. Its
- *  configure calls this after lab00_configure. */
-static inline int lab00_refuse_gptoss(const Engine *e, char *err, size_t n) {
-  const MoeConfig *c = &e->cfg;
-  if (c->attn_bias || c->attn_sinks || c->router_bias || c->expert_bias || c->act != MOE_ACT_SILU ||
-      c->rope_type != MOE_ROPE_DEFAULT || c->n_layer_types) {
-    snprintf(err, n, "%s uses gpt-oss semantics (biases, sinks, YaRN, clamped SwiGLU), which this layer "
-             "does not compute; --preset=gptoss20b_mixtral has the same shapes", c->name);
-    return -1;
-  }
-  if (c->sliding_window && e->kv.max_len > c->sliding_window) {
-    snprintf(err, n, "context %d exceeds the model's sliding_window %lld (not supported)", e->kv.max_len,
-             (long long)c->sliding_window);
-    return -1;
   }
   return 0;
 }
@@ -369,8 +359,7 @@ static inline Lab00Rope lab00_rope_table(const MoeConfig *c) {
  *  layer (moe_layer_window w > 0) pos − w + 1 once pos >= w — key k is visible iff
  *  pos − w < k <= pos, w keys including the query's own. */
 static inline int lab00_first_key(const MoeConfig *c, int l, int pos) {
-  const int64_t w = moe_layer_window(c, l);
-  return w > 0 && pos - w + 1 > 0 ? (int)(pos - w + 1) : 0;
+  return lab00_window_first(pos, moe_layer_window(c, l));
 }
 
 // The table is rebuilt per call (head_dim/2 pow()s on the host), nothing kept between

@@ -36,8 +36,15 @@
 // bf16 alone carries 8. Why: with the CPU reference's products fed bf16(x) alone, mini's
 // validation logits move by rel_l2 2.9e-2 (row 0) and 1.2e-1 (row 63 at batch 64; router
 // choices flip), over the 1e-2 bound; fed hi + lo, by 7e-6 (split_check.sh, host only).
-// bf16 weights, fp32 accumulation, residual, KV and softmax; Mixtral and Qwen3-MoE
-// semantics (gpt-oss is refused as layer 00 refuses it).
+// bf16 weights, fp32 accumulation, residual, KV and softmax; Mixtral, Qwen3-MoE and
+// gpt-oss semantics. gpt-oss's terms in the stages replaced here: the q/k/v, o and router
+// biases are added where the hi and lo GEMM outputs are summed (lab01_sum_halves_kernel),
+// so the router's bias is in the logits before the top-k; the expert gate/up biases and
+// the clamped SwiGLU in lab01_swiglu_kernel (00's lab00_glu), the down bias in the
+// combine, weighted with its expert's output as 00 does. The engine stores gate and up
+// as two [F][D] matrices (the loader takes the checkpoint's interleaved rows apart), so
+// the fused GEMM's output is [gate | up] here too. The rest (YaRN RoPE, sinks, sliding
+// window and its KV ring) lives in 00's stages, which this layer keeps.
 #pragma once
 #include <cublas_v2.h>
 
@@ -47,6 +54,8 @@
 constexpr int kLab01Threads = 128;      // element-wise kernels: blocks of 128 threads
 constexpr int kLab01PlanThreads = 256;  // the plan kernel: one block
 constexpr int kLab01MaxExperts = 1024;  // ch06's router_topk_any_launch bound (and the plan's shared counts)
+constexpr int kLab01WPtrs = 6;          // pointers per expert: gate, up, down, their biases (NULL: none)
+constexpr int kLab01PtrArrays = 11;     // the plan's pointer arrays per group (lab01_expert_plan_kernel)
 
 // ---- the expert plan: host/device functions (the host test, plan_test.cpp, runs them) ----
 // The routing of a step is the frame's top-k: idx[b·top_k + j] (expert of token b's j-th
@@ -108,25 +117,29 @@ __global__ void lab01_split_bf16_kernel(const float *in, __nv_bfloat16 *out, siz
     lab01_split(in[i], &out[i], &out[n + i]);
 }
 
-// out_j[b][c] (+)= s[b][c0 + c] + s[rows + b][c0 + c]: the hi and lo GEMM outputs added,
-// for up to three column ranges of s ([2·rows][ld] fp32) into out0/1/2 ([rows][n_j]).
+// out_j[b][c] (+)= s[b][c0 + c] + s[rows + b][c0 + c] (+ bias_j[c]): the hi and lo GEMM
+// outputs added, for up to three column ranges of s ([2·rows][ld] fp32) into out0/1/2
+// ([rows][n_j]), with each range's bias (bf16 [n_j], or NULL: none).
 // Strategy: grid-stride, thread per output. Limiter: latency.
 __global__ void lab01_sum_halves_kernel(const float *s, int ld, int rows, float *out0, int n0, float *out1, int n1,
-                                        float *out2, int n2, int accumulate) {
+                                        float *out2, int n2, const __nv_bfloat16 *bias0, const __nv_bfloat16 *bias1,
+                                        const __nv_bfloat16 *bias2, int accumulate) {
   const int n = n0 + n1 + n2;
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)rows * n;
        i += (size_t)gridDim.x * blockDim.x) {
     const int b = (int)(i / n), c = (int)(i % n);
-    const float v = s[(size_t)b * ld + c] + s[((size_t)rows + b) * ld + c];
-    float *o = c < n0 ? out0 + (size_t)b * n0 + c
-             : c < n0 + n1 ? out1 + (size_t)b * n1 + (c - n0) : out2 + (size_t)b * n2 + (c - n0 - n1);
+    float v = s[(size_t)b * ld + c] + s[((size_t)rows + b) * ld + c];
+    const int j = c < n0 ? 0 : c < n0 + n1 ? 1 : 2, cj = j == 0 ? c : j == 1 ? c - n0 : c - n0 - n1;
+    const __nv_bfloat16 *bias = j == 0 ? bias0 : j == 1 ? bias1 : bias2;
+    if (bias) v += __bfloat162float(bias[cj]);
+    float *o = (j == 0 ? out0 + (size_t)b * n0 : j == 1 ? out1 + (size_t)b * n1 : out2 + (size_t)b * n2) + cj;
     *o = accumulate ? *o + v : v;
   }
 }
 
 // The device plan of one layer: groups (expert, rows, tokens, weights), every top-k
-// entry's row, and the batched GEMMs' pointer arrays (wl: the layer's [E][3] gate, up,
-// down weight pointers). Strategy: one block; thread per expert for counts, ranks and
+// entry's row, and the batched GEMMs' pointer arrays (wl: the layer's [E][kLab01WPtrs]
+// gate, up, down weight pointers, then their biases, NULL outside gpt-oss). Strategy: one block; thread per expert for counts, ranks and
 // fills (serial scans of the B·top_k entries), thread per group for the pointers.
 // Limiter: latency (one block, O(E·B·top_k / threads) work: small at decode batches).
 __global__ void __launch_bounds__(kLab01PlanThreads)
@@ -150,14 +163,18 @@ __global__ void __launch_bounds__(kLab01PlanThreads)
     const int x = lab01_plan_group_expert(expert, n_routed, g);
     if (g >= n_routed) g_count[g] = 0;  // a padding group: zero rows, output ignored
     const size_t r = (size_t)g * 2 * cap;  // the group's first GEMM row
-    p[0 * G + g] = wl[3 * x + 0];        // A: gate (fused gate+up when contiguous)
-    p[1 * G + g] = wl[3 * x + 1];        // A: up
-    p[2 * G + g] = wl[3 * x + 2];        // A: down
+    const __nv_bfloat16 *const *wx = wl + (size_t)kLab01WPtrs * x;
+    p[0 * G + g] = wx[0];                // A: gate (fused gate+up when contiguous)
+    p[1 * G + g] = wx[1];                // A: up
+    p[2 * G + g] = wx[2];                // A: down
     p[3 * G + g] = xg + r * D;           // B of gate/up: the group's rows, bf16 [2·cap][D]
     p[4 * G + g] = gu + r * 2 * F;       // C of gate: [2·cap][2F] fp32, gate in [0, F)
     p[5 * G + g] = gu + r * 2 * F + F;   // C of up: in [F, 2F)
     p[6 * G + g] = hb + r * F;           // B of down: SwiGLU rows, bf16 [2·cap][F]
     p[7 * G + g] = yg + r * D;           // C of down: [2·cap][D] fp32
+    p[8 * G + g] = wx[3];                // gate bias [F] (or NULL)
+    p[9 * G + g] = wx[4];                // up bias [F]
+    p[10 * G + g] = wx[5];               // down bias [D]
   }
 }
 
@@ -173,28 +190,40 @@ __global__ void lab01_expert_gather_kernel(const float *xn, const int32_t *g_cou
   }
 }
 
-// h = silu(gate) · up with gate and up the sums of the hi and lo outputs, split again
-// into hb's hi and lo rows for the down GEMM. gu [G][2·cap][2F], hb [G][2·cap][F];
-// rows = G·cap logical rows. Strategy: thread per element. Limiter: latency.
-__global__ void lab01_swiglu_kernel(const float *gu, __nv_bfloat16 *hb, int F, int cap, size_t rows) {
+// h = lab00_glu(gate, up) (silu(gate) · up, or gpt-oss's clamped SwiGLU) with gate and up
+// the sums of the hi and lo outputs plus the group's biases (bg, bu: the plan's per-group
+// pointer arrays, entries NULL outside gpt-oss), split again into hb's hi and lo rows for
+// the down GEMM. gu [G][2·cap][2F], hb [G][2·cap][F]; rows = G·cap logical rows.
+// Strategy: thread per element. Limiter: latency.
+__global__ void lab01_swiglu_kernel(const float *gu, __nv_bfloat16 *hb, int F, int cap, size_t rows,
+                                    const __nv_bfloat16 *const *bg, const __nv_bfloat16 *const *bu, int clamp,
+                                    float lim, float alpha) {
   const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= rows * F) return;
-  const size_t hi = lab01_hi_row(i / F, cap), lo = hi + cap, f = i % F;
-  const float a = gu[hi * 2 * F + f] + gu[lo * 2 * F + f], c = gu[hi * 2 * F + F + f] + gu[lo * 2 * F + F + f];
-  lab01_split(a / (1.f + __expf(-a)) * c, &hb[hi * F + f], &hb[lo * F + f]);
+  const size_t hi = lab01_hi_row(i / F, cap), lo = hi + cap, f = i % F, g = i / F / cap;
+  float a = gu[hi * 2 * F + f] + gu[lo * 2 * F + f], c = gu[hi * 2 * F + F + f] + gu[lo * 2 * F + F + f];
+  if (bg[g]) a += __bfloat162float(bg[g][f]);
+  if (bu[g]) c += __bfloat162float(bu[g][f]);
+  lab01_split(lab00_glu(a, c, clamp, lim, alpha), &hb[hi * F + f], &hb[lo * F + f]);
 }
 
-// x[b][d] += Σ_j w[b][j] · y[slot[b][j]][d], y the sum of the hi and lo rows of yg
-// ([G][2·cap][D]): each token gathers its top_k expert rows (no scatter, no atomics, the
-// same order every step). Strategy: thread per element, grid (D, B). Limiter: latency.
+// x[b][d] += Σ_j w[b][j] · (y[slot[b][j]][d] + bd_g[d]), y the sum of the hi and lo rows
+// of yg ([G][2·cap][D]), bd_g the down bias of the slot's group g = slot / cap (the plan's
+// pointer array, entries NULL outside gpt-oss): the bias is part of the expert's output,
+// so it is weighted with it (00's order). Each token gathers its top_k expert rows (no
+// scatter, no atomics, the same order every step). Strategy: thread per element, grid
+// (D, B). Limiter: latency.
 __global__ void lab01_expert_combine_kernel(const float *yg, const int32_t *slot, const float *w, float *x, int D,
-                                            int top_k, int cap) {
+                                            int top_k, int cap, const __nv_bfloat16 *const *bd) {
   const int d = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
   if (d >= D) return;
   float acc = 0.f;
   for (int j = 0; j < top_k; j++) {
-    const size_t hi = lab01_hi_row((size_t)slot[(size_t)b * top_k + j], cap);
-    acc += w[(size_t)b * top_k + j] * (yg[hi * D + d] + yg[(hi + cap) * D + d]);
+    const int s = slot[(size_t)b * top_k + j];
+    const size_t hi = lab01_hi_row((size_t)s, cap);
+    const __nv_bfloat16 *bias = bd[s / cap];
+    acc += w[(size_t)b * top_k + j] *
+           (yg[hi * D + d] + yg[(hi + cap) * D + d] + (bias ? __bfloat162float(bias[d]) : 0.f));
   }
   x[(size_t)b * D + d] += acc;
 }
@@ -209,10 +238,10 @@ typedef struct {
   size_t arena_bytes;
   __nv_bfloat16 *xb;           // [2B][max(D, H·hd)] split bf16 GEMM input (hi rows, lo rows)
   float *s;                    // [2B][max(H·hd + 2·H_kv·hd, D, E, V)] dense GEMM outputs (hi, lo)
-  const __nv_bfloat16 **wptr;  // [L][E][3] gate, up, down weight pointers (uploaded at setup)
+  const __nv_bfloat16 **wptr;  // [L][E][kLab01WPtrs] gate, up, down, their biases (uploaded at setup)
   int32_t *g_count, *g_tok, *slot;  // [G], [G][cap], [B][top_k]
   float *g_wt;                 // [G][cap]
-  const void **p;              // [8][G] the batched GEMMs' pointer arrays
+  const void **p;              // [kLab01PtrArrays][G] the batched GEMMs' and biases' pointer arrays
   __nv_bfloat16 *xg, *hb;      // [G][2·cap][D] gathered rows, [G][2·cap][F] SwiGLU out
   float *gu, *yg;              // [G][2·cap][2F] gate|up, [G][2·cap][D] expert out
   void *ws;                    // cuBLAS workspace
@@ -234,10 +263,10 @@ static inline void lab01_arena_sizes(const MoeConfig *c, int B, int max_len, siz
   const size_t v[kLab01Regions] = {Bz * c->H * max_len * 4,  // d_scores (00's attention)
                                    2 * Bz * (D > Q ? D : Q) * 2,  // xb
                                    2 * Bz * sw * 4,               // s
-                                   (size_t)c->L * c->E * 3 * sizeof(void *),  // wptr
+                                   (size_t)c->L * c->E * kLab01WPtrs * sizeof(void *),  // wptr
                                    G * 4, G * cap * 4, Bz * c->top_k * 4,     // g_count, g_tok, slot
                                    G * cap * 4,                    // g_wt
-                                   8 * G * sizeof(void *),         // p
+                                   kLab01PtrArrays * G * sizeof(void *),  // p
                                    G * 2 * cap * D * 2, G * 2 * cap * F * 2,      // xg, hb
                                    G * 2 * cap * 2 * F * 4, G * 2 * cap * D * 4,  // gu, yg
                                    kLab01Workspace};
@@ -256,11 +285,10 @@ static inline size_t lab01_arena_layout(const MoeConfig *c, int B, int max_len, 
   return at;
 }
 
-// Refuse what 00 refuses, gpt-oss and sliding windows (the stages this layer replaces have
-// no biases, no clamped SwiGLU and no window), and what ch06's router and the 16-byte
-// alignment of the GEMM operands need.
+// Refuse what 00 refuses, and what ch06's router and the 16-byte alignment of the GEMM
+// operands need (every preset passes; gpt-oss's sliding window gets 00's KV rings).
 static inline int lab01_configure(Engine *e, char *err, size_t n) {
-  if (lab00_configure(e, err, n) || lab00_refuse_gptoss(e, err, n)) return -1;
+  if (lab00_configure(e, err, n)) return -1;
   const MoeConfig *c = &e->cfg;
   if (c->E > kLab01MaxExperts || c->top_k > 32) {
     snprintf(err, n, "routes at most %d experts, top_k <= 32 (ch06's GPU router; model: %d, %d)", kLab01MaxExperts,
@@ -300,15 +328,18 @@ static inline void lab01_setup(Engine *e) {
   p->ws = a + off[13];
   // Every expert's weight pointers, once; gate and up fuse into one [2F][D] GEMM when
   // every expert's up follows its gate directly (the engine's layout pads to 64 elements).
-  const size_t nw = (size_t)c->L * c->E * 3;
+  const size_t nw = (size_t)c->L * c->E * kLab01WPtrs;
   const __nv_bfloat16 **h = (const __nv_bfloat16 **)malloc(sizeof(void *) * nw);
   p->fused_gate_up = 1;
   for (int l = 0; l < c->L; l++)
     for (int x = 0; x < c->E; x++) {
-      const __nv_bfloat16 **q = h + ((size_t)l * c->E + x) * 3;
+      const __nv_bfloat16 **q = h + ((size_t)l * c->E + x) * kLab01WPtrs;
       q[0] = engine_w(e, MOE_GATE, l, x);
       q[1] = engine_w(e, MOE_UP, l, x);
       q[2] = engine_w(e, MOE_DOWN, l, x);
+      q[3] = lab00_w_opt(e, MOE_GATE_BIAS, l, x);
+      q[4] = lab00_w_opt(e, MOE_UP_BIAS, l, x);
+      q[5] = lab00_w_opt(e, MOE_DOWN_BIAS, l, x);
       p->fused_gate_up &= q[1] == q[0] + (size_t)c->F * c->D;
     }
   GTL_CUDA(cudaMemcpy(p->wptr, h, sizeof(void *) * nw, cudaMemcpyHostToDevice));
@@ -361,17 +392,20 @@ static inline void lab01_split_rows(const Engine *e, const float *in, int K) {
   GTL_LAUNCH();
 }
 
-// out_j (+)= hi + lo of s's columns [0, n0 + n1 + n2) (ld wide), into up to three outputs.
+// out_j (+)= hi + lo of s's columns [0, n0 + n1 + n2) (ld wide) + bias_j (bf16 [n_j] or
+// NULL), into up to three outputs.
 static inline void lab01_sum_halves(const Engine *e, int ld, float *o0, int n0, float *o1, int n1, float *o2, int n2,
+                                    const __nv_bfloat16 *b0, const __nv_bfloat16 *b1, const __nv_bfloat16 *b2,
                                     int accumulate) {
   lab01_sum_halves_kernel<<<lab01_blocks((size_t)e->B * (n0 + n1 + n2), 4096), kLab01Threads, 0, e->s>>>(
-      ((Lab01 *)e->layer)->s, ld, e->B, o0, n0, o1, n1, o2, n2, accumulate);
+      ((Lab01 *)e->layer)->s, ld, e->B, o0, n0, o1, n1, o2, n2, b0, b1, b2, accumulate);
   GTL_LAUNCH();
 }
 
 // ---- stages ------------------------------------------------------------------------------
 // RMSNorm (00's kernel), the split, q, k and v as three GEMMs into one [2B][Q + 2KV]
-// scratch, one kernel adding hi and lo into a.d_q, a.d_k, a.d_v.
+// scratch, one kernel adding hi, lo and the biases (gpt-oss; before RoPE) into a.d_q,
+// a.d_k, a.d_v.
 static inline void lab01_qkv(Engine *e, int l) {
   const MoeConfig *c = &e->cfg;
   const int B = e->B, hd = c->head_dim, Q = c->H * hd, KV = c->H_kv * hd, ld = Q + 2 * KV;
@@ -380,31 +414,37 @@ static inline void lab01_qkv(Engine *e, int l) {
   lab01_gemm(e, engine_w(e, MOE_Q, l, 0), Q, c->D, 0, ld);
   lab01_gemm(e, engine_w(e, MOE_K, l, 0), KV, c->D, Q, ld);
   lab01_gemm(e, engine_w(e, MOE_V, l, 0), KV, c->D, Q + KV, ld);
-  lab01_sum_halves(e, ld, e->a.d_q, Q, e->a.d_k, KV, e->a.d_v, KV, 0);
+  lab01_sum_halves(e, ld, e->a.d_q, Q, e->a.d_k, KV, e->a.d_v, KV, lab00_w_opt(e, MOE_Q_BIAS, l, 0),
+                   lab00_w_opt(e, MOE_K_BIAS, l, 0), lab00_w_opt(e, MOE_V_BIAS, l, 0), 0);
   if (c->qk_norm) {  // Qwen3-MoE: each head normalized over head_dim before RoPE (00's kernel)
     lab00_rmsnorm(e, e->a.d_q, engine_w(e, MOE_Q_NORM, l, 0), e->a.d_q, B * c->H, hd);
     lab00_rmsnorm(e, e->a.d_k, engine_w(e, MOE_K_NORM, l, 0), e->a.d_k, B * c->H_kv, hd);
   }
 }
 
-static inline void lab01_out(Engine *e, int l) {  // x += Wo att
+static inline void lab01_out(Engine *e, int l) {  // x += Wo att (+ bo)
   const MoeConfig *c = &e->cfg;
   const int Q = c->H * c->head_dim;
   lab01_split_rows(e, e->a.d_att, Q);
   lab01_gemm(e, engine_w(e, MOE_O, l, 0), c->D, Q, 0, c->D);
-  lab01_sum_halves(e, c->D, e->a.d_x, c->D, NULL, 0, NULL, 0, 1);
+  lab01_sum_halves(e, c->D, e->a.d_x, c->D, NULL, 0, NULL, 0, lab00_w_opt(e, MOE_O_BIAS, l, 0), NULL, NULL, 1);
 }
 
-// Router logits by cuBLAS; a.d_xn keeps the normalized rows for the experts' gather.
+// Router logits by cuBLAS (+ the router bias, gpt-oss: before the top-k); a.d_xn keeps
+// the normalized rows for the experts' gather.
 static inline void lab01_router(Engine *e, int l) {
   const MoeConfig *c = &e->cfg;
   lab00_rmsnorm(e, e->a.d_x, engine_w(e, MOE_FFN_NORM, l, 0), e->a.d_xn, e->B, c->D);
   lab01_split_rows(e, e->a.d_xn, c->D);
   lab01_gemm(e, engine_w(e, MOE_ROUTER, l, 0), c->E, c->D, 0, c->E);
-  lab01_sum_halves(e, c->E, e->a.d_router, c->E, NULL, 0, NULL, 0, 0);
+  lab01_sum_halves(e, c->E, e->a.d_router, c->E, NULL, 0, NULL, 0, lab00_w_opt(e, MOE_ROUTER_BIAS, l, 0), NULL, NULL,
+                   0);
 }
 
 // Softmax + top-k on the GPU (ch06): a.d_topk_idx/_w, nothing copied to the host.
+// gpt-oss's router (softmax over the top-k logits only) is ch06's renormalized case
+// (norm_topk_prob, which gpt-oss's config sets): e^(l_i)/Σ_all, divided by the sum of the
+// selected ones, is e^(l_i)/Σ_selected e^(l_j), the same function (the full sum cancels).
 static inline void lab01_topk(Engine *e, int) {
   const MoeConfig *c = &e->cfg;
   router_topk_any_launch(e->a.d_router, e->a.d_topk_idx, e->a.d_topk_w, e->B, c->E, c->top_k, c->norm_topk_prob, e->s);
@@ -423,7 +463,8 @@ static inline void lab01_dispatch(Engine *e, int l, int) {
   const MoeConfig *c = &e->cfg;
   Lab01 *p = (Lab01 *)e->layer;
   lab01_expert_plan_kernel<<<1, kLab01PlanThreads, 0, e->s>>>(
-      e->a.d_topk_idx, e->a.d_topk_w, e->B * c->top_k, c->top_k, c->E, p->G, p->cap, p->wptr + (size_t)l * c->E * 3,
+      e->a.d_topk_idx, e->a.d_topk_w, e->B * c->top_k, c->top_k, c->E, p->G, p->cap,
+      p->wptr + (size_t)l * c->E * kLab01WPtrs,
       p->g_count, p->g_tok, p->g_wt, p->slot, p->xg, p->gu, p->hb, p->yg, c->D, c->F, p->p);
   GTL_LAUNCH();
   const size_t rows = (size_t)p->G * p->cap;
@@ -433,7 +474,8 @@ static inline void lab01_dispatch(Engine *e, int l, int) {
 }
 
 // gate|up = W_gate|up · rows (one GEMM of 2F rows when gate and up are adjacent, else
-// two), then SwiGLU, split into bf16 hi and lo rows for the down GEMM.
+// two), then the biases and SwiGLU (gpt-oss: clamped), split into bf16 hi and lo rows for
+// the down GEMM.
 static inline void lab01_expert_up(Engine *e, int, int) {
   const MoeConfig *c = &e->cfg;
   Lab01 *p = (Lab01 *)e->layer;
@@ -446,7 +488,9 @@ static inline void lab01_expert_up(Engine *e, int, int) {
   }
   const size_t rows = (size_t)G * p->cap;
   lab01_swiglu_kernel<<<(unsigned)((rows * F + kLab01Threads - 1) / kLab01Threads), kLab01Threads, 0, e->s>>>(
-      p->gu, p->hb, F, p->cap, rows);
+      p->gu, p->hb, F, p->cap, rows, (const __nv_bfloat16 *const *)(p->p + 8 * G),
+      (const __nv_bfloat16 *const *)(p->p + 9 * G), c->act == MOE_ACT_SWIGLU_CLAMP, (float)c->swiglu_limit,
+      (float)c->swiglu_alpha);
   GTL_LAUNCH();
 }
 
@@ -459,8 +503,9 @@ static inline void lab01_expert_down(Engine *e, int, int) {
 static inline void lab01_combine(Engine *e, int, int) {
   const MoeConfig *c = &e->cfg;
   Lab01 *p = (Lab01 *)e->layer;
-  lab01_expert_combine_kernel<<<lab00_grid(c->D, e->B), kLab00Threads, 0, e->s>>>(p->yg, p->slot, e->a.d_topk_w,
-                                                                                 e->a.d_x, c->D, c->top_k, p->cap);
+  lab01_expert_combine_kernel<<<lab00_grid(c->D, e->B), kLab00Threads, 0, e->s>>>(
+      p->yg, p->slot, e->a.d_topk_w, e->a.d_x, c->D, c->top_k, p->cap,
+      (const __nv_bfloat16 *const *)(p->p + 10 * p->G));
   GTL_LAUNCH();
 }
 
@@ -469,7 +514,7 @@ static inline void lab01_logits(Engine *e, int) {
   lab00_rmsnorm(e, e->a.d_x, engine_w(e, MOE_FINAL_NORM, 0, 0), e->a.d_xn, e->B, c->D);
   lab01_split_rows(e, e->a.d_xn, c->D);
   lab01_gemm(e, engine_w(e, MOE_LM_HEAD, 0, 0), c->V, c->D, 0, c->V);
-  lab01_sum_halves(e, c->V, e->a.d_logits, c->V, NULL, 0, NULL, 0, 0);
+  lab01_sum_halves(e, c->V, e->a.d_logits, c->V, NULL, 0, NULL, 0, NULL, NULL, NULL, 0);
 }
 
 /** Layer 01's table: lab00_ops() with qkv, out, router, topk, the expert stages and

@@ -106,8 +106,8 @@ static void check_arena(const char *preset, int B, int max_len) {
   if ((size_t)c.V > sw) sw = c.V;
   if ((size_t)c.D > sw) sw = c.D;
   const size_t need[kLab01Regions] = {(size_t)B * c.H * max_len * 4, R * (c.D > (int)Q ? c.D : Q) * 2, R * sw * 4,
-                                      (size_t)c.L * c.E * 3 * 8, G * 4, G * B * 4, (size_t)B * c.top_k * 4, G * B * 4,
-                                      8 * G * 8, G * R * c.D * 2, G * R * c.F * 2, G * R * 2 * c.F * 4,
+                                      (size_t)c.L * c.E * 6 * 8, G * 4, G * B * 4, (size_t)B * c.top_k * 4, G * B * 4,
+                                      11 * G * 8, G * R * c.D * 2, G * R * c.F * 2, G * R * 2 * c.F * 4,
                                       G * R * c.D * 4, kLab01Workspace};
   for (int i = 0; i < kLab01Regions; i++) {
     const size_t end = i < kLab01Regions - 1 ? off[i + 1] : total;
@@ -144,6 +144,8 @@ int main(void) {
   check_arena("gptoss20b_mixtral", 64, 44);
   check_arena("qwen3moe", 7, 300);
   check_arena("tiny_qwen3", 3, 20);
+  check_arena("gptoss20b", 1, 644);
+  check_arena("tiny_gptoss", 3, 300);
   check_rows(1, 1);
   check_rows(4, 1);
   check_rows(32, 64);

@@ -36,8 +36,11 @@
 // ch08's kernel takes at most GEMV_MAX_BATCH (8) rows: 2 per token, so the GEMV path
 // serves batches up to 4. Each projection writes its outputs packed ([2B][N_m] per
 // matrix, one after the other in 01's scratch s), and one kernel adds hi and lo.
-// bf16 weights, fp32 accumulation, residual, KV and softmax; Mixtral and Qwen3-MoE
-// semantics (gpt-oss is refused as layers 00 and 01 refuse it).
+// bf16 weights, fp32 accumulation, residual, KV and softmax; Mixtral, Qwen3-MoE and
+// gpt-oss semantics: the q/k/v, o and router biases join where hi and lo are summed
+// (lab02_sum_split_kernel), the expert biases and the clamped SwiGLU in
+// lab02_swiglu_kernel (00's lab00_glu), the down bias weighted in the combine, from the
+// bias pointers of 01's plan; 00's stages kept here carry the rest (YaRN, sinks, window).
 #pragma once
 #include "../01_basics/layer.cuh"
 #include "../../ch07/permute.cuh"
@@ -97,18 +100,21 @@ __global__ void lab02_split_kernel(const float *in, __nv_bfloat16 *out, int K, s
   }
 }
 
-// out_j[b][c] (+)= s_j[2b][c] + s_j[2b + 1][c] for up to three matrices' outputs packed in
-// s: s_0 = s ([2·rows][n0]), s_1 right after it ([2·rows][n1]), then s_2.
-// Strategy: grid-stride, thread per output. Limiter: latency.
+// out_j[b][c] (+)= s_j[2b][c] + s_j[2b + 1][c] (+ bias_j[c]) for up to three matrices'
+// outputs packed in s: s_0 = s ([2·rows][n0]), s_1 right after it ([2·rows][n1]), then
+// s_2; bias_j bf16 [n_j] or NULL (none). Strategy: grid-stride, thread per output.
+// Limiter: latency.
 __global__ void lab02_sum_split_kernel(const float *s, int rows, float *out0, int n0, float *out1, int n1,
-                                       float *out2, int n2, int accumulate) {
+                                       float *out2, int n2, const __nv_bfloat16 *bias0, const __nv_bfloat16 *bias1,
+                                       const __nv_bfloat16 *bias2, int accumulate) {
   const int n = n0 + n1 + n2;
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)rows * n;
        i += (size_t)gridDim.x * blockDim.x) {
     size_t hi, at;
     const int j = lab02_packed_at((int)(i / n), (int)(i % n), rows, n0, n1, n2, &hi, &at);
     const int nj = j == 0 ? n0 : j == 1 ? n1 : n2;
-    const float v = s[hi] + s[hi + nj];
+    const __nv_bfloat16 *bias = j == 0 ? bias0 : j == 1 ? bias1 : bias2;
+    const float v = s[hi] + s[hi + nj] + (bias ? __bfloat162float(bias[at % nj]) : 0.f);
     float *p = (j == 0 ? out0 : j == 1 ? out1 : out2) + at;
     *p = accumulate ? *p + v : v;
   }
@@ -166,34 +172,50 @@ __global__ void __launch_bounds__(kLab02GemvThreads)
   }
 }
 
-// h = silu(gate) · up, gate and up the sums of a logical row's hi and lo outputs, split
-// again into hb's hi and lo rows. gu [2·rows][2F] (gate in [0, F), up in [F, 2F)), hb
-// [2·rows][F], interleaved; rows = G·cap. Strategy: thread per element. Limiter: latency.
-__global__ void lab02_swiglu_kernel(const float *gu, __nv_bfloat16 *hb, int F, size_t rows) {
+// h = lab00_glu(gate, up) (silu(gate) · up, or gpt-oss's clamped SwiGLU), gate and up the
+// sums of a logical row's hi and lo outputs plus its group's biases (bg, bu: 01's plan
+// pointer arrays, entries NULL outside gpt-oss; group = row / cap), split again into hb's
+// hi and lo rows. gu [2·rows][2F] (gate in [0, F), up in [F, 2F)), hb [2·rows][F],
+// interleaved; rows = G·cap. Strategy: thread per element. Limiter: latency.
+__global__ void lab02_swiglu_kernel(const float *gu, __nv_bfloat16 *hb, int F, int cap, size_t rows,
+                                    const __nv_bfloat16 *const *bg, const __nv_bfloat16 *const *bu, int clamp,
+                                    float lim, float alpha) {
   const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= rows * F) return;
-  const size_t hi = lab02_hi_row(i / F), lo = hi + 1, f = i % F;
-  const float a = gu[hi * 2 * F + f] + gu[lo * 2 * F + f], c = gu[hi * 2 * F + F + f] + gu[lo * 2 * F + F + f];
-  lab01_split(a / (1.f + __expf(-a)) * c, &hb[hi * F + f], &hb[lo * F + f]);
+  const size_t hi = lab02_hi_row(i / F), lo = hi + 1, f = i % F, g = i / F / cap;
+  float a = gu[hi * 2 * F + f] + gu[lo * 2 * F + f], c = gu[hi * 2 * F + F + f] + gu[lo * 2 * F + F + f];
+  if (bg[g]) a += __bfloat162float(bg[g][f]);
+  if (bu[g]) c += __bfloat162float(bu[g][f]);
+  lab01_split(lab00_glu(a, c, clamp, lim, alpha), &hb[hi * F + f], &hb[lo * F + f]);
 }
 
-// x[b][d] += Σ_j w[b][j] · (y[2s][d] + y[2s + 1][d]), s = slot[b][j], y = yg [2·G·cap][D]:
-// each token gathers its top_k expert rows (01's order: no atomics, the same sums every
-// step). Strategy: thread per 4 elements (float4: 16 bytes per lane, a warp moves 512
+// x[b][d] += Σ_j w[b][j] · (y[2s][d] + y[2s + 1][d] + bd_g[d]), s = slot[b][j], y = yg
+// [2·G·cap][D], bd_g the down bias of s's group g = s / cap (01's plan pointer array,
+// entries NULL outside gpt-oss; weighted with its expert's output, as 00 does): each
+// token gathers its top_k expert rows (01's order: no atomics, the same sums every step).
+// Strategy: thread per 4 elements (float4: 16 bytes per lane, a warp moves 512
 // contiguous bytes per row), grid (D/4 / threads, B). Limiter: latency at decode sizes.
 __global__ void lab02_combine_kernel(const float *yg, const int32_t *slot, const float *w, float *x, int D,
-                                     int top_k) {
+                                     int top_k, int cap, const __nv_bfloat16 *const *bd) {
   const int d4 = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y, D4 = D / 4;
   if (d4 >= D4) return;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   for (int j = 0; j < top_k; j++) {
-    const size_t hi = lab02_hi_row((size_t)slot[(size_t)b * top_k + j]);
+    const int s = slot[(size_t)b * top_k + j];
+    const size_t hi = lab02_hi_row((size_t)s);
     const float4 h = ((const float4 *)(yg + hi * D))[d4], l = ((const float4 *)(yg + (hi + 1) * D))[d4];
+    const __nv_bfloat16 *bias = bd[s / cap];
+    float4 bv = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (bias) {
+      const __nv_bfloat16 *bb = bias + 4 * d4;
+      bv = make_float4(__bfloat162float(bb[0]), __bfloat162float(bb[1]), __bfloat162float(bb[2]),
+                       __bfloat162float(bb[3]));
+    }
     const float wj = w[(size_t)b * top_k + j];
-    acc.x += wj * (h.x + l.x);
-    acc.y += wj * (h.y + l.y);
-    acc.z += wj * (h.z + l.z);
-    acc.w += wj * (h.w + l.w);
+    acc.x += wj * (h.x + l.x + bv.x);
+    acc.y += wj * (h.y + l.y + bv.y);
+    acc.z += wj * (h.z + l.z + bv.z);
+    acc.w += wj * (h.w + l.w + bv.w);
   }
   float4 *xo = (float4 *)(x + (size_t)b * D) + d4;
   float4 v = *xo;
@@ -209,11 +231,12 @@ static inline void lab02_rmsnorm_split(const Engine *e, const float *x, const __
   GTL_LAUNCH();
 }
 
-// out_j (+)= W_j · in for n (1..3) matrices W_j bf16 [N_j][K] on the split rows in 01's
-// xb: ch08's GEMV (one launch, 2B rows) at small batch, else one cublasGemmEx each (01's
-// lab01_gemm); the outputs packed in 01's s, then one kernel adds hi and lo into out_j.
+// out_j (+)= W_j · in + bias_j for n (1..3) matrices W_j bf16 [N_j][K] on the split rows
+// in 01's xb, bias_j bf16 [N_j] or NULL (bias itself NULL: none at all): ch08's GEMV (one
+// launch, 2B rows) at small batch, else one cublasGemmEx each (01's lab01_gemm); the
+// outputs packed in 01's s, then one kernel adds hi, lo and the bias into out_j.
 static inline void lab02_project(const Engine *e, int n, const __nv_bfloat16 *const *W, const int *N, int K,
-                                 float *const *out, int accumulate) {
+                                 const __nv_bfloat16 *const *bias, float *const *out, int accumulate) {
   const Lab01 *p = (const Lab01 *)e->layer;
   const int B = e->B;
   int nn[3] = {0, 0, 0};
@@ -229,7 +252,8 @@ static inline void lab02_project(const Engine *e, int n, const __nv_bfloat16 *co
     for (int j = 0; j < n; j++) lab01_gemm(e, W[j], N[j], K, (int)lab02_packed_base(j, B, nn[0], nn[1]), N[j]);
   }
   lab02_sum_split_kernel<<<lab01_blocks((size_t)B * (nn[0] + nn[1] + nn[2]), 4096), kLab01Threads, 0, e->s>>>(
-      p->s, B, out[0], nn[0], n > 1 ? out[1] : NULL, nn[1], n > 2 ? out[2] : NULL, nn[2], accumulate);
+      p->s, B, out[0], nn[0], n > 1 ? out[1] : NULL, nn[1], n > 2 ? out[2] : NULL, nn[2], bias ? bias[0] : NULL,
+      bias && n > 1 ? bias[1] : NULL, bias && n > 2 ? bias[2] : NULL, accumulate);
   GTL_LAUNCH();
 }
 
@@ -279,40 +303,44 @@ static inline void lab02_setup(Engine *e) {
   GTL_CUDA(cudaMemsetAsync(p->xg, 0, bytes, e->s));  // ordered before the steps on e->s
 }
 
-// Fused RMSNorm + split, then q, k, v in one projection, hi + lo added into a.d_q/k/v.
+// Fused RMSNorm + split, then q, k, v in one projection, hi + lo (+ the biases, gpt-oss:
+// before RoPE) added into a.d_q/k/v.
 static inline void lab02_qkv(Engine *e, int l) {
   const MoeConfig *c = &e->cfg;
   const int B = e->B, hd = c->head_dim, Q = c->H * hd, KV = c->H_kv * hd;
   lab02_rmsnorm_split(e, e->a.d_x, engine_w(e, MOE_ATTN_NORM, l, 0), e->a.d_xn, c->D);
   const __nv_bfloat16 *W[3] = {engine_w(e, MOE_Q, l, 0), engine_w(e, MOE_K, l, 0), engine_w(e, MOE_V, l, 0)};
   const int N[3] = {Q, KV, KV};
+  const __nv_bfloat16 *bias[3] = {lab00_w_opt(e, MOE_Q_BIAS, l, 0), lab00_w_opt(e, MOE_K_BIAS, l, 0),
+                                  lab00_w_opt(e, MOE_V_BIAS, l, 0)};
   float *const out[3] = {e->a.d_q, e->a.d_k, e->a.d_v};
-  lab02_project(e, 3, W, N, c->D, out, 0);
+  lab02_project(e, 3, W, N, c->D, bias, out, 0);
   if (c->qk_norm) {  // Qwen3-MoE: each head normalized over head_dim before RoPE (00's kernel)
     lab00_rmsnorm(e, e->a.d_q, engine_w(e, MOE_Q_NORM, l, 0), e->a.d_q, B * c->H, hd);
     lab00_rmsnorm(e, e->a.d_k, engine_w(e, MOE_K_NORM, l, 0), e->a.d_k, B * c->H_kv, hd);
   }
 }
 
-static inline void lab02_out(Engine *e, int l) {  // x += Wo att
+static inline void lab02_out(Engine *e, int l) {  // x += Wo att (+ bo)
   const MoeConfig *c = &e->cfg;
   const int Q = c->H * c->head_dim;
   const size_t n = (size_t)e->B * Q;
   lab02_split_kernel<<<lab01_blocks(n, 1024), kLab01Threads, 0, e->s>>>(e->a.d_att, ((Lab01 *)e->layer)->xb, Q, n);
   GTL_LAUNCH();
-  const __nv_bfloat16 *W[1] = {engine_w(e, MOE_O, l, 0)};
+  const __nv_bfloat16 *W[1] = {engine_w(e, MOE_O, l, 0)}, *bias[1] = {lab00_w_opt(e, MOE_O_BIAS, l, 0)};
   float *const out[1] = {e->a.d_x};
-  lab02_project(e, 1, W, &c->D, Q, out, 1);
+  lab02_project(e, 1, W, &c->D, Q, bias, out, 1);
 }
 
-// Router logits; a.d_xn keeps the normalized rows, and 01's xb their split, which the
-// dispatch of this layer permutes (the top-k in between does not touch xb).
+// Router logits (+ the router bias, gpt-oss: before the top-k); a.d_xn keeps the
+// normalized rows, and 01's xb their split, which the dispatch of this layer permutes
+// (the top-k in between does not touch xb).
 static inline void lab02_router(Engine *e, int l) {
   const MoeConfig *c = &e->cfg;
   lab02_rmsnorm_split(e, e->a.d_x, engine_w(e, MOE_FFN_NORM, l, 0), e->a.d_xn, c->D);
-  const __nv_bfloat16 *W[1] = {engine_w(e, MOE_ROUTER, l, 0)};
+  const __nv_bfloat16 *W[1] = {engine_w(e, MOE_ROUTER, l, 0)}, *bias[1] = {lab00_w_opt(e, MOE_ROUTER_BIAS, l, 0)};
   float *const out[1] = {e->a.d_router};
-  lab02_project(e, 1, W, &c->E, c->D, out, 0);
+  lab02_project(e, 1, W, &c->E, c->D, bias, out, 0);
 }
 
 // 01's device plan (groups, slots, pointer arrays), then ch07's permute: token b's split
@@ -321,14 +349,15 @@ static inline void lab02_dispatch(Engine *e, int l, int) {
   const MoeConfig *c = &e->cfg;
   Lab01 *p = (Lab01 *)e->layer;
   lab01_expert_plan_kernel<<<1, kLab01PlanThreads, 0, e->s>>>(
-      e->a.d_topk_idx, e->a.d_topk_w, e->B * c->top_k, c->top_k, c->E, p->G, p->cap, p->wptr + (size_t)l * c->E * 3,
+      e->a.d_topk_idx, e->a.d_topk_w, e->B * c->top_k, c->top_k, c->E, p->G, p->cap,
+      p->wptr + (size_t)l * c->E * kLab01WPtrs,
       p->g_count, p->g_tok, p->g_wt, p->slot, p->xg, p->gu, p->hb, p->yg, c->D, c->F, p->p);
   GTL_LAUNCH();
   permute_warptoken_launch(p->xb, p->slot, p->xg, e->B, c->top_k, 2 * (int64_t)c->D, e->s);
 }
 
 // gate|up = W_gate|up · rows: the expert GEMV at small batch, else 01's batched GEMMs;
-// then SwiGLU, split into hb's interleaved hi and lo rows.
+// then the biases and SwiGLU (gpt-oss: clamped), split into hb's interleaved hi and lo rows.
 static inline void lab02_expert_up(Engine *e, int, int) {
   const MoeConfig *c = &e->cfg;
   Lab01 *p = (Lab01 *)e->layer;
@@ -344,7 +373,9 @@ static inline void lab02_expert_up(Engine *e, int, int) {
   }
   const size_t rows = (size_t)G * p->cap;
   lab02_swiglu_kernel<<<(unsigned)((rows * F + kLab01Threads - 1) / kLab01Threads), kLab01Threads, 0, e->s>>>(
-      p->gu, p->hb, F, rows);
+      p->gu, p->hb, F, p->cap, rows, (const __nv_bfloat16 *const *)(p->p + 8 * G),
+      (const __nv_bfloat16 *const *)(p->p + 9 * G), c->act == MOE_ACT_SWIGLU_CLAMP, (float)c->swiglu_limit,
+      (float)c->swiglu_alpha);
   GTL_LAUNCH();
 }
 
@@ -362,8 +393,9 @@ static inline void lab02_expert_down(Engine *e, int l, int g) {
 static inline void lab02_combine(Engine *e, int, int) {
   const MoeConfig *c = &e->cfg;
   Lab01 *p = (Lab01 *)e->layer;
-  lab02_combine_kernel<<<lab00_grid(c->D / 4, e->B), kLab00Threads, 0, e->s>>>(p->yg, p->slot, e->a.d_topk_w,
-                                                                              e->a.d_x, c->D, c->top_k);
+  lab02_combine_kernel<<<lab00_grid(c->D / 4, e->B), kLab00Threads, 0, e->s>>>(
+      p->yg, p->slot, e->a.d_topk_w, e->a.d_x, c->D, c->top_k, p->cap,
+      (const __nv_bfloat16 *const *)(p->p + 10 * p->G));
   GTL_LAUNCH();
 }
 
@@ -372,7 +404,7 @@ static inline void lab02_logits(Engine *e, int) {
   lab02_rmsnorm_split(e, e->a.d_x, engine_w(e, MOE_FINAL_NORM, 0, 0), e->a.d_xn, c->D);
   const __nv_bfloat16 *W[1] = {engine_w(e, MOE_LM_HEAD, 0, 0)};
   float *const out[1] = {e->a.d_logits};
-  lab02_project(e, 1, W, &c->V, c->D, out, 0);
+  lab02_project(e, 1, W, &c->V, c->D, NULL, out, 0);
 }
 
 /** Layer 02's table: lab01_ops() with qkv, out, router, the expert stages (dispatch, up,

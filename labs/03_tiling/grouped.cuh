@@ -18,12 +18,34 @@
 // Layouts (bf16 weights, nn.Linear [out][in]): expert e's gate and up [F][D] at
 // w_gate / w_up + e·stride, its down [D][F] at w_down + e·stride. Rows in ch15's
 // expert-sorted order: sorted row s has token sorted_token[s]; P = T·top_k rows.
+// gpt-oss (Lab03Glu): the up epilogue adds expert e's gate and up biases ([F] at
+// gate / up + e·bias stride) and applies the clamped SwiGLU (layer 00's lab00_glu; the
+// engine keeps gate and up as two matrices, the checkpoint's interleaved rows taken
+// apart at load); the down bias is the combine's (layer.cuh), weighted with the output.
 #pragma once
 #include "../../ch08/gemv.cuh"    // gemv_ld_stream, gemv_unpack8, GEMV_ILP
 #include "../../ch15/grouped.cuh" // MoeTile, moe_tile_of, moe_swz, cp.async / ldmatrix / mma; dispatch.cuh
+#include "../00_baseline/layer.cuh"  // lab00_glu: the expert activation (SwiGLU, gpt-oss's clamped one)
 
 constexpr int kLab03GemvThreads = 256;  // 8 warps per block, as ch08's GEMV
 constexpr int kLab03GemvMaxRows = 8;    // tokens per expert the GEMV kernel takes (registers)
+
+// The up projection's epilogue terms, by value: expert e's gate and up biases at
+// gate / up + e·stride (bf16 [F] each; NULL: none), and lab00_glu's clamp (0: silu(g)·u;
+// 1: gpt-oss's clamped SwiGLU with limit lim and alpha).
+typedef struct {
+  const __nv_bfloat16 *gate, *up;
+  int64_t stride;
+  int clamp;
+  float lim, alpha;
+} Lab03Glu;
+
+// The activation of gate g and up u at column n of expert e: the biases, then lab00_glu.
+__device__ __forceinline__ float lab03_glu_at(const Lab03Glu &q, int e, int n, float g, float u) {
+  if (q.gate) g += __bfloat162float(q.gate[e * q.stride + n]);
+  if (q.up) u += __bfloat162float(q.up[e * q.stride + n]);
+  return lab00_glu(g, u, q.clamp, q.lim, q.alpha);
+}
 
 // ch15's ring depth, one stage less at BM = 16: the split doubles the A tile, and 5 stages
 // keep two gate+up blocks per SM (5 · (2·16 + 128) · 64 · 2 B = 100 KB each).
@@ -42,7 +64,7 @@ struct Lab03Smem {
 __host__ __device__ __forceinline__ int lab03_gemv_row(const MoeTile &t) { return t.n0 / moe_grouped::BN; }
 
 // ---- kernels ----------------------------------------------------------------------------
-// GLU (up): H[s] = split(silu(Wg_e · x) ⊙ (Wu_e · x)), x = A[a_token[s]] ([hi | lo], 2K
+// GLU (up): H[s] = split(lab03_glu_at(Wg_e · x, Wu_e · x)), x = A[a_token[s]] ([hi | lo], 2K
 // bf16), H [P][2N] bf16 split rows; else (down): Y[s][n] = Wd_e[n] · A[s], Y [P][N] fp32.
 // Work items (expert e, up to R sorted rows, weight row n) from ch15's tables (bm = R:
 // one m-tile per expert when every expert has at most R tokens).
@@ -55,7 +77,7 @@ __global__ void __launch_bounds__(kLab03GemvThreads)
                               const __nv_bfloat16 *__restrict__ W0, const __nv_bfloat16 *__restrict__ W1,
                               int64_t expert_stride, const int32_t *__restrict__ offsets,
                               const int32_t *__restrict__ tile_start, int E, int N, int K,
-                              __nv_bfloat16 *__restrict__ H, float *__restrict__ Y) {
+                              __nv_bfloat16 *__restrict__ H, float *__restrict__ Y, Lab03Glu glu) {
   __shared__ int32_t s_off[MOE_MAX_EXPERTS + 1], s_ts[MOE_MAX_EXPERTS + 1];
   for (int x = threadIdx.x; x <= E; x += blockDim.x) s_off[x] = offsets[x], s_ts[x] = tile_start[x];
   __syncthreads();
@@ -115,7 +137,7 @@ __global__ void __launch_bounds__(kLab03GemvThreads)
       if (r >= t.rows || lane != r) continue;
       const int64_t s = t.row0 + r;
       if (GLU) {
-        const float v = a0[r] / (1.0f + __expf(-a0[r])) * a1[r];
+        const float v = lab03_glu_at(glu, t.e, n, a0[r], a1[r]);
         const __nv_bfloat16 hi = __float2bfloat16(v);
         H[s * 2 * N + n] = hi;
         H[s * 2 * N + N + n] = __float2bfloat16(v - __bfloat162float(hi));
@@ -131,14 +153,14 @@ __global__ void __launch_bounds__(kLab03GemvThreads)
 // A stage holding the item's hi rows, then its lo rows: each k-step issues the MMA twice
 // into the same accumulators. Strategy: ch15's (persistent grid, one cp.async ring across
 // work items, XOR-swizzled shared stages, ldmatrix + mma.sync m16n8k16, SwiGLU in the
-// epilogue). Limiter: HBM (weights streamed once) at decode sizes.
+// epilogue, lab03_glu_at). Limiter: HBM (weights streamed once) at decode sizes.
 template <int BM, bool GLU>
 __global__ void __launch_bounds__(moe_grouped::THREADS)
     lab03_grouped_mma_kernel(const __nv_bfloat16 *__restrict__ A, const int32_t *__restrict__ a_token,
                              const __nv_bfloat16 *__restrict__ W0, const __nv_bfloat16 *__restrict__ W1,
                              int64_t expert_stride, const int32_t *__restrict__ offsets,
                              const int32_t *__restrict__ tile_start, int E, int N, int K,
-                             __nv_bfloat16 *__restrict__ H, float *__restrict__ Y) {
+                             __nv_bfloat16 *__restrict__ H, float *__restrict__ Y, Lab03Glu glu) {
   using namespace moe_grouped;
   constexpr int STAGES = Lab03Stages<BM>::value, MT = BM / 16, MATS = GLU ? 2 : 1;
   constexpr int AROWS = 2 * BM, BROWS = MATS * BN;  // A: hi rows 0..BM-1, lo rows BM..2BM-1
@@ -252,8 +274,8 @@ __global__ void __launch_bounds__(moe_grouped::THREADS)
             const int64_t s = t.row0 + r;
             float v0 = acc[0][i][n][2 * h], v1 = acc[0][i][n][2 * h + 1];
             if (GLU) {
-              v0 = v0 / (1.0f + __expf(-v0)) * acc[MATS - 1][i][n][2 * h];
-              v1 = v1 / (1.0f + __expf(-v1)) * acc[MATS - 1][i][n][2 * h + 1];
+              v0 = lab03_glu_at(glu, t.e, col, v0, acc[MATS - 1][i][n][2 * h]);
+              v1 = lab03_glu_at(glu, t.e, col + 1, v1, acc[MATS - 1][i][n][2 * h + 1]);
               const __nv_bfloat162 hi = __floats2bfloat162_rn(v0, v1);
               const float2 hf = __bfloat1622float2(hi);
               *(__nv_bfloat162 *)(H + s * 2 * N + col) = hi;
@@ -327,19 +349,19 @@ static inline Lab03ExpertPlan lab03_expert_plan(int B, int top_k, int E, int sms
 #define LAB03_GEMV_CASE(R, GLU)                                                                          \
   case R:                                                                                                \
     lab03_grouped_gemv_kernel<R, GLU><<<grid, kLab03GemvThreads, 0, s>>>(A, a_token, W0, W1, stride,     \
-                                                                        offsets, tile_start, E, N, K, H, Y); \
+                                                                        offsets, tile_start, E, N, K, H, Y, glu); \
     break;
 #define LAB03_MMA_CASE(BM, GLU)                                                                          \
   case BM:                                                                                               \
     lab03_grouped_mma_kernel<BM, GLU><<<grid, moe_grouped::THREADS, Lab03Smem<BM, GLU>::bytes, s>>>(     \
-        A, a_token, W0, W1, stride, offsets, tile_start, E, N, K, H, Y);                                 \
+        A, a_token, W0, W1, stride, offsets, tile_start, E, N, K, H, Y, glu);                            \
     break;
 
 template <bool GLU>
 static inline void lab03_grouped_launch(const Lab03ExpertPlan *p, const __nv_bfloat16 *A, const int32_t *a_token,
                                         const __nv_bfloat16 *W0, const __nv_bfloat16 *W1, int64_t stride,
                                         const int32_t *offsets, const int32_t *tile_start, int E, int N, int K,
-                                        __nv_bfloat16 *H, float *Y, cudaStream_t s) {
+                                        __nv_bfloat16 *H, float *Y, Lab03Glu glu, cudaStream_t s) {
   if (N % 8 || K % 8 || N < 8 || K < 8 || E < 1 || E > MOE_MAX_EXPERTS)
     moe_die("layer 03's grouped kernels need N, K multiples of 8 and 1 <= E <= 1024");
   const int grid = GLU ? p->grid_up : p->grid_down;
@@ -351,15 +373,17 @@ static inline void lab03_grouped_launch(const Lab03ExpertPlan *p, const __nv_bfl
   GTL_LAUNCH();
 }
 
-/** h [P][2F] bf16 split rows (hi, then lo) = split(silu(x_t·Wg_eᵀ) ⊙ (x_t·Wu_eᵀ)) for every
- *  sorted row s (token t = sorted_token[s], expert e by offsets), one launch. x [T][2D]
- *  bf16 split rows; gate/up of expert e at w_gate/w_up + e·stride, each [F][D]. Needs
- *  moe_dispatch_launch's tables built with bm = p->bm. */
+/** h [P][2F] bf16 split rows (hi, then lo) = split(act(x_t·Wg_eᵀ + bg_e, x_t·Wu_eᵀ + bu_e))
+ *  for every sorted row s (token t = sorted_token[s], expert e by offsets), one launch;
+ *  act and the biases from glu (lab03_glu_at: silu(g)·u, or gpt-oss's clamped SwiGLU).
+ *  x [T][2D] bf16 split rows; gate/up of expert e at w_gate/w_up + e·stride, each [F][D].
+ *  Needs moe_dispatch_launch's tables built with bm = p->bm. */
 static inline void lab03_expert_up_launch(const Lab03ExpertPlan *p, const __nv_bfloat16 *x, const int32_t *sorted_token,
                                           const __nv_bfloat16 *w_gate, const __nv_bfloat16 *w_up, int64_t stride,
                                           const int32_t *offsets, const int32_t *tile_start, int E, int D, int F,
-                                          __nv_bfloat16 *h, cudaStream_t s) {
-  lab03_grouped_launch<true>(p, x, sorted_token, w_gate, w_up, stride, offsets, tile_start, E, F, D, h, nullptr, s);
+                                          const Lab03Glu *glu, __nv_bfloat16 *h, cudaStream_t s) {
+  lab03_grouped_launch<true>(p, x, sorted_token, w_gate, w_up, stride, offsets, tile_start, E, F, D, h, nullptr, *glu,
+                             s);
 }
 
 /** y [P][D] fp32 = h_s · Wd_eᵀ for every sorted row s, one launch; h [P][2F] split rows
@@ -367,5 +391,7 @@ static inline void lab03_expert_up_launch(const Lab03ExpertPlan *p, const __nv_b
 static inline void lab03_expert_down_launch(const Lab03ExpertPlan *p, const __nv_bfloat16 *h, const __nv_bfloat16 *w_down,
                                             int64_t stride, const int32_t *offsets, const int32_t *tile_start, int E,
                                             int F, int D, float *y, cudaStream_t s) {
-  lab03_grouped_launch<false>(p, h, nullptr, w_down, nullptr, stride, offsets, tile_start, E, D, F, nullptr, y, s);
+  const Lab03Glu none = {nullptr, nullptr, 0, 0, 0.f, 0.f};  // the down kernel has no epilogue terms
+  lab03_grouped_launch<false>(p, h, nullptr, w_down, nullptr, stride, offsets, tile_start, E, D, F, nullptr, y, none,
+                              s);
 }

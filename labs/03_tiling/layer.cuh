@@ -30,8 +30,15 @@
 // --terms; on an H200 ch18's path failed the check at 1.1–3.8e-2). The K/V bytes at decode
 // lengths are a small part of a step, so the fp32 cache costs little.
 // Head_dim 32, 64 or 128 with at most 16 query heads per KV head (lab03_attn_fits); other
-// models keep 00's attention. gpt-oss semantics stay refused (01's configure). The experts
-// keep 02's split bf16 activations (hi + lo) and fp32 accumulation (grouped.cuh says why).
+// models keep 00's attention. The experts keep 02's split bf16 activations (hi + lo) and
+// fp32 accumulation (grouped.cuh says why).
+// gpt-oss in the stages replaced here: the attention reads a sliding-window layer's keys
+// from 00's first key (lab00_window_first) through its KV ring (lab00_kv_slot), and each
+// query head's sink joins the softmax as one more logit with no value, where the chunks
+// are merged (or at the end of the only chunk); the up kernel adds the gate/up biases and
+// applies the clamped SwiGLU (grouped.cuh's Lab03Glu); the combine adds each expert's
+// down bias to its output before the routing weight. The biases of q/k/v, o and the
+// router are the projections' (proj.cuh at small batch, 02's above); YaRN is 00's RoPE.
 #pragma once
 #include "../02_memory/layer.cuh"
 #include "grouped.cuh"  // ch15's counting sort and work items; the grouped expert kernels
@@ -51,6 +58,7 @@ typedef struct {
   // the experts (ch15's tables, P = B·top_k sorted rows)
   Lab03ExpertPlan xp;        // GEMV or MMA kernel, rows per work item, grids
   int64_t expert_stride;     // elements from one expert's gate (up, down) to the next's
+  int64_t bias_stride;       // the same for the expert biases (gpt-oss; 0 without them)
   void *xarena;              // one allocation for the six buffers below
   int32_t *offsets, *tile_start;        // [E + 1] each (moe_dispatch_launch)
   int32_t *sorted_token, *pair_pos;     // [P] each
@@ -81,11 +89,24 @@ static inline int lab03_attn_chunk_len(int n_keys, int max_chunks) {
 }
 
 // ---- kernels ----------------------------------------------------------------------------
+// The softmax's normalization with a sink logit (gpt-oss: one per query head, no value
+// vector) joined to keys whose max is m, sum of e^(s − m) is l: out = o · f.x / f.y with
+// f = (e^(m − M), l·e^(m − M) + e^(sink − M)), M = max(m, sink); sink = −inf: f = (1, l),
+// out = o / l exactly as without sinks.
+__host__ __device__ inline float2 lab03_sink_norm(float m, float l, float sink) {
+  if (sink == -INFINITY) return make_float2(1.f, l);
+  const float M = fmaxf(m, sink), sc = m == -INFINITY ? 0.f : expf(m - M);
+  return make_float2(sc, l * sc + expf(sink - M));
+}
+
 // Keys [c0, c1) of chunk blockIdx.x for sequence b = blockIdx.z and KV head g = blockIdx.y
-// (keys 0 … d_pos[b]; the last chunk takes the rest): for each of the group's G query heads
-// h, m = max score, l = Σ exp(score − m), o = Σ exp(score − m) · V[t], score = q_h·K[t] /
-// sqrt(HD). One chunk: out = o / l; else o, m, l into the workspace (lab03_attn_combine).
-// q [B][H][HD], out [B][H][HD], caches [B][H_kv][max_len][HD] (this layer's), fp32.
+// (keys t_first … d_pos[b], t_first = lab00_window_first(d_pos[b], window): 0, or a sliding
+// window's first key; chunk c starts at t_first + c·chunk_len, the last takes the rest):
+// for each of the group's G query heads h, m = max score, l = Σ exp(score − m),
+// o = Σ exp(score − m) · V[t], score = q_h·K[t] / sqrt(HD). One chunk: out = o / l, or with
+// sinks (bf16 [H] or NULL) lab03_sink_norm's; else o, m, l into the workspace
+// (lab03_attn_combine). q [B][H][HD], out [B][H][HD], caches [B][H_kv][kv_len][HD] (this
+// layer's), key t in row lab00_kv_slot(t, ring) (ring 0: row t), fp32.
 // Strategy: the K/V tile (32 keys) staged in shared memory once per CTA (float4 loads;
 // K padded by one float: lane = key reads a column without bank conflicts), a warp per
 // query head, a key per lane for the scores, the online-softmax rescale, then P·V with a
@@ -94,19 +115,20 @@ static inline int lab03_attn_chunk_len(int n_keys, int max_chunks) {
 template <int HD>
 __global__ void __launch_bounds__(kLab03AttnThreads)
     lab03_attn_split_kernel(const float *__restrict__ q, const float *__restrict__ kc, const float *__restrict__ vc,
-                            const int32_t *__restrict__ d_pos, int H, int H_kv, int max_len, int chunk_len,
-                            float scale, float *__restrict__ ws, float *__restrict__ out) {
+                            const int32_t *__restrict__ d_pos, int H, int H_kv, int kv_len, int ring,
+                            int window, int chunk_len, float scale, const __nv_bfloat16 *__restrict__ sinks,
+                            float *__restrict__ ws, float *__restrict__ out) {
   constexpr int DL = HD / 32, HPW = kLab03AttnMaxGroup / (kLab03AttnThreads / 32);  // dims per lane, heads per warp
   __shared__ float ks[kLab03AttnTile][HD + 1];
   __shared__ __align__(16) float vs[kLab03AttnTile][HD];
   __shared__ float qs[kLab03AttnMaxGroup][HD];
   const int chunk = blockIdx.x, g = blockIdx.y, b = blockIdx.z, G = H / H_kv, n_chunks = gridDim.x;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int n_keys = d_pos[b] + 1, c0 = chunk * chunk_len;
+  const int n_keys = d_pos[b] + 1, c0 = lab00_window_first(d_pos[b], window) + chunk * chunk_len;
   const int c1 = chunk == n_chunks - 1 ? n_keys : (c0 + chunk_len < n_keys ? c0 + chunk_len : n_keys);
   const size_t head0 = (size_t)b * H + (size_t)g * G;  // the group's first query head
   for (int i = threadIdx.x; i < G * HD; i += blockDim.x) qs[i / HD][i % HD] = q[head0 * HD + i];
-  const float *kb = kc + ((size_t)b * H_kv + g) * max_len * HD, *vb = vc + ((size_t)b * H_kv + g) * max_len * HD;
+  const float *kb = kc + ((size_t)b * H_kv + g) * kv_len * HD, *vb = vc + ((size_t)b * H_kv + g) * kv_len * HD;
   float m[HPW], l[HPW], o[HPW][DL];
 #pragma unroll
   for (int j = 0; j < HPW; j++) {
@@ -120,8 +142,9 @@ __global__ void __launch_bounds__(kLab03AttnThreads)
     for (int i = threadIdx.x; i < kLab03AttnTile * HD / 4; i += blockDim.x) {
       const int r = i / (HD / 4), c4 = i % (HD / 4);
       const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
-      const float4 kv = r < nt ? ((const float4 *)(kb + (size_t)(t0 + r) * HD))[c4] : zero;
-      const float4 vv = r < nt ? ((const float4 *)(vb + (size_t)(t0 + r) * HD))[c4] : zero;
+      const size_t row = (size_t)lab00_kv_slot(t0 + r, ring) * HD;
+      const float4 kv = r < nt ? ((const float4 *)(kb + row))[c4] : zero;
+      const float4 vv = r < nt ? ((const float4 *)(vb + row))[c4] : zero;
       ks[r][4 * c4] = kv.x, ks[r][4 * c4 + 1] = kv.y, ks[r][4 * c4 + 2] = kv.z, ks[r][4 * c4 + 3] = kv.w;
       *(float4 *)&vs[r][4 * c4] = vv;
     }
@@ -162,8 +185,9 @@ __global__ void __launch_bounds__(kLab03AttnThreads)
     if (h >= G) break;
     const size_t bh = head0 + h;
     if (n_chunks == 1) {
+      const float2 f = lab03_sink_norm(m[j], l[j], sinks ? __bfloat162float(sinks[g * G + h]) : -INFINITY);
 #pragma unroll
-      for (int i = 0; i < DL; i++) out[bh * HD + lane + 32 * i] = o[j][i] / l[j];
+      for (int i = 0; i < DL; i++) out[bh * HD + lane + 32 * i] = o[j][i] * f.x / f.y;
       continue;
     }
     float *w = ws + (bh * n_chunks + chunk) * (HD + 2);
@@ -173,11 +197,14 @@ __global__ void __launch_bounds__(kLab03AttnThreads)
   }
 }
 
-// out[bh] = Σ_c exp(m_c − M) · o_c / Σ_c exp(m_c − M) · l_c over the chunks c of each
-// (sequence, query head) bh < BH, M = max_c m_c (flash-decoding's merge). Strategy: a warp
-// per bh, a lane per HD/32 dimensions. Limiter: latency.
+// out[bh] = Σ_c exp(m_c − M) · o_c / (Σ_c exp(m_c − M) · l_c + exp(sink − M)) over the
+// chunks c of each (sequence, query head) bh < BH, M = max(max_c m_c, sink) (flash-
+// decoding's merge; the sink, gpt-oss's per-head logit sinks[bh mod H], joins as one more
+// logit with no value; sinks NULL: none). Strategy: a warp per bh, a lane per HD/32
+// dimensions. Limiter: latency.
 template <int HD>
 __global__ void __launch_bounds__(128) lab03_attn_combine_kernel(const float *__restrict__ ws, int n_chunks, int BH,
+                                                                 const __nv_bfloat16 *__restrict__ sinks, int H,
                                                                  float *__restrict__ out) {
   constexpr int DL = HD / 32;
   const int bh = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
@@ -194,21 +221,29 @@ __global__ void __launch_bounds__(128) lab03_attn_combine_kernel(const float *__
 #pragma unroll
     for (int i = 0; i < DL; i++) o[i] = fmaf(sc, wc[lane + 32 * i], o[i]);
   }
+  const float2 f = lab03_sink_norm(M, L, sinks ? __bfloat162float(sinks[bh % H]) : -INFINITY);
 #pragma unroll
-  for (int i = 0; i < DL; i++) out[(size_t)bh * HD + lane + 32 * i] = o[i] / L;
+  for (int i = 0; i < DL; i++) out[(size_t)bh * HD + lane + 32 * i] = o[i] * f.x / f.y;
 }
 
-// x[t][d] += Σ_j w[t][j] · y[pair_pos[t·top_k + j]][d]: each token gathers its top_k rows
-// of the expert-sorted y [P][D] fp32 (ch15's combine, in fp32 and accumulating into the
-// residual; the routing order, so the same sums every step). Strategy: thread per 4
+// x[t][d] += Σ_j w[t][j] · (y[pair_pos[t·top_k + j]][d] + bd_e[d]): each token gathers its
+// top_k rows of the expert-sorted y [P][D] fp32 (ch15's combine, in fp32 and accumulating
+// into the residual; the routing order, so the same sums every step); bd_e, expert
+// e = idx[t·top_k + j]'s down bias at bd + e·bias_stride (gpt-oss; bd NULL: none), is part
+// of the expert's output, so it is weighted with it (00's order). Strategy: thread per 4
 // elements (float4), grid (D/4 / threads, T). Limiter: latency at decode sizes.
 __global__ void lab03_combine_kernel(const float *y, const int32_t *pair_pos, const float *w, float *x, int D,
-                                     int top_k) {
+                                     int top_k, const int32_t *idx, const __nv_bfloat16 *bd, int64_t bias_stride) {
   const int d4 = blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y;
   if (d4 >= D / 4) return;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   for (int j = 0; j < top_k; j++) {
-    const float4 v = ((const float4 *)(y + (size_t)pair_pos[(size_t)t * top_k + j] * D))[d4];
+    float4 v = ((const float4 *)(y + (size_t)pair_pos[(size_t)t * top_k + j] * D))[d4];
+    if (bd) {
+      const __nv_bfloat16 *bb = bd + idx[(size_t)t * top_k + j] * bias_stride + 4 * d4;
+      v.x += __bfloat162float(bb[0]), v.y += __bfloat162float(bb[1]);
+      v.z += __bfloat162float(bb[2]), v.w += __bfloat162float(bb[3]);
+    }
     const float wj = w[(size_t)t * top_k + j];
     acc.x += wj * v.x, acc.y += wj * v.y, acc.z += wj * v.z, acc.w += wj * v.w;
   }
@@ -247,9 +282,10 @@ __global__ void __launch_bounds__(kLab00Threads) lab03_argmax_kernel(const float
 }
 
 // ---- hooks and stages --------------------------------------------------------------------
-// 01's configure (what 00 and 01 refuse), then the attention: the fp32 split-KV kernels when
-// the model fits them, else 00's. Greedy decoding samples on the device; --temperature > 0
-// keeps the engine's host sampler (moe_sample's nucleus draw has no device version here).
+// 01's configure (what 00 and 01 refuse; every preset passes), then the attention: the
+// fp32 split-KV kernels when the model fits them, else 00's. Greedy decoding samples on
+// the device; --temperature > 0 keeps the engine's host sampler (moe_sample's nucleus draw
+// has no device version here).
 static inline int lab03_configure(Engine *e, char *err, size_t n) {
   if (lab01_configure(e, err, n)) return -1;
   if (!lab03_attn_fits(&e->cfg)) e->ops.attend = lab00_attend;
@@ -258,8 +294,8 @@ static inline int lab03_configure(Engine *e, char *err, size_t n) {
 }
 
 // The experts' plan (lab03_expert_plan), their stride (checked uniform: one pitch for
-// every expert's gate, up and down in every layer, as ch15's kernels take), and one
-// allocation for the sort's tables, h and y.
+// every expert's gate, up and down in every layer, as ch15's kernels take; the same for
+// gpt-oss's expert biases), and one allocation for the sort's tables, h and y.
 static inline void lab03_expert_setup(Engine *e, Lab03 *p, int sms) {
   const MoeConfig *c = &e->cfg;
   const size_t P = (size_t)e->B * c->top_k;
@@ -272,6 +308,18 @@ static inline void lab03_expert_setup(Engine *e, Lab03 *p, int sms) {
           engine_w(e, MOE_UP, l, x) != engine_w(e, MOE_UP, l, 0) + at ||
           engine_w(e, MOE_DOWN, l, x) != engine_w(e, MOE_DOWN, l, 0) + at) {
         fprintf(stderr, "error: layer 03 needs the experts at one pitch (layer %d, expert %d is not)\n", l, x);
+        exit(GTL_EXIT_RUNTIME);
+      }
+    }
+  const __nv_bfloat16 *b0 = lab00_w_opt(e, MOE_GATE_BIAS, 0, 0);
+  p->bias_stride = b0 && c->E > 1 ? lab00_w_opt(e, MOE_GATE_BIAS, 0, 1) - b0 : 0;
+  for (int l = 0; b0 && l < c->L; l++)
+    for (int x = 0; x < c->E; x++) {
+      const int64_t at = (int64_t)x * p->bias_stride;
+      if (lab00_w_opt(e, MOE_GATE_BIAS, l, x) != lab00_w_opt(e, MOE_GATE_BIAS, l, 0) + at ||
+          lab00_w_opt(e, MOE_UP_BIAS, l, x) != lab00_w_opt(e, MOE_UP_BIAS, l, 0) + at ||
+          lab00_w_opt(e, MOE_DOWN_BIAS, l, x) != lab00_w_opt(e, MOE_DOWN_BIAS, l, 0) + at) {
+        fprintf(stderr, "error: layer 03 needs the expert biases at one pitch (layer %d, expert %d is not)\n", l, x);
         exit(GTL_EXIT_RUNTIME);
       }
     }
@@ -327,23 +375,27 @@ static inline void lab03_attend_hd(Engine *e, int l, int n_chunks, int chunk_len
   Lab03 *p = (Lab03 *)e->layer;
   const size_t at = engine_kv_layer(e, l);
   const dim3 grid((unsigned)n_chunks, (unsigned)c->H_kv, (unsigned)e->B);
+  const __nv_bfloat16 *sinks = lab00_w_opt(e, MOE_SINKS, l, 0);
   lab03_attn_split_kernel<HD><<<grid, kLab03AttnThreads, 0, e->s>>>(
-      e->a.d_q, (const float *)e->kv.k + at, (const float *)e->kv.v + at, e->a.d_pos, c->H, c->H_kv, e->kv.max_len,
-      chunk_len, (float)(1.0 / sqrt((double)HD)), p->ws, e->a.d_att);
+      e->a.d_q, (const float *)e->kv.k + at, (const float *)e->kv.v + at, e->a.d_pos, c->H, c->H_kv,
+      engine_kv_len(e, l), lab00_kv_ring(e, l), (int)moe_layer_window(c, l), chunk_len,
+      (float)(1.0 / sqrt((double)HD)), sinks, p->ws, e->a.d_att);
   GTL_LAUNCH();
   if (n_chunks == 1) return;
   const int BH = e->B * c->H;
-  lab03_attn_combine_kernel<HD><<<(BH * 32 + 127) / 128, 128, 0, e->s>>>(p->ws, n_chunks, BH, e->a.d_att);
+  lab03_attn_combine_kernel<HD><<<(BH * 32 + 127) / 128, 128, 0, e->s>>>(p->ws, n_chunks, BH, sinks, c->H,
+                                                                         e->a.d_att);
   GTL_LAUNCH();
 }
 
-// The rotated queries (00's RoPE, a.d_q) against each sequence's keys 0 … a.d_pos[b] in the
-// fp32 cache; the chunk count comes from the host's e->pos (all sequences alike), the
-// last chunk reads up to the device's position.
+// The rotated queries (00's RoPE, a.d_q) against each sequence's keys in the fp32 cache:
+// 0 … a.d_pos[b], or on a sliding-window layer the window's (00's lab00_first_key, read
+// through the ring); the chunk count comes from the host's e->pos (all sequences alike),
+// the last chunk reads up to the device's position.
 static inline void lab03_attend(Engine *e, int l) {
   const MoeConfig *c = &e->cfg;
   const Lab03 *p = (const Lab03 *)e->layer;
-  const int n_keys = e->pos + 1, len = lab03_attn_chunk_len(n_keys, p->max_chunks);
+  const int n_keys = e->pos + 1 - lab00_first_key(c, l, e->pos), len = lab03_attn_chunk_len(n_keys, p->max_chunks);
   const int n_chunks = (n_keys + len - 1) / len;
   switch (c->head_dim) {
     case 32: lab03_attend_hd<32>(e, l, n_chunks, len); break;
@@ -361,13 +413,16 @@ static inline void lab03_dispatch(Engine *e, int, int) {
                       p->pair_pos, e->s);
 }
 
-// gate, up and SwiGLU of every routed expert in one launch; the rows are the router's
-// split rows (02's xb, [B][hi | lo]) gathered by token on the way in.
+// gate, up and SwiGLU (gpt-oss: the biases and the clamped SwiGLU) of every routed expert
+// in one launch; the rows are the router's split rows (02's xb, [B][hi | lo]) gathered by
+// token on the way in.
 static inline void lab03_expert_up(Engine *e, int l, int) {
   const MoeConfig *c = &e->cfg;
   Lab03 *p = (Lab03 *)e->layer;
+  const Lab03Glu glu = {lab00_w_opt(e, MOE_GATE_BIAS, l, 0), lab00_w_opt(e, MOE_UP_BIAS, l, 0), p->bias_stride,
+                        c->act == MOE_ACT_SWIGLU_CLAMP, (float)c->swiglu_limit, (float)c->swiglu_alpha};
   lab03_expert_up_launch(&p->xp, p->base.xb, p->sorted_token, engine_w(e, MOE_GATE, l, 0), engine_w(e, MOE_UP, l, 0),
-                         p->expert_stride, p->offsets, p->tile_start, c->E, c->D, c->F, p->hs, e->s);
+                         p->expert_stride, p->offsets, p->tile_start, c->E, c->D, c->F, &glu, p->hs, e->s);
 }
 
 static inline void lab03_expert_down(Engine *e, int l, int) {
@@ -377,11 +432,12 @@ static inline void lab03_expert_down(Engine *e, int l, int) {
                            c->E, c->F, c->D, p->ys, e->s);
 }
 
-static inline void lab03_combine(Engine *e, int, int) {
+static inline void lab03_combine(Engine *e, int l, int) {
   const MoeConfig *c = &e->cfg;
   Lab03 *p = (Lab03 *)e->layer;
-  lab03_combine_kernel<<<lab00_grid(c->D / 4, e->B), kLab00Threads, 0, e->s>>>(p->ys, p->pair_pos, e->a.d_topk_w,
-                                                                              e->a.d_x, c->D, c->top_k);
+  lab03_combine_kernel<<<lab00_grid(c->D / 4, e->B), kLab00Threads, 0, e->s>>>(
+      p->ys, p->pair_pos, e->a.d_topk_w, e->a.d_x, c->D, c->top_k, e->a.d_topk_idx,
+      lab00_w_opt(e, MOE_DOWN_BIAS, l, 0), p->bias_stride);
   GTL_LAUNCH();
 }
 

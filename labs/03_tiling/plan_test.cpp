@@ -17,6 +17,10 @@
 //    every (token, output row) exactly once, the lanes' 16-byte pieces cover each row's K
 //    once, the staged row's order (lab03_proj_xs_at) is a permutation whose two planes the
 //    kernel reads as float4 c and K/8 + c, and the blocks' xn/xb slices tile [0, K).
+// 5. The sinks (lab03_sink_norm): for seeded scores split into chunks and merged as
+//    lab03_attn_combine_kernel merges them, o · f.x / f.y equals the softmax over the
+//    scores and the sink computed directly in double (sink below, near and far above the
+//    scores' max), and without a sink f = (1, l): o / l exactly.
 // Prints "ok: ..." / "FAILED: ..." and exits 1 on any failure.
 #include "../moe/engine.cuh"
 #include "layer.cuh"
@@ -191,8 +195,48 @@ static void check_projections(void) {
          n, kLab03ProjGemvMaxBatch);
 }
 
+// n scores s_t (values v_t, one dimension) in chunks of len, each reduced to (m, l, o) as
+// the split kernel does, merged as the combine kernel does, normalized with the sink.
+static void check_sinks(int n, int len, double sink_off, uint64_t seed) {
+  double s[300], v[300], mx = -1e300;
+  for (int t = 0; t < n; t++) {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    s[t] = ((seed >> 11) * 0x1.0p-53 - 0.5) * 16.0;
+    v[t] = ((seed >> 20) & 1023) / 512.0 - 1.0;
+    mx = s[t] > mx ? s[t] : mx;
+  }
+  const float sink = (float)(mx + sink_off);
+  float M = -INFINITY, L = 0.f, O = 0.f, mc[32], lc[32], oc[32];
+  const int nc = (n + len - 1) / len;
+  for (int c = 0; c < nc; c++) {
+    mc[c] = -INFINITY, lc[c] = 0.f, oc[c] = 0.f;
+    for (int t = c * len; t < n && t < (c + 1) * len; t++) mc[c] = fmaxf(mc[c], (float)s[t]);
+    for (int t = c * len; t < n && t < (c + 1) * len; t++) {
+      lc[c] += expf((float)s[t] - mc[c]);
+      oc[c] += expf((float)s[t] - mc[c]) * (float)v[t];
+    }
+    M = fmaxf(M, mc[c]);
+  }
+  for (int c = 0; c < nc; c++) L += expf(mc[c] - M) * lc[c], O += expf(mc[c] - M) * oc[c];
+  const float2 f = lab03_sink_norm(M, L, sink);
+  double den = exp((double)sink - mx), num = 0;
+  for (int t = 0; t < n; t++) den += exp(s[t] - mx), num += exp(s[t] - mx) * v[t];
+  const double got = O * f.x / f.y, want = num / den;
+  CHECK(fabs(got - want) <= 1e-5 + 1e-5 * fabs(want), "sinks n=%d len=%d sink max%+g: %.9g, want %.9g\n", n, len,
+        sink_off, got, want);
+  const float2 g = lab03_sink_norm(M, L, -INFINITY);
+  CHECK(g.x == 1.f && g.y == L && O * g.x / g.y == O / L, "no sink: f = (%g, %g), want (1, %g)\n", g.x, g.y, L);
+}
+
 int main(void) {
   check_fits();
+  const double offs[] = {-30.0, -2.0, 0.0, 1.5, 40.0};
+  for (int i = 0; i < 5; i++) {
+    check_sinks(1, 32, offs[i], 11 + i);
+    check_sinks(128, 32, offs[i], 21 + i);
+    check_sinks(200, 64, offs[i], 31 + i);
+  }
+  printf("ok: sinks: chunked softmax with a sink logit (15 cases) = the direct one; without a sink o / l exactly\n");
   const int batches[] = {1, 4, 64};
   const int lens[] = {1, 31, 32, 33, 672, 4096, 20000};
   for (int b = 0; b < 3; b++)

@@ -16,6 +16,9 @@
 //                reads the real key count from a.d_pos, so chunks past the last key are
 //                empty (the combine kernel gives them weight 0). Eager and replayed steps
 //                use this same split, so their logits agree bit for bit (the engine checks).
+//                A sliding-window layer (gpt-oss) reads at most its window of keys from
+//                the first key the kernel derives from a.d_pos: the same split covers it,
+//                most of its chunks empty; its K/V row is the ring slot (03's kernel).
 // 03's step already had no host synchronization: device top-k, counting sort, persistent
 // expert grids, greedy device sampler. --temperature > 0 keeps the engine's host sampler,
 // which synchronizes every step: the engine then runs every step eagerly (one note on
@@ -45,17 +48,19 @@ static inline void lab04_attn_split(int max_len, int max_chunks, int *n_chunks, 
 
 // ---- kernel -------------------------------------------------------------------------------
 // 00's rotate-half RoPE and K/V append (rope_kv_append_kernel), position pos[b] read on
-// the device: q rotated in place, k rotated into the cache at position pos[b], v copied.
-// Angle pos·inv_freq[j] in double, cos and sin times rope.scale. q [B][H][hd], k, v
-// [B][H_kv][hd], caches [B][H_kv][max_len][hd], fp32. Strategy: thread per (row, head,
-// pair j / j + hd/2); PDL wait before the first access. Limiter: launch latency.
+// the device: q rotated in place, k rotated into the cache row lab00_kv_slot(pos[b], ring)
+// (the position, or on a sliding-window layer its ring slot), v copied. Angle
+// pos·inv_freq[j] in double, cos and sin times rope.scale (00's table: YaRN's for gpt-oss).
+// q [B][H][hd], k, v [B][H_kv][hd], caches [B][H_kv][kv_len][hd], fp32. Strategy: thread
+// per (row, head, pair j / j + hd/2); PDL wait before the first access. Limiter: launch
+// latency.
 __global__ void lab04_rope_kernel(float *q, const float *k, const float *v, float *kc, float *vc, int H, int H_kv,
-                                  int hd, const int32_t *pos, int max_len, Lab00Rope rope) {
+                                  int hd, const int32_t *pos, int kv_len, int ring, Lab00Rope rope) {
   pdl_wait_prior();  // q, k, v come from the previous kernel
   const int i = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
   if (i >= (H + H_kv) * (hd / 2)) return;
   const int p = pos[b];
-  lab00_rope_append_one(q, k, v, kc, vc, H, H_kv, hd, b, i, p, p, max_len, rope);
+  lab00_rope_append_one(q, k, v, kc, vc, H, H_kv, hd, b, i, p, lab00_kv_slot(p, ring), kv_len, rope);
 }
 
 // ---- hooks and stages ---------------------------------------------------------------------
@@ -94,8 +99,8 @@ static inline void lab04_rope(Engine *e, int l) {
   float *q = e->a.d_q, *kc = (float *)e->kv.k + engine_kv_layer(e, l), *vc = (float *)e->kv.v + engine_kv_layer(e, l);
   const float *k = e->a.d_k, *v = e->a.d_v;
   const int32_t *pos = e->a.d_pos;
-  int H = c->H, H_kv = c->H_kv, hd = c->head_dim, max_len = e->kv.max_len;
-  void *args[] = {&q, &k, &v, &kc, &vc, &H, &H_kv, &hd, &pos, &max_len, &p->rope};
+  int H = c->H, H_kv = c->H_kv, hd = c->head_dim, kv_len = engine_kv_len(e, l), ring = lab00_kv_ring(e, l);
+  void *args[] = {&q, &k, &v, &kc, &vc, &H, &H_kv, &hd, &pos, &kv_len, &ring, &p->rope};
   pdl_launch((const void *)lab04_rope_kernel, lab00_grid((H + H_kv) * hd / 2, e->B), dim3(kLab00Threads), 0, args, e->s,
              p->pdl);
 }

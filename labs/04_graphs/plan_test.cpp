@@ -10,6 +10,11 @@
 //    are one chunk: the replayed attention does 03's work there, no more.
 // 3. The table: lab04_ops() is lab03_ops() with graph = 1 and rope, attend, configure,
 //    setup replaced, every other stage 03's.
+// 4. A sliding-window layer (gpt-oss, window 128) under the fixed split: at every
+//    position below max_len the chunks, starting at the first key lab00_window_first gives
+//    (as lab03_attn_split_kernel starts them), read each key of the window once and no
+//    other, chunk 0 holds a key, and the keys' ring slots (lab00_kv_slot, ring = the
+//    window or max_len when shorter; the slot lab04_rope_kernel writes) are distinct.
 // Prints "ok: ..." / "FAILED: ..." and exits 1 on any failure.
 #include "../moe/engine.cuh"
 #include "layer.cuh"
@@ -73,7 +78,36 @@ static void check_table(void) {
   printf("ok: lab04_ops = lab03_ops + graph, rope, attend, configure, setup\n");
 }
 
+static void check_window(int B, int max_len, int w) {
+  const int max_chunks = lab03_attn_max_chunks(B, 8, max_len, 132), ring = w < max_len ? w : max_len;
+  int n_chunks, len;
+  lab04_attn_split(max_len, max_chunks, &n_chunks, &len);
+  int *seen = (int *)calloc(max_len, sizeof(int)), *slot = (int *)calloc(ring, sizeof(int));
+  for (int pos = 0; pos < max_len; pos++) {
+    const int first = lab00_window_first(pos, w);
+    memset(seen, 0, sizeof(int) * max_len);
+    memset(slot, 0, sizeof(int) * ring);
+    for (int ch = 0; ch < n_chunks; ch++) {
+      const int c0 = first + ch * len, c1 = ch == n_chunks - 1 ? pos + 1 : (c0 + len < pos + 1 ? c0 + len : pos + 1);
+      if (ch == 0) CHECK(c1 > c0, "window B=%d max_len=%d pos %d: chunk 0 empty\n", B, max_len, pos);
+      for (int t = c0; t < c1; t++) seen[t]++, slot[lab00_kv_slot(t, ring)]++;
+    }
+    for (int t = 0; t <= pos; t++)
+      CHECK(seen[t] == (t >= pos - w + 1), "window B=%d max_len=%d pos %d: key %d read %d times\n", B, max_len, pos,
+            t, seen[t]);
+    for (int r = 0; r < ring; r++) CHECK(slot[r] <= 1, "window pos %d: ring slot %d read %d times\n", pos, r, slot[r]);
+  }
+  free(seen);
+  free(slot);
+  printf("ok: window %d, B=%d max_len=%d: fixed split %d x %d keys reads each window key once from its own ring slot "
+         "at every position\n", w, B, max_len, n_chunks, len);
+}
+
 int main(void) {
+  check_window(1, 212, 128);
+  check_window(1, 644, 128);
+  check_window(64, 44, 128);
+  check_window(3, 100, 128);
   const int batches[] = {1, 4, 64};
   const int lens[] = {1, 31, 32, 33, 644, 4096, 20000};
   for (int b = 0; b < 3; b++)
