@@ -22,6 +22,7 @@
 // N of them leave the L2 behind; the full and paged rows copy their cache or pools whole.
 #pragma once
 #include <cuda_bf16.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,10 +177,17 @@ static void kv_run(void *user, cudaStream_t s) {
 #include "kvrot.cuh"  // KvRot: the --l2=rotate input copies of a row
 
 // Poison out, one launch of a's step, compare with ref (bf16 tolerance) into err and, with
-// ref_u, with the unquantized reference (E4M3 tolerance: rel_l2 into *rel_l2_u), check the
-// guard bytes. Returns 0, or 1 on FAIL.
+// ref_u, with the unquantized reference (E4M3 tolerance: rel_l2 into *rel_l2_u; enforced
+// when every sequence sees at least KV_FORMAT_MIN_KEYS keys, min_keys), check the guard
+// bytes. Returns 0, or 1 on FAIL.
+// The format bar (rel_l2 <= 2e-2 against bf16 K/V) needs the output to average the
+// rounding of enough keys: on the host, with this chapter's data, 8 query heads reach
+// 3.4e-2 at 3 keys, 1.8e-2 at 16 and 1.6e-2 at 32 (tests/test_ch19_fp8.c asserts 32).
+// Below, the error is printed and the kernel is still held to its exact reference.
+#define KV_FORMAT_MIN_KEYS 32
+
 static int kv_check(GtlCtx *ctx, const KvRowArgs *a, const KvPlan *plan, const double *ref,
-                    const double *ref_u, GtlGuarded *g_out, const char *label, GtlErr *err,
+                    const double *ref_u, int min_keys, GtlGuarded *g_out, const char *label, GtlErr *err,
                     double *rel_l2_u) {
   const size_t n_out = (size_t)a->bf.B * a->bf.H * ATTN_HEAD_DIM;
   gtl_poison(a->bf.out, n_out * 2, ctx->stream);
@@ -194,7 +202,11 @@ static int kv_check(GtlCtx *ctx, const KvRowArgs *a, const KvPlan *plan, const d
     GtlErr eu;
     gtl_compare(out, ref_u, n_out, gtl_tol_for(GTL_FP8E4M3), &eu);
     *rel_l2_u = eu.rel_l2;
-    if (!eu.pass) {
+    if (!eu.pass && min_keys < KV_FORMAT_MIN_KEYS) {
+      printf("# note: %s: rel_l2 %.2e against unquantized bf16 K/V, reported, not checked: the E4M3 "
+             "bar holds from %d visible keys per sequence (this row has %d; tests/test_ch19_fp8.c)\n",
+             label, eu.rel_l2, KV_FORMAT_MIN_KEYS, min_keys);
+    } else if (!eu.pass) {
       gtl_err_print(stderr, &eu, "against unquantized bf16 K/V");
       err->pass = 0;
     }
@@ -220,10 +232,11 @@ static int kv_row(GtlCtx *ctx, const KvRowArgs *a, const int32_t *h_lens, const 
                   const char *name, GtlResult *r, double *rel_l2_u, const KvRot *rot, int rotate_metric,
                   GtlStats *rot_st) {
   const int B = a->bf.B, H = a->bf.H, window = a->bf.window;
-  int max_keys = 0;
+  int max_keys = 0, min_keys = INT_MAX;
   for (int b = 0; b < B; b++) {
     const int n = h_lens[b] - attn_first_key(h_lens[b], window);
     max_keys = n > max_keys ? n : max_keys;
+    min_keys = n < min_keys ? n : min_keys;
   }
   KvPlan plan;
   memset(&plan, 0, sizeof plan);
@@ -240,10 +253,10 @@ static int kv_row(GtlCtx *ctx, const KvRowArgs *a, const int32_t *h_lens, const 
   int rc = 0;
   if (ctx->args.verify) {
     gtl_phase_push(GTL_PHASE_VALIDATE);
-    rc = kv_check(ctx, a, &plan, ref, ref_u, g_out, label, &r->err, rel_l2_u);
+    rc = kv_check(ctx, a, &plan, ref, ref_u, min_keys, g_out, label, &r->err, rel_l2_u);
     if (rc == 0 && rot && rot->n) {  // the last input copy: same values, other addresses
       double dummy;
-      rc = kv_check(ctx, &rot->a[rot->n - 1], &plan, ref, NULL, g_out, label, &r->err, &dummy);
+      rc = kv_check(ctx, &rot->a[rot->n - 1], &plan, ref, NULL, min_keys, g_out, label, &r->err, &dummy);
     }
     r->validated = 1;
     if (rc) {
