@@ -293,6 +293,22 @@ static inline int lab03_configure(Engine *e, char *err, size_t n) {
   return 0;
 }
 
+// The pitch from expert 0's tensor of kind k[0] to expert 1's (0 with one expert), checked
+// to hold for kinds k[0..2] of every expert in every layer (ch15's kernels take one pitch);
+// exits 3 naming the first layer and expert where it does not.
+static inline int64_t lab03_expert_pitch(const Engine *e, const MoeKind k[3], const char *what) {
+  const MoeConfig *c = &e->cfg;
+  const int64_t pitch = c->E > 1 ? lab00_w_opt(e, k[0], 0, 1) - lab00_w_opt(e, k[0], 0, 0) : 0;
+  for (int l = 0; l < c->L; l++)
+    for (int x = 0; x < c->E; x++)
+      for (int j = 0; j < 3; j++)
+        if (lab00_w_opt(e, k[j], l, x) != lab00_w_opt(e, k[j], l, 0) + (int64_t)x * pitch) {
+          fprintf(stderr, "error: layer 03 needs the %s at one pitch (layer %d, expert %d is not)\n", what, l, x);
+          exit(GTL_EXIT_RUNTIME);
+        }
+  return pitch;
+}
+
 // The experts' plan (lab03_expert_plan), their stride (checked uniform: one pitch for
 // every expert's gate, up and down in every layer, as ch15's kernels take; the same for
 // gpt-oss's expert biases), and one allocation for the sort's tables, h and y.
@@ -300,29 +316,9 @@ static inline void lab03_expert_setup(Engine *e, Lab03 *p, int sms) {
   const MoeConfig *c = &e->cfg;
   const size_t P = (size_t)e->B * c->top_k;
   p->xp = lab03_expert_plan(e->B, c->top_k, c->E, sms);
-  p->expert_stride = c->E > 1 ? engine_w(e, MOE_GATE, 0, 1) - engine_w(e, MOE_GATE, 0, 0) : 0;
-  for (int l = 0; l < c->L; l++)
-    for (int x = 0; x < c->E; x++) {
-      const int64_t at = (int64_t)x * p->expert_stride;
-      if (engine_w(e, MOE_GATE, l, x) != engine_w(e, MOE_GATE, l, 0) + at ||
-          engine_w(e, MOE_UP, l, x) != engine_w(e, MOE_UP, l, 0) + at ||
-          engine_w(e, MOE_DOWN, l, x) != engine_w(e, MOE_DOWN, l, 0) + at) {
-        fprintf(stderr, "error: layer 03 needs the experts at one pitch (layer %d, expert %d is not)\n", l, x);
-        exit(GTL_EXIT_RUNTIME);
-      }
-    }
-  const __nv_bfloat16 *b0 = lab00_w_opt(e, MOE_GATE_BIAS, 0, 0);
-  p->bias_stride = b0 && c->E > 1 ? lab00_w_opt(e, MOE_GATE_BIAS, 0, 1) - b0 : 0;
-  for (int l = 0; b0 && l < c->L; l++)
-    for (int x = 0; x < c->E; x++) {
-      const int64_t at = (int64_t)x * p->bias_stride;
-      if (lab00_w_opt(e, MOE_GATE_BIAS, l, x) != lab00_w_opt(e, MOE_GATE_BIAS, l, 0) + at ||
-          lab00_w_opt(e, MOE_UP_BIAS, l, x) != lab00_w_opt(e, MOE_UP_BIAS, l, 0) + at ||
-          lab00_w_opt(e, MOE_DOWN_BIAS, l, x) != lab00_w_opt(e, MOE_DOWN_BIAS, l, 0) + at) {
-        fprintf(stderr, "error: layer 03 needs the expert biases at one pitch (layer %d, expert %d is not)\n", l, x);
-        exit(GTL_EXIT_RUNTIME);
-      }
-    }
+  const MoeKind w[3] = {MOE_GATE, MOE_UP, MOE_DOWN}, b[3] = {MOE_GATE_BIAS, MOE_UP_BIAS, MOE_DOWN_BIAS};
+  p->expert_stride = lab03_expert_pitch(e, w, "experts");
+  p->bias_stride = lab00_w_opt(e, MOE_GATE_BIAS, 0, 0) ? lab03_expert_pitch(e, b, "expert biases") : 0;
   const size_t sz[6] = {(size_t)(c->E + 1) * 4, (size_t)(c->E + 1) * 4, P * 4, P * 4, P * 2 * c->F * 2, P * c->D * 4};
   size_t off[6], at = 0;
   for (int i = 0; i < 6; i++) {
