@@ -7,6 +7,9 @@
 //                              16-byte streaming loads, the expert's few rows in registers
 //   lab03_grouped_mma_kernel   more tokens per expert: ch15's kernel (cp.async ring across
 //                              work items, ldmatrix, mma.sync m16n8k16), one change below
+// Both are thin wrappers of device bodies (lab03_grouped_gemv_body, lab03_grouped_mma_body)
+// that take the weights' storage format as a template parameter (Lab03Bf16Weights here;
+// layer 05's FP8 E4M3 weights, labs/05_precision/grouped8.cuh, run the same bodies).
 // Why not ch15's kernel itself: it rounds its input rows, h and y to bf16 (ch15's
 // tolerance allows it). The lab checks the whole model's logits against the CPU reference,
 // and a single bf16 rounding of the activations there moves them past 1e-2 (layer 01's
@@ -53,9 +56,33 @@ template <int BM>
 struct Lab03Stages {
   static constexpr int value = BM == 16 ? 5 : 4;
 };
-template <int BM, bool GLU>
-struct Lab03Smem {
-  static constexpr int bytes = Lab03Stages<BM>::value * (2 * BM + (GLU ? 2 : 1) * moe_grouped::BN) * moe_grouped::BK * 2;
+
+// The expert weights' storage format, a template parameter of the kernel bodies: its
+// element type T; kPerLoad weights per 16-byte load; kIlp such loads in flight per lane
+// and matrix (the GEMV body); unpack: one load to kPerLoad fp32 (the GEMV body); stage_offset: where 16-byte chunk `chunk` of row `row` of a [rows][BK]
+// weight slice sits in a shared-memory stage (elements of T); b_frags: the mma.sync
+// m16n8k16 B fragments of k-step kk for the two n8 tiles at stage rows row0..row0+7 and
+// row0+8..row0+15 (b[0], b[1]: b0, b1 of the first; b[2], b[3]: of the second), bf16
+// pairs; kScaled: outputs of weight row n of expert e's matrix g (0: gate or down, 1: up)
+// are multiplied by scale(g, e, n) before the epilogue (a per-output-channel scale).
+// bf16: ch08's unpacking, ch15's swizzle and ldmatrix, no scale.
+struct Lab03Bf16Weights {
+  typedef __nv_bfloat16 T;
+  static constexpr int kPerLoad = 8;
+  static constexpr int kIlp = GEMV_ILP;  // ch08's depth
+  static constexpr bool kScaled = false;
+  __device__ static void unpack(uint4 v, float f[kPerLoad]) { gemv_unpack8(v, f); }
+  __host__ __device__ static int stage_offset(int row, int chunk) { return moe_swz(row, chunk); }
+  __device__ static void b_frags(unsigned b[4], const T *stage, int row0, int kk, int lane) {
+    moe_ldsm_x4(b, stage + moe_swz(row0 + (lane & 7) + ((lane >> 4) << 3), kk * 2 + ((lane >> 3) & 1)));
+  }
+  __device__ float scale(int, int, int) const { return 1.0f; }
+};
+
+template <int BM, bool GLU, class WF = Lab03Bf16Weights>
+struct Lab03Smem {  // A stages (bf16 hi + lo rows) and weight stages (WF::T)
+  static constexpr int bytes = Lab03Stages<BM>::value * moe_grouped::BK *
+                               (2 * BM * 2 + (GLU ? 2 : 1) * moe_grouped::BN * (int)sizeof(typename WF::T));
 };
 
 /** The weight row of a GEMV work item: ch15's moe_tile_of numbers items expert by expert,
@@ -71,17 +98,22 @@ __host__ __device__ __forceinline__ int lab03_gemv_row(const MoeTile &t) { retur
 // Strategy: persistent grid, a warp per item, the tables in shared memory; per lane ILP
 // 16-byte streaming weight loads (ch08), each weight used for the item's R rows (hi + lo
 // added in fp32, exact), shuffle reduction. Limiter: DRAM read bandwidth.
-template <int R, bool GLU>
-__global__ void __launch_bounds__(kLab03GemvThreads)
-    lab03_grouped_gemv_kernel(const __nv_bfloat16 *__restrict__ A, const int32_t *__restrict__ a_token,
-                              const __nv_bfloat16 *__restrict__ W0, const __nv_bfloat16 *__restrict__ W1,
-                              int64_t expert_stride, const int32_t *__restrict__ offsets,
-                              const int32_t *__restrict__ tile_start, int E, int N, int K,
-                              __nv_bfloat16 *__restrict__ H, float *__restrict__ Y, Lab03Glu glu) {
+// The body, for weights in format WF (K a multiple of WF::kPerLoad): a 16-byte load holds
+// kPerLoad weights and meets kPerLoad / 8 16-byte loads of each activation half-row.
+template <int R, bool GLU, class WF>
+__device__ __forceinline__ void lab03_grouped_gemv_body(const __nv_bfloat16 *__restrict__ A,
+                                                        const int32_t *__restrict__ a_token,
+                                                        const typename WF::T *__restrict__ W0,
+                                                        const typename WF::T *__restrict__ W1, int64_t expert_stride,
+                                                        const int32_t *__restrict__ offsets,
+                                                        const int32_t *__restrict__ tile_start, int E, int N, int K,
+                                                        __nv_bfloat16 *__restrict__ H, float *__restrict__ Y,
+                                                        const Lab03Glu &glu, const WF &fmt) {
+  constexpr int XL = WF::kPerLoad / 8;  // activation loads (hi; lo the same) per weight load
   __shared__ int32_t s_off[MOE_MAX_EXPERTS + 1], s_ts[MOE_MAX_EXPERTS + 1];
   for (int x = threadIdx.x; x <= E; x += blockDim.x) s_off[x] = offsets[x], s_ts[x] = tile_start[x];
   __syncthreads();
-  const int lane = threadIdx.x & 31, K8 = K >> 3;
+  const int lane = threadIdx.x & 31, K8 = K >> 3, KC = (int)((unsigned)K8 / XL);  // weight loads per row
   const int64_t total = (int64_t)s_ts[E] * N, warps = ((int64_t)gridDim.x * blockDim.x) >> 5;
   for (int64_t w = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < total; w += warps) {
     const MoeTile t = moe_tile_of((int)w, s_off, s_ts, E, N, R);
@@ -95,32 +127,35 @@ __global__ void __launch_bounds__(kLab03GemvThreads)
     float a0[R], a1[R];
 #pragma unroll
     for (int r = 0; r < R; r++) a0[r] = a1[r] = 0.0f;
-    for (int c0 = lane; c0 < K8; c0 += 32 * GEMV_ILP) {
-      uint4 wv[GEMV_ILP], uv[GEMV_ILP];
+    for (int c0 = lane; c0 < KC; c0 += 32 * WF::kIlp) {
+      uint4 wv[WF::kIlp], uv[WF::kIlp];
 #pragma unroll
-      for (int j = 0; j < GEMV_ILP; j++) {
-        const bool in = c0 + 32 * j < K8;
+      for (int j = 0; j < WF::kIlp; j++) {
+        const bool in = c0 + 32 * j < KC;
         wv[j] = in ? gemv_ld_stream(w0 + c0 + 32 * j) : make_uint4(0, 0, 0, 0);
         if (GLU) uv[j] = in ? gemv_ld_stream(w1 + c0 + 32 * j) : make_uint4(0, 0, 0, 0);
       }
 #pragma unroll
-      for (int j = 0; j < GEMV_ILP; j++) {
+      for (int j = 0; j < WF::kIlp; j++) {
         const int c = c0 + 32 * j;
-        if (c >= K8) break;
-        float wf[8], uf[8];
-        gemv_unpack8(wv[j], wf);
-        if (GLU) gemv_unpack8(uv[j], uf);
+        if (c >= KC) break;
+        float wf[WF::kPerLoad], uf[WF::kPerLoad];
+        WF::unpack(wv[j], wf);
+        if (GLU) WF::unpack(uv[j], uf);
 #pragma unroll
         for (int r = 0; r < R; r++) {
           if (r >= t.rows) break;
-          float hf[8], lf[8];
-          gemv_unpack8(__ldg(x[r] + c), hf);
-          gemv_unpack8(__ldg(x[r] + K8 + c), lf);
 #pragma unroll
-          for (int q = 0; q < 8; q++) {
-            const float xf = hf[q] + lf[q];  // exact: lo holds the bits below hi's
-            a0[r] = fmaf(wf[q], xf, a0[r]);
-            if (GLU) a1[r] = fmaf(uf[q], xf, a1[r]);
+          for (int h = 0; h < XL; h++) {
+            float hf[8], lf[8];
+            gemv_unpack8(__ldg(x[r] + c * XL + h), hf);
+            gemv_unpack8(__ldg(x[r] + K8 + c * XL + h), lf);
+#pragma unroll
+            for (int q = 0; q < 8; q++) {
+              const float xf = hf[q] + lf[q];  // exact: lo holds the bits below hi's
+              a0[r] = fmaf(wf[8 * h + q], xf, a0[r]);
+              if (GLU) a1[r] = fmaf(uf[8 * h + q], xf, a1[r]);
+            }
           }
         }
       }
@@ -132,6 +167,11 @@ __global__ void __launch_bounds__(kLab03GemvThreads)
         a0[r] += __shfl_xor_sync(0xFFFFFFFFu, a0[r], o);
         if (GLU) a1[r] += __shfl_xor_sync(0xFFFFFFFFu, a1[r], o);
       }
+    if constexpr (WF::kScaled) {  // the weight row's scale(s), once per output
+      const float s0 = fmt.scale(0, t.e, n), s1 = GLU ? fmt.scale(1, t.e, n) : 0.0f;
+#pragma unroll
+      for (int r = 0; r < R; r++) a0[r] *= s0, a1[r] *= s1;
+    }
 #pragma unroll
     for (int r = 0; r < R; r++) {
       if (r >= t.rows || lane != r) continue;
@@ -148,35 +188,55 @@ __global__ void __launch_bounds__(kLab03GemvThreads)
   }
 }
 
+template <int R, bool GLU>
+__global__ void __launch_bounds__(kLab03GemvThreads)
+    lab03_grouped_gemv_kernel(const __nv_bfloat16 *__restrict__ A, const int32_t *__restrict__ a_token,
+                              const __nv_bfloat16 *__restrict__ W0, const __nv_bfloat16 *__restrict__ W1,
+                              int64_t expert_stride, const int32_t *__restrict__ offsets,
+                              const int32_t *__restrict__ tile_start, int E, int N, int K,
+                              __nv_bfloat16 *__restrict__ H, float *__restrict__ Y, Lab03Glu glu) {
+  lab03_grouped_gemv_body<R, GLU>(A, a_token, W0, W1, expert_stride, offsets, tile_start, E, N, K, H, Y, glu,
+                                  Lab03Bf16Weights());
+}
+
 // The same function as lab03_grouped_gemv_kernel for any number of rows per expert, as
 // ch15's moe_grouped_gemm_kernel computes it (work items of BM rows × 64 columns), with the
 // A stage holding the item's hi rows, then its lo rows: each k-step issues the MMA twice
 // into the same accumulators. Strategy: ch15's (persistent grid, one cp.async ring across
 // work items, XOR-swizzled shared stages, ldmatrix + mma.sync m16n8k16, SwiGLU in the
 // epilogue, lab03_glu_at). Limiter: HBM (weights streamed once) at decode sizes.
-template <int BM, bool GLU>
-__global__ void __launch_bounds__(moe_grouped::THREADS)
-    lab03_grouped_mma_kernel(const __nv_bfloat16 *__restrict__ A, const int32_t *__restrict__ a_token,
-                             const __nv_bfloat16 *__restrict__ W0, const __nv_bfloat16 *__restrict__ W1,
-                             int64_t expert_stride, const int32_t *__restrict__ offsets,
-                             const int32_t *__restrict__ tile_start, int E, int N, int K,
-                             __nv_bfloat16 *__restrict__ H, float *__restrict__ Y, Lab03Glu glu) {
+// The body, for weights in format WF (K a multiple of WF::kPerLoad): a weight row's slice
+// of BK is BCH 16-byte copies (8 for bf16), its stage laid out by WF::stage_offset, the B
+// fragments from WF::b_frags, and the accumulators scaled per column (WF::kScaled) before
+// the epilogue.
+template <int BM, bool GLU, class WF>
+__device__ __forceinline__ void lab03_grouped_mma_body(const __nv_bfloat16 *__restrict__ A,
+                                                       const int32_t *__restrict__ a_token,
+                                                       const typename WF::T *__restrict__ W0,
+                                                       const typename WF::T *__restrict__ W1, int64_t expert_stride,
+                                                       const int32_t *__restrict__ offsets,
+                                                       const int32_t *__restrict__ tile_start, int E, int N, int K,
+                                                       __nv_bfloat16 *__restrict__ H, float *__restrict__ Y,
+                                                       const Lab03Glu &glu, const WF &fmt) {
   using namespace moe_grouped;
+  typedef typename WF::T T;
   constexpr int STAGES = Lab03Stages<BM>::value, MT = BM / 16, MATS = GLU ? 2 : 1;
   constexpr int AROWS = 2 * BM, BROWS = MATS * BN;  // A: hi rows 0..BM-1, lo rows BM..2BM-1
-  constexpr int A_COPIES = AROWS * 8 / THREADS, B_COPIES = BROWS * 8 / THREADS;
-  static_assert(BM % 16 == 0 && AROWS * 8 % THREADS == 0 && BROWS * 8 % THREADS == 0, "tiling");
+  constexpr int BCH = BK / WF::kPerLoad;            // 16-byte copies per weight row slice
+  constexpr int A_COPIES = AROWS * 8 / THREADS, B_COPIES = BROWS * BCH / THREADS;
+  static_assert(BM % 16 == 0 && AROWS * 8 % THREADS == 0 && BROWS * BCH % THREADS == 0, "tiling");
   extern __shared__ __align__(128) unsigned char lab03_smem[];
   __nv_bfloat16 *sA = (__nv_bfloat16 *)lab03_smem;  // [STAGES][2·BM][BK]
-  __nv_bfloat16 *sB = sA + STAGES * AROWS * BK;     // [STAGES][BROWS][BK]
+  T *sB = (T *)(sA + STAGES * AROWS * BK);          // [STAGES][BROWS][BK]
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int n_tiles = (N + BN - 1) / BN, KT = (K + BK - 1) / BK;
   const int total = tile_start[E] * n_tiles;
   const int mine = total > (int)blockIdx.x ? (total - 1 - (int)blockIdx.x) / gridDim.x + 1 : 0;
   const int n_slices = mine * KT;
 
-  const int ld_chunk = tid % 8, ld_row = tid / 8;
-  const __nv_bfloat16 *a_src[A_COPIES], *b_src[B_COPIES];
+  const int ld_chunk = tid % 8, ld_row = tid / 8, b_chunk = tid % BCH, b_row = tid / BCH;
+  const __nv_bfloat16 *a_src[A_COPIES];
+  const T *b_src[B_COPIES];
   int ld_item = -1;
   auto load_slice = [&](int j) {
     const int item = j / KT, kt = j - item * KT;
@@ -194,13 +254,14 @@ __global__ void __launch_bounds__(moe_grouped::THREADS)
       }
 #pragma unroll
       for (int i = 0; i < B_COPIES; i++) {
-        const int r = ld_row + i * (THREADS / 8), n = t.n0 + r % BN;
-        const __nv_bfloat16 *W = (GLU && r >= BN) ? W1 : W0;
+        const int r = b_row + i * (THREADS / BCH), n = t.n0 + r % BN;
+        const T *W = (GLU && r >= BN) ? W1 : W0;
         b_src[i] = n < N ? W + t.e * expert_stride + (int64_t)n * K : nullptr;
       }
     }
-    const int stage = j % STAGES, k = kt * BK + ld_chunk * 8;
-    __nv_bfloat16 *a = sA + stage * AROWS * BK, *b = sB + stage * BROWS * BK;
+    const int stage = j % STAGES, k = kt * BK + ld_chunk * 8, kb = kt * BK + b_chunk * WF::kPerLoad;
+    __nv_bfloat16 *a = sA + stage * AROWS * BK;
+    T *b = sB + stage * BROWS * BK;
 #pragma unroll
     for (int i = 0; i < A_COPIES; i++) {
       const int r = ld_row + i * (THREADS / 8);
@@ -209,9 +270,9 @@ __global__ void __launch_bounds__(moe_grouped::THREADS)
     }
 #pragma unroll
     for (int i = 0; i < B_COPIES; i++) {
-      const int r = ld_row + i * (THREADS / 8);
-      const bool ok = b_src[i] != nullptr && k < K;
-      moe_cp_async16(b + moe_swz(r, ld_chunk), ok ? b_src[i] + k : W0, ok);
+      const int r = b_row + i * (THREADS / BCH);
+      const bool ok = b_src[i] != nullptr && kb < K;
+      moe_cp_async16(b + WF::stage_offset(r, b_chunk), ok ? b_src[i] + kb : W0, ok);
     }
   };
 
@@ -239,7 +300,8 @@ __global__ void __launch_bounds__(moe_grouped::THREADS)
     if (j + STAGES - 1 < n_slices) load_slice(j + STAGES - 1);
     asm volatile("cp.async.commit_group;\n");
     const int stage = j % STAGES;
-    const __nv_bfloat16 *a = sA + stage * AROWS * BK, *b = sB + stage * BROWS * BK;
+    const __nv_bfloat16 *a = sA + stage * AROWS * BK;
+    const T *b = sB + stage * BROWS * BK;
 #pragma unroll
     for (int kk = 0; kk < KSTEPS; kk++) {
       unsigned ah[MT][4], al[MT][4], bf[MATS][4];
@@ -249,8 +311,7 @@ __global__ void __launch_bounds__(moe_grouped::THREADS)
         moe_ldsm_x4(al[i], a + moe_swz(BM + i * 16 + (lane & 15), kk * 2 + (lane >> 4)));
       }
 #pragma unroll
-      for (int g = 0; g < MATS; g++)
-        moe_ldsm_x4(bf[g], b + moe_swz(g * BN + wn + (lane & 7) + ((lane >> 4) << 3), kk * 2 + ((lane >> 3) & 1)));
+      for (int g = 0; g < MATS; g++) WF::b_frags(bf[g], b, g * BN + wn, kk, lane);
 #pragma unroll
       for (int g = 0; g < MATS; g++)
 #pragma unroll
@@ -263,6 +324,19 @@ __global__ void __launch_bounds__(moe_grouped::THREADS)
     }
     if ((j + 1) % KT == 0) {  // the item's last slice: epilogue from registers
       const MoeTile t = moe_tile_of((int)blockIdx.x + (j / KT) * gridDim.x, offsets, tile_start, E, n_tiles, BM);
+      if constexpr (WF::kScaled) {  // each column's weight-row scale, once per output
+#pragma unroll
+        for (int g = 0; g < MATS; g++)
+#pragma unroll
+          for (int n = 0; n < NT; n++) {
+            const int col = t.n0 + wn + n * 8 + (lane % 4) * 2;
+            const float s0 = col < N ? fmt.scale(g, t.e, col) : 0.0f, s1 = col < N ? fmt.scale(g, t.e, col + 1) : 0.0f;
+#pragma unroll
+            for (int i = 0; i < MT; i++)
+#pragma unroll
+              for (int h = 0; h < 2; h++) acc[g][i][n][2 * h] *= s0, acc[g][i][n][2 * h + 1] *= s1;
+          }
+      }
 #pragma unroll
       for (int i = 0; i < MT; i++)
 #pragma unroll
@@ -288,6 +362,17 @@ __global__ void __launch_bounds__(moe_grouped::THREADS)
     }
   }
   asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+}
+
+template <int BM, bool GLU>
+__global__ void __launch_bounds__(moe_grouped::THREADS)
+    lab03_grouped_mma_kernel(const __nv_bfloat16 *__restrict__ A, const int32_t *__restrict__ a_token,
+                             const __nv_bfloat16 *__restrict__ W0, const __nv_bfloat16 *__restrict__ W1,
+                             int64_t expert_stride, const int32_t *__restrict__ offsets,
+                             const int32_t *__restrict__ tile_start, int E, int N, int K,
+                             __nv_bfloat16 *__restrict__ H, float *__restrict__ Y, Lab03Glu glu) {
+  lab03_grouped_mma_body<BM, GLU>(A, a_token, W0, W1, expert_stride, offsets, tile_start, E, N, K, H, Y, glu,
+                                  Lab03Bf16Weights());
 }
 
 // ---- launchers ----------------------------------------------------------------------------

@@ -38,6 +38,16 @@
 
 #include "weights8.cuh"  // Lab05 state, lab05_w8 / lab05_wscale, lab05_fp8x16_to_f32; layers 03-04
 
+// 16-byte weight loads in flight per lane and matrix in the GEMV kernel (-DLAB05_X8_ILP=N
+// to try another). Why 6, not ch08's 4: an fp8 row of gpt-oss's 2880 is 180 loads, 5.6 per
+// lane, so 6 fetch it in one round (4 take two, the second a third full). Little's law
+// with 03's bf16 kernel as the yardstick (about 125 KB in flight per SM gave 3.3 TB/s, 75 KB
+// gave 2.5): gate+up at R = 1 keeps ~90 KB per SM in flight at depth 6 (100 registers: 16
+// warps × 5.8 KB) against ~67 KB at 4 (74 registers: 24 warps × ~2.8 KB on average).
+#ifndef LAB05_X8_ILP
+#define LAB05_X8_ILP 6
+#endif
+
 // Two E4M3 bytes (the low byte first) → a bf16x2 register (the low half first), exact.
 __host__ __device__ __forceinline__ unsigned lab05_fp8x2_to_bf16x2(uint16_t v) {
   const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)v, __NV_E4M3);
@@ -54,6 +64,7 @@ __host__ __device__ __forceinline__ unsigned lab05_fp8x2_to_bf16x2(uint16_t v) {
 struct Lab05Fp8Weights {
   typedef __nv_fp8_storage_t T;
   static constexpr int kPerLoad = 16;
+  static constexpr int kIlp = LAB05_X8_ILP;
   static constexpr bool kScaled = true;
   const float *s0, *s1;  // expert 0's row scales of matrix 0 and 1 (s1: NULL for down)
   int64_t stride;        // scales from expert x to expert x + 1 (weights8.cuh's scale_stride)
