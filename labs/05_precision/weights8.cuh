@@ -40,6 +40,9 @@
 //               router's normalized rows both as fp32 (a.d_xn [B][D]) and as 01's split
 //               rows (Lab01.xb, [B][hi | lo] bf16, 2D each); outputs into Lab03.ys [P][D]
 //               fp32 for 03's combine (lab03_combine, kept).
+//   Check       lab05_w8_check (at setup, exit 1 on a difference): four rows' bytes and
+//               scales equal the host quantizer (lab05_quantize_row_host) bit for bit, and
+//               their dequantization through lab05_fp8x16_to_f32 equals s · decode(q).
 //   Dequant     lab05_fp8x16_to_f32(uint4, float[16]): 16 bytes of q → 16 floats, exact
 //               (cvt e4m3x2 → f16x2 in hardware on sm_89+). The caller multiplies its fp32
 //               dot product by s[n] once per output, never per element.
@@ -256,4 +259,74 @@ static inline void lab05_w8_free(Lab05W8 *w) {
     if (d[i]) GTL_CUDA(cudaFree(d[i]));
   free(w->row0);
   memset(w, 0, sizeof *w);
+}
+
+// ---- the check of the store ------------------------------------------------------------------
+/** Host quantization of one row, the contract's arithmetic (lab05_quantize1's host path):
+ *  s = amax / 448, q[k] = E4M3_satfinite_RNE(w[k] / s). w: bf16 bits. Returns s. */
+static inline float lab05_quantize_row_host(const uint16_t *w, int64_t K, __nv_fp8_storage_t *q) {
+  float m = 0.f;
+  for (int64_t k = 0; k < K; k++) {
+    const uint32_t b = (uint32_t)w[k] << 16;
+    float f;
+    memcpy(&f, &b, 4);
+    m = fabsf(f) > m ? fabsf(f) : m;
+  }
+  const float s = m / LAB05_FP8_MAX;
+  for (int64_t k = 0; k < K; k++) {
+    const uint32_t b = (uint32_t)w[k] << 16;
+    float f;
+    memcpy(&f, &b, 4);
+    q[k] = lab05_quantize1(f, s);
+  }
+  return s;
+}
+
+/** One row of tensor i against the host: the device's q bytes and scale equal the host
+ *  quantization of the same bf16 row, the device dequantization (lab05_fp8x16_to_f32, the
+ *  kernels' decoder) equals s · decode(q) exactly, and |s · q − w| stays within E4M3's
+ *  rounding (2^-4 relative, s · 2^-10 absolute). Returns the number of bad elements. */
+static inline size_t lab05_w8_check_row(Engine *e, int i, int64_t r) {
+  const MoeTensor *t = &e->lay.t[i];
+  const Lab05W8 *w = &((Lab05 *)e->layer)->w8;
+  const int64_t K = t->cols;
+  uint16_t *hw = (uint16_t *)malloc(K * 2);
+  __nv_fp8_storage_t *hq = (__nv_fp8_storage_t *)malloc(K), *dq = (__nv_fp8_storage_t *)malloc(K);
+  float *deq = (float *)malloc(K * 4), ds;
+  float *d_deq = (float *)gtl_malloc(K * 4, "fp8 check row");
+  GTL_CUDA(cudaMemcpy(hw, e->d_w + t->offset + r * K, K * 2, cudaMemcpyDeviceToHost));
+  GTL_CUDA(cudaMemcpy(dq, w->q + t->offset + r * K, K, cudaMemcpyDeviceToHost));
+  GTL_CUDA(cudaMemcpy(&ds, w->scale + w->row0[i] + r, 4, cudaMemcpyDeviceToHost));
+  lab05_dequant_row_kernel<<<(unsigned)((K + 16 * 128 - 1) / (16 * 128)), 128, 0, e->s>>>(w->q + t->offset + r * K,
+                                                                              w->scale + w->row0[i] + r, K, d_deq);
+  GTL_LAUNCH();
+  GTL_CUDA(cudaMemcpyAsync(deq, d_deq, K * 4, cudaMemcpyDeviceToHost, e->s));
+  GTL_CUDA(cudaStreamSynchronize(e->s));
+  const float hs = lab05_quantize_row_host(hw, K, hq);
+  size_t bad = memcmp(&hs, &ds, 4) != 0;
+  for (int64_t k = 0; k < K; k++) {
+    const uint32_t b = (uint32_t)hw[k] << 16;
+    float f;
+    memcpy(&f, &b, 4);
+    const __half_raw hr = __nv_cvt_fp8_to_halfraw(dq[k], __NV_E4M3);
+    const float ref = ds * __half2float(__half(hr));
+    bad += hq[k] != dq[k] || !(deq[k] == ref) || !(fabsf(ref - f) <= (fabsf(f) * 0.0625f + ds * 0x1p-10f) * 1.001f);
+  }
+  free(hw), free(hq), free(dq), free(deq);
+  GTL_CUDA(cudaFree(d_deq));
+  if (bad) fprintf(stderr, "error: fp8 store: %zu bad elements in row %lld of %s\n", bad, (long long)r, t->name);
+  return bad;
+}
+
+// Rows checked at setup: the first row of q, the last of lm_head, the router's first, the
+// last expert's last down row of the last layer (the end of the arena's experts).
+static inline void lab05_w8_check(Engine *e) {
+  const MoeConfig *c = &e->cfg;
+  const MoeLayout *lay = &e->lay;
+  const int idx[4] = {moe_tensor_index(lay, MOE_Q, 0, 0), moe_tensor_index(lay, MOE_LM_HEAD, 0, 0),
+                      moe_tensor_index(lay, MOE_ROUTER, c->L - 1, 0), moe_tensor_index(lay, MOE_DOWN, c->L - 1, c->E - 1)};
+  const int last[4] = {0, 1, 0, 1};
+  size_t bad = 0;
+  for (int j = 0; j < 4; j++) bad += lab05_w8_check_row(e, idx[j], last[j] ? lay->t[idx[j]].rows - 1 : 0);
+  if (bad) exit(GTL_EXIT_FAIL);
 }
