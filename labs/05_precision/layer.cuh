@@ -22,6 +22,11 @@
 // are a few KB that sit in shared memory. Quantizing them would save no HBM traffic and
 // add a second rounding (an activation's 3-bit mantissa) on top of the weights' one; so
 // the only loss against the bf16 layer is the weights' rounding, and the bytes are halved.
+// Validation: the CPU reference computes the fp8 model itself (LayerOps.ref_weights: each
+// matrix as s·q, exactly a bf16 because s is a power of two, weights8.cuh), so the check
+// keeps bf16's bound (rel_l2 < 1e-2, top-1 >= 99%). Against the bf16 model the seeded
+// models drift far more than FP8's rounding suggests: plan_test.cpp prints it for mini
+// (the routers' near ties flip, and the random logits have near-tied maxima).
 // Batches of more than kLab05GemvMaxRows rows: q, k, v, o and lm_head go through
 // grouped8.cuh's fp8 mma.sync kernel as ONE "expert" holding every token (its work items
 // over a fixed two-entry table), on 02's fused RMSNorm + split rows; the kernel writes the
@@ -335,9 +340,9 @@ static inline int lab05_weight_fmt(const char *w) {
 }
 
 // --weights=bf16: layer 04's table as it is (its configure too), under this program's
-// name. fp8: 04's configure (what 00–04 refuse), then the fp8 kernels' shapes: every K of
-// a projection a multiple of 16 (one 16-byte load of weights), at most 8 rows of the
-// largest K in shared memory.
+// name. fp8: 04's configure, then the fp8 kernels' shapes: every K of a projection a
+// multiple of 16 (one 16-byte load of weights), at most 8 rows of the largest K in shared
+// memory, and what grouped8.cuh's expert kernels take.
 static inline int lab05_configure(Engine *e, char *err, size_t n) {
   const int fmt = lab05_weight_fmt(e->weights);
   if (fmt < 0) {
@@ -364,7 +369,7 @@ static inline int lab05_configure(Engine *e, char *err, size_t n) {
     snprintf(err, n, "--weights=fp8: %d rows of K = %d fp32 exceed an SM's shared memory", kLab05GemvMaxRows, K);
     return -1;
   }
-  return 0;
+  return lab05_x8_fits(c, err, n);  // the fp8 expert kernels' shapes (grouped8.cuh)
 }
 
 // 04's setup; then its state grows into Lab05: the fp8 store (quantized on the GPU from
@@ -471,9 +476,10 @@ static inline void lab05_logits(Engine *e, int) {
 
 /** Layer 05's table: lab04_ops() (the graph, PDL RoPE, split-KV attention, device sort,
  *  combine, sampler) with qkv, out, router, logits on the fp8 GEMV, the experts on
- *  grouped8.cuh's fp8 kernels, configure/setup/teardown extended for the store, fp8
- *  tolerances (rel_l2 < 6e-2, top-1 >= 95%) and fp8 roofline bytes; --weights=bf16 swaps
- *  in 04's table at configure. */
+ *  grouped8.cuh's fp8 kernels, configure/setup/teardown extended for the store, the CPU
+ *  reference reading the fp8 weights (ref_weights: the same function, so bf16's bound,
+ *  rel_l2 < 1e-2 and top-1 >= 99%), fp8 roofline bytes; --weights=bf16 swaps in 04's
+ *  table at configure. */
 static inline LayerOps lab05_ops(void) {
   LayerOps o = lab04_ops();  // start from the previous layer's table
   o.target = "labs/05_precision";
@@ -481,11 +487,12 @@ static inline LayerOps lab05_ops(void) {
            "fused into the fp8 projections and the residual add into o_proj's epilogue (ch14); fp8 grouped "
            "experts";
   o.dtype = "fp8";
-  o.tol_rel_l2 = 6e-2;
-  o.tol_top1 = 0.95;
+  o.tol_rel_l2 = 1e-2;  // the reference computes the fp8 model itself (ref_weights): bf16's bound
+  o.tol_top1 = 0.99;
   o.dense_fmt = MOE_WF_FP8;
   o.expert_fmt = MOE_WF_FP8;
   o.weight_fmts = "bf16|fp8";
+  o.ref_weights = lab05_ref_weights;
   o.configure = lab05_configure;
   o.setup = lab05_setup;
   o.teardown = lab05_teardown;

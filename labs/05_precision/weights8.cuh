@@ -6,13 +6,17 @@
 // THE CONTRACT (what grouped8.cuh and layer.cuh code against)
 //   Format      A matrix W [N][K] (nn.Linear [out][in], MoeTensor rows × cols) is stored as
 //               q [N][K] E4M3 bytes (__nv_fp8_storage_t) and s [N] fp32 with
-//                   s[n] = amax_n / 448,   amax_n = max_k |W[n][k]|
-//                   q[n][k] = E4M3_satfinite_RNE(W[n][k] / s[n])     (IEEE fp32 divide)
-//               so W[n][k] ≈ s[n] · q[n][k]. 448 is the largest finite E4M3 value (OCP 8-bit
-//               Floating Point Specification v1.0, 2023). A row of zeros gets s = 0, q = 0.
-//               Decoding E4M3 to fp32 (or bf16, or fp16) is exact; the only rounding is
-//               the quantizer's (relative 2^-4 at most for |q| >= 2^-6, absolute s·2^-10
-//               below).
+//                   s[n] = pow2ceil(amax_n / 448),   amax_n = max_k |W[n][k]|
+//                   q[n][k] = E4M3_satfinite_RNE(W[n][k] / s[n])     (exact: s a power of 2)
+//               so W[n][k] ≈ s[n] · q[n][k]; the row's largest |W| lands in (224, 448]. 448
+//               is the largest finite E4M3 value (OCP 8-bit Floating Point Specification
+//               v1.0, 2023). A row of zeros gets s = 0, q = 0. The scale is amax/448 rounded
+//               UP to a power of two (the MX formats' choice, OCP Microscaling Formats v1.0)
+//               so that s·q, 4 significant bits times a power of two, is exactly a bf16:
+//               the CPU reference then computes the fp8 model itself, exactly (layer.cuh's
+//               lab05_ref_weights), and the engine's check needs no fp8 slack. Decoding
+//               E4M3 is exact; the only rounding is the quantizer's (relative 2^-4 at most
+//               for |q| >= 2^-6, absolute s·2^-10 below).
 //   Where       q: lay.numel bytes, tensor i at byte lay.t[i].offset — the SAME element
 //               offsets as the engine's bf16 arena (engine_w), so byte j of tensor i is its
 //               element j. Vectors (norms, biases, sinks: cols == 0) are not quantized:
@@ -73,6 +77,7 @@ typedef struct {
   const __nv_fp8_storage_t **d_wtab;  // [L][E][3]: gate, up, down of (layer, expert)
   const float **d_stab;               // [L][E][3]: their scales
   void *tabs;              // the allocation behind d_wtab and d_stab
+  __nv_bfloat16 *ref;      // [lay.max_numel]: one tensor's s·q for the CPU reference
 } Lab05W8;
 
 // Layer 05's state. Lab04 first: every stage of 00–04 finds its fields through e->layer.
@@ -113,6 +118,15 @@ __device__ __forceinline__ void lab05_fp8x16_to_f32(uint4 v, float f[16]) {
   }
 }
 
+/** The row scale for amax = max |w|: the smallest power of two >= amax / 448 (0 for 0). */
+__host__ __device__ __forceinline__ float lab05_row_scale(float amax) {
+  const float t = amax / LAB05_FP8_MAX;
+  if (!(t > 0.f)) return 0.f;
+  int e;
+  const float m = frexpf(t, &e);  // t = m · 2^e, m in [0.5, 1)
+  return ldexpf(1.f, m == 0.5f ? e - 1 : e);
+}
+
 /** The quantizer of one element: E4M3_satfinite_RNE(w / s), s > 0 (s = 0: 0). */
 __host__ __device__ __forceinline__ __nv_fp8_storage_t lab05_quantize1(float w, float s) {
 #ifdef __CUDA_ARCH__
@@ -125,7 +139,7 @@ __host__ __device__ __forceinline__ __nv_fp8_storage_t lab05_quantize1(float w, 
 
 // ---- kernels ------------------------------------------------------------------------------
 // q [rows][cols] E4M3 and s [rows] fp32 from w [rows][cols] bf16, per the contract:
-// s[n] = amax_n / 448, q = E4M3_satfinite_RNE(w / s[n]). Strategy: a warp per row
+// s[n] = lab05_row_scale(amax_n), q = E4M3_satfinite_RNE(w / s[n]). Strategy: a warp per row
 // (grid-stride), 16-byte loads when cols % 8 == 0, amax by shuffle, the row read a second
 // time (from L1/L2) to quantize. Runs once per tensor at setup. Limiter: DRAM bandwidth.
 __global__ void __launch_bounds__(kLab05QuantThreads)
@@ -150,7 +164,7 @@ __global__ void __launch_bounds__(kLab05QuantThreads)
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, o));
-    const float sc = __fdiv_rn(m, LAB05_FP8_MAX);
+    const float sc = lab05_row_scale(m);
     if (lane == 0) s[r] = sc;
     if (vec) {
       for (int64_t c = lane; c < cols / 8; c += 32) {
@@ -184,6 +198,15 @@ __global__ void lab05_dequant_row_kernel(const __nv_fp8_storage_t *q, const floa
   lab05_fp8x16_to_f32(((const uint4 *)q)[c], f);
 #pragma unroll
   for (int j = 0; j < 16; j++) out[16 * c + j] = sc * f[j];
+}
+
+// out[r][k] = bf16(s[r] · q[r][k]) for rows × cols, exact (s a power of two, q 4
+// significant bits): the fp8 weights as the CPU reference reads them. Strategy:
+// grid-stride, thread per element. Limiter: DRAM bandwidth (validation only).
+__global__ void lab05_dequant_bf16_kernel(const __nv_fp8_storage_t *q, const float *s, int64_t rows, int64_t cols,
+                                          __nv_bfloat16 *out) {
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < rows * cols; i += (int64_t)gridDim.x * blockDim.x)
+    out[i] = __float2bfloat16_rn(s[i / cols] * __half2float(__half(__nv_cvt_fp8_to_halfraw(q[i], __NV_E4M3))));
 }
 
 // ---- host: building the store ----------------------------------------------------------------
@@ -246,6 +269,7 @@ static inline void lab05_w8_build(Engine *e, Lab05W8 *w) {
         h[n_tab + at] = w->scale + w->row0[i];
       }
   w->tabs = gtl_malloc(sizeof(void *) * 2 * n_tab, "fp8 expert pointer tables");
+  w->ref = (__nv_bfloat16 *)gtl_malloc(lay->max_numel * 2, "one tensor's fp8 weights as bf16 (CPU reference)");
   w->d_wtab = (const __nv_fp8_storage_t **)w->tabs;
   w->d_stab = (const float **)((const void **)w->tabs + n_tab);
   GTL_CUDA(cudaMemcpyAsync(w->tabs, h, sizeof(void *) * 2 * n_tab, cudaMemcpyHostToDevice, e->s));
@@ -254,7 +278,7 @@ static inline void lab05_w8_build(Engine *e, Lab05W8 *w) {
 }
 
 static inline void lab05_w8_free(Lab05W8 *w) {
-  void *d[] = {w->q, w->scale, w->tabs};
+  void *d[] = {w->q, w->scale, w->tabs, w->ref};
   for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
     if (d[i]) GTL_CUDA(cudaFree(d[i]));
   free(w->row0);
@@ -263,7 +287,7 @@ static inline void lab05_w8_free(Lab05W8 *w) {
 
 // ---- the check of the store ------------------------------------------------------------------
 /** Host quantization of one row, the contract's arithmetic (lab05_quantize1's host path):
- *  s = amax / 448, q[k] = E4M3_satfinite_RNE(w[k] / s). w: bf16 bits. Returns s. */
+ *  s = lab05_row_scale(amax), q[k] = E4M3_satfinite_RNE(w[k] / s). w: bf16 bits. Returns s. */
 static inline float lab05_quantize_row_host(const uint16_t *w, int64_t K, __nv_fp8_storage_t *q) {
   float m = 0.f;
   for (int64_t k = 0; k < K; k++) {
@@ -272,7 +296,7 @@ static inline float lab05_quantize_row_host(const uint16_t *w, int64_t K, __nv_f
     memcpy(&f, &b, 4);
     m = fabsf(f) > m ? fabsf(f) : m;
   }
-  const float s = m / LAB05_FP8_MAX;
+  const float s = lab05_row_scale(m);
   for (int64_t k = 0; k < K; k++) {
     const uint32_t b = (uint32_t)w[k] << 16;
     float f;
@@ -310,7 +334,8 @@ static inline size_t lab05_w8_check_row(Engine *e, int i, int64_t r) {
     memcpy(&f, &b, 4);
     const __half_raw hr = __nv_cvt_fp8_to_halfraw(dq[k], __NV_E4M3);
     const float ref = ds * __half2float(__half(hr));
-    bad += hq[k] != dq[k] || !(deq[k] == ref) || !(fabsf(ref - f) <= (fabsf(f) * 0.0625f + ds * 0x1p-10f) * 1.001f);
+    bad += hq[k] != dq[k] || !(deq[k] == ref) || !(fabsf(ref - f) <= (fabsf(f) * 0.0625f + ds * 0x1p-10f) * 1.001f) ||
+           __bfloat162float(__float2bfloat16_rn(ref)) != ref;  // exactly a bf16: what the reference reads
   }
   free(hw), free(hq), free(dq), free(deq);
   GTL_CUDA(cudaFree(d_deq));
@@ -329,4 +354,26 @@ static inline void lab05_w8_check(Engine *e) {
   size_t bad = 0;
   for (int j = 0; j < 4; j++) bad += lab05_w8_check_row(e, idx[j], last[j] ? lay->t[idx[j]].rows - 1 : 0);
   if (bad) exit(GTL_EXIT_FAIL);
+}
+
+/** LayerOps.ref_weights of layer 05 (fp8): rows [row0, row0 + n_rows) of a matrix as the
+ *  exact bf16 values s·q its kernels compute with (lab05_dequant_bf16_kernel on the
+ *  device, then copied into buf); a vector from the bf16 arena, as the engine's fetch.
+ *  Synchronizes e->s. */
+static inline const uint16_t *lab05_ref_weights(const Engine *e, int tensor, int64_t row0, int64_t n_rows,
+                                                uint16_t *buf) {
+  const Lab05W8 *w = &((const Lab05 *)e->layer)->w8;
+  const MoeTensor *t = &e->lay.t[tensor];
+  if (w->row0[tensor] < 0) {
+    GTL_CUDA(cudaMemcpyAsync(buf, e->d_w + t->offset, (size_t)t->rows * 2, cudaMemcpyDeviceToHost, e->s));
+  } else {
+    const int64_t n = n_rows * t->cols;
+    const int64_t blocks = (n + 255) / 256;
+    lab05_dequant_bf16_kernel<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, e->s>>>(
+        w->q + t->offset + row0 * t->cols, w->scale + w->row0[tensor] + row0, n_rows, t->cols, w->ref);
+    GTL_LAUNCH();
+    GTL_CUDA(cudaMemcpyAsync(buf, w->ref, (size_t)n * 2, cudaMemcpyDeviceToHost, e->s));
+  }
+  GTL_CUDA(cudaStreamSynchronize(e->s));
+  return buf;
 }
