@@ -275,9 +275,9 @@ static inline void engine_kv_alloc(Engine *e) {
  *  CPU reference, time its decode steps and report (docs/contract.md). Returns the exit
  *  code: 0 PASS, 1 validation FAIL, 2 usage, 3 runtime error, 77 no GPU. */
 static inline int engine_main(int argc, char **argv, const LayerOps *ops) {
-  const char *target = ops->target, *adds = ops->adds;
+  const char *target = ops->target;
   const char *preset = NULL, *model = NULL, *write_dir = NULL, *ids_arg = NULL, *ids_file = NULL,
-             *dump = NULL, *check_dir = NULL;
+             *dump = NULL, *check_dir = NULL, *weights = NULL;
   int force = 0;
   static char preset_help[256];
   snprintf(preset_help, sizeof preset_help, "%s (default %s)", moe_config_preset_names(),
@@ -300,7 +300,8 @@ static inline int engine_main(int argc, char **argv, const LayerOps *ops) {
       {"check", GTL_OPT_INT, &check, "teacher-forced positions checked against the CPU reference"},
       {"check-rows", GTL_OPT_INT, &check_rows, "sequences of the batch checked (default min(2, --batch))"},
       {"stage-steps", GTL_OPT_INT, &stage_steps, "instrumented steps for the stage breakdown (default 4)"},
-      {"dump-logits", GTL_OPT_STR, &dump, "PATH: the checked logits of sequence 0, float32 [P][V]"}};
+      {"dump-logits", GTL_OPT_STR, &dump, "PATH: the checked logits of sequence 0, float32 [P][V]"},
+      {"weights", GTL_OPT_STR, &weights, "bf16|fp8: weight storage, in a layer that offers a choice (labs/05_precision)"}};
   const int n_opts = (int)(sizeof opts / sizeof opts[0]);
   Engine *e = (Engine *)calloc(1, sizeof(Engine));
   e->ops = *ops;
@@ -308,6 +309,8 @@ static inline int engine_main(int argc, char **argv, const LayerOps *ops) {
   gtl_parse(ctx, target, "decode", argc, argv, opts, n_opts, 2, 0, GTL_L2_WARM);
   if (ctx->args.iters != 0) gtl_usage_fail(ctx, "--iters: a lab times its --gen decode steps; use --gen");
   if (preset && model) gtl_usage_fail(ctx, "give --preset or --model, not both");
+  if (weights && !ops->weight_fmts) gtl_usage_fail(ctx, "--weights: %s stores %s weights only", target, ops->dtype);
+  e->weights = weights;
   if (!preset) preset = ops->default_preset ? ops->default_preset : "gptoss20b";
   if (!model && moe_config_preset(preset, &e->cfg))
     gtl_usage_fail(ctx, "--preset=%s: not one of %s", preset, moe_config_preset_names());
@@ -392,6 +395,7 @@ static inline int engine_main(int argc, char **argv, const LayerOps *ops) {
   e->top_p = top_p;
   e->kv.max_len = (int)(prompt + gen + stage_steps > check ? prompt + gen + stage_steps : check);
   if (ops->configure && ops->configure(e, err, sizeof err)) gtl_usage_fail(ctx, "%s", err);
+  ops = &e->ops;  // configure may pick the layer's weight formats, dtype and tolerances
   ctx->args.iters = (int)(gen - 1 - warmup);  // the timed decode steps, for the report
 
   gtl_open(ctx);
@@ -442,7 +446,7 @@ static inline int engine_main(int argc, char **argv, const LayerOps *ops) {
            "(%.1f GB bf16), %.2fB active per token\nweights %s in %.2f s; KV cache %s %s, %d positions, "
            "%.1f MB\nroofline: %s weights, %d-byte KV (moe_step_bytes_fmt); batch 1, weights only: %.0f tok/s "
            "at the read ceiling (%.0f GB/s)",
-           adds, model ? model : c->name, model ? "" : " (seeded, no disk round trip)",
+           ops->adds, model ? model : c->name, model ? "" : " (seeded, no disk round trip)",
            moe_arch_name(c->arch), c->L, c->D, c->H, c->H_kv, c->head_dim, c->E,
            c->top_k, c->F, c->V, c->qk_norm ? ", q/k norm" : "", c->norm_topk_prob ? ", top-k renormalized" : "",
            c->tie_embeddings ? ", tied lm_head" : "", moe_params_total(c) / 1e9, moe_params_total(c) * 2 / 1e9,

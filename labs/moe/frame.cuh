@@ -89,12 +89,18 @@ typedef struct {
   MoeWeightFormat expert_fmt, dense_fmt;  // weight storage for the roofline bytes
   int kv_bytes;                // bytes per KV element for the roofline bytes
   int graph;                   // 1: timed steps replay one captured CUDA graph of the step
+  const char *weight_fmts;     // --weights values the layer takes ("bf16|fp8"); NULL: none
   // After the config is known, before any allocation: refuse a model the layer cannot
   // run (return non-zero with the reason in err) or pick stage variants from it.
   int (*configure)(Engine *e, char *err, size_t n);
   void (*setup)(Engine *e);     // the layer's own buffers (after weights, KV, activations)
   void (*teardown)(Engine *e);
   void (*kv_alloc)(Engine *e);  // NULL: fp32 contiguous max-length (see EngineKV)
+  // The weights the CPU reference computes with: rows [row0, row0 + n_rows) of layout
+  // tensor `tensor` (a vector: all of it) as bf16 bits in buf (lay.max_numel, pinned),
+  // returned. NULL: the engine's bf16 arena. A layer that computes with other weights
+  // (layer 05: FP8) gives their exact values, so the check compares the same function.
+  const uint16_t *(*ref_weights)(const Engine *e, int tensor, int64_t row0, int64_t n_rows, uint16_t *buf);
   StageFn embed, qkv, rope, attend, out, router, topk;
   int (*experts_plan)(Engine *e, int l);  // groups of experts to run (NULL: 1)
   GroupFn dispatch, expert_up, expert_down, combine;
@@ -110,6 +116,7 @@ struct Engine {
   __nv_bfloat16 *d_w;      // every weight, lay.numel bf16 (tensor i at lay.t[i].offset)
   int B, pos;              // sequences; this step's position (all sequences alike today)
   double temperature, top_p;  // --temperature, --top-p (for a device sampler)
+  const char *weights;        // --weights (NULL: the layer's default); the layer's configure reads it
   EngineActs a;
   EngineKV kv;
   GtlGuarded g_logits;

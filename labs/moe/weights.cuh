@@ -146,6 +146,7 @@ typedef struct {
 
 static inline const uint16_t *dev_fetch(void *user, int tensor, int64_t row0, int64_t n_rows) {
   DevFetch *f = (DevFetch *)user;
+  if (f->e->ops.ref_weights) return f->e->ops.ref_weights(f->e, tensor, row0, n_rows, f->h_buf);
   const MoeTensor *t = &f->e->lay.t[tensor];
   const size_t off = t->cols ? (size_t)row0 * t->cols : 0, n = t->cols ? (size_t)n_rows * t->cols : (size_t)t->rows;
   GTL_CUDA(cudaMemcpy(f->h_buf, f->e->d_w + t->offset + off, n * 2, cudaMemcpyDeviceToHost));
