@@ -6,6 +6,9 @@
 //
 // What it replaces (everything else is 04's: the CUDA graph of the step, RoPE with PDL,
 // split-KV attention, ch15's counting-sort dispatch, 03's combine, the device sampler):
+//   embed                  the token rows from the fp8 embedding (s · q): every matrix is
+//                          fp8 here, so a tied lm_head and the embedding agree, and the
+//                          reference (ref_weights) reads the same values
 //   attn.qkv, moe.router,  one kernel each (lab05_gemv8_kernel): the RMSNorm of the rows
 //   logits                 computed in the kernel's prologue into shared memory (ch14's
 //                          fusion: the normalized rows never make a round trip to HBM for
@@ -308,6 +311,17 @@ __global__ void lab05_dense_epilogue_kernel(float *out, const float *y, const __
   }
 }
 
+// x[b][d] = s[t] · q[t][d], t = tok[b]: the embedding row from the fp8 store (the same
+// values lm_head reads when tied, and the CPU reference reads through ref_weights).
+// Strategy: thread per element, grid (D / threads, B), as 00's. Limiter: launch latency.
+__global__ void lab05_embed_kernel(const __nv_fp8_storage_t *__restrict__ q, const float *__restrict__ s,
+                                   const int32_t *tok, float *x, int D) {
+  const int d = blockIdx.x * blockDim.x + threadIdx.x;
+  if (d >= D) return;
+  const int64_t t = tok[blockIdx.y];
+  x[(size_t)blockIdx.y * D + d] = s[t] * __half2float(__half(__nv_cvt_fp8_to_halfraw(q[t * D + d], __NV_E4M3)));
+}
+
 // The dense MMA path (B > kLab05GemvMaxRows): out_m (+)= the projections p of 01's split
 // rows xb ([B][hi | lo], 2K bf16, written before by 02's norm + split), one launch of
 // grouped8.cuh's down kernel per matrix (one expert of B rows), writing out_m directly,
@@ -409,6 +423,13 @@ static inline void lab05_teardown(Engine *e) {
   lab03_teardown(e);  // frees 03's buffers, 01's arena and the state itself
 }
 
+// Token rows from the fp8 embedding (every matrix, the embedding too, is fp8 in this layer).
+static inline void lab05_embed(Engine *e, int) {
+  lab05_embed_kernel<<<lab00_grid(e->cfg.D, e->B), kLab00Threads, 0, e->s>>>(
+      lab05_w8(e, MOE_EMBED, 0, 0), lab05_wscale(e, MOE_EMBED, 0, 0), e->a.d_tok, e->a.d_x, e->cfg.D);
+  GTL_LAUNCH();
+}
+
 static inline int lab05_dense_mma(const Engine *e) { return ((const Lab05Dense *)((const Lab05 *)e->layer)->dense)->mma; }
 
 // RMSNorm (in the kernel), then q, k, v (+ gpt-oss biases) in one launch; a.d_xn keeps the
@@ -496,6 +517,7 @@ static inline LayerOps lab05_ops(void) {
   o.configure = lab05_configure;
   o.setup = lab05_setup;
   o.teardown = lab05_teardown;
+  o.embed = lab05_embed;
   o.qkv = lab05_qkv;
   o.out = lab05_out;
   o.router = lab05_router;

@@ -20,7 +20,7 @@
 //    lab05_gemv_rows; the dense MMA path's one-expert tables (B 9..200) read back through
 //    ch15's moe_tile_of; and a host run of the kernel's loop order (lanes, ILP, planes)
 //    equals a plain dot product of the dequantized row to fp32 rounding.
-// 6. The table: lab05_ops() is lab04_ops() with qkv, out, router, logits, the expert
+// 6. The table: lab05_ops() is lab04_ops() with embed, qkv, out, router, logits, the expert
 //    stages, configure/setup/teardown replaced, fp8 formats, the reference's weights hook
 //    and its tolerances. And (information) mini's fp8 model against its bf16 model.
 // 7. The fp8 experts (grouped8.cuh): the B-fragment decoder on all E4M3 pairs; the MMA
@@ -279,11 +279,12 @@ static void test_index() {
 
 static void test_table() {
   const LayerOps a = lab04_ops(), b = lab05_ops();
-  CHECK(b.qkv == lab05_qkv && b.out == lab05_out && b.router == lab05_router && b.logits == lab05_logits,
+  CHECK(b.embed == lab05_embed && b.qkv == lab05_qkv && b.out == lab05_out && b.router == lab05_router &&
+            b.logits == lab05_logits,
         "dense stages\n");
   CHECK(b.expert_up == lab05_expert_up && b.expert_down == lab05_expert_down, "expert stages\n");
   CHECK(b.configure == lab05_configure && b.setup == lab05_setup && b.teardown == lab05_teardown, "hooks\n");
-  CHECK(b.embed == a.embed && b.rope == a.rope && b.attend == a.attend && b.topk == a.topk &&
+  CHECK(b.rope == a.rope && b.attend == a.attend && b.topk == a.topk &&
             b.dispatch == a.dispatch && b.combine == a.combine && b.sample == a.sample && b.graph == a.graph &&
             b.experts_plan == a.experts_plan && b.kv_alloc == a.kv_alloc,
         "every other stage is 04's\n");
@@ -294,7 +295,7 @@ static void test_table() {
   CHECK(lab05_weight_fmt(NULL) == LAB05_W_FP8 && lab05_weight_fmt("fp8") == LAB05_W_FP8 &&
             lab05_weight_fmt("bf16") == LAB05_W_BF16 && lab05_weight_fmt("mxfp4") == -1,
         "--weights values\n");
-  printf("ok: table: lab05_ops() = lab04_ops() with qkv, out, router, logits, expert_up/down, configure, setup, "
+  printf("ok: table: lab05_ops() = lab04_ops() with embed, qkv, out, router, logits, expert_up/down, configure, setup, "
          "teardown replaced; fp8 formats; the reference on the fp8 weights, tolerances 1e-2 / 99%%\n");
 }
 
