@@ -299,13 +299,14 @@ static inline void lab05_proj_add(const Engine *e, Lab05Proj8 *p, MoeKind k, Moe
   p->out[m] = out;
 }
 
-// out[r][n] = (accumulate ? out[r][n] : 0) + (y ? y[r][n] : 0) + (bias ? bias[n] : 0) for
-// rows × N: the dense MMA path's epilogue where a projection has a bias or adds into the
-// residual. Strategy: grid-stride, thread per element. Limiter: latency.
-__global__ void lab05_dense_epilogue_kernel(float *out, const float *y, const __nv_bfloat16 *bias, int N, size_t n,
-                                            int accumulate) {
+// out[r][n] += (y ? y[r][n] : 0) + (bias ? bias[n] : 0) for rows × N: the dense MMA
+// path's epilogue, where a projection adds into the residual (y: its output) or has a
+// bias (out already holds the product). Strategy: grid-stride, thread per element.
+// Limiter: latency.
+__global__ void lab05_dense_epilogue_kernel(float *out, const float *y, const __nv_bfloat16 *bias, int N, size_t n) {
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-    float v = (accumulate ? out[i] : 0.f) + (y ? y[i] : 0.f);
+    float v = out[i];
+    if (y) v += y[i];
     if (bias) v += __bfloat162float(bias[i % N]);
     out[i] = v;
   }
@@ -338,7 +339,7 @@ static inline void lab05_project_mma(const Engine *e, int K, Lab05Proj8 p, int a
     if (accumulate || p.bias[m]) {
       const size_t n = (size_t)e->B * p.n[m];
       lab05_dense_epilogue_kernel<<<lab01_blocks(n, 4096), kLab01Threads, 0, e->s>>>(
-          p.out[m], accumulate ? d->y : nullptr, p.bias[m], p.n[m], n, accumulate);
+          p.out[m], accumulate ? d->y : nullptr, p.bias[m], p.n[m], n);
       GTL_LAUNCH();
     }
   }

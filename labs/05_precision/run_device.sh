@@ -6,7 +6,8 @@
 # if one differs), then validates the logits against the CPU reference (fp8: rel_l2 <
 # 6e-2, top-1 >= 95%; bf16: 1e-2, 99%).
 #   mini      --check=64 at batch 1, 3 and 64, each with --weights=fp8 and --weights=bf16;
-#             tiny_gptoss (gpt-oss semantics: biases, sinks, window, clamped SwiGLU) in fp8;
+#             tiny_gptoss (gpt-oss semantics: biases, sinks, window, clamped SwiGLU) in fp8
+#             at batch 3 (GEMV) and 12 (the dense MMA path with its bias epilogue);
 #             05 --weights=bf16 against 04 on mini batch 3 (with 04's binary): the same
 #             table, so the validation logits_hash and the generated tokens must be 04's
 #   memcheck  compute-sanitizer memcheck with leak check, mini batch 3, fp8 (the store's
@@ -54,6 +55,7 @@ for part in $parts; do
         run 05_mini_b64_$w 30 "$d5" --weights=$w --preset=mini --batch=64 --prompt=32 --gen=16 --check=64 --check-rows=4
       done
       run 05_tiny_gptoss 30 "$d5" --preset=tiny_gptoss --batch=3 --prompt=48 --gen=16 --check=48 --check-rows=3
+      run 05_tiny_gptoss_b12 30 "$d5" --preset=tiny_gptoss --batch=12 --prompt=32 --gen=8 --check=32 --check-rows=3
       if [ -x "$d4" ]; then
         run 04_mini_b3 30 "$d4" --preset=mini --batch=3 --prompt=64 --gen=32 --check=64 --check-rows=3
         same 04_mini_b3 05_mini_b3_bf16
