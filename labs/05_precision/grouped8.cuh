@@ -42,8 +42,9 @@
 // to try another). Why 6, not ch08's 4: an fp8 row of gpt-oss's 2880 is 180 loads, 5.6 per
 // lane, so 6 fetch it in one round (4 take two, the second a third full). Little's law
 // with 03's bf16 kernel as the yardstick (about 125 KB in flight per SM gave 3.3 TB/s, 75 KB
-// gave 2.5): gate+up at R = 1 keeps ~90 KB per SM in flight at depth 6 (100 registers: 16
-// warps × 5.8 KB) against ~67 KB at 4 (74 registers: 24 warps × ~2.8 KB on average).
+// gave 2.5): gate+up at R = 1 keeps ~138 KB per SM in flight at depth 6 (80 registers, 3
+// blocks: 24 warps × 5.8 KB) against ~67 KB at 4 (74 registers: 24 warps × ~2.8 KB on
+// average); down at R = 1, ~92 KB (64 registers: 32 warps × 2.9 KB) against ~56 KB.
 #ifndef LAB05_X8_ILP
 #define LAB05_X8_ILP 6
 #endif
@@ -88,8 +89,11 @@ struct Lab05Fp8Weights {
 // ---- kernels --------------------------------------------------------------------------------
 // 03's two kernels (grouped.cuh documents arguments, strategy and limiter) on FP8 weights:
 // W0, W1 E4M3 [N][K] per expert at e·expert_stride bytes, fmt their scales.
+// Batch 1's gate+up kernel (R = 1, GLU) asks for 3 blocks per SM (80 registers: its 12
+// loads still all issued before the first use, one 4-byte spill per row): 24 warps in
+// flight instead of 16. Other shapes keep the compiler's choice (bounds there spill more).
 template <int R, bool GLU>
-__global__ void __launch_bounds__(kLab03GemvThreads)
+__global__ void __launch_bounds__(kLab03GemvThreads, R == 1 && GLU ? 3 : 0)
     lab05_grouped8_gemv_kernel(const __nv_bfloat16 *__restrict__ A, const int32_t *__restrict__ a_token,
                                const __nv_fp8_storage_t *__restrict__ W0, const __nv_fp8_storage_t *__restrict__ W1,
                                int64_t expert_stride, const int32_t *__restrict__ offsets,
