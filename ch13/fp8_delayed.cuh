@@ -37,12 +37,14 @@ __device__ __forceinline__ Fp8HistoryPeek fp8_history_peek(const Fp8TensorScale 
 // used: push a into the history, set scale_inv = 1/s for this step's GEMM and the next
 // scale from the history's max, kept up to date entry by entry (rescanned only when the
 // entry leaving the window held it); leaves blocks_done at 0.
+// set_scale_inv 0: the chunked pass's first chunk wrote scale_inv already (GEMMs read it).
 __device__ __forceinline__ void fp8_delayed_push(Fp8TensorScale *st, float *history, int history_len,
-                                                 float s, unsigned a, Fp8HistoryPeek p) {
+                                                 float s, unsigned a, Fp8HistoryPeek p,
+                                                 bool set_scale_inv = true) {
   history[p.pos] = __uint_as_float(a);
   st->history_pos = (p.pos + 1) % (unsigned)history_len;
   st->amax = __uint_as_float(a);
-  st->scale_inv = 1.0f / s;
+  if (set_scale_inv) st->scale_inv = 1.0f / s;
   unsigned h = p.max;  // max over the window (entries never written are 0)
   if (a >= h) {
     h = a;
@@ -61,7 +63,8 @@ __device__ __forceinline__ void fp8_delayed_push(Fp8TensorScale *st, float *hist
 // can exceed st->partial); the last block to count takes the max, reads the history and
 // pushes. Leaves amax_acc and blocks_done at 0.
 __device__ __forceinline__ void fp8_delayed_finish(Fp8TensorScale *st, float *history,
-                                                   int history_len, float s, unsigned bits) {
+                                                   int history_len, float s, unsigned bits,
+                                                   bool set_scale_inv = true) {
   bits = fp8_block_max(bits);
   __shared__ int is_last;
   if (threadIdx.x == 0) {
@@ -73,7 +76,7 @@ __device__ __forceinline__ void fp8_delayed_finish(Fp8TensorScale *st, float *hi
   if (!is_last || threadIdx.x != 0) return;
   __threadfence();
   const unsigned a = atomicExch(&st->amax_acc, 0u);  // every block's max; 0 for the next launch
-  fp8_delayed_push(st, history, history_len, s, a, fp8_history_peek(st, history));
+  fp8_delayed_push(st, history, history_len, s, a, fp8_history_peek(st, history), set_scale_inv);
 }
 
 // Strategy: a streaming pass with the scale known before it starts: block b quantizes tile
@@ -88,13 +91,9 @@ __device__ __forceinline__ void fp8_delayed_finish(Fp8TensorScale *st, float *hi
 // Delayed scaling: q = RNE_satfinite(x · st->scale); st->scale_inv = 1/that scale (for this
 // step's GEMM); history[pos] = amax(x); st->scale = 448 / max(history) for the next step.
 template <int U>
-__global__ void __launch_bounds__(FP8_QUANT_THREADS)
-    fp8_tensor_quantize_delayed_kernel(const __nv_bfloat16 *__restrict__ x,
-                                       __nv_fp8_storage_t *__restrict__ q, size_t n,
-                                       Fp8TensorScale *st, float *history, int history_len) {
-  // Every block reads the scale before it counts itself done, and only the last block to
-  // count writes the next one: no block can see the new scale in this launch.
-  const float s = *(volatile float *)&st->scale;
+__device__ __forceinline__ unsigned fp8_delayed_tiles(const __nv_bfloat16 *__restrict__ x,
+                                                      __nv_fp8_storage_t *__restrict__ q, size_t n,
+                                                      float s) {
   const uint4 *x8 = (const uint4 *)x;
   uint2 *q8 = (uint2 *)q;
   const size_t n8 = n / 8, tile = (size_t)FP8_QUANT_THREADS * U, tiles = (n8 + tile - 1) / tile;
@@ -121,7 +120,45 @@ __global__ void __launch_bounds__(FP8_QUANT_THREADS)
       q[t] = fp8_quantize1(xs[t], s);
       bits = max(bits, (unsigned)(xs[t] & 0x7FFFu) << 16);
     }
-  fp8_delayed_finish(st, history, history_len, s, bits);
+  return bits;  // this thread's amax, fp32 bits
+}
+template <int U>
+__global__ void __launch_bounds__(FP8_QUANT_THREADS)
+    fp8_tensor_quantize_delayed_kernel(const __nv_bfloat16 *__restrict__ x,
+                                       __nv_fp8_storage_t *__restrict__ q, size_t n,
+                                       Fp8TensorScale *st, float *history, int history_len) {
+  // Every block reads the scale before it counts itself done, and only the last block to
+  // count writes the next one: no block can see the new scale in this launch.
+  const float s = *(volatile float *)&st->scale;
+  fp8_delayed_finish(st, history, history_len, s, fp8_delayed_tiles<U>(x, q, n, s));
+}
+
+// Delayed scaling in row chunks (ch13 --chunks): the pass above split into one launch per
+// chunk of x, each over its own x and q (the chunk's first element, n its elements), all
+// with the one scale st->scale (only the last chunk's last block writes the next one, after
+// every earlier chunk has finished: the launches are ordered on one stream), so the GEMM
+// of chunk i can run while chunk i+1 is quantized. part: FP8_CHUNK_FIRST (block 0 sets
+// st->scale_inv = 1/s before any GEMM reads it), FP8_CHUNK_LAST (count the blocks; the last
+// takes the amax of every chunk from st->amax_acc and pushes it: one history entry per
+// step, as the one-launch pass), both for a single chunk. Earlier chunks only atomicMax
+// their blocks' amax into st->amax_acc. Same bytes, same scale state as the one launch.
+#define FP8_CHUNK_FIRST 1
+#define FP8_CHUNK_LAST 2
+template <int U>
+__global__ void __launch_bounds__(FP8_QUANT_THREADS)
+    fp8_tensor_quantize_delayed_chunk_kernel(const __nv_bfloat16 *__restrict__ x,
+                                             __nv_fp8_storage_t *__restrict__ q, size_t n,
+                                             Fp8TensorScale *st, float *history, int history_len,
+                                             int part) {
+  const float s = *(volatile float *)&st->scale;
+  if ((part & FP8_CHUNK_FIRST) && blockIdx.x == 0 && threadIdx.x == 0) st->scale_inv = 1.0f / s;
+  const unsigned bits = fp8_delayed_tiles<U>(x, q, n, s);
+  if (part & FP8_CHUNK_LAST) {
+    fp8_delayed_finish(st, history, history_len, s, bits, false);
+    return;
+  }
+  const unsigned b = fp8_block_max(bits);
+  if (threadIdx.x == 0) atomicMax(&st->amax_acc, b);
 }
 
 // Blocks per SM the compiler must fit (registers): the full 2,048 threads up to 2 loads per
@@ -266,6 +303,33 @@ static inline int fp8_tensor_quantize_delayed_launch(const __nv_bfloat16 *x, __n
     fprintf(stderr, "fp8_tensor_quantize_delayed_launch: delayed_unroll must be 2, 4 or 8 (got %d)\n", u);
     return -1;
   }
+  GTL_LAUNCH();
+  return 0;
+}
+
+/** One chunk of the chunked delayed pass (fp8_tensor_quantize_delayed_chunk_kernel): x, q
+ *  the chunk's first element (16-byte aligned), n >= 1 its elements, u = 2, 4 or 8 16-byte
+ *  chunks per thread per tile (one block per tile, at most FP8_DELAYED_MAX_BLOCKS), part
+ *  FP8_CHUNK_FIRST and/or FP8_CHUNK_LAST. The chunks of one step go on one stream, in order,
+ *  first to last. Reads 2n bytes, writes n. Returns 0 or -1. */
+static inline int fp8_tensor_quantize_delayed_chunk_launch(const __nv_bfloat16 *x, __nv_fp8_storage_t *q,
+                                                           size_t n, Fp8TensorScale *st, float *history,
+                                                           int history_len, int u, int part,
+                                                           cudaStream_t s) {
+  if (n == 0 || ((uintptr_t)x | (uintptr_t)q) % 16 || !history || history_len < 1 ||
+      (u != 2 && u != 4 && u != 8) || part < 0 || part > (FP8_CHUNK_FIRST | FP8_CHUNK_LAST)) {
+    fprintf(stderr, "fp8_tensor_quantize_delayed_chunk_launch: need n >= 1, 16-byte aligned x and "
+            "q, a history, u 2, 4 or 8 and part 0 to 3 (n=%zu u=%d part=%d)\n", n, u, part);
+    return -1;
+  }
+  const size_t tile = (size_t)FP8_QUANT_THREADS * u, tiles = (n / 8 + tile - 1) / tile;
+  const unsigned blocks = (unsigned)(tiles < 1 ? 1 : tiles > FP8_DELAYED_MAX_BLOCKS ? FP8_DELAYED_MAX_BLOCKS : tiles);
+  if (u == 2)
+    fp8_tensor_quantize_delayed_chunk_kernel<2><<<blocks, FP8_QUANT_THREADS, 0, s>>>(x, q, n, st, history, history_len, part);
+  else if (u == 4)
+    fp8_tensor_quantize_delayed_chunk_kernel<4><<<blocks, FP8_QUANT_THREADS, 0, s>>>(x, q, n, st, history, history_len, part);
+  else
+    fp8_tensor_quantize_delayed_chunk_kernel<8><<<blocks, FP8_QUANT_THREADS, 0, s>>>(x, q, n, st, history, history_len, part);
   GTL_LAUNCH();
   return 0;
 }

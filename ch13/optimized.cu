@@ -19,6 +19,8 @@
 //       memory, meets the grid at a barrier for the amax, and quantizes out of shared
 //       memory; an X too large for that falls back to two kernels (fp8_tensor_amax_kernel,
 //       fp8_tensor_quantize_kernel) that read X twice.
+//   --chunks=N (delayed only; default 1): X in N row chunks, the GEMM of chunk i on a second
+//       stream while chunk i+1 is quantized (chunked.cuh); auto keeps the fastest of 1, 2, 4, 8.
 // The weight is quantized once at load time (current scaling), outside the timed region.
 // The GEMM's algorithm is the fastest of those cuBLASLt's heuristic offers, timed at setup
 // (the baseline's bf16 GEMM is tuned the same way, lt_gemm_plan).
@@ -33,6 +35,7 @@
 //                  ./ch13/optimized --quant_kernel=wave256x2 (one delayed kernel, no setup choice)
 //                  ./ch13/optimized --quant_kernel=wave256x1 --quant_ctas=4 (fewer blocks per SM)
 //                  ./ch13/optimized --l2=rotate            (back to back on rotated input copies)
+//                  ./ch13/optimized --chunks=4             (quantize overlapped with the GEMM)
 // Nsight Compute:  scripts/profile.sh ch13 optimized
 //   the kernel name cuBLASLt picked (…e4m3…: FP8 wgmma, QGMMA in its SASS — cuBLASLt's
 //   kernels live in the library, not in this binary), sm__pipe_tensor_op_gmma_cycles_active
@@ -43,6 +46,8 @@
 
 #include "lt_gemm.cuh"  // first: cublas_v2.h before gauntlet.h (GTL_CUBLAS)
 #include "fp8_delayed.cuh"  // and fp8_quant.cuh
+#include "chunked.cuh"      // --chunks
+#include "fp8_host.h"       // the host's quantization, for validation
 
 #define AMAX_HISTORY 1024  // Transformer Engine's default amax_history_len
 // The quantization error itself (Y vs the bf16-input reference). RNE to 3 mantissa bits
@@ -61,6 +66,7 @@ typedef struct {
   int delayed;
   const Fp8QuantPlan *plan;  // launch shapes for X, planned once at setup
   LtGemm g;
+  const XChunkPlan *chunks;  // --chunks: the chunked step's plan; NULL: one launch each
 } Fp8Run;
 
 // The activation quantization of one step, on stream s.
@@ -122,42 +128,26 @@ static void run_gemm(void *u, cudaStream_t s) { lt_gemm_run(&((const Fp8Run *)u)
 // Strategy: quantize X (one kernel; current scaling falls back to two when X does not fit
 // the GPU's shared memory), then the cuBLASLt fp8 GEMM.
 // Limiter: FP8 tensor cores (M = 4096) or HBM (M = 64).
+static void run_chunks(const Fp8Run *r, int serial, cudaStream_t s) {  // --chunks > 1 (chunked.cuh)
+  const XChunkStep t = {r->X, r->Xq, r->g.W, r->g.Y, r->st_x, r->history, AMAX_HISTORY};
+  x_chunk_step(r->chunks, &t, serial, s);
+}
 static void run_step(void *u, cudaStream_t s) {
-  quantize_x((const Fp8Run *)u, s);
-  lt_gemm_run(&((const Fp8Run *)u)->g, s);
+  const Fp8Run *r = (const Fp8Run *)u;
+  if (r->chunks) return run_chunks(r, 0, s);
+  quantize_x(r, s);
+  lt_gemm_run(&r->g, s);
+}
+static void run_step_serial(void *u, cudaStream_t s) { run_chunks((const Fp8Run *)u, 1, s); }
+static void run_step_with(void *u, const XChunkPlan *p, cudaStream_t s) {  // --chunks=auto
+  Fp8Run r = *(const Fp8Run *)u;  // the step of u with plan p (NULL: one launch each)
+  r.chunks = p;
+  run_step(&r, s);
 }
 // --l2=rotate: the same on input copy `copy` (user: one Fp8Run per copy of X and Wq).
 static void rot_quant(void *u, int copy, cudaStream_t s) { run_quant((Fp8Run *)u + copy, s); }
 static void rot_gemm(void *u, int copy, cudaStream_t s) { run_gemm((Fp8Run *)u + copy, s); }
 static void rot_step(void *u, int copy, cudaStream_t s) { run_step((Fp8Run *)u + copy, s); }
-
-// The host's own per-tensor quantization of x (bf16 bits, n): q = E4M3(x · 448/amax),
-// bit-exact with the device's; deq = the fp8 values as bf16 (exact: 4 significant bits,
-// exponents well inside bf16's). Returns the dequantization factor 1/scale.
-static float host_quantize(const uint16_t *x, size_t n, uint8_t *q, uint16_t *deq) {
-  float amax = 0.0f;
-  for (size_t i = 0; i < n; i++) amax = fmaxf(amax, fabsf(gtl_bf16_to_f32(x[i])));
-  const float scale = amax == 0.0f ? 1.0f : 448.0f / amax;
-  for (size_t i = 0; i < n; i++) {
-    q[i] = gtl_f32_to_fp8e4m3(gtl_bf16_to_f32(x[i]) * scale);
-    deq[i] = gtl_f32_to_bf16(gtl_fp8e4m3_to_f32(q[i]));
-  }
-  return 1.0f / scale;
-}
-
-// Bytes of the device tensor d that differ from the host's h (n bytes).
-static size_t bytes_differ(const void *d, const uint8_t *h, size_t n) {
-  uint8_t *t = (uint8_t *)malloc(n);
-  if (!t) {
-    fprintf(stderr, "ch13: host out of memory (%zu bytes)\n", n);
-    exit(GTL_EXIT_RUNTIME);
-  }
-  GTL_CUDA(cudaMemcpy(t, d, n, cudaMemcpyDeviceToHost));
-  size_t bad = 0;
-  for (size_t i = 0; i < n; i++) bad += t[i] != h[i];
-  free(t);
-  return bad;
-}
 
 int main(int argc, char **argv) {
   int64_t M = -1, N = -1, K = -1;
@@ -165,6 +155,7 @@ int main(int argc, char **argv) {
   int fast_accum = 0;
   const char *quant_kernel = "tiled";  // the measured default; auto: not yet run on a GPU
   int64_t quant_ctas = 0;
+  const char *chunks_arg = "1";  // the measured default; auto and N > 1: not yet run on a GPU
   GtlOpt opts[] = {{"M", GTL_OPT_INT, &M, "tokens: rows of X and Y (default 4096)"},
                    {"N", GTL_OPT_INT, &N, "rows of W, columns of Y, a multiple of 16 (default 5760)"},
                    {"K", GTL_OPT_INT, &K, "hidden size, a multiple of 16 (default 2880)"},
@@ -173,10 +164,12 @@ int main(int argc, char **argv) {
                    {"quant_kernel", GTL_OPT_STR, &quant_kernel,
                     "delayed pass: tiled (default: fastest tiled shape at setup), auto (fastest of all), tiled2|4|8, "
                     "wave256x1, wave256x2, wave1024x1, wave1024x2, wave256x4"},
-                   {"quant_ctas", GTL_OPT_INT, &quant_ctas, "one-wave kernel: blocks per SM at most (default 0: all that fit)"}};
+                   {"quant_ctas", GTL_OPT_INT, &quant_ctas, "one-wave kernel: blocks per SM at most (default 0: all that fit)"},
+                   {"chunks", GTL_OPT_STR, &chunks_arg, "delayed: quantize and multiply X in 1 (default) to 8 "
+                    "row chunks, overlapped; auto: fastest of 1, 2, 4, 8 at setup"}};
   GtlCtx ctx;
   gtl_allow_rotate();  // keeps copies of X and Wq (LtCopies)
-  lt_parse(&ctx, "optimized", argc, argv, opts, 7, &M, &N, &K);
+  lt_parse(&ctx, "optimized", argc, argv, opts, 8, &M, &N, &K);
   const int delayed = !strcmp(scaling, "delayed");
   if (!delayed && strcmp(scaling, "current"))
     gtl_usage_fail(&ctx, "--scaling must be current or delayed (got %s)", scaling);
@@ -193,6 +186,10 @@ int main(int argc, char **argv) {
   if ((strcmp(quant_kernel, "tiled") || quant_ctas) && !delayed)
     gtl_usage_fail(&ctx, "--quant_kernel and --quant_ctas choose the delayed pass's kernel: "
                          "not with --scaling=current");
+  const int chunks = x_chunks_parse(chunks_arg), chunks_auto = chunks == 0;
+  if (chunks < 0) gtl_usage_fail(&ctx, "--chunks must be auto or 1 to %d (got %s)", X_CHUNKS_MAX, chunks_arg);
+  if (chunks != 1 && !delayed)
+    gtl_usage_fail(&ctx, "--chunks needs --scaling=delayed (current scaling's amax is a barrier)");
   if (quant_ctas < 0 || quant_ctas > 64)
     gtl_usage_fail(&ctx, "--quant_ctas must be 0 to 64 (got %lld)", (long long)quant_ctas);
   gtl_open(&ctx);
@@ -228,7 +225,7 @@ int main(int argc, char **argv) {
       fp8_tensor_scale_init_launch(d_sx, d_hist, AMAX_HISTORY, ctx.stream) ||
       fp8_tensor_current_launch(d_W, d_Wq, nW, d_sw, &plan_w, ctx.stream))
     return GTL_EXIT_RUNTIME;
-  Fp8Run run = {sh, d_X, d_Xq, d_sx, d_hist, delayed, &plan_x, {}};
+  Fp8Run run = {sh, d_X, d_Xq, d_sx, d_hist, delayed, &plan_x, {}, NULL};
   // Delayed scaling starts with scale 1 and an empty history (as TE does); one calibration
   // step fills it, so the validated step quantizes with a scale from history.
   quantize_x(&run, ctx.stream);
@@ -238,6 +235,13 @@ int main(int argc, char **argv) {
   if (delayed) qk = tune_delayed(&ctx, &run, &plan_x, qk_first, qk_last, qk_us);
   const char *why = lt_gemm_plan(&run.g, &ctx, &sh, CUDA_R_8F_E4M3, d_Wq, d_Xq, d_Y,
                                  &d_sw->scale_inv, &d_sx->scale_inv, fast_accum);
+  gtl_require(&ctx, why == NULL, why);
+  // --chunks: the count asked, or (auto) the fastest of 1, 2, 4 and 8 at setup.
+  XChunkPlan cplan[3];  // plans for 2, 4, 8 chunks (auto), or [0] for the count asked
+  float chunk_us[4];    // auto: the step's setup medians with 1, 2, 4, 8 chunks, µs
+  const XChunkStep cbufs = {d_X, d_Xq, d_Wq, d_Y, d_sx, d_hist, AMAX_HISTORY};
+  why = x_chunk_setup(cplan, &ctx, &sh, chunks, &cbufs, &d_sw->scale_inv, &d_sx->scale_inv, fast_accum,
+                      run_step_with, &run, chunk_us, &run.chunks);
   gtl_require(&ctx, why == NULL, why);
   // Input copies for the rotated figure: the step beside the cold metric, or every row as
   // the metric under --l2=rotate; none under --l2=warm. A step reads X and Wq.
@@ -311,8 +315,9 @@ int main(int argc, char **argv) {
       o += snprintf(delayed_desc + o, sizeof delayed_desc - o, "%s %s %.1f us%s", k > qk_first ? "," : "",
                     QUANT_KERNEL_NAMES[k], qk_us[k], k == qk ? " (kept)" : "");
   }
-  char tuned[320], notes[2304];
+  char tuned[320], notes[4096], chunk_desc[1280];
   lt_gemm_describe(&run.g, tuned, sizeof tuned);
+  x_chunk_describe(run.chunks, chunks_arg, chunks_auto ? chunk_us : NULL, chunk_desc, sizeof chunk_desc);
   snprintf(notes, sizeof notes,
            "strategy: X quantized every step (%s scaling), W once at load; cuBLASLt fp8 e4m3 GEMM "
            "(TN), fp32 compute, per-tensor scale pointers, bf16 out, fast accumulation %s\n"
@@ -321,6 +326,7 @@ int main(int argc, char **argv) {
            "roofline: GEMM %.2f GFLOP, %.1f MB = %.0f FLOP/B (bound by %s); quantization %.1f MB "
            "(X read %s, Xq written); step %.1f MB, bound by %s\n"
            "timed region of the step: %s + the GEMM; W's quantization is not in it\n"
+           "chunks: %s\n"
            "reference: cuBLAS fp32 compute on the host's own fp8 values of X and W, times both "
            "dequantization scales; quantization error apart, against bf16 inputs",
            scaling, fast_accum ? "on" : "off", tuned, LT_X_RANGE, LT_X_RANGE, rg.flops / 1e9, rg.bytes / 1e6,
@@ -328,7 +334,8 @@ int main(int argc, char **argv) {
            r.bytes / 1e6, gtl_bound_name(r.bound),
            delayed        ? delayed_desc
            : stage_blocks ? stage_desc
-                          : "fp8_tensor_amax_kernel + fp8_tensor_quantize_kernel (X too large to stage)");
+                          : "fp8_tensor_amax_kernel + fp8_tensor_quantize_kernel (X too large to stage)",
+           chunk_desc);
   gtl_report_header(&ctx, workload, notes);
   if (cp.n && !ctx.args.json)
     printf("# rotated figure: %d copies of X and Wq (%.1f MB each), %d steps back to back per "
@@ -432,6 +439,13 @@ int main(int argc, char **argv) {
   gtl_report_row(&ctx, &rg);
   gtl_report_row(&ctx, &rq);
   gtl_report_row(&ctx, &r);
+  if (run.chunks) {  // the same chunks on one stream: what the overlap saves
+    GtlResult rs = r;
+    rs.variant = "step chunks serial";
+    gtl_bench(&ctx, run_step_serial, &run, &rs.st);
+    gtl_report_row(&ctx, &rs);
+    gtl_result_extra(&r, "chunks_serial_median_ms", rs.st.median);
+  }
   if (rotate_beside) {  // the rotated figures of the quantization and the step, beside
     GtlResult rqr = rq, rr = r;
     rqr.variant = delayed ? "quant delayed rotate" : "quant current rotate";
@@ -458,12 +472,15 @@ int main(int argc, char **argv) {
   gtl_result_extra(&r, "delayed_scaling", delayed);
   if (delayed) gtl_result_extra(&r, "quant_kernel", qk);  // index into QUANT_KERNEL_NAMES
   gtl_result_extra(&r, "fast_accum", fast_accum);
+  gtl_result_extra(&r, "chunks", run.chunks ? run.chunks->n : 1);  // chunks run (auto: kept)
+  gtl_result_extra(&r, "chunks_auto", chunks_auto);
   gtl_result_extra(&r, "algo_rank", run.g.pick);
   gtl_result_extra(&r, "algos_timed", run.g.n_timed);
   r.variant = ctx.variant;  // the JSON line speaks for the program
   const int code = gtl_report_finish(&ctx, &r);
 
   lt_gemm_destroy(&run.g);
+  for (int i = 0; i < 3; i++) x_chunk_destroy(&cplan[i]);
   GTL_CUBLAS(cublasDestroy(h));
   GTL_CUDA(cudaFree(d_X));
   GTL_CUDA(cudaFree(d_W));
