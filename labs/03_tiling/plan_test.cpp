@@ -157,6 +157,11 @@ static void check_proj(const char *what, const int *N, int n_mats, int K, int B,
     if (i >= 0 && i < K) at[i]++;
   }
   for (int i = 0; i < K; i++) CHECK(at[i] == 1, "%s: staged slot %d used %d times\n", what, i, at[i]);
+  for (int f = 0; f < K / 4; f++) {  // the 16-byte staging copies: float4 f lands where its 4 elements belong
+    const int j = lab03_proj_xs4_at(f, K8), back = j < K8 ? 2 * j : 2 * (j - K8) + 1;
+    CHECK(4 * j == lab03_proj_xs_at(4 * f, K8) && back == f, "%s: float4 %d staged at %d (read back as %d)\n", what,
+          f, j, back);
+  }
   memset(at, 0, (size_t)K * sizeof(int));
   for (unsigned bx = 0; bx < grid.x; bx++) {
     int k0, k1;

@@ -29,7 +29,16 @@ constexpr int kLab03ProjThreads = kLab00Threads;  // 128: lab00_row_rms_inv's bl
 constexpr int kLab03ProjWarps = kLab03ProjThreads / 32;
 constexpr int kLab03ProjMaxRows = 4;              // token rows per block (fp32 in shared memory)
 constexpr int kLab03ProjGemvMaxBatch = kLab03ProjMaxRows;  // qkv and out as GEMV up to this batch
-constexpr int kLab03ProjMaxSmem = 200 * 1024;     // staged rows: R·K·4 bytes at most
+constexpr int kLab03ProjMaxSmem = 200 * 1024;     // staged rows + norm weights: R·K·4 + K·2 bytes at most
+constexpr int kLab03ProjStageLoads = 4;           // 16-byte row loads per thread in flight while staging
+// Blocks per SM the batch-1 GEMV (R = 1, a warp per row) is register-bounded to: 10 (at most
+// 48 registers) hold gptoss20b's 5,120 q/k/v rows as one row per warp on 132 SMs (1,280
+// blocks); at 9, some warps would take two rows and the launch would last twice as long.
+// Build with -DLAB03_PROJ_MIN_BLOCKS=1 to let the compiler choose (no spills, 56 registers).
+#ifndef LAB03_PROJ_MIN_BLOCKS
+#define LAB03_PROJ_MIN_BLOCKS 10
+#endif
+constexpr int kLab03ProjMinBlocks = LAB03_PROJ_MIN_BLOCKS;
 // Independent 16-byte weight loads in flight per lane: ch08's depth unless built with
 // -DLAB03_PROJ_ILP=N (1..12) to try another.
 #ifndef LAB03_PROJ_ILP
@@ -71,6 +80,10 @@ __host__ __device__ __forceinline__ int lab03_proj_xs_at(int k, int K8) {
   return (h * K8 + c) * 4 + q;
 }
 
+/** The same order in 16-byte units: float4 f of a row (elements 4f … 4f + 3, f = 2c + h)
+ *  is staged at float4 h·K8 + c. Host-tested with lab03_proj_xs_at. */
+__host__ __device__ __forceinline__ int lab03_proj_xs4_at(int f, int K8) { return (f & 1) * K8 + (f >> 1); }
+
 /** The slice [*k0, *k1) of a K-row that block bx of gx writes into xn/xb. */
 __host__ __device__ __forceinline__ void lab03_proj_slice(int K, int bx, int gx, int *k0, int *k1) {
   const int s = (K + gx - 1) / gx;
@@ -84,13 +97,16 @@ __host__ __device__ __forceinline__ void lab03_proj_slice(int K, int bx, int gx,
 // row n of the n_mats matrices. WPR warps share one weight row (1: a warp per row; 4: the
 // block's 4 warps split K, partial sums added in warp order through shared memory).
 // Strategy: the first weight loads issued before the rows are staged (their latency hides
-// the staging), rows staged in shared memory in lab03_proj_xs_at's order, grid-stride over
+// the staging); the rows and the norm's weights staged in shared memory with 16-byte loads,
+// kLab03ProjStageLoads in flight per thread, in lab03_proj_xs_at's order; 1/rms by layer 00's
+// lab00_row_rms_inv over the staged row (shared memory), applied in place; grid-stride over
 // weight rows, ch08's 16-byte streaming loads (LAB03_PROJ_ILP in flight per lane), each weight
 // widened to fp32 once and used for the R rows, butterfly reduction, bias and residual in
 // the epilogue. Limiter: DRAM read bandwidth at R <= 2; shared-memory reads near R = 4
 // (8·R bank cycles per 512-byte weight piece of a warp).
 template <int R, int WPR>
-__global__ void __launch_bounds__(kLab03ProjThreads) lab03_proj_gemv_kernel(const __grid_constant__ Lab03Proj g) {
+__global__ void __launch_bounds__(kLab03ProjThreads, R == 1 && WPR == 1 ? kLab03ProjMinBlocks : 1)
+    lab03_proj_gemv_kernel(const __grid_constant__ Lab03Proj g) {
   extern __shared__ __align__(16) float lab03_proj_xs[];  // [R][K], lab03_proj_xs_at order
   __shared__ float red[kLab03ProjThreads];
   constexpr int UNITS = kLab03ProjWarps / WPR;  // weight rows a block works on at once
@@ -113,22 +129,54 @@ __global__ void __launch_bounds__(kLab03ProjThreads) lab03_proj_gemv_kernel(cons
     }
   }
 
-  for (int r = 0; r < R; r++) {  // block-uniform: every thread reaches the barriers
-    float *xs = lab03_proj_xs + (size_t)r * K;
-    if (r >= nb) {
-      for (int k = threadIdx.x; k < K; k += kLab03ProjThreads) xs[k] = 0.f;
-      continue;
+  // the rows (and the norm's weights) into shared memory: 16-byte loads, kLab03ProjStageLoads
+  // per thread in flight before the first store (one or two L2 round trips per block)
+  const int K4 = K >> 2, n4 = nb * K4;
+  const float4 *x4 = (const float4 *)(g.x + (size_t)b0 * K);
+  float4 *xs4 = (float4 *)lab03_proj_xs;
+  uint2 *ns = (uint2 *)(lab03_proj_xs + (size_t)R * K);  // [K/4] the norm's bf16 weights, 4 per entry
+  const int n_all = n4 + (g.norm ? K4 : 0);
+  for (int i0 = threadIdx.x; i0 < n_all; i0 += kLab03ProjStageLoads * kLab03ProjThreads) {
+    float4 v[kLab03ProjStageLoads];
+#pragma unroll
+    for (int u = 0; u < kLab03ProjStageLoads; u++) {
+      const int i = i0 + u * kLab03ProjThreads;
+      v[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (i < n4) v[u] = x4[i];
+      else if (i < n_all) {
+        const uint2 nw = ((const uint2 *)g.norm)[i - n4];
+        v[u] = make_float4(__uint_as_float(nw.x), __uint_as_float(nw.y), 0.f, 0.f);
+      }
     }
-    const float *xr = g.x + (size_t)(b0 + r) * K;
-    float inv = 1.f;
-    if (g.norm) {
-      inv = lab00_row_rms_inv(xr, K, g.eps, red);  // 00's arithmetic, same order
+#pragma unroll
+    for (int u = 0; u < kLab03ProjStageLoads; u++) {
+      const int i = i0 + u * kLab03ProjThreads;
+      if (i < n4) xs4[(i / K4) * K4 + lab03_proj_xs4_at(i % K4, K8)] = v[u];
+      else if (i < n_all) ns[i - n4] = make_uint2(__float_as_uint(v[u].x), __float_as_uint(v[u].y));
+    }
+  }
+  for (int i = n4 + threadIdx.x; i < R * K4; i += kLab03ProjThreads) xs4[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+  __syncthreads();
+  if (g.norm) {  // xs = w ⊙ x / rms(x), row by row: 00's lab00_row_rms_inv over the staged row
+    __shared__ float inv[kLab03ProjMaxRows];
+    for (int r = 0; r < nb; r++) {  // block-uniform: every thread reaches the barriers
+      const float v = lab00_row_rms_inv(lab03_proj_xs + (size_t)r * K, K, g.eps, red);
+      if (threadIdx.x == 0) inv[r] = v;
       __syncthreads();  // red is read by every thread before the next row reuses it
     }
-    for (int k = threadIdx.x; k < K; k += kLab03ProjThreads)
-      xs[lab03_proj_xs_at(k, K8)] = g.norm ? __bfloat162float(g.norm[k]) * (xr[k] * inv) : xr[k];
+    for (int i = threadIdx.x; i < n4; i += kLab03ProjThreads) {
+      const int r = i / K4, j = i % K4, f = j < K8 ? 2 * j : 2 * (j - K8) + 1;  // slot j holds x's float4 f
+      const uint2 nw = ns[f];
+      float4 a = xs4[i];
+      const float iv = inv[r];
+      a.x = __uint_as_float(nw.x << 16) * (a.x * iv);
+      a.y = __uint_as_float(nw.x & 0xFFFF0000u) * (a.y * iv);
+      a.z = __uint_as_float(nw.y << 16) * (a.z * iv);
+      a.w = __uint_as_float(nw.y & 0xFFFF0000u) * (a.w * iv);
+      xs4[i] = a;
+    }
+    __syncthreads();
   }
-  __syncthreads();
   if (g.xn || g.xb) {  // this block's slice of the staged rows, for the stages after this one
     int k0, k1;
     lab03_proj_slice(K, blockIdx.x, gridDim.x, &k0, &k1);
@@ -211,9 +259,13 @@ __global__ void __launch_bounds__(kLab03ProjThreads) lab03_proj_gemv_kernel(cons
 }
 
 // ---- launchers ------------------------------------------------------------------------------
-/** 1 when a launch of R token rows of K fits the kernel's shared memory. */
+/** Dynamic shared memory of a launch: R staged fp32 rows of K, and the norm's K bf16 weights. */
+static inline int lab03_proj_smem(int R, int K, int norm) { return R * K * 4 + (norm ? K * 2 : 0); }
+
+/** 1 when a launch of kLab03ProjMaxRows token rows of K (K % 8 == 0) fits the kernel's
+ *  shared memory. */
 static inline int lab03_proj_gemv_fits(int K) {
-  return K % 8 == 0 && (size_t)kLab03ProjMaxRows * K * 4 <= (size_t)kLab03ProjMaxSmem;
+  return K % 8 == 0 && K > 0 && K <= (kLab03ProjMaxSmem - 4096) / (kLab03ProjMaxRows * 4 + 2);
 }
 
 // Blocks of lab03_proj_gemv_kernel<R, WPR> resident per SM with `smem` dynamic bytes,
@@ -252,7 +304,7 @@ static inline dim3 lab03_proj_grid(int rows, int B, int R, int wpr, int wave) {
 
 template <int R, int WPR>
 static void lab03_proj_gemv_r(const Lab03Proj *g, cudaStream_t s) {
-  const int smem = R * g->K * 4;
+  const int smem = lab03_proj_smem(R, g->K, g->norm != NULL);
   const dim3 grid = lab03_proj_grid(g->row_end[g->n_mats - 1], g->B, R, WPR, lab03_proj_wave<R, WPR>(smem));
   lab03_proj_gemv_kernel<R, WPR><<<grid, kLab03ProjThreads, smem, s>>>(*g);
   GTL_LAUNCH();
