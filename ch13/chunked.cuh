@@ -11,6 +11,8 @@
 // One step, on the timing stream s and a second stream gs:
 //   s:  Q0 →e0  Q1 →e1 … Q(n-1) →e(n-1)            wait(done) [end event]
 //   gs:      wait(e0) G0  wait(e1) G1 … G(n-1) →done
+// --chunk_priority=gemm creates gs at the device's highest stream priority; =quant moves the
+// Q launches to a third stream qs at that priority (forked from s, joined through gs).
 // Q c: fp8_tensor_quantize_delayed_chunk_kernel over chunk c's rows (Q0 also sets this
 // step's scale_inv for the GEMMs, Q(n-1) pushes the step's one amax into the history);
 // G c: cuBLASLt FP8 GEMM of chunk c's rows of Xq against all of W into chunk c's rows of Y.
@@ -31,8 +33,10 @@ typedef struct {
   int unroll[2];     // the chunk kernel's 16-byte chunks per thread, per shape (timed)
   float unroll_us[2][3];  // setup medians of u = 2, 4, 8 per shape, µs
   LtGemm g[2];       // the GEMM planned and autotuned for each shape
+  int priority;      // X_CHUNK_PRIO_*
   cudaStream_t gs;   // the GEMMs' stream
-  cudaEvent_t quantized[X_CHUNKS_MAX], done;
+  cudaStream_t qs;   // the quantize launches' own stream (X_CHUNK_PRIO_QUANT only)
+  cudaEvent_t quantized[X_CHUNKS_MAX], done, start;
 } XChunkPlan;
 
 // Pointers of one step (the program's buffers, or one --l2=rotate copy of X and Wq).
@@ -50,7 +54,12 @@ typedef struct {
  *  x_chunk_plan (p->n >= 2), t the step's buffers. serial: every launch on s. Exits on a
  *  launch error. */
 static void x_chunk_step(const XChunkPlan *p, const XChunkStep *t, int serial, cudaStream_t s) {
-  const cudaStream_t gs = serial ? s : p->gs;
+  const int own_q = !serial && p->priority == X_CHUNK_PRIO_QUANT;
+  const cudaStream_t gs = serial ? s : p->gs, qs = own_q ? p->qs : s;
+  if (own_q) {  // qs starts after everything issued on s so far
+    GTL_CUDA(cudaEventRecord(p->start, s));
+    GTL_CUDA(cudaStreamWaitEvent(qs, p->start, 0));
+  }
   for (int c = 0; c < p->n; c++) {
     int64_t r0, rows;
     x_chunk_range(p->M, p->asked, c, &r0, &rows);
@@ -58,7 +67,7 @@ static void x_chunk_step(const XChunkPlan *p, const XChunkStep *t, int serial, c
     const size_t off = (size_t)r0 * p->K, n = (size_t)rows * p->K;
     const int part = (c == 0 ? FP8_CHUNK_FIRST : 0) | (c == p->n - 1 ? FP8_CHUNK_LAST : 0);
     if (fp8_tensor_quantize_delayed_chunk_launch(t->X + off, t->Xq + off, n, t->st, t->history,
-                                                 t->history_len, p->unroll[sh], part, s))
+                                                 t->history_len, p->unroll[sh], part, qs))
       exit(GTL_EXIT_RUNTIME);
     LtGemm g = p->g[sh];  // the shape's plan on this chunk's rows
     g.W = t->Wq;
@@ -66,12 +75,12 @@ static void x_chunk_step(const XChunkPlan *p, const XChunkStep *t, int serial, c
     g.Y = (__nv_bfloat16 *)t->Y + (size_t)r0 * p->N;
     g.C = g.C ? g.Y : NULL;
     if (!serial) {
-      GTL_CUDA(cudaEventRecord(p->quantized[c], s));
+      GTL_CUDA(cudaEventRecord(p->quantized[c], qs));
       GTL_CUDA(cudaStreamWaitEvent(gs, p->quantized[c], 0));
     }
     lt_gemm_run(&g, gs);
   }
-  if (!serial) {  // the GEMM stream joins back: the caller's end event follows every GEMM
+  if (!serial) {  // gs (after every Q too) joins back: the caller's end event follows it all
     GTL_CUDA(cudaEventRecord(p->done, gs));
     GTL_CUDA(cudaStreamWaitEvent(s, p->done, 0));
   }
@@ -112,7 +121,8 @@ static void x_chunk_quant_cand(void *u, int i, cudaStream_t s) {
     exit(GTL_EXIT_RUNTIME);
 }
 
-/** Plan the chunked step for M×N×K with at most `chunks` chunks (1 to X_CHUNKS_MAX): per
+/** Plan the chunked step for M×N×K with at most `chunks` chunks (1 to X_CHUNKS_MAX), its
+ *  streams at `priority` (X_CHUNK_PRIO_*): per
  *  chunk shape, the GEMM autotuned as the whole one is (lt_gemm_plan on the shape's rows of
  *  t's Xq and Y, scale pointers d_scale_w / d_scale_x) and the chunk kernel's 16-byte
  *  chunks per thread (2, 4 or 8) timed alone, fastest kept; one stream (non-blocking) and
@@ -120,9 +130,10 @@ static void x_chunk_quant_cand(void *u, int i, cudaStream_t s) {
  *  runs). The setup runs write t's Xq and Y, and leave st's scale and history as they
  *  found them. Returns NULL, or why cuBLASLt cannot. */
 static const char *x_chunk_plan(XChunkPlan *p, GtlCtx *ctx, int64_t M, int64_t N, int64_t K, int chunks,
-                                const XChunkStep *t, const float *d_scale_w, const float *d_scale_x,
-                                int fast_accum) {
+                                int priority, const XChunkStep *t, const float *d_scale_w,
+                                const float *d_scale_x, int fast_accum) {
   memset(p, 0, sizeof *p);
+  p->priority = priority;
   p->asked = chunks;
   p->M = M, p->N = N, p->K = K;
   p->n = x_chunk_count(M, chunks);
@@ -145,7 +156,13 @@ static const char *x_chunk_plan(XChunkPlan *p, GtlCtx *ctx, int64_t M, int64_t N
   }
   // the timing runs (part 0) left their amax in st->amax_acc: clear it, as every step leaves it
   GTL_CUDA(cudaMemsetAsync(&t->st->amax_acc, 0, sizeof t->st->amax_acc, ctx->stream));
-  GTL_CUDA(cudaStreamCreateWithFlags(&p->gs, cudaStreamNonBlocking));
+  int least = 0, greatest = 0;
+  GTL_CUDA(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  GTL_CUDA(cudaStreamCreateWithPriority(&p->gs, cudaStreamNonBlocking,
+                                        priority == X_CHUNK_PRIO_GEMM ? greatest : least));
+  if (priority == X_CHUNK_PRIO_QUANT)
+    GTL_CUDA(cudaStreamCreateWithPriority(&p->qs, cudaStreamNonBlocking, greatest));
+  GTL_CUDA(cudaEventCreateWithFlags(&p->start, cudaEventDisableTiming));
   for (int c = 0; c < p->n; c++) GTL_CUDA(cudaEventCreateWithFlags(&p->quantized[c], cudaEventDisableTiming));
   GTL_CUDA(cudaEventCreateWithFlags(&p->done, cudaEventDisableTiming));
   return NULL;
@@ -163,7 +180,9 @@ static void x_chunk_describe(const XChunkPlan *p, const char *asked, const float
     snprintf(buf + o, size - o, " 1 chunk (the one-launch step)");
     return;
   }
-  o += snprintf(buf + o, size - o, " %d chunks of %lld rows", p->n, (long long)p->rows[0]);
+  static const char *const prio[3] = {"none", "gemm", "quant"};
+  o += snprintf(buf + o, size - o, " %d chunks of %lld rows, --chunk_priority=%s", p->n,
+                (long long)p->rows[0], prio[p->priority]);
   for (int sh = 0; sh < p->shapes && o < (int)size; sh++) {
     char tuned[320];
     lt_gemm_describe(&p->g[sh], tuned, sizeof tuned);
@@ -179,7 +198,9 @@ static void x_chunk_destroy(XChunkPlan *p) {
   for (int sh = 0; sh < p->shapes; sh++) lt_gemm_destroy(&p->g[sh]);
   for (int c = 0; c < p->n; c++) GTL_CUDA(cudaEventDestroy(p->quantized[c]));
   GTL_CUDA(cudaEventDestroy(p->done));
+  GTL_CUDA(cudaEventDestroy(p->start));
   GTL_CUDA(cudaStreamDestroy(p->gs));
+  if (p->qs) GTL_CUDA(cudaStreamDestroy(p->qs));
   memset(p, 0, sizeof *p);
 }
 
@@ -194,21 +215,23 @@ static void x_chunk_auto_cand(void *u, int i, cudaStream_t s) {
   a->fn(a->u, a->p[i], s);
 }
 
-/** --chunks at setup: chunks 1 to X_CHUNKS_MAX plans p[0] for that count (x_chunk_plan);
+/** --chunks at setup (streams at `priority`, X_CHUNK_PRIO_*): chunks 1 to X_CHUNKS_MAX
+ *  plans p[0] for that count (x_chunk_plan);
  *  chunks 0 (auto) plans p[0], p[1], p[2] for 2, 4 and 8, times the step (fn(u, plan, s)
  *  issues one; plan NULL: the one-launch step) with 1, 2, 4 and 8 chunks, us[4] their
  *  medians (µs; a count that gives one chunk is not kept), and keeps the fastest, ties to
  *  fewer chunks. *kept: the plan the step runs (NULL: one launch). us is NaN but under auto.
  *  Destroy p with x_chunk_destroy. Returns NULL, or why cuBLASLt cannot. */
 static const char *x_chunk_setup(XChunkPlan p[3], GtlCtx *ctx, const LtShape *sh, int chunks,
-                                 const XChunkStep *t, const float *d_scale_w, const float *d_scale_x,
+                                 int priority, const XChunkStep *t, const float *d_scale_w, const float *d_scale_x,
                                  int fast_accum, XChunkStepFn fn, void *u, float us[4],
                                  const XChunkPlan **kept) {
   for (int i = 0; i < 4; i++) us[i] = NAN;
   XChunkAuto a = {fn, u, {NULL, NULL, NULL, NULL}};
   for (int i = 0; i < 3; i++) {
     const int want = chunks == 0 ? 2 << i : i == 0 ? chunks : 1;
-    const char *why = x_chunk_plan(&p[i], ctx, sh->M, sh->N, sh->K, want, t, d_scale_w, d_scale_x, fast_accum);
+    const char *why = x_chunk_plan(&p[i], ctx, sh->M, sh->N, sh->K, want, priority, t, d_scale_w,
+                                   d_scale_x, fast_accum);
     if (why) return why;
     a.p[i + 1] = p[i].n > 1 ? &p[i] : NULL;
   }

@@ -34,6 +34,17 @@ static inline void x_chunk_range(int64_t M, int chunks, int c, int64_t *r0, int6
   *rows = M - *r0 < b ? M - *r0 : b;
 }
 
+// --chunk_priority: which of the two streams the block scheduler serves first when both have
+// work waiting (CUDA stream priorities): none (both default), gemm, quant.
+#define X_CHUNK_PRIO_NONE 0
+#define X_CHUNK_PRIO_GEMM 1
+#define X_CHUNK_PRIO_QUANT 2
+/** The --chunk_priority value: "none", "gemm", "quant" → X_CHUNK_PRIO_*, else -1. */
+static inline int x_chunk_priority_parse(const char *s) {
+  return !strcmp(s, "none") ? X_CHUNK_PRIO_NONE : !strcmp(s, "gemm") ? X_CHUNK_PRIO_GEMM
+         : !strcmp(s, "quant") ? X_CHUNK_PRIO_QUANT : -1;
+}
+
 /** The --chunks value: "auto" → 0, "1" … "8" → that count, anything else → -1. */
 static inline int x_chunks_parse(const char *s) {
   if (!strcmp(s, "auto")) return 0;

@@ -95,33 +95,26 @@ static void quant_kernel_select(Fp8QuantPlan *plan, int k) {
 // (ties: tiled4 for the tiled range, else the first); us[k]: the medians, µs (NaN for
 // those not timed). Every run records the same amax in the history, so the scale does not
 // move. Returns the index kept.
+typedef struct {  // tune_delayed's candidates, for x_chunk_time
+  const Fp8Run *run;
+  Fp8QuantPlan *plan;
+  int first;
+} QuantCand;
+static void quant_cand(void *u, int i, cudaStream_t s) {
+  const QuantCand *c = (const QuantCand *)u;
+  quant_kernel_select(c->plan, c->first + i);
+  quantize_x(c->run, s);
+}
 static int tune_delayed(GtlCtx *ctx, const Fp8Run *run, Fp8QuantPlan *plan, int first, int last,
                         float us[QUANT_KERNELS]) {
-  float ms[QUANT_KERNELS][LT_TUNE_SAMPLES];
-  cudaEvent_t e[2 * QUANT_KERNELS];
-  for (int i = 0; i < 2 * QUANT_KERNELS; i++) GTL_CUDA(cudaEventCreate(&e[i]));
-  for (int r = 0; r < LT_TUNE_SAMPLES; r++) {
-    for (int k = first; k <= last; k++) {
-      quant_kernel_select(plan, k);
-      gtl_l2_flush(ctx, ctx->stream);
-      GTL_CUDA(cudaEventRecord(e[2 * k], ctx->stream));
-      quantize_x(run, ctx->stream);
-      GTL_CUDA(cudaEventRecord(e[2 * k + 1], ctx->stream));
-    }
-    GTL_CUDA(cudaStreamSynchronize(ctx->stream));
-    for (int k = first; k <= last; k++) GTL_CUDA(cudaEventElapsedTime(&ms[k][r], e[2 * k], e[2 * k + 1]));
-  }
+  QuantCand c = {run, plan, first};
+  float t[QUANT_KERNELS];
+  x_chunk_time(ctx, quant_cand, &c, last - first + 1, t);
   int best = first == 0 && last >= 1 ? 1 : first;
-  for (int k = 0; k < QUANT_KERNELS; k++) {
-    us[k] = NAN;
-    if (k < first || k > last) continue;
-    qsort(ms[k], LT_TUNE_SAMPLES, sizeof(float), lt_cmp_float);
-    us[k] = ms[k][LT_TUNE_SAMPLES / 2] * 1e3f;
-  }
+  for (int k = 0; k < QUANT_KERNELS; k++) us[k] = k < first || k > last ? NAN : t[k - first];
   for (int k = first; k <= last; k++)
     if (us[k] < us[best]) best = k;
   quant_kernel_select(plan, best);
-  for (int i = 0; i < 2 * QUANT_KERNELS; i++) GTL_CUDA(cudaEventDestroy(e[i]));
   return best;
 }
 static void run_gemm(void *u, cudaStream_t s) { lt_gemm_run(&((const Fp8Run *)u)->g, s); }
@@ -156,6 +149,7 @@ int main(int argc, char **argv) {
   const char *quant_kernel = "tiled";  // the measured default; auto: not yet run on a GPU
   int64_t quant_ctas = 0;
   const char *chunks_arg = "1";  // the measured default; auto and N > 1: not yet run on a GPU
+  const char *prio_arg = "none";
   GtlOpt opts[] = {{"M", GTL_OPT_INT, &M, "tokens: rows of X and Y (default 4096)"},
                    {"N", GTL_OPT_INT, &N, "rows of W, columns of Y, a multiple of 16 (default 5760)"},
                    {"K", GTL_OPT_INT, &K, "hidden size, a multiple of 16 (default 2880)"},
@@ -166,10 +160,11 @@ int main(int argc, char **argv) {
                     "wave256x1, wave256x2, wave1024x1, wave1024x2, wave256x4"},
                    {"quant_ctas", GTL_OPT_INT, &quant_ctas, "one-wave kernel: blocks per SM at most (default 0: all that fit)"},
                    {"chunks", GTL_OPT_STR, &chunks_arg, "delayed: quantize and multiply X in 1 (default) to 8 "
-                    "row chunks, overlapped; auto: fastest of 1, 2, 4, 8 at setup"}};
+                    "row chunks, overlapped; auto: fastest of 1, 2, 4, 8 at setup"},
+                   {"chunk_priority", GTL_OPT_STR, &prio_arg, "--chunks: none (default), gemm or quant: the stream served first"}};
   GtlCtx ctx;
   gtl_allow_rotate();  // keeps copies of X and Wq (LtCopies)
-  lt_parse(&ctx, "optimized", argc, argv, opts, 8, &M, &N, &K);
+  lt_parse(&ctx, "optimized", argc, argv, opts, 9, &M, &N, &K);
   const int delayed = !strcmp(scaling, "delayed");
   if (!delayed && strcmp(scaling, "current"))
     gtl_usage_fail(&ctx, "--scaling must be current or delayed (got %s)", scaling);
@@ -187,6 +182,8 @@ int main(int argc, char **argv) {
     gtl_usage_fail(&ctx, "--quant_kernel and --quant_ctas choose the delayed pass's kernel: "
                          "not with --scaling=current");
   const int chunks = x_chunks_parse(chunks_arg), chunks_auto = chunks == 0;
+  const int prio = x_chunk_priority_parse(prio_arg);
+  if (prio < 0) gtl_usage_fail(&ctx, "--chunk_priority must be none, gemm or quant (got %s)", prio_arg);
   if (chunks < 0) gtl_usage_fail(&ctx, "--chunks must be auto or 1 to %d (got %s)", X_CHUNKS_MAX, chunks_arg);
   if (chunks != 1 && !delayed)
     gtl_usage_fail(&ctx, "--chunks needs --scaling=delayed (current scaling's amax is a barrier)");
@@ -240,7 +237,7 @@ int main(int argc, char **argv) {
   XChunkPlan cplan[3];  // plans for 2, 4, 8 chunks (auto), or [0] for the count asked
   float chunk_us[4];    // auto: the step's setup medians with 1, 2, 4, 8 chunks, µs
   const XChunkStep cbufs = {d_X, d_Xq, d_Wq, d_Y, d_sx, d_hist, AMAX_HISTORY};
-  why = x_chunk_setup(cplan, &ctx, &sh, chunks, &cbufs, &d_sw->scale_inv, &d_sx->scale_inv, fast_accum,
+  why = x_chunk_setup(cplan, &ctx, &sh, chunks, prio, &cbufs, &d_sw->scale_inv, &d_sx->scale_inv, fast_accum,
                       run_step_with, &run, chunk_us, &run.chunks);
   gtl_require(&ctx, why == NULL, why);
   // Input copies for the rotated figure: the step beside the cold metric, or every row as
@@ -474,6 +471,7 @@ int main(int argc, char **argv) {
   gtl_result_extra(&r, "fast_accum", fast_accum);
   gtl_result_extra(&r, "chunks", run.chunks ? run.chunks->n : 1);  // chunks run (auto: kept)
   gtl_result_extra(&r, "chunks_auto", chunks_auto);
+  gtl_result_extra(&r, "chunk_priority", prio);  // 0 none, 1 gemm, 2 quant
   gtl_result_extra(&r, "algo_rank", run.g.pick);
   gtl_result_extra(&r, "algos_timed", run.g.n_timed);
   r.variant = ctx.variant;  // the JSON line speaks for the program

@@ -2,7 +2,7 @@
  * tile [0, M) in order without gaps or overlap, never more than asked, every chunk but the
  * last a multiple of X_CHUNK_ALIGN rows (so every chunk's fp8 X, bf16 X and bf16 Y start on
  * the 256-byte boundary cuBLASLt assumes by default when N and K are multiples of 16), the
- * shapes the program plans (at most two), and the --chunks parser. */
+ * shapes the program plans (at most two), and the --chunks and --chunk_priority parsers. */
 #include "cmocka_all.h"
 #include <stdint.h>
 #include "../ch13/chunks.h"
@@ -81,6 +81,11 @@ static void parse_accepts_auto_and_one_to_eight(void **state) {
   assert_int_equal(x_chunks_parse(""), -1);
   assert_int_equal(x_chunks_parse("-1"), -1);
   assert_int_equal(x_chunks_parse("Auto"), -1);
+  assert_int_equal(x_chunk_priority_parse("none"), X_CHUNK_PRIO_NONE);
+  assert_int_equal(x_chunk_priority_parse("gemm"), X_CHUNK_PRIO_GEMM);
+  assert_int_equal(x_chunk_priority_parse("quant"), X_CHUNK_PRIO_QUANT);
+  assert_int_equal(x_chunk_priority_parse("high"), -1);
+  assert_int_equal(x_chunk_priority_parse(""), -1);
 }
 
 int main(void) {
