@@ -50,6 +50,7 @@
 #include "fp8_host.h"       // the host's quantization, for validation
 
 #define AMAX_HISTORY 1024  // Transformer Engine's default amax_history_len
+#define CHUNKS_DEFAULT "1"  // --chunks: the measured default (auto and N > 1: not yet run on a GPU)
 // The quantization error itself (Y vs the bf16-input reference). RNE to 3 mantissa bits
 // leaves a relative error of RMS 2^-3/sqrt(12)·sqrt(E[1/m^2]) ≈ 0.026 per element (m the
 // significand, uniform in [1, 2)); a product carries two, so rel_l2 ≈ 0.036 for these
@@ -148,7 +149,7 @@ int main(int argc, char **argv) {
   int fast_accum = 0;
   const char *quant_kernel = "tiled";  // the measured default; auto: not yet run on a GPU
   int64_t quant_ctas = 0;
-  const char *chunks_arg = "1";  // the measured default; auto and N > 1: not yet run on a GPU
+  const char *const chunks_default = CHUNKS_DEFAULT, *chunks_arg = chunks_default;
   const char *prio_arg = "none";
   GtlOpt opts[] = {{"M", GTL_OPT_INT, &M, "tokens: rows of X and Y (default 4096)"},
                    {"N", GTL_OPT_INT, &N, "rows of W, columns of Y, a multiple of 16 (default 5760)"},
@@ -159,8 +160,8 @@ int main(int argc, char **argv) {
                     "delayed pass: tiled (default: fastest tiled shape at setup), auto (fastest of all), tiled2|4|8, "
                     "wave256x1, wave256x2, wave1024x1, wave1024x2, wave256x4"},
                    {"quant_ctas", GTL_OPT_INT, &quant_ctas, "one-wave kernel: blocks per SM at most (default 0: all that fit)"},
-                   {"chunks", GTL_OPT_STR, &chunks_arg, "delayed: quantize and multiply X in 1 (default) to 8 "
-                    "row chunks, overlapped; auto: fastest of 1, 2, 4, 8 at setup"},
+                   {"chunks", GTL_OPT_STR, &chunks_arg, "delayed: quantize and multiply X in 1 to 8 "
+                    "row chunks, overlapped; auto: fastest of 1, 2, 4, 8 at setup (default " CHUNKS_DEFAULT ")"},
                    {"chunk_priority", GTL_OPT_STR, &prio_arg, "--chunks: none (default), gemm or quant: the stream served first"}};
   GtlCtx ctx;
   gtl_allow_rotate();  // keeps copies of X and Wq (LtCopies)
@@ -181,6 +182,7 @@ int main(int argc, char **argv) {
   if ((strcmp(quant_kernel, "tiled") || quant_ctas) && !delayed)
     gtl_usage_fail(&ctx, "--quant_kernel and --quant_ctas choose the delayed pass's kernel: "
                          "not with --scaling=current");
+  if (!delayed && chunks_arg == chunks_default) chunks_arg = "1";  // the default is for delayed
   const int chunks = x_chunks_parse(chunks_arg), chunks_auto = chunks == 0;
   const int prio = x_chunk_priority_parse(prio_arg);
   if (prio < 0) gtl_usage_fail(&ctx, "--chunk_priority must be none, gemm or quant (got %s)", prio_arg);
