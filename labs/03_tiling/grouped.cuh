@@ -51,10 +51,11 @@ __device__ __forceinline__ float lab03_glu_at(const Lab03Glu &q, int e, int n, f
 }
 
 // ch15's ring depth, one stage less at BM = 16: the split doubles the A tile, and 5 stages
-// keep two gate+up blocks per SM (5 · (2·16 + 128) · 64 · 2 B = 100 KB each).
-template <int BM>
+// keep two gate+up blocks per SM (5 · (2·16 + 128) · 64 · 2 B = 100 KB each). A weight
+// format may choose its depth at BM = 16 (WF::kStages16; bf16: 5).
+template <int BM, class WF>
 struct Lab03Stages {
-  static constexpr int value = BM == 16 ? 5 : 4;
+  static constexpr int value = BM == 16 ? WF::kStages16 : 4;
 };
 
 // The expert weights' storage format, a template parameter of the kernel bodies: its
@@ -64,13 +65,17 @@ struct Lab03Stages {
 // m16n8k16 B fragments of k-step kk for the two n8 tiles at stage rows row0..row0+7 and
 // row0+8..row0+15 (b[0], b[1]: b0, b1 of the first; b[2], b[3]: of the second), bf16
 // pairs; kScaled: outputs of weight row n of expert e's matrix g (0: gate or down, 1: up)
-// are multiplied by scale(g, e, n) before the epilogue (a per-output-channel scale).
+// are multiplied by scale(g, e, n) before the epilogue (a per-output-channel scale);
+// kStages16: the MMA ring's depth at BM = 16; kPrefetch: the GEMV body sends the warp's
+// next work item's weight rows to L2 (prefetch.global.L2) while it computes this one.
 // bf16: ch08's unpacking, ch15's swizzle and ldmatrix, no scale.
 struct Lab03Bf16Weights {
   typedef __nv_bfloat16 T;
   static constexpr int kPerLoad = 8;
   static constexpr int kIlp = GEMV_ILP;  // ch08's depth
   static constexpr bool kScaled = false;
+  static constexpr int kStages16 = 5;
+  static constexpr bool kPrefetch = false;
   __device__ static void unpack(uint4 v, float f[kPerLoad]) { gemv_unpack8(v, f); }
   __host__ __device__ static int stage_offset(int row, int chunk) { return moe_swz(row, chunk); }
   __device__ static void b_frags(unsigned b[4], const T *stage, int row0, int kk, int lane) {
@@ -81,7 +86,7 @@ struct Lab03Bf16Weights {
 
 template <int BM, bool GLU, class WF = Lab03Bf16Weights>
 struct Lab03Smem {  // A stages (bf16 hi + lo rows) and weight stages (WF::T)
-  static constexpr int bytes = Lab03Stages<BM>::value * moe_grouped::BK *
+  static constexpr int bytes = Lab03Stages<BM, WF>::value * moe_grouped::BK *
                                (2 * BM * 2 + (GLU ? 2 : 1) * moe_grouped::BN * (int)sizeof(typename WF::T));
 };
 
@@ -89,6 +94,9 @@ struct Lab03Smem {  // A stages (bf16 hi + lo rows) and weight stages (WF::T)
  *  n-tile major, and gives the tile's first column n0 = n-tile · BN. The GEMV kernel calls
  *  it with one "tile" per weight row (n_tiles = N), so its row is n0 / BN. Host-tested. */
 __host__ __device__ __forceinline__ int lab03_gemv_row(const MoeTile &t) { return t.n0 / moe_grouped::BN; }
+
+// A hint: the 128-byte line holding p into L2, no register written (PTX ISA, "prefetch").
+__device__ __forceinline__ void lab03_prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
 // ---- kernels ----------------------------------------------------------------------------
 // GLU (up): H[s] = split(lab03_glu_at(Wg_e · x, Wu_e · x)), x = A[a_token[s]] ([hi | lo], 2K
@@ -127,6 +135,15 @@ __device__ __forceinline__ void lab03_grouped_gemv_body(const __nv_bfloat16 *__r
     float a0[R], a1[R];
 #pragma unroll
     for (int r = 0; r < R; r++) a0[r] = a1[r] = 0.0f;
+    const char *pf0 = nullptr, *pf1 = nullptr;  // WF::kPrefetch: the warp's next item's rows
+    if constexpr (WF::kPrefetch) {
+      if (w + warps < total) {
+        const MoeTile tn = moe_tile_of((int)(w + warps), s_off, s_ts, E, N, R);
+        const int64_t at = tn.e * expert_stride + (int64_t)lab03_gemv_row(tn) * K;
+        pf0 = (const char *)(W0 + at);
+        pf1 = (const char *)(W1 + at);
+      }
+    }
     for (int c0 = lane; c0 < KC; c0 += 32 * WF::kIlp) {
       uint4 wv[WF::kIlp], uv[WF::kIlp];
 #pragma unroll
@@ -134,6 +151,14 @@ __device__ __forceinline__ void lab03_grouped_gemv_body(const __nv_bfloat16 *__r
         const bool in = c0 + 32 * j < KC;
         wv[j] = in ? gemv_ld_stream(w0 + c0 + 32 * j) : make_uint4(0, 0, 0, 0);
         if (GLU) uv[j] = in ? gemv_ld_stream(w1 + c0 + 32 * j) : make_uint4(0, 0, 0, 0);
+      }
+      if constexpr (WF::kPrefetch) {  // after this row's first loads: the next row streams meanwhile
+        if (c0 == lane && pf0)
+#pragma unroll 1
+          for (int b = lane * 128; b < K * (int)sizeof(typename WF::T); b += 32 * 128) {
+            lab03_prefetch_l2(pf0 + b);
+            if (GLU) lab03_prefetch_l2(pf1 + b);
+          }
       }
 #pragma unroll
       for (int j = 0; j < WF::kIlp; j++) {
@@ -220,7 +245,7 @@ __device__ __forceinline__ void lab03_grouped_mma_body(const __nv_bfloat16 *__re
                                                        const Lab03Glu &glu, const WF &fmt) {
   using namespace moe_grouped;
   typedef typename WF::T T;
-  constexpr int STAGES = Lab03Stages<BM>::value, MT = BM / 16, MATS = GLU ? 2 : 1;
+  constexpr int STAGES = Lab03Stages<BM, WF>::value, MT = BM / 16, MATS = GLU ? 2 : 1;
   constexpr int AROWS = 2 * BM, BROWS = MATS * BN;  // A: hi rows 0..BM-1, lo rows BM..2BM-1
   constexpr int BCH = BK / WF::kPerLoad;            // 16-byte copies per weight row slice
   constexpr int A_COPIES = AROWS * 8 / THREADS, B_COPIES = BROWS * BCH / THREADS;

@@ -30,6 +30,15 @@
 //   "Matrix Fragments for mma.m16n8k16"), via fp16 and fp32: exact (3 mantissa bits fit
 //   bf16's 7). The stage is XOR-swizzled by 16-byte chunk (chunk ^ (row / 2) % 4), so
 //   those 2-byte reads of 8 rows × 4 lanes hit 16 distinct banks.
+// - Measured first (H200, git 15d3089f8395, ncu): at batch 1 the GEMV kernels reached only
+//   2.09 (gate+up, 31.8 us per layer) and 1.64 TB/s (down, 20.3 us) with 16 and 32 warps
+//   per SM: a warp's rows are short (2880 B), so it waits for a row, computes it (twice
+//   bf16's instructions per byte), and only then asks for the next. Hence kPrefetch: each
+//   warp sends its next row to L2 right after this row's loads (prefetches hold no
+//   registers), and 3 blocks per SM for batch 1's gate+up kernel. At batch 64 the MMA kernel
+//   reached 2.16 TB/s (gate+up, BM 16) with 12 warps per SM, issue-bound on the B decode
+//   (4 instructions per 2 weights): kStages16 = 3 (the fp8 stage is half as large) gives
+//   5 gate+up blocks per SM (20 warps) instead of 3.
 // Preconditions (checked by the launcher, exit 3): K a multiple of 16 (a 16-byte load
 // never straddles two rows), N a multiple of 8, 1 <= E <= 1024. Kernels, launchers and the
 // two stages (which read Lab05's state; host tests in plan_test.cpp).
@@ -67,6 +76,8 @@ struct Lab05Fp8Weights {
   static constexpr int kPerLoad = 16;
   static constexpr int kIlp = LAB05_X8_ILP;
   static constexpr bool kScaled = true;
+  static constexpr int kStages16 = 3;      // BM = 16: 5 blocks per SM (gate+up), not 3; see above
+  static constexpr bool kPrefetch = true;  // GEMV: the next row into L2 during this one; see above
   const float *s0, *s1;  // expert 0's row scales of matrix 0 and 1 (s1: NULL for down)
   int64_t stride;        // scales from expert x to expert x + 1 (weights8.cuh's scale_stride)
   __device__ static void unpack(uint4 v, float f[kPerLoad]) { lab05_fp8x16_to_f32(v, f); }
