@@ -11,7 +11,7 @@
 // Build and run:   make labs && ./labs/05_precision/decode               (gptoss20b_mixtral, batch 1, fp8)
 //                  ./labs/05_precision/decode --preset=mini --batch=3 --check=64
 //                  ./labs/05_precision/decode --weights=bf16              (layer 04, for comparison)
-// Nsight Compute:  ncu --nvtx --nvtx-include "gauntlet@labs_05_precision.decode.timed]" -k regex:"lab05_" ./labs/05_precision/decode --gen=8
+// Nsight Compute:  ncu --nvtx --nvtx-include "gauntlet@labs_05_precision.decode.timed/" -k regex:"lab05_" ./labs/05_precision/decode --gen=8
 // Book: chapters 13 (FP8 E4M3 scaling) and 14 (fused residual + RMSNorm); the lab's precision layer.
 #include "../moe/engine.cuh"
 #include "layer.cuh"

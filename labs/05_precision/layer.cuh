@@ -30,12 +30,11 @@
 // keeps bf16's bound (rel_l2 < 1e-2, top-1 >= 99%). Against the bf16 model the seeded
 // models drift far more than FP8's rounding suggests: plan_test.cpp prints it for mini
 // (the routers' near ties flip, and the random logits have near-tied maxima).
-// Batches of more than kLab05GemvMaxRows rows: q, k, v, o and lm_head go through
-// grouped8.cuh's fp8 mma.sync kernel as ONE "expert" holding every token (its work items
-// over a fixed two-entry table), on 02's fused RMSNorm + split rows; the kernel writes the
-// scaled fp32 outputs, a small kernel adds biases and the residual where there are any.
-// The GEMV would read every weight once per 8 rows and be bound by shared memory there.
-// The router stays on the GEMV in slices of 8 rows (its E rows sit in L2).
+// Batches of more than kLab05GemvMaxRows rows keep 04's dense stages and bf16 dense
+// weights (embed, q/k/v, o, router, lm_head: 02's cuBLAS on split rows); only the experts
+// are fp8 there (dense_fmt bf16 in the roofline). Why: the GEMV reads every weight once per
+// 8 rows, and grouped8.cuh's MMA kernel run as one expert holding every token has too few
+// work items for a dense matrix (measured on the H200 at batch 64: q/k/v at 110 GB/s).
 #pragma once
 #include "weights8.cuh"
 #include "grouped8.cuh"  // the fp8 expert stages (lab05_expert_up/down, lab05_x8_setup/teardown)
@@ -44,6 +43,7 @@ constexpr int kLab05GemvThreads = 512;  // 16 warps per block
 constexpr int kLab05GemvMaxRows = 8;    // activation rows per launch (shared memory: 8·K fp32)
 constexpr int kLab05RowsPerWarp = 2;    // weight rows a warp streams together (x read once for both)
 constexpr int kLab05GemvIlp = 4;        // 16-byte weight loads in flight per row per lane
+constexpr int kLab05PrologueLoads = 4;  // float4 pieces of a row per thread: K <= 4·4·512 = 8192
 
 // Up to three projections of the same input in one launch (q, k, v): matrix m has n[m]
 // fp8 rows of K at w[m], scales s[m], bias (bf16 [n[m]] or NULL), output out[m]
@@ -100,36 +100,62 @@ __global__ void __launch_bounds__(kLab05GemvThreads)
                        int accumulate) {
   extern __shared__ __align__(16) float lab05_xs[];
   __shared__ float red[kLab05GemvThreads / 32];
-  __shared__ float inv_s[R];
+  __shared__ float inv_s[1];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, K16 = K >> 4;
-  // prologue: 1/rms of each row (block reduction), then the rows into shared memory
-  for (int r = 0; norm_w && r < R; r++) {  // norm_w: the same for every thread
+  // prologue, row by row: the row's float4 pieces (and the norm weight's) loaded at once,
+  // 1/rms by a block reduction, then the rows into shared memory: a piece i4 of 4 elements
+  // is one float4 of lab05_xs_at's layout (chunk i4 / 4, plane i4 % 4)
+  const int K4 = K >> 2;
+  float4 *xs4w = (float4 *)lab05_xs;
+  for (int r = 0; r < R; r++) {
+    float4 xv[kLab05PrologueLoads];
+    uint2 nv[kLab05PrologueLoads];
     float ss = 0.f;
-    if (r < rows)
-      for (int k = threadIdx.x; k < K; k += blockDim.x) ss = fmaf(x[(size_t)r * K + k], x[(size_t)r * K + k], ss);
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xFFFFFFFFu, ss, o);
-    if (lane == 0) red[warp] = ss;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      float t = 0.f;
-      for (int i = 0; i < (int)(blockDim.x >> 5); i++) t += red[i];
-      inv_s[r] = rsqrtf(t / K + eps);
+    for (int j = 0; j < kLab05PrologueLoads; j++) {
+      const int i4 = threadIdx.x + j * kLab05GemvThreads;
+      xv[j] = make_float4(0.f, 0.f, 0.f, 0.f);
+      nv[j] = make_uint2(0u, 0u);
+      if (r < rows && i4 < K4) {
+        xv[j] = ((const float4 *)(x + (size_t)r * K))[i4];
+        if (norm_w) nv[j] = ((const uint2 *)norm_w)[i4];
+      }
+      ss = fmaf(xv[j].x, xv[j].x, fmaf(xv[j].y, xv[j].y, fmaf(xv[j].z, xv[j].z, fmaf(xv[j].w, xv[j].w, ss))));
     }
-    __syncthreads();
-  }
-  for (int i = threadIdx.x; i < R * K; i += blockDim.x) {
-    const int r = i / K, k = i - r * K;
-    float v = 0.f;
-    if (r < rows) {
-      v = x[i];
-      if (norm_w) v = __bfloat162float(norm_w[k]) * (v * inv_s[r]);
-      if (blockIdx.x == 0 && xn) xn[i] = v;
-      if (blockIdx.x == 0 && xb) lab01_split(v, &xb[(size_t)r * 2 * K + k], &xb[(size_t)r * 2 * K + K + k]);
+    if (norm_w) {  // the same for every thread
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xFFFFFFFFu, ss, o);
+      if (lane == 0) red[warp] = ss;
+      __syncthreads();
+      if (threadIdx.x == 0) {
+        float t = 0.f;
+        for (int i = 0; i < kLab05GemvThreads / 32; i++) t += red[i];
+        inv_s[0] = rsqrtf(t / K + eps);
+      }
+      __syncthreads();
     }
-    lab05_xs[lab05_xs_at(r, k, K)] = v;
+    const float inv = norm_w ? inv_s[0] : 1.f;
+#pragma unroll
+    for (int j = 0; j < kLab05PrologueLoads; j++) {
+      const int i4 = threadIdx.x + j * kLab05GemvThreads;
+      if (i4 >= K4) break;
+      float4 v = xv[j];
+      if (norm_w) {  // 00's arithmetic: w · (x · inv)
+        v.x = __uint_as_float(nv[j].x << 16) * (v.x * inv), v.y = __uint_as_float(nv[j].x & 0xFFFF0000u) * (v.y * inv);
+        v.z = __uint_as_float(nv[j].y << 16) * (v.z * inv), v.w = __uint_as_float(nv[j].y & 0xFFFF0000u) * (v.w * inv);
+      }
+      xs4w[(r * 4 + (i4 & 3)) * K16 + (i4 >> 2)] = v;
+      if (blockIdx.x == 0 && r < rows) {
+        if (xn) ((float4 *)(xn + (size_t)r * K))[i4] = v;
+        if (xb) {
+          __nv_bfloat16 *hi = xb + (size_t)r * 2 * K + 4 * i4;
+          lab01_split(v.x, hi, hi + K), lab01_split(v.y, hi + 1, hi + K + 1);
+          lab01_split(v.z, hi + 2, hi + K + 2), lab01_split(v.w, hi + 3, hi + K + 3);
+        }
+      }
+    }
+    __syncthreads();  // inv_s and red are reused by the next row
   }
-  __syncthreads();
   const float4 *xs4 = (const float4 *)lab05_xs;
   constexpr int NR = kLab05RowsPerWarp, ILP = kLab05GemvIlp;
   const int total = p.n[0] + (p.count > 1 ? p.n[1] : 0) + (p.count > 2 ? p.n[2] : 0);
@@ -205,10 +231,6 @@ typedef struct {
   int R;       // template rows: the power of two >= min(B, kLab05GemvMaxRows)
   int grid;    // blocks: SMs × resident blocks at the largest K
   int max_k;   // the largest K of a projection (shared memory: R·max_k fp32)
-  int mma;     // 1: q, k, v, o, lm_head on the fp8 MMA kernel (B > kLab05GemvMaxRows)
-  Lab03ExpertPlan xp;   // its plan: one expert of B rows (lab05_x8_plan(B, 1, 1))
-  int32_t *tables;      // device: offsets {0, B}, then tile_start {0, ceil(B / bm)}
-  float *y;             // device [B][D]: o_proj's output before the residual add
 } Lab05Dense;
 
 /** Rows per launch of lab05_gemv8_kernel for B sequences: 1, 2, 4 or 8. Host-tested. */
@@ -231,25 +253,10 @@ static inline int lab05_gemv8_grid(int max_k, int sms) {
   return sms * per_sm;
 }
 
-/** The one-expert tables of the dense MMA path: offsets {0, B}, tile_start {0, ceil(B /
- *  bm)} (ch15's layout for E = 1: every token is row t of expert 0). Host-tested. */
-static inline void lab05_dense_tables(int B, int bm, int32_t t[4]) {
-  t[0] = 0, t[1] = B, t[2] = 0, t[3] = (B + bm - 1) / bm;
-}
-
 static inline Lab05Dense lab05_dense_plan(const Engine *e, int sms) {
   const MoeConfig *c = &e->cfg;
   Lab05Dense d;
   memset(&d, 0, sizeof d);
-  d.mma = e->B > kLab05GemvMaxRows;
-  if (d.mma) {
-    d.xp = lab05_x8_plan(e->B, 1, 1, sms);
-    int32_t t[4];
-    lab05_dense_tables(e->B, d.xp.bm, t);
-    d.tables = (int32_t *)gtl_malloc(sizeof t, "layer 05 dense MMA tables");
-    GTL_CUDA(cudaMemcpy(d.tables, t, sizeof t, cudaMemcpyHostToDevice));
-    d.y = (float *)gtl_malloc((size_t)e->B * c->D * 4, "layer 05 o_proj output");
-  }
   d.R = lab05_gemv_rows(e->B);
   d.max_k = c->D > c->H * c->head_dim ? c->D : c->H * c->head_dim;
   switch (d.R) {
@@ -299,19 +306,6 @@ static inline void lab05_proj_add(const Engine *e, Lab05Proj8 *p, MoeKind k, Moe
   p->out[m] = out;
 }
 
-// out[r][n] += (y ? y[r][n] : 0) + (bias ? bias[n] : 0) for rows × N: the dense MMA
-// path's epilogue, where a projection adds into the residual (y: its output) or has a
-// bias (out already holds the product). Strategy: grid-stride, thread per element.
-// Limiter: latency.
-__global__ void lab05_dense_epilogue_kernel(float *out, const float *y, const __nv_bfloat16 *bias, int N, size_t n) {
-  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-    float v = out[i];
-    if (y) v += y[i];
-    if (bias) v += __bfloat162float(bias[i % N]);
-    out[i] = v;
-  }
-}
-
 // x[b][d] = s[t] · q[t][d], t = tok[b]: the embedding row from the fp8 store (the same
 // values lm_head reads when tied, and the CPU reference reads through ref_weights).
 // Strategy: thread per element, grid (D / threads, B), as 00's. Limiter: launch latency.
@@ -321,28 +315,6 @@ __global__ void lab05_embed_kernel(const __nv_fp8_storage_t *__restrict__ q, con
   if (d >= D) return;
   const int64_t t = tok[blockIdx.y];
   x[(size_t)blockIdx.y * D + d] = s[t] * __half2float(__half(__nv_cvt_fp8_to_halfraw(q[t * D + d], __NV_E4M3)));
-}
-
-// The dense MMA path (B > kLab05GemvMaxRows): out_m (+)= the projections p of 01's split
-// rows xb ([B][hi | lo], 2K bf16, written before by 02's norm + split), one launch of
-// grouped8.cuh's down kernel per matrix (one expert of B rows), writing out_m directly,
-// or through d.y when the output accumulates; then biases and the residual add.
-static inline void lab05_project_mma(const Engine *e, int K, Lab05Proj8 p, int accumulate) {
-  const Lab05Dense *d = (const Lab05Dense *)((const Lab05 *)e->layer)->dense;
-  const __nv_bfloat16 *xb = ((const Lab01 *)e->layer)->xb;
-  const Lab03Glu none = {nullptr, nullptr, 0, 0, 0.f, 0.f};
-  for (int m = 0; m < p.count; m++) {
-    const Lab05Fp8Weights fmt = {p.s[m], nullptr, 0};
-    float *y = accumulate ? d->y : p.out[m];
-    lab05_grouped8_launch<false>(&d->xp, xb, nullptr, p.w[m], nullptr, 0, d->tables, d->tables + 2, 1, p.n[m], K,
-                                 nullptr, y, none, fmt, e->s);
-    if (accumulate || p.bias[m]) {
-      const size_t n = (size_t)e->B * p.n[m];
-      lab05_dense_epilogue_kernel<<<lab01_blocks(n, 4096), kLab01Threads, 0, e->s>>>(
-          p.out[m], accumulate ? d->y : nullptr, p.bias[m], p.n[m], n);
-      GTL_LAUNCH();
-    }
-  }
 }
 
 // ---- hooks and stages ---------------------------------------------------------------------------
@@ -357,7 +329,8 @@ static inline int lab05_weight_fmt(const char *w) {
 // --weights=bf16: layer 04's table as it is (its configure too), under this program's
 // name. fp8: 04's configure, then the fp8 kernels' shapes: every K of a projection a
 // multiple of 16 (one 16-byte load of weights), at most 8 rows of the largest K in shared
-// memory, and what grouped8.cuh's expert kernels take.
+// memory, and what grouped8.cuh's expert kernels take. Above kLab05GemvMaxRows rows, 04's
+// dense stages (bf16 weights) with the fp8 experts.
 static inline int lab05_configure(Engine *e, char *err, size_t n) {
   const int fmt = lab05_weight_fmt(e->weights);
   if (fmt < 0) {
@@ -384,7 +357,14 @@ static inline int lab05_configure(Engine *e, char *err, size_t n) {
     snprintf(err, n, "--weights=fp8: %d rows of K = %d fp32 exceed an SM's shared memory", kLab05GemvMaxRows, K);
     return -1;
   }
-  return lab05_x8_fits(c, err, n);  // the fp8 expert kernels' shapes (grouped8.cuh)
+  if (lab05_x8_fits(c, err, n)) return -1;  // the fp8 expert kernels' shapes (grouped8.cuh)
+  if (e->B > kLab05GemvMaxRows) {  // 04's dense stages on bf16 weights; fp8 experts only
+    const LayerOps o4 = lab04_ops();
+    e->ops.embed = o4.embed, e->ops.qkv = o4.qkv, e->ops.out = o4.out, e->ops.router = o4.router;
+    e->ops.logits = o4.logits;
+    e->ops.dense_fmt = MOE_WF_BF16;
+  }
+  return 0;
 }
 
 // 04's setup; then its state grows into Lab05: the fp8 store (quantized on the GPU from
@@ -399,6 +379,7 @@ static inline void lab05_setup(Engine *e) {
   e->layer = p;
   memset((char *)p + sizeof(Lab04), 0, sizeof(Lab05) - sizeof(Lab04));
   p->fmt = LAB05_W_FP8;
+  p->dense_fp8 = e->B <= kLab05GemvMaxRows;  // configure kept 04's dense stages above
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   lab05_w8_build(e, &p->w8);
@@ -417,9 +398,6 @@ static inline void lab05_teardown(Engine *e) {
   Lab05 *p = (Lab05 *)e->layer;
   lab05_x8_teardown(e);
   lab05_w8_free(&p->w8);
-  Lab05Dense *d = (Lab05Dense *)p->dense;
-  if (d->tables) GTL_CUDA(cudaFree(d->tables));
-  if (d->y) GTL_CUDA(cudaFree(d->y));
   free(p->dense);
   lab03_teardown(e);  // frees 03's buffers, 01's arena and the state itself
 }
@@ -431,11 +409,8 @@ static inline void lab05_embed(Engine *e, int) {
   GTL_LAUNCH();
 }
 
-static inline int lab05_dense_mma(const Engine *e) { return ((const Lab05Dense *)((const Lab05 *)e->layer)->dense)->mma; }
-
 // RMSNorm (in the kernel), then q, k, v (+ gpt-oss biases) in one launch; a.d_xn keeps the
-// normalized rows (above 8 rows: 02's norm + split, then the MMA path). Qwen3's q/k norm
-// after it, 00's kernel (as 02).
+// normalized rows. Qwen3's q/k norm after it, 00's kernel (as 02).
 static inline void lab05_qkv(Engine *e, int l) {
   const MoeConfig *c = &e->cfg;
   const int Q = c->H * c->head_dim, KV = c->H_kv * c->head_dim;
@@ -444,12 +419,7 @@ static inline void lab05_qkv(Engine *e, int l) {
   lab05_proj_add(e, &p, MOE_Q, MOE_Q_BIAS, l, Q, e->a.d_q);
   lab05_proj_add(e, &p, MOE_K, MOE_K_BIAS, l, KV, e->a.d_k);
   lab05_proj_add(e, &p, MOE_V, MOE_V_BIAS, l, KV, e->a.d_v);
-  if (lab05_dense_mma(e)) {
-    lab02_rmsnorm_split(e, e->a.d_x, engine_w(e, MOE_ATTN_NORM, l, 0), e->a.d_xn, c->D);
-    lab05_project_mma(e, c->D, p, 0);
-  } else {
-    lab05_project(e, e->a.d_x, c->D, engine_w(e, MOE_ATTN_NORM, l, 0), e->a.d_xn, NULL, p, 0);
-  }
+  lab05_project(e, e->a.d_x, c->D, engine_w(e, MOE_ATTN_NORM, l, 0), e->a.d_xn, NULL, p, 0);
   if (c->qk_norm) {
     lab00_rmsnorm(e, e->a.d_q, engine_w(e, MOE_Q_NORM, l, 0), e->a.d_q, e->B * c->H, c->head_dim);
     lab00_rmsnorm(e, e->a.d_k, engine_w(e, MOE_K_NORM, l, 0), e->a.d_k, e->B * c->H_kv, c->head_dim);
@@ -462,15 +432,7 @@ static inline void lab05_out(Engine *e, int l) {
   Lab05Proj8 p;
   memset(&p, 0, sizeof p);
   lab05_proj_add(e, &p, MOE_O, MOE_O_BIAS, l, c->D, e->a.d_x);
-  const int Q = c->H * c->head_dim;
-  if (lab05_dense_mma(e)) {
-    const size_t n = (size_t)e->B * Q;
-    lab02_split_kernel<<<lab01_blocks(n, 1024), kLab01Threads, 0, e->s>>>(e->a.d_att, ((Lab01 *)e->layer)->xb, Q, n);
-    GTL_LAUNCH();
-    lab05_project_mma(e, Q, p, 1);
-  } else {
-    lab05_project(e, e->a.d_att, Q, NULL, NULL, NULL, p, 1);
-  }
+  lab05_project(e, e->a.d_att, c->H * c->head_dim, NULL, NULL, NULL, p, 1);
 }
 
 // RMSNorm + router logits (+ bias); the launch also leaves the normalized rows in a.d_xn
@@ -488,12 +450,7 @@ static inline void lab05_logits(Engine *e, int) {
   Lab05Proj8 p;
   memset(&p, 0, sizeof p);
   lab05_proj_add(e, &p, MOE_LM_HEAD, MOE_KIND_COUNT, 0, c->V, e->a.d_logits);
-  if (lab05_dense_mma(e)) {
-    lab02_rmsnorm_split(e, e->a.d_x, engine_w(e, MOE_FINAL_NORM, 0, 0), e->a.d_xn, c->D);
-    lab05_project_mma(e, c->D, p, 0);
-  } else {
-    lab05_project(e, e->a.d_x, c->D, engine_w(e, MOE_FINAL_NORM, 0, 0), NULL, NULL, p, 0);
-  }
+  lab05_project(e, e->a.d_x, c->D, engine_w(e, MOE_FINAL_NORM, 0, 0), NULL, NULL, p, 0);
 }
 
 /** Layer 05's table: lab04_ops() (the graph, PDL RoPE, split-KV attention, device sort,

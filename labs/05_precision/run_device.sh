@@ -7,7 +7,7 @@
 # 6e-2, top-1 >= 95%; bf16: 1e-2, 99%).
 #   mini      --check=64 at batch 1, 3 and 64, each with --weights=fp8 and --weights=bf16;
 #             tiny_gptoss (gpt-oss semantics: biases, sinks, window, clamped SwiGLU) in fp8
-#             at batch 3 (GEMV) and 12 (the dense MMA path with its bias epilogue);
+#             at batch 3 (the fp8 GEMV) and 12 (04's dense stages with the fp8 MMA experts);
 #             05 --weights=bf16 against 04 on mini batch 3 (with 04's binary): the same
 #             table, so the validation logits_hash and the generated tokens must be 04's
 #   memcheck  compute-sanitizer memcheck with leak check, mini batch 3, fp8 (the store's

@@ -84,6 +84,7 @@ typedef struct {
 typedef struct {
   Lab04 base;
   Lab05WeightFmt fmt;      // LAB05_W_BF16: layer 04's stages, untouched; no store
+  int dense_fp8;           // 1: the dense matrices are read as fp8 too; 0: the experts only
   Lab05W8 w8;
   void *x8;                // grouped8.cuh's state (allocated in its setup, freed in its teardown)
   void *dense;             // layer.cuh's state of the dense projections
@@ -358,14 +359,18 @@ static inline void lab05_w8_check(Engine *e) {
 
 /** LayerOps.ref_weights of layer 05 (fp8): rows [row0, row0 + n_rows) of a matrix as the
  *  exact bf16 values s·q its kernels compute with (lab05_dequant_bf16_kernel on the
- *  device, then copied into buf); a vector from the bf16 arena, as the engine's fetch.
- *  Synchronizes e->s. */
+ *  device, then copied into buf); vectors, and the dense matrices when the layer reads
+ *  them as bf16 (dense_fp8 = 0), from the bf16 arena, as the engine's fetch. Synchronizes
+ *  e->s. */
 static inline const uint16_t *lab05_ref_weights(const Engine *e, int tensor, int64_t row0, int64_t n_rows,
                                                 uint16_t *buf) {
-  const Lab05W8 *w = &((const Lab05 *)e->layer)->w8;
+  const Lab05 *p = (const Lab05 *)e->layer;
+  const Lab05W8 *w = &p->w8;
   const MoeTensor *t = &e->lay.t[tensor];
-  if (w->row0[tensor] < 0) {
-    GTL_CUDA(cudaMemcpyAsync(buf, e->d_w + t->offset, (size_t)t->rows * 2, cudaMemcpyDeviceToHost, e->s));
+  const int expert = t->kind == MOE_GATE || t->kind == MOE_UP || t->kind == MOE_DOWN;
+  if (w->row0[tensor] < 0 || (!expert && !p->dense_fp8)) {  // a vector, or a dense matrix read as bf16
+    const int64_t off = t->cols ? row0 * t->cols : 0, n = t->cols ? n_rows * t->cols : t->rows;
+    GTL_CUDA(cudaMemcpyAsync(buf, e->d_w + t->offset + off, (size_t)n * 2, cudaMemcpyDeviceToHost, e->s));
   } else {
     const int64_t n = n_rows * t->cols;
     const int64_t blocks = (n + 255) / 256;
