@@ -5,7 +5,8 @@
 # the weights on the GPU at setup and checks four rows against the host quantizer (exit 1
 # if one differs), then validates the logits against the CPU reference (fp8: rel_l2 <
 # 6e-2, top-1 >= 95%; bf16: 1e-2, 99%).
-#   mini      --check=64 at batch 1, 3 and 64, each with --weights=fp8 and --weights=bf16;
+#   mini      --check=64 at batch 1, 3 and 64, each with --weights=fp8 and --weights=bf16
+#             (MINI_WEIGHTS="fp8": fp8 only);
 #             tiny_gptoss (gpt-oss semantics: biases, sinks, window, clamped SwiGLU) in fp8
 #             at batch 3 (the fp8 GEMV) and 12 (04's dense stages with the fp8 MMA experts);
 #             05 --weights=bf16 against 04 on mini batch 3 (with 04's binary): the same
@@ -49,7 +50,7 @@ table() {  # table NAME04 NAME05: the stage table, 04 (bf16) beside 05 (fp8)
 for part in $parts; do
   case $part in
     mini)
-      for w in fp8 bf16; do
+      for w in ${MINI_WEIGHTS:-fp8 bf16}; do
         run 05_mini_b1_$w 30 "$d5" --weights=$w --preset=mini --prompt=64 --gen=32 --check=64
         run 05_mini_b3_$w 30 "$d5" --weights=$w --preset=mini --batch=3 --prompt=64 --gen=32 --check=64 --check-rows=3
         run 05_mini_b64_$w 30 "$d5" --weights=$w --preset=mini --batch=64 --prompt=32 --gen=16 --check=64 --check-rows=4
