@@ -207,6 +207,8 @@ static void test_index() {
           CHECK(at >= 0 && at < R * K && !seen[at], "xs_at(%d, %d, K=%d) = %d repeats or escapes\n", r, k, K, at);
           seen[at] = 1;
           CHECK(at / 4 == (r * 4 + (k % 16) / 4) * (K / 16) + k / 16 && at % 4 == k % 4, "xs_at(%d, %d): plane\n", r, k);
+          const int i4 = k / 4;  // the prologue's float4 store of piece i4
+          CHECK(at == ((r * 4 + (i4 & 3)) * (K >> 4) + (i4 >> 2)) * 4 + k % 4, "prologue store of (%d, %d)\n", r, k);
         }
       free(seen);
     }
@@ -260,7 +262,7 @@ static void test_index() {
       if (!(l & o)) lane_acc[l] += lane_acc[l | o], lane_acc[l | o] = lane_acc[l];
   CHECK(fabs(lane_acc[0] - ref) <= 1e-6 * mag, "kernel order: %g vs %g\n", lane_acc[0], ref);
   free(q), free(x), free(xs);
-  printf("ok: GEMV index code: xs_at a conflict-free permutation (R 1..8, K 16..4096), q|k|v rows, rows per launch, "
+  printf("ok: GEMV index code: xs_at a conflict-free permutation (R 1..8, K 16..4096) and the prologue's float4 stores on it, q|k|v rows, rows per launch, "
          "the kernel's summation order vs a double dot product (%.1e)\n", fabs(lane_acc[0] - ref) / mag);
 }
 
