@@ -85,6 +85,41 @@ __device__ __forceinline__ void gemv_unpack8(uint4 v, float f[8]) {
   }
 }
 
+// One warp's dot products of a bf16 weight row w (K8 16-byte pieces) with B bf16 rows of
+// x (row b at x + b·K8): ILP 16-byte loads in flight per lane, each weight used for all B
+// rows while in registers, fp32 accumulation, then a butterfly after which every lane
+// holds every sum in acc[b]. gemv_warprow_kernel's inner loop; layer 02 of the lab runs
+// its expert GEMV on it too.
+template <int B, int ILP>
+__device__ __forceinline__ void gemv_warp_dot(const uint4 *w, const uint4 *x, int K8, int lane, float acc[B]) {
+#pragma unroll
+  for (int b = 0; b < B; b++) acc[b] = 0.0f;
+  for (int c0 = lane; c0 < K8; c0 += 32 * ILP) {
+    uint4 wv[ILP];
+#pragma unroll
+    for (int j = 0; j < ILP; j++)  // all ILP loads issued before the first use
+      wv[j] = c0 + 32 * j < K8 ? gemv_ld_stream(w + c0 + 32 * j) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int j = 0; j < ILP; j++) {
+      const int c = c0 + 32 * j;
+      if (c >= K8) break;
+      float wf[8];
+      gemv_unpack8(wv[j], wf);
+#pragma unroll
+      for (int b = 0; b < B; b++) {  // multi-RHS: this weight serves every row of x
+        float xf[8];
+        gemv_unpack8(__ldg(x + (int64_t)b * K8 + c), xf);
+#pragma unroll
+        for (int e = 0; e < 8; e++) acc[b] = fmaf(wf[e], xf[e], acc[b]);
+      }
+    }
+  }
+#pragma unroll
+  for (int b = 0; b < B; b++)
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) acc[b] += __shfl_xor_sync(0xFFFFFFFFu, acc[b], o);
+}
+
 // Strategy: warp per row (grid-stride over rows: a persistent grid of one wave), 16-byte
 // loads, ILP loads in flight per lane, each weight used for all B tokens, shuffle
 // reduction. Limiter: DRAM read bandwidth at B <= 4; instruction issue and L1 (the x
@@ -105,32 +140,7 @@ __global__ void __launch_bounds__(256)
     const uint4 *x = (const uint4 *)g.x[m];
 
     float acc[B];
-#pragma unroll
-    for (int b = 0; b < B; b++) acc[b] = 0.0f;
-    for (int c0 = lane; c0 < K8; c0 += 32 * ILP) {
-      uint4 wv[ILP];
-#pragma unroll
-      for (int j = 0; j < ILP; j++)  // all ILP loads issued before the first use
-        wv[j] = c0 + 32 * j < K8 ? gemv_ld_stream(w + c0 + 32 * j) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-      for (int j = 0; j < ILP; j++) {
-        const int c = c0 + 32 * j;
-        if (c >= K8) break;
-        float wf[8];
-        gemv_unpack8(wv[j], wf);
-#pragma unroll
-        for (int b = 0; b < B; b++) {  // multi-RHS: this weight serves every token
-          float xf[8];
-          gemv_unpack8(__ldg(x + (int64_t)b * K8 + c), xf);
-#pragma unroll
-          for (int e = 0; e < 8; e++) acc[b] = fmaf(wf[e], xf[e], acc[b]);
-        }
-      }
-    }
-#pragma unroll
-    for (int b = 0; b < B; b++)
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) acc[b] += __shfl_xor_sync(0xFFFFFFFFu, acc[b], o);
+    gemv_warp_dot<B, ILP>(w, x, K8, lane, acc);
     float *y = g.y[m];
 #pragma unroll
     for (int b = 0; b < B; b++)  // after the butterfly every lane holds every sum

@@ -140,31 +140,7 @@ __global__ void __launch_bounds__(kLab02GemvThreads)
     const uint4 *w = n < Na ? (const uint4 *)Wa[g] + (int64_t)n * K8 : (const uint4 *)Wb[g] + (int64_t)(n - Na) * K8;
     const uint4 *x = (const uint4 *)X[g];
     float acc[R];
-#pragma unroll
-    for (int b = 0; b < R; b++) acc[b] = 0.0f;
-    for (int c0 = lane; c0 < K8; c0 += 32 * ILP) {
-      uint4 wv[ILP];
-#pragma unroll
-      for (int j = 0; j < ILP; j++) wv[j] = c0 + 32 * j < K8 ? gemv_ld_stream(w + c0 + 32 * j) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-      for (int j = 0; j < ILP; j++) {
-        const int c = c0 + 32 * j;
-        if (c >= K8) break;
-        float wf[8];
-        gemv_unpack8(wv[j], wf);
-#pragma unroll
-        for (int b = 0; b < R; b++) {
-          float xf[8];
-          gemv_unpack8(__ldg(x + (int64_t)b * K8 + c), xf);
-#pragma unroll
-          for (int e = 0; e < 8; e++) acc[b] = fmaf(wf[e], xf[e], acc[b]);
-        }
-      }
-    }
-#pragma unroll
-    for (int b = 0; b < R; b++)
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) acc[b] += __shfl_xor_sync(0xFFFFFFFFu, acc[b], o);
+    gemv_warp_dot<R, ILP>(w, x, K8, lane, acc);  // ch08's inner loop
     float *y = (float *)Y[g];
 #pragma unroll
     for (int b = 0; b < R; b++)
