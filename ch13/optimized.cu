@@ -50,6 +50,7 @@
 #include "fp8_host.h"       // the host's quantization, for validation
 
 #define AMAX_HISTORY 1024  // Transformer Engine's default amax_history_len
+#define ACCUM_DEFAULT "split"  // fp8 accumulation unless --fast_accum / --split_accum: split or fast
 #define CHUNKS_DEFAULT "1"  // --chunks: the measured default (auto and N > 1: not yet run on a GPU)
 // The quantization error itself (Y vs the bf16-input reference). RNE to 3 mantissa bits
 // leaves a relative error of RMS 2^-3/sqrt(12)·sqrt(E[1/m^2]) ≈ 0.026 per element (m the
@@ -146,7 +147,7 @@ static void rot_step(void *u, int copy, cudaStream_t s) { run_step((Fp8Run *)u +
 int main(int argc, char **argv) {
   int64_t M = -1, N = -1, K = -1;
   const char *scaling = "delayed";
-  int fast_accum = 0;
+  int fast_accum = 0, split_accum = 0;
   const char *quant_kernel = "tiled";  // the measured default; auto: not yet run on a GPU
   int64_t quant_ctas = 0;
   const char *const chunks_default = CHUNKS_DEFAULT, *chunks_arg = chunks_default;
@@ -155,7 +156,8 @@ int main(int argc, char **argv) {
                    {"N", GTL_OPT_INT, &N, "rows of W, columns of Y, a multiple of 16 (default 5760)"},
                    {"K", GTL_OPT_INT, &K, "hidden size, a multiple of 16 (default 2880)"},
                    {"scaling", GTL_OPT_STR, &scaling, "delayed (default) or current: where X's scale comes from"},
-                   {"fast_accum", GTL_OPT_FLAG, &fast_accum, "cuBLASLt fast fp8 accumulation (default off)"},
+                   {"fast_accum", GTL_OPT_FLAG, &fast_accum, "cuBLASLt fast fp8 accumulation (default " ACCUM_DEFAULT ")"},
+                   {"split_accum", GTL_OPT_FLAG, &split_accum, "partial sums promoted to fp32 periodically (cuBLASLt's default)"},
                    {"quant_kernel", GTL_OPT_STR, &quant_kernel,
                     "delayed pass: tiled (default: fastest tiled shape at setup), auto (fastest of all), tiled2|4|8, "
                     "wave256x1, wave256x2, wave1024x1, wave1024x2, wave256x4"},
@@ -165,7 +167,9 @@ int main(int argc, char **argv) {
                    {"chunk_priority", GTL_OPT_STR, &prio_arg, "--chunks: none (default), gemm or quant: the stream served first"}};
   GtlCtx ctx;
   gtl_allow_rotate();  // keeps copies of X and Wq (LtCopies)
-  lt_parse(&ctx, "optimized", argc, argv, opts, 9, &M, &N, &K);
+  lt_parse(&ctx, "optimized", argc, argv, opts, 10, &M, &N, &K);
+  if (fast_accum && split_accum) gtl_usage_fail(&ctx, "--fast_accum or --split_accum, not both");
+  if (!fast_accum && !split_accum) fast_accum = !strcmp(ACCUM_DEFAULT, "fast");
   const int delayed = !strcmp(scaling, "delayed");
   if (!delayed && strcmp(scaling, "current"))
     gtl_usage_fail(&ctx, "--scaling must be current or delayed (got %s)", scaling);
@@ -292,23 +296,7 @@ int main(int argc, char **argv) {
            stage_blocks, FP8_STAGE_THREADS, stage_smem / 1024.0);
   char delayed_desc[640];
   if (delayed) {
-    int o;
-    if (plan_x.delayed_wave) {
-      const int w = plan_x.delayed_wave, per_sm = plan_x.wave_per_sm[w - 1];
-      o = snprintf(delayed_desc, sizeof delayed_desc,
-                   "fp8_tensor_quantize_delayed_wave_kernel<%d,%d> (one wave: %u blocks x %d threads, "
-                   "%d resident per SM%s, %d 16-byte chunks per thread per iteration, the next "
-                   "iteration's loads before this one's stores; quantize + amax + history update)",
-                   fp8_wave_threads(w), fp8_wave_vec(w), fp8_wave_blocks(&plan_x, w), fp8_wave_threads(w),
-                   per_sm, quant_ctas ? ", capped by --quant_ctas" : "", fp8_wave_vec(w));
-    } else {
-      const size_t tile = (size_t)FP8_QUANT_THREADS * plan_x.delayed_unroll, tiles = (nX / 8 + tile - 1) / tile;
-      o = snprintf(delayed_desc, sizeof delayed_desc,
-                   "fp8_tensor_quantize_delayed_kernel<%d> (%zu blocks x %d threads, %d 16-byte chunks per "
-                   "thread; quantize + amax + history update)",
-                   plan_x.delayed_unroll, tiles < FP8_DELAYED_MAX_BLOCKS ? tiles : (size_t)FP8_DELAYED_MAX_BLOCKS,
-                   FP8_QUANT_THREADS, plan_x.delayed_unroll);
-    }
+    int o = fp8_delayed_describe(&plan_x, quant_ctas != 0, delayed_desc, sizeof delayed_desc);
     o += snprintf(delayed_desc + o, sizeof delayed_desc - o, "; --quant_kernel=%s timed at setup:", quant_kernel);
     for (int k = qk_first; k <= qk_last && o < (int)sizeof delayed_desc; k++)
       o += snprintf(delayed_desc + o, sizeof delayed_desc - o, "%s %s %.1f us%s", k > qk_first ? "," : "",
