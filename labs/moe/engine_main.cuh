@@ -68,7 +68,10 @@ static inline int engine_generate(Engine *e, const EngineRun *run, GtlResult *r)
   int *prompt = (int *)malloc(sizeof(int) * B * P), *out = (int *)malloc(sizeof(int) * B * stride);
   EngineSampler sm = {run->temperature, run->top_p, ctx->args.seed ^ 0x5A3Dull, out, NULL, (int)stride,
                       (double *)malloc(sizeof(double) * V), P - 1};
-  if (e->ops.sample) sm.d_hist = (int32_t *)gtl_malloc(sizeof(int32_t) * B * stride, "token history");
+  if (e->ops.sample) {  // poisoned (-1): the slots no step writes are copied back too, never read
+    sm.d_hist = (int32_t *)gtl_malloc(sizeof(int32_t) * B * stride, "token history");
+    GTL_CUDA(cudaMemsetAsync(sm.d_hist, 0xFF, sizeof(int32_t) * B * stride, e->s));
+  }
   for (int b = 0; b < B; b++)
     for (int p = 0; p < P; p++)
       prompt[(size_t)b * P + p] =
