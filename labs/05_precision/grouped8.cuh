@@ -39,6 +39,11 @@
 //   reached 2.16 TB/s (gate+up, BM 16) with 12 warps per SM, issue-bound on the B decode
 //   (4 instructions per 2 weights): kStages16 = 3 (the fp8 stage is half as large) gives
 //   5 gate+up blocks per SM (20 warps) instead of 3.
+// - Measured again (H200, git 6d1eae036598, same ncu line): the 3-stage ring helped batch 64
+//   (gate+up 247 -> 231 us, down 148 -> 137 us per layer), but the prefetch and the 3-block
+//   bound made batch 1 SLOWER (gate+up 31.8 -> 36.7-39.9 us, down 20.3 -> 22.2-23.0 us; the
+//   stage times 0.781 -> 0.882 and 0.519 -> 0.561 ms). Kept here as measured and recorded;
+//   the next step is kPrefetch = false and the bound back to 0, then a run to confirm.
 // Preconditions (checked by the launcher, exit 3): K a multiple of 16 (a 16-byte load
 // never straddles two rows), N a multiple of 8, 1 <= E <= 1024. Kernels, launchers and the
 // two stages (which read Lab05's state; host tests in plan_test.cpp).
