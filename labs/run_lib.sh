@@ -31,3 +31,17 @@ lab_start() {
     [ -x "$b" ] || { echo "run_device.sh: build first (make labs) and carry the decode binaries ($*)"; exit 3; }
   done
 }
+
+# same A B: the validation logits_hash and the generated tokens of runs A and B (their
+# $out/NAME.json and .log), equal or not: PASS, FAIL or SKIP lines.
+same() {
+  local ha hb ga gb
+  ha=$(grep -o '"logits_hash": *"[0-9a-f]*"' "$out/$1.json" 2>/dev/null)
+  hb=$(grep -o '"logits_hash": *"[0-9a-f]*"' "$out/$2.json" 2>/dev/null)
+  ga=$(grep '^# generated' "$out/$1.log" 2>/dev/null); gb=$(grep '^# generated' "$out/$2.log" 2>/dev/null)
+  if [ -z "$ha" ] || [ -z "$hb" ]; then echo "SKIP: $1 vs $2: a run left no JSON line"; return; fi
+  if [ "$ha" = "$hb" ]; then echo "PASS: $1 vs $2: validation logits_hash equal ($ha)"
+  else echo "FAIL: $1 vs $2: validation logits_hash differ ('$ha' vs '$hb')"; fi
+  if [ -n "$ga" ] && [ "$ga" = "$gb" ]; then echo "PASS: $1 vs $2: generated tokens equal"
+  else echo "FAIL: $1 vs $2: generated tokens differ"; fi
+}

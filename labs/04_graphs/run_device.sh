@@ -33,7 +33,7 @@ g1=${B1_GEN:-128}
 nv03=; [ "${VERIFY_03:-1}" = 0 ] && nv03=--no-verify
 d3=labs/03_tiling/decode
 d4=labs/04_graphs/decode
-. labs/run_lib.sh  # run, breakdown, lab_start
+. labs/run_lib.sh  # run, breakdown, lab_start, same
 lab_start "$d3" "$d4"
 m=--preset=gptoss20b_mixtral
 graph_lines() {  # the graph line (or the eager note) of each named run
@@ -42,17 +42,6 @@ graph_lines() {  # the graph line (or the eager note) of each named run
     l=$(grep -hE '^# graph:|^note:|graph.s replay' "$out/$n.log" 2>/dev/null | head -n 1 | cut -c1-160)
     printf '%-22s %s\n' "$n:" "${l:-(no graph line: see the log)}"
   done
-}
-same() {  # same A B: logits_hash and the generated tokens of two runs, equal or not
-  local ha hb ga gb
-  ha=$(grep -o '"logits_hash": *"[0-9a-f]*"' "$out/$1.json" 2>/dev/null)
-  hb=$(grep -o '"logits_hash": *"[0-9a-f]*"' "$out/$2.json" 2>/dev/null)
-  ga=$(grep '^# generated' "$out/$1.log" 2>/dev/null); gb=$(grep '^# generated' "$out/$2.log" 2>/dev/null)
-  if [ -z "$ha" ] || [ -z "$hb" ]; then echo "SKIP: $1 vs $2: a run left no JSON line"; return; fi
-  if [ "$ha" = "$hb" ]; then echo "PASS: $1 vs $2: validation logits_hash equal ($ha)"
-  else echo "FAIL: $1 vs $2: validation logits_hash differ ('$ha' vs '$hb')"; fi
-  if [ -n "$ga" ] && [ "$ga" = "$gb" ]; then echo "PASS: $1 vs $2: generated tokens equal"
-  else echo "FAIL: $1 vs $2: generated tokens differ"; fi
 }
 table() {  # table NAME03 NAME04: the stage table, 03 beside 04
   python3 labs/03_tiling/side_by_side.py "$out/$1.log" "$out/$2.log" | sed '1s/03 GB\/s/04 GB\/s/; 1s/| 02 ms | 03 ms |/| 03 ms | 04 ms |/'

@@ -29,20 +29,9 @@ p1=${B1_PROMPT:-512}
 g1=${B1_GEN:-32}
 d4=${D4:-labs/04_graphs/decode}     # D4, D5: other binaries (e.g. a copy built with the same tree)
 d5=${D5:-labs/05_precision/decode}
-. labs/run_lib.sh  # run, breakdown, lab_start
+. labs/run_lib.sh  # run, breakdown, lab_start, same
 lab_start "$d5"
 m=--preset=gptoss20b_mixtral
-same() {  # same A B: logits_hash and the generated tokens of two runs, equal or not
-  local ha hb ga gb
-  ha=$(grep -o '"logits_hash": *"[0-9a-f]*"' "$out/$1.json" 2>/dev/null)
-  hb=$(grep -o '"logits_hash": *"[0-9a-f]*"' "$out/$2.json" 2>/dev/null)
-  ga=$(grep '^# generated' "$out/$1.log" 2>/dev/null); gb=$(grep '^# generated' "$out/$2.log" 2>/dev/null)
-  if [ -z "$ha" ] || [ -z "$hb" ]; then echo "SKIP: $1 vs $2: a run left no JSON line"; return; fi
-  if [ "$ha" = "$hb" ]; then echo "PASS: $1 vs $2: validation logits_hash equal ($ha)"
-  else echo "FAIL: $1 vs $2: validation logits_hash differ ('$ha' vs '$hb')"; fi
-  if [ -n "$ga" ] && [ "$ga" = "$gb" ]; then echo "PASS: $1 vs $2: generated tokens equal"
-  else echo "FAIL: $1 vs $2: generated tokens differ"; fi
-}
 table() {  # table NAME04 NAME05: the stage table, 04 (bf16) beside 05 (fp8)
   python3 labs/03_tiling/side_by_side.py "$out/$1.log" "$out/$2.log" |
     sed '1s/03 GB\/s/05 GB\/s/; 1s/| 02 ms | 03 ms |/| 04 ms | 05 ms |/'
