@@ -42,8 +42,8 @@
 // - Measured again (H200, git 6d1eae036598, same ncu line): the 3-stage ring helped batch 64
 //   (gate+up 247 -> 231 us, down 148 -> 137 us per layer), but the prefetch and the 3-block
 //   bound made batch 1 SLOWER (gate+up 31.8 -> 36.7-39.9 us, down 20.3 -> 22.2-23.0 us; the
-//   stage times 0.781 -> 0.882 and 0.519 -> 0.561 ms). Kept here as measured and recorded;
-//   the next step is kPrefetch = false and the bound back to 0, then a run to confirm.
+//   stage times 0.781 -> 0.882 and 0.519 -> 0.561 ms). So both are off by default again
+//   (-DLAB05_X8_PREFETCH=1 -DLAB05_X8_GEMV_MINB=3 rebuild the measured tuning).
 // Preconditions (checked by the launcher, exit 3): K a multiple of 16 (a 16-byte load
 // never straddles two rows), N a multiple of 8, 1 <= E <= 1024. Kernels, launchers and the
 // two stages (which read Lab05's state; host tests in plan_test.cpp).
@@ -61,6 +61,14 @@
 // average); down at R = 1, ~92 KB (64 registers: 32 warps × 2.9 KB) against ~56 KB.
 #ifndef LAB05_X8_ILP
 #define LAB05_X8_ILP 6
+#endif
+// The L2 prefetch of each warp's next row and the minimum blocks per SM of batch 1's
+// gate+up GEMV kernel (0: the compiler's choice); both off by default (see above).
+#ifndef LAB05_X8_PREFETCH
+#define LAB05_X8_PREFETCH 0
+#endif
+#ifndef LAB05_X8_GEMV_MINB
+#define LAB05_X8_GEMV_MINB 0
 #endif
 
 // Two E4M3 bytes (the low byte first) → a bf16x2 register (the low half first), exact.
@@ -82,7 +90,7 @@ struct Lab05Fp8Weights {
   static constexpr int kIlp = LAB05_X8_ILP;
   static constexpr bool kScaled = true;
   static constexpr int kStages16 = 3;      // BM = 16: 5 blocks per SM (gate+up), not 3; see above
-  static constexpr bool kPrefetch = true;  // GEMV: the next row into L2 during this one; see above
+  static constexpr bool kPrefetch = LAB05_X8_PREFETCH != 0;  // GEMV: the next row into L2 during this one
   const float *s0, *s1;  // expert 0's row scales of matrix 0 and 1 (s1: NULL for down)
   int64_t stride;        // scales from expert x to expert x + 1 (weights8.cuh's scale_stride)
   __device__ static void unpack(uint4 v, float f[kPerLoad]) { lab05_fp8x16_to_f32(v, f); }
@@ -105,11 +113,11 @@ struct Lab05Fp8Weights {
 // ---- kernels --------------------------------------------------------------------------------
 // 03's two kernels (grouped.cuh documents arguments, strategy and limiter) on FP8 weights:
 // W0, W1 E4M3 [N][K] per expert at e·expert_stride bytes, fmt their scales.
-// Batch 1's gate+up kernel (R = 1, GLU) asks for 3 blocks per SM (80 registers: its 12
-// loads still all issued before the first use, one 4-byte spill per row): 24 warps in
-// flight instead of 16. Other shapes keep the compiler's choice (bounds there spill more).
+// Batch 1's gate+up kernel (R = 1, GLU) may ask for LAB05_X8_GEMV_MINB blocks per SM (3
+// was measured: 80 registers, one 4-byte spill per row, 24 warps in flight instead of 16,
+// and slower); other shapes keep the compiler's choice.
 template <int R, bool GLU>
-__global__ void __launch_bounds__(kLab03GemvThreads, R == 1 && GLU ? 3 : 0)
+__global__ void __launch_bounds__(kLab03GemvThreads, R == 1 && GLU ? LAB05_X8_GEMV_MINB : 0)
     lab05_grouped8_gemv_kernel(const __nv_bfloat16 *__restrict__ A, const int32_t *__restrict__ a_token,
                                const __nv_fp8_storage_t *__restrict__ W0, const __nv_fp8_storage_t *__restrict__ W1,
                                int64_t expert_stride, const int32_t *__restrict__ offsets,
