@@ -59,6 +59,7 @@ typedef struct {
   Lab03ExpertPlan xp;        // GEMV or MMA kernel, rows per work item, grids
   int64_t expert_stride;     // elements from one expert's gate (up, down) to the next's
   int64_t bias_stride;       // the same for the expert biases (gpt-oss; 0 without them)
+  void *argmax;              // the device sampler's partials and tickets (lab03_argmax_kernel)
   void *xarena;              // one allocation for the six buffers below
   int32_t *offsets, *tile_start;        // [E + 1] each (moe_dispatch_launch)
   int32_t *sorted_token, *pair_pos;     // [P] each
@@ -124,6 +125,8 @@ __global__ void __launch_bounds__(kLab03AttnThreads)
   __shared__ float qs[kLab03AttnMaxGroup][HD];
   const int chunk = blockIdx.x, g = blockIdx.y, b = blockIdx.z, G = H / H_kv, n_chunks = gridDim.x;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  pdl_wait_prior();  // PDL (ch12): what earlier kernels of the step wrote is visible after this
+  pdl_allow_next();
   const int n_keys = d_pos[b] + 1, c0 = lab00_window_first(d_pos[b], window) + chunk * chunk_len;
   const int c1 = chunk == n_chunks - 1 ? n_keys : (c0 + chunk_len < n_keys ? c0 + chunk_len : n_keys);
   const size_t head0 = (size_t)b * H + (size_t)g * G;  // the group's first query head
@@ -208,6 +211,8 @@ __global__ void __launch_bounds__(128) lab03_attn_combine_kernel(const float *__
                                                                  float *__restrict__ out) {
   constexpr int DL = HD / 32;
   const int bh = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
+  pdl_wait_prior();  // PDL (ch12): what earlier kernels of the step wrote is visible after this
+  pdl_allow_next();
   if (bh >= BH) return;
   const float *w = ws + (size_t)bh * n_chunks * (HD + 2);
   float M = -INFINITY, L = 0.f, o[DL];
@@ -235,6 +240,8 @@ __global__ void __launch_bounds__(128) lab03_attn_combine_kernel(const float *__
 __global__ void lab03_combine_kernel(const float *y, const int32_t *pair_pos, const float *w, float *x, int D,
                                      int top_k, const int32_t *idx, const __nv_bfloat16 *bd, int64_t bias_stride) {
   const int d4 = blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y;
+  pdl_wait_prior();  // PDL (ch12): what earlier kernels of the step wrote is visible after this
+  pdl_allow_next();
   if (d4 >= D / 4) return;
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   for (int j = 0; j < top_k; j++) {
@@ -254,31 +261,63 @@ __global__ void lab03_combine_kernel(const float *y, const int32_t *pair_pos, co
 }
 
 // next[b] = argmax_v logits[b][v], the host sampler's greedy rule (moe_argmax_f): the lowest
-// index among equal maxima, NaN never wins (0 if the row is all NaN). Strategy: block per
-// row, strided scan, shared-memory tree of (value, index). Limiter: one pass over B·V fp32.
-__global__ void __launch_bounds__(kLab00Threads) lab03_argmax_kernel(const float *logits, int V, int32_t *next) {
-  __shared__ float sv[kLab00Threads];
-  __shared__ int si[kLab00Threads];
-  const float *row = logits + (size_t)blockIdx.x * V;
+// index among equal maxima, NaN never wins (0 if the row is all NaN). (value, index) pairs
+// are ordered by value, then by the lower index, a total order, so any reduction order
+// gives the same winner. Strategy: grid (kLab03ArgmaxBlocks, B); block x scans slice x of
+// row b (float4 loads when V is a multiple of 4), reduces with warp shuffles and writes
+// its partial; the row's last block to finish (an atomic ticket after __threadfence, the
+// CUDA C++ Programming Guide's "last block" pattern) reduces the partials, writes next[b]
+// and resets the ticket for the next step. Limiter: one pass over B·V fp32 (from L2:
+// lm_head has just written them); a single block per row took ~65 µs at V = 201088.
+constexpr int kLab03ArgmaxBlocks = 64;
+__device__ __forceinline__ void lab03_argmax_take(float &bv, int &bi, float ov, int oi) {
+  if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) bv = ov, bi = oi;
+}
+// The block's best (value, index) into every thread's (bv, bi) (blockDim.x = kLab00Threads).
+__device__ __forceinline__ void lab03_argmax_block(float &bv, int &bi) {
+  __shared__ float sv[kLab00Threads / 32];
+  __shared__ int si[kLab00Threads / 32];
+  for (int o = 16; o > 0; o >>= 1)
+    lab03_argmax_take(bv, bi, __shfl_xor_sync(0xffffffffu, bv, o), __shfl_xor_sync(0xffffffffu, bi, o));
+  if ((threadIdx.x & 31) == 0) sv[threadIdx.x >> 5] = bv, si[threadIdx.x >> 5] = bi;
+  __syncthreads();
+  bv = sv[0], bi = si[0];
+  for (int w = 1; w < kLab00Threads / 32; w++) lab03_argmax_take(bv, bi, sv[w], si[w]);
+}
+// part_v, part_i [B][kLab03ArgmaxBlocks] partials; ticket [B], zero before the first launch.
+__global__ void __launch_bounds__(kLab00Threads)
+    lab03_argmax_kernel(const float *logits, int V, int32_t *next, float *part_v, int *part_i, unsigned *ticket) {
+  const int b = blockIdx.y, nb = gridDim.x;
+  const float *row = logits + (size_t)b * V;
+  const int per = ((V + nb - 1) / nb + 3) & ~3, v0 = blockIdx.x * per, v1 = min(V, v0 + per);  // slices of 4k
   float bv = 0.f;
   int bi = -1;
-  for (int v = threadIdx.x; v < V; v += kLab00Threads)
-    if (row[v] == row[v] && (bi < 0 || row[v] > bv)) bv = row[v], bi = v;
-  sv[threadIdx.x] = bv;
-  si[threadIdx.x] = bi;
-  __syncthreads();
-  for (int s = kLab00Threads / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) {
-      const float ov = sv[threadIdx.x + s];
-      const int oi = si[threadIdx.x + s], mi = si[threadIdx.x];
-      if (oi >= 0 && (mi < 0 || ov > sv[threadIdx.x] || (ov == sv[threadIdx.x] && oi < mi))) {
-        sv[threadIdx.x] = ov;
-        si[threadIdx.x] = oi;
-      }
+  if (V % 4 == 0) {  // 16-byte aligned rows and slices
+    for (int v = v0 + 4 * threadIdx.x; v < v1; v += 4 * kLab00Threads) {
+      const float4 x = *(const float4 *)(row + v);
+      lab03_argmax_take(bv, bi, x.x, x.x == x.x ? v : -1);
+      lab03_argmax_take(bv, bi, x.y, x.y == x.y ? v + 1 : -1);
+      lab03_argmax_take(bv, bi, x.z, x.z == x.z ? v + 2 : -1);
+      lab03_argmax_take(bv, bi, x.w, x.w == x.w ? v + 3 : -1);
     }
-    __syncthreads();
+  } else {
+    for (int v = v0 + threadIdx.x; v < v1; v += kLab00Threads) lab03_argmax_take(bv, bi, row[v], row[v] == row[v] ? v : -1);
   }
-  if (threadIdx.x == 0) next[blockIdx.x] = si[0] < 0 ? 0 : si[0];
+  lab03_argmax_block(bv, bi);
+  __shared__ unsigned last;
+  if (threadIdx.x == 0) {
+    part_v[b * nb + blockIdx.x] = bv, part_i[b * nb + blockIdx.x] = bi;
+    __threadfence();
+    last = atomicAdd(&ticket[b], 1u) == (unsigned)nb - 1;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  bv = 0.f, bi = -1;
+  for (int x = threadIdx.x; x < nb; x += kLab00Threads) lab03_argmax_take(bv, bi, __ldcg(part_v + b * nb + x), __ldcg(part_i + b * nb + x));
+  __syncthreads();  // the shared slots of the first reduction are reused
+  lab03_argmax_block(bv, bi);
+  if (threadIdx.x == 0) next[b] = bi < 0 ? 0 : bi, ticket[b] = 0;
 }
 
 // ---- hooks and stages --------------------------------------------------------------------
@@ -355,11 +394,14 @@ static inline void lab03_setup(Engine *e) {
   if (lab03_attn_fits(c) && p->max_chunks > 1)
     p->ws = (float *)gtl_malloc((size_t)e->B * c->H * p->max_chunks * (c->head_dim + 2) * 4,
                                 "split-KV partials (outputs, max, sum)");
+  const size_t argmax_bytes = (size_t)e->B * (kLab03ArgmaxBlocks * 8 + 4);
+  p->argmax = gtl_malloc(argmax_bytes, "device sampler partials");
+  GTL_CUDA(cudaMemset(p->argmax, 0, argmax_bytes));  // the tickets start at zero
 }
 
 static inline void lab03_teardown(Engine *e) {
   Lab03 *p = (Lab03 *)e->layer;
-  void *d[] = {p->ws, p->xarena};
+  void *d[] = {p->ws, p->xarena, p->argmax};
   for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
     if (d[i]) GTL_CUDA(cudaFree(d[i]));
   lab01_teardown(e);  // frees the arena, the cuBLAS handle and the state itself
@@ -440,7 +482,12 @@ static inline void lab03_combine(Engine *e, int l, int) {
 // Greedy next tokens on the device (a.d_next); the engine advances tokens and positions
 // on the device and reads the tokens back once, after the run.
 static inline void lab03_sample(Engine *e, int) {
-  lab03_argmax_kernel<<<e->B, kLab00Threads, 0, e->s>>>(e->a.d_logits, e->cfg.V, e->a.d_next);
+  Lab03 *p = (Lab03 *)e->layer;
+  float *pv = (float *)p->argmax;
+  int *pi = (int *)(pv + (size_t)e->B * kLab03ArgmaxBlocks);
+  unsigned *ticket = (unsigned *)(pi + (size_t)e->B * kLab03ArgmaxBlocks);
+  lab03_argmax_kernel<<<dim3(kLab03ArgmaxBlocks, e->B), kLab00Threads, 0, e->s>>>(e->a.d_logits, e->cfg.V, e->a.d_next,
+                                                                                  pv, pi, ticket);
   GTL_LAUNCH();
 }
 
