@@ -26,6 +26,7 @@
 #include <stdlib.h>
 
 #include "../common/check.h"
+#include "../ch12/launch.cuh"  // pdl_wait_prior, pdl_allow_next (no-ops unless launched with PDL)
 
 // Tokens per block: one warp each. 4 warps = 128 threads; see README "occupancy".
 constexpr int kRouterWarpsPerBlock = 4;
@@ -183,6 +184,8 @@ __global__ void __launch_bounds__(kRouterWarpsPerBlock * 32)
   const unsigned full = 0xffffffffu;
   const int lane = threadIdx.x & 31;
   const int t = blockIdx.x * kRouterWarpsPerBlock + (threadIdx.x >> 5);
+  pdl_wait_prior();  // PDL (the lab's graph, ch12): the logits come from the previous kernel
+  pdl_allow_next();
   if (t >= T) return;  // whole warps leave together
   const float *row = logits + (int64_t)t * E;
   float x[VMAX];

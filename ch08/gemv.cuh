@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "../common/gauntlet.h"
+#include "../ch12/launch.cuh"  // pdl_wait_prior, pdl_allow_next (no-ops unless launched with PDL)
 
 #define GEMV_MAX_MATS 16  // top_k · 2 matrices per launch: top_k <= 8
 #define GEMV_MAX_BATCH 8  // tokens per launch: the accumulators live in registers
@@ -128,6 +129,8 @@ template <int B, int ILP>
 __global__ void __launch_bounds__(256)
     gemv_warprow_kernel(const __grid_constant__ GemvBatch g) {
   const int lane = threadIdx.x & 31;
+  pdl_wait_prior();  // PDL (the lab's graph, ch12): x comes from the previous kernel
+  pdl_allow_next();
   const int64_t rows = g.row_end[g.n_mats - 1], warps = ((int64_t)gridDim.x * blockDim.x) >> 5;
   // Whole warps take the same rows and leave together, so the shuffles stay full.
   for (int64_t row = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; row < rows;

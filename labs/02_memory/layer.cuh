@@ -45,6 +45,7 @@
 #include "../01_basics/layer.cuh"
 #include "../../ch07/permute.cuh"
 #include "../../ch08/gemv.cuh"
+#include "../../ch12/launch.cuh"  // pdl_wait_prior, pdl_allow_next (layer 04's programmatic edges)
 
 constexpr int kLab02GemvMaxBatch = GEMV_MAX_BATCH / 2;  // tokens per GEMV: hi + lo rows each
 constexpr int kLab02GemvThreads = 256;                  // the expert GEMV: 8 warps per block, as ch08's
@@ -81,6 +82,8 @@ __host__ __device__ inline int lab02_packed_at(int b, int c, int rows, int n0, i
 __global__ void lab02_rmsnorm_split_kernel(const float *x, const __nv_bfloat16 *__restrict__ w, float *xn,
                                            __nv_bfloat16 *xb, int n, float eps) {
   __shared__ float red[kLab00Threads];
+  pdl_wait_prior();  // PDL (ch12): what earlier kernels of the step wrote is visible after this
+  pdl_allow_next();
   const float *xr = x + (size_t)blockIdx.x * n;
   const float inv = lab00_row_rms_inv(xr, n, eps, red);  // 00's arithmetic, same order
   __nv_bfloat16 *hi = xb + lab02_hi_row(blockIdx.x) * n;
@@ -94,6 +97,8 @@ __global__ void lab02_rmsnorm_split_kernel(const float *x, const __nv_bfloat16 *
 // in [rows][K] fp32 (n = rows·K) → out [2·rows][K] bf16, interleaved (hi, lo per row).
 // Strategy: grid-stride, thread per element. Limiter: latency.
 __global__ void lab02_split_kernel(const float *in, __nv_bfloat16 *out, int K, size_t n) {
+  pdl_wait_prior();  // PDL (ch12): what earlier kernels of the step wrote is visible after this
+  pdl_allow_next();
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
     const size_t hi = lab02_hi_row(i / K) * K + i % K;
     lab01_split(in[i], &out[hi], &out[hi + K]);
@@ -107,6 +112,8 @@ __global__ void lab02_split_kernel(const float *in, __nv_bfloat16 *out, int K, s
 __global__ void lab02_sum_split_kernel(const float *s, int rows, float *out0, int n0, float *out1, int n1,
                                        float *out2, int n2, const __nv_bfloat16 *bias0, const __nv_bfloat16 *bias1,
                                        const __nv_bfloat16 *bias2, int accumulate) {
+  pdl_wait_prior();  // PDL (ch12): what earlier kernels of the step wrote is visible after this
+  pdl_allow_next();
   const int n = n0 + n1 + n2;
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)rows * n;
        i += (size_t)gridDim.x * blockDim.x) {

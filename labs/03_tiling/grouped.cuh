@@ -29,6 +29,7 @@
 #include "../../ch08/gemv.cuh"    // gemv_ld_stream, gemv_unpack8, GEMV_ILP
 #include "../../ch15/grouped.cuh" // MoeTile, moe_tile_of, moe_swz, cp.async / ldmatrix / mma; dispatch.cuh
 #include "../00_baseline/layer.cuh"  // lab00_glu: the expert activation (SwiGLU, gpt-oss's clamped one)
+#include "../../ch12/launch.cuh"      // pdl_wait_prior, pdl_allow_next (layer 04's programmatic edges)
 
 constexpr int kLab03GemvThreads = 256;  // 8 warps per block, as ch08's GEMV
 constexpr int kLab03GemvMaxRows = 8;    // tokens per expert the GEMV kernel takes (registers)
@@ -130,6 +131,8 @@ __device__ __forceinline__ void lab03_grouped_gemv_body(const __nv_bfloat16 *__r
     const uint4 *w1 = GLU ? (const uint4 *)(W1 + t.e * expert_stride + (int64_t)n * K) : w0;
     const uint4 *x[R];
 #pragma unroll
+  pdl_wait_prior();  // PDL (ch12): the tables (which weights) come from the sort kernel
+  pdl_allow_next();
     for (int r = 0; r < R; r++)
       x[r] = r < t.rows ? (const uint4 *)(A + (int64_t)(GLU ? a_token[t.row0 + r] : t.row0 + r) * 2 * K) : nullptr;
     float a0[R], a1[R];
@@ -279,6 +282,8 @@ __device__ __forceinline__ void lab03_grouped_mma_body(const __nv_bfloat16 *__re
       }
 #pragma unroll
       for (int i = 0; i < B_COPIES; i++) {
+  pdl_wait_prior();  // PDL (ch12): the tables (which weights) come from the sort kernel
+  pdl_allow_next();
         const int r = b_row + i * (THREADS / BCH), n = t.n0 + r % BN;
         const T *W = (GLU && r >= BN) ? W1 : W0;
         b_src[i] = n < N ? W + t.e * expert_stride + (int64_t)n * K : nullptr;

@@ -24,6 +24,7 @@
 #pragma once
 #include "../02_memory/layer.cuh"
 #include "../../ch08/gemv.cuh"  // gemv_ld_stream, gemv_unpack8, GEMV_ILP
+#include "../../ch12/launch.cuh"  // pdl_wait_prior, pdl_allow_next (layer 04's programmatic edges)
 
 constexpr int kLab03ProjThreads = kLab00Threads;  // 128: lab00_row_rms_inv's block
 constexpr int kLab03ProjWarps = kLab03ProjThreads / 32;
@@ -128,6 +129,9 @@ __global__ void __launch_bounds__(kLab03ProjThreads, R == 1 && WPR == 1 ? kLab03
       wv[j] = c < K8 ? gemv_ld_stream(w + c) : make_uint4(0, 0, 0, 0);
     }
   }
+
+  pdl_wait_prior();  // PDL (ch12): the weight loads above overlap the previous kernel; x after it
+  pdl_allow_next();
 
   // the rows (and the norm's weights) into shared memory: 16-byte loads, kLab03ProjStageLoads
   // per thread in flight before the first store (one or two L2 round trips per block)

@@ -28,14 +28,19 @@
 #include "../03_tiling/layer.cuh"
 #include "../../ch12/launch.cuh"  // pdl_launch, pdl_probe, pdl_wait_prior
 
+constexpr int kLab04PdlMax = 128;  // PDL-ready kernels a layer can register (lab04_pdl_ready)
+
 // Layer 03's state (first, so every earlier stage still finds its fields) and the two
-// stages' own: the RoPE table, whether PDL is on, the fixed attention split.
+// stages' own: the RoPE table, whether PDL is on, the fixed attention split; and the
+// kernels the graph edit may give a programmatic edge (lab04_pdl_ready).
 typedef struct {
   Lab03 base;
   Lab00Rope rope;   // 00's table (inverse frequencies, YaRN scale), built once at setup
-  int pdl;          // 1: the RoPE kernel is launched with programmatic dependent launch
+  int pdl;          // 1: the device takes PDL (pdl_probe); RoPE is launched with it
   int n_chunks;     // split-KV chunks per (sequence, KV head), for every step
   int chunk_len;    // keys per chunk (a multiple of the 32-key tile)
+  int n_ready;      // PDL-ready kernels registered
+  const void *ready[kLab04PdlMax];  // their host entry points, as cudaKernelNodeParams.func
 } Lab04;
 
 /** The fixed split of layer 04's attention: chunk_len = lab03_attn_chunk_len(max_len,
@@ -57,6 +62,7 @@ static inline void lab04_attn_split(int max_len, int max_chunks, int *n_chunks, 
 __global__ void lab04_rope_kernel(float *q, const float *k, const float *v, float *kc, float *vc, int H, int H_kv,
                                   int hd, const int32_t *pos, int kv_len, int ring, Lab00Rope rope) {
   pdl_wait_prior();  // q, k, v come from the previous kernel
+  pdl_allow_next();
   const int i = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
   if (i >= (H + H_kv) * (hd / 2)) return;
   const int p = pos[b];
@@ -65,6 +71,7 @@ __global__ void lab04_rope_kernel(float *q, const float *k, const float *v, floa
 
 // ---- hooks and stages ---------------------------------------------------------------------
 static inline void lab04_attend(Engine *e, int l);
+static inline void lab04_pdl_register(Engine *e);
 
 // 03's configure (what 00–03 refuse, 00's attention for head dims it lacks, the host
 // sampler for --temperature > 0); then no graph where 00's attention came back (setup
@@ -90,7 +97,137 @@ static inline void lab04_setup(Engine *e) {
             e->ops.target, e->cfg.head_dim);
   p->rope = lab00_rope_table(&e->cfg);
   p->pdl = pdl_probe(e->s);
+  p->n_ready = 0;
+  lab04_pdl_register(e);
   lab04_attn_split(e->kv.max_len, p->base.max_chunks, &p->n_chunks, &p->chunk_len);
+}
+
+// ---- programmatic edges between the step's kernels (--pdl) --------------------------------
+// The captured step is a chain of nodes joined by full edges: a kernel starts once the one
+// before it has finished and its writes are visible, and the SMs idle through each kernel's
+// launch, ramp-up and tail. lab04_graph_edit turns every kernel → kernel edge whose
+// downstream kernel is PDL-ready into a programmatic edge (CUDA Runtime API,
+// cudaGraphEdgeData; CUDA Programming Guide, "Programmatic Dependent Launch and
+// Synchronization"): the kernel is launched while the previous one drains, issues what
+// does not depend on it (a GEMV's first weight loads: weights never change inside a step)
+// and waits in griddepcontrol.wait (pdl_wait_prior) for the previous kernel's completion
+// and memory flush. --pdl=1 (default): the edge fires when every block of the previous
+// kernel has called pdl_allow_next() or exited (port Programmatic); 2: once every block
+// of it has started (port LaunchCompletion); 0: no edit (only RoPE's own edge, as before).
+//
+// A kernel is PDL-ready when
+//   - every thread calls pdl_wait_prior() before its first read of anything an earlier
+//     kernel of the step wrote, and before its first global write (the previous kernel
+//     may still read what it would overwrite); before the wait it reads only weights and
+//     arguments. So its grid never completes before its predecessor has: waiting on the
+//     direct predecessor waits, transitively, on every earlier kernel of the step;
+//   - it calls pdl_allow_next() right after the wait (so at most one kernel waits ahead);
+//   - it is registered here: lab04_pdl_ready(e, (const void *)kernel<...>) for each
+//     template instance, in the layer's setup. Layer 04 registers 03's step
+//     (lab04_pdl_register); a later layer registers its own kernels after lab04_setup
+//     (layer 05: lab05_setup).
+// Every other node keeps full edges: unregistered kernels (cuBLAS's, 00's embedding and
+// q/k norm), memcpy and memset nodes. griddepcontrol.wait returns at once in a kernel
+// launched without PDL, so eager steps and layers 00–03 run these kernels unchanged.
+
+/** Register kernel fn (its host entry point, as cudaKernelNodeParams.func gives it) as
+ *  PDL-ready for lab04_graph_edit; after lab04_setup. Exits 3 past kLab04PdlMax. */
+static inline void lab04_pdl_ready(Engine *e, const void *fn) {
+  Lab04 *p = (Lab04 *)e->layer;
+  if (p->n_ready >= kLab04PdlMax) {
+    fprintf(stderr, "error: more than %d PDL-ready kernels (kLab04PdlMax)\n", kLab04PdlMax);
+    exit(GTL_EXIT_RUNTIME);
+  }
+  p->ready[p->n_ready++] = fn;
+}
+
+// The kernels of 03's step (every instance its launchers may pick) and 04's RoPE: each
+// waits before its first dependent access and triggers its dependent after the wait.
+static inline void lab04_pdl_register(Engine *e) {
+  const void *k[] = {
+      (const void *)lab03_proj_gemv_kernel<1, 1>, (const void *)lab03_proj_gemv_kernel<2, 1>,
+      (const void *)lab03_proj_gemv_kernel<3, 1>, (const void *)lab03_proj_gemv_kernel<4, 1>,
+      (const void *)lab03_proj_gemv_kernel<1, 4>, (const void *)lab03_proj_gemv_kernel<2, 4>,
+      (const void *)lab03_proj_gemv_kernel<3, 4>, (const void *)lab03_proj_gemv_kernel<4, 4>,
+      (const void *)lab04_rope_kernel,
+      (const void *)lab03_attn_split_kernel<32>, (const void *)lab03_attn_split_kernel<64>,
+      (const void *)lab03_attn_split_kernel<128>, (const void *)lab03_attn_combine_kernel<32>,
+      (const void *)lab03_attn_combine_kernel<64>, (const void *)lab03_attn_combine_kernel<128>,
+      (const void *)router_topk_any_kernel<1>, (const void *)router_topk_any_kernel<2>,
+      (const void *)router_topk_any_kernel<4>, (const void *)router_topk_any_kernel<8>,
+      (const void *)router_topk_any_kernel<16>, (const void *)router_topk_any_kernel<32>,
+      (const void *)moe_dispatch_sort_kernel,
+      (const void *)lab03_grouped_gemv_kernel<1, true>, (const void *)lab03_grouped_gemv_kernel<2, true>,
+      (const void *)lab03_grouped_gemv_kernel<4, true>, (const void *)lab03_grouped_gemv_kernel<8, true>,
+      (const void *)lab03_grouped_gemv_kernel<1, false>, (const void *)lab03_grouped_gemv_kernel<2, false>,
+      (const void *)lab03_grouped_gemv_kernel<4, false>, (const void *)lab03_grouped_gemv_kernel<8, false>,
+      (const void *)lab03_grouped_mma_kernel<16, true>, (const void *)lab03_grouped_mma_kernel<32, true>,
+      (const void *)lab03_grouped_mma_kernel<64, true>, (const void *)lab03_grouped_mma_kernel<16, false>,
+      (const void *)lab03_grouped_mma_kernel<32, false>, (const void *)lab03_grouped_mma_kernel<64, false>,
+      (const void *)lab03_combine_kernel,
+      (const void *)lab02_rmsnorm_split_kernel, (const void *)lab02_split_kernel,
+      (const void *)lab02_sum_split_kernel,
+      (const void *)gemv_warprow_kernel<2, GEMV_ILP>, (const void *)gemv_warprow_kernel<4, GEMV_ILP>,
+      (const void *)gemv_warprow_kernel<6, GEMV_ILP>, (const void *)gemv_warprow_kernel<8, GEMV_ILP>};
+  for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) lab04_pdl_ready(e, k[i]);
+}
+
+// 1 when node n is a kernel node; with `ready`, a registered one.
+static inline int lab04_node_is(const Lab04 *p, cudaGraphNode_t n, int ready) {
+  cudaGraphNodeType t;
+  GTL_CUDA(cudaGraphNodeGetType(n, &t));
+  if (t != cudaGraphNodeTypeKernel) return 0;
+  if (!ready) return 1;
+  cudaKernelNodeParams kp;
+  if (cudaGraphKernelNodeGetParams(n, &kp) != cudaSuccess) {  // not a runtime kernel: not ours
+    cudaGetLastError();
+    return 0;
+  }
+  for (int i = 0; i < p->n_ready; i++)
+    if (p->ready[i] == kp.func) return 1;
+  return 0;
+}
+
+/** LayerOps.graph_edit of layer 04: every edge kernel → PDL-ready kernel of the captured
+ *  step g becomes programmatic (--pdl=1: port Programmatic, 2: LaunchCompletion; 0 or a
+ *  device without PDL: no edit). Returns the programmatic edges g then has (RoPE's from
+ *  its launch included). Errors exit 3. */
+static inline int lab04_graph_edit(Engine *e, cudaGraph_t g) {
+  const Lab04 *p = (const Lab04 *)e->layer;
+  if (!e->pdl || !p->pdl) return 0;
+  size_t n = 0;
+  GTL_CUDA(cudaGraphGetEdges(g, NULL, NULL, NULL, &n));
+  if (!n) return 0;
+  cudaGraphNode_t *from = (cudaGraphNode_t *)malloc(sizeof(cudaGraphNode_t) * 2 * n), *to = from + n;
+  cudaGraphEdgeData *d = (cudaGraphEdgeData *)malloc(sizeof(cudaGraphEdgeData) * 2 * n), *nd = d + n;
+  if (!from || !d) {
+    fprintf(stderr, "error: out of host memory (graph edges)\n");
+    exit(GTL_EXIT_RUNTIME);
+  }
+  GTL_CUDA(cudaGraphGetEdges(g, from, to, d, &n));
+  const unsigned char port = e->pdl == 2 ? cudaGraphKernelNodePortLaunchCompletion : cudaGraphKernelNodePortProgrammatic;
+  size_t k = 0, kept = 0;  // edges to change (compacted to the front), programmatic edges left as they are
+  for (size_t i = 0; i < n; i++) {
+    if (d[i].type == cudaGraphDependencyTypeProgrammatic && d[i].from_port == port) {
+      kept++;
+      continue;
+    }
+    if (!lab04_node_is(p, from[i], 0) || !lab04_node_is(p, to[i], 1)) continue;
+    from[k] = from[i], to[k] = to[i], d[k] = d[i];
+    memset(&nd[k], 0, sizeof nd[k]);
+    nd[k].type = cudaGraphDependencyTypeProgrammatic;
+    nd[k].from_port = port;
+    k++;
+  }
+  if (k) {
+    GTL_CUDA(cudaGraphRemoveDependencies(g, from, to, d, k));
+    GTL_CUDA(cudaGraphAddDependencies(g, from, to, nd, k));
+  } else if (!kept) {
+    fprintf(stderr, "note: %s: no kernel of the captured step matched the PDL-ready table\n", e->ops.target);
+  }
+  free(from);
+  free(d);
+  return (int)(k + kept);
 }
 
 static inline void lab04_rope(Engine *e, int l) {
@@ -129,5 +266,6 @@ static inline LayerOps lab04_ops(void) {
   o.setup = lab04_setup;
   o.rope = lab04_rope;
   o.attend = lab04_attend;
+  o.graph_edit = lab04_graph_edit;
   return o;
 }

@@ -102,6 +102,16 @@ __global__ void __launch_bounds__(kLab05GemvThreads)
   __shared__ float red[kLab05GemvThreads / 32];
   __shared__ float inv_s[1];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, K16 = K >> 4;
+  {  // PDL (layer 04's programmatic edges): the warp's first weight rows into L2, then the wait
+    int n0;
+    for (int i = 0; i < kLab05RowsPerWarp; i++) {
+      const int m = lab05_proj_row(p, (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * kLab05RowsPerWarp + i, &n0);
+      if (m >= 0)
+        for (int b = lane * 128; b < K; b += 32 * 128) lab03_prefetch_l2(lab05_pick(p.w, m) + (size_t)n0 * K + b);
+    }
+  }
+  pdl_wait_prior();  // x (and the residual out) come from earlier kernels of the step
+  pdl_allow_next();
   // prologue, row by row: the row's float4 pieces (and the norm weight's) loaded at once,
   // 1/rms by a block reduction, then the rows into shared memory: a piece i4 of 4 elements
   // is one float4 of lab05_xs_at's layout (chunk i4 / 4, plane i4 % 4)
@@ -394,6 +404,17 @@ static inline void lab05_setup(Engine *e) {
   lab05_x8_setup(e);
 }
 
+  const void *ready[] = {  // PDL-ready (layer 04's graph edit): each waits before its first dependent access
+      (const void *)lab05_gemv8_kernel<1>, (const void *)lab05_gemv8_kernel<2>, (const void *)lab05_gemv8_kernel<4>,
+      (const void *)lab05_gemv8_kernel<8>, (const void *)lab05_grouped8_gemv_kernel<1, true>,
+      (const void *)lab05_grouped8_gemv_kernel<2, true>, (const void *)lab05_grouped8_gemv_kernel<4, true>,
+      (const void *)lab05_grouped8_gemv_kernel<8, true>, (const void *)lab05_grouped8_gemv_kernel<1, false>,
+      (const void *)lab05_grouped8_gemv_kernel<2, false>, (const void *)lab05_grouped8_gemv_kernel<4, false>,
+      (const void *)lab05_grouped8_gemv_kernel<8, false>, (const void *)lab05_grouped8_mma_kernel<16, true>,
+      (const void *)lab05_grouped8_mma_kernel<32, true>, (const void *)lab05_grouped8_mma_kernel<64, true>,
+      (const void *)lab05_grouped8_mma_kernel<16, false>, (const void *)lab05_grouped8_mma_kernel<32, false>,
+      (const void *)lab05_grouped8_mma_kernel<64, false>};
+  for (size_t i = 0; i < sizeof ready / sizeof ready[0]; i++) lab04_pdl_ready(e, ready[i]);
 static inline void lab05_teardown(Engine *e) {
   Lab05 *p = (Lab05 *)e->layer;
   lab05_x8_teardown(e);

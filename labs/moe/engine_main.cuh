@@ -13,8 +13,10 @@ typedef struct {
 // One decode step (every stage, the device sampler, the token advance) recorded on e->s
 // into an executable graph; nothing runs. The stages must never synchronize and must read
 // tokens and positions from a.d_tok / a.d_pos: the host's e->pos is baked in at capture
-// and is only an NVTX label afterwards. *nodes: the graph's node count. Errors exit 3.
-static inline cudaGraphExec_t engine_graph_capture(Engine *e, EngineSampler *sm, size_t *nodes) {
+// and is only an NVTX label afterwards. The layer's graph_edit (if any) changes the graph
+// before it is instantiated; *edited: the count it returned (0 without one). *nodes: the
+// graph's node count. Errors exit 3.
+static inline cudaGraphExec_t engine_graph_capture(Engine *e, EngineSampler *sm, size_t *nodes, int *edited) {
   cudaGraph_t g;
   cudaGraphExec_t x;
   GTL_CUDA(cudaStreamBeginCapture(e->s, cudaStreamCaptureModeThreadLocal));
@@ -22,6 +24,7 @@ static inline cudaGraphExec_t engine_graph_capture(Engine *e, EngineSampler *sm,
   engine_sample(e, sm, -1);  // device sampler: the history index comes from a.d_pos
   GTL_CUDA(cudaStreamEndCapture(e->s, &g));
   GTL_CUDA(cudaGraphGetNodes(g, NULL, nodes));
+  *edited = e->ops.graph_edit ? e->ops.graph_edit(e, g) : 0;
   GTL_CUDA(cudaGraphInstantiate(&x, g, 0));
   GTL_CUDA(cudaGraphUpload(x, e->s));
   GTL_CUDA(cudaGraphDestroy(g));
@@ -94,11 +97,13 @@ static inline int engine_generate(Engine *e, const EngineRun *run, GtlResult *r)
   // the instrumented steps run eagerly (their event pairs give the stage breakdown).
   cudaGraphExec_t gx = NULL;
   size_t g_nodes = 0;
+  int g_edited = 0;
   if (e->ops.graph) {
     e->pos = P;
-    gx = engine_graph_capture(e, &sm, &g_nodes);
+    gx = engine_graph_capture(e, &sm, &g_nodes, &g_edited);
     const size_t diff = engine_graph_check(e, &sm, gx);
     gtl_result_extra(r, "graph_nodes", (double)g_nodes);
+    if (e->ops.graph_edit) gtl_result_extra(r, "graph_pdl_edges", (double)g_edited);
     if (diff) {
       fprintf(stderr, "error: the graph's replay and the eager step differ in %zu of %zu logits\n", diff,
               (size_t)V * B);
@@ -173,8 +178,12 @@ static inline int engine_generate(Engine *e, const EngineRun *run, GtlResult *r)
            r->bytes / B / 1e9, r->bytes / 1e9, model_experts, ctx_sum / timed + 1, gtl_result_pct(r, &ctx->ceil),
            ctx->ceil.read_gbps);
     if (gx)
-      printf("# graph: steps 1..%d replay one CUDA graph of the step (%zu nodes, captured once for batch %d; its "
-             "logits equal the eager step's bit for bit); the instrumented steps run eagerly\n", gen - 1, g_nodes, B);
+      printf("# graph: steps 1..%d replay one CUDA graph of the step (%zu nodes, captured once for batch %d%s; its "
+             "logits equal the eager step's bit for bit); the instrumented steps run eagerly\n", gen - 1, g_nodes, B,
+             e->ops.graph_edit ? (e->pdl ? ", programmatic edges: see below" : ", --pdl=0: full edges only") : "");
+    if (gx && e->ops.graph_edit && e->pdl)
+      printf("# graph: %d programmatic kernel-to-kernel edges (--pdl=%d: port %s; --pdl=0: RoPE's alone)\n", g_edited,
+             e->pdl, e->pdl == 2 ? "launch completion" : "programmatic, each kernel's trigger");
     if (e->experts_read_n > 0)
       printf("# experts read per layer in the instrumented steps: %.2f (model %.2f)\n",
              e->experts_read / e->experts_read_n, model_experts);
@@ -285,7 +294,7 @@ static inline int engine_main(int argc, char **argv, const LayerOps *ops) {
   static char preset_help[256];
   snprintf(preset_help, sizeof preset_help, "%s (default %s)", moe_config_preset_names(),
            ops->default_preset ? ops->default_preset : "gptoss20b");
-  int64_t batch = 1, prompt = -1, gen = -1, check = -1, check_rows = -1, stage_steps = 4;
+  int64_t batch = 1, prompt = -1, gen = -1, check = -1, check_rows = -1, stage_steps = 4, pdl = INT64_MIN;  // pdl: not given
   double temperature = 0, top_p = 1;
   GtlOpt opts[] = {
       {"preset", GTL_OPT_STR, &preset, preset_help},
@@ -304,7 +313,10 @@ static inline int engine_main(int argc, char **argv, const LayerOps *ops) {
       {"check-rows", GTL_OPT_INT, &check_rows, "sequences of the batch checked (default min(2, --batch))"},
       {"stage-steps", GTL_OPT_INT, &stage_steps, "instrumented steps for the stage breakdown (default 4)"},
       {"dump-logits", GTL_OPT_STR, &dump, "PATH: the checked logits of sequence 0, float32 [P][V]"},
-      {"weights", GTL_OPT_STR, &weights, "bf16|fp8: weight storage, in a layer that offers a choice (labs/05_precision)"}};
+      {"weights", GTL_OPT_STR, &weights, "bf16|fp8: weight storage, in a layer that offers a choice (labs/05_precision)"},
+      {"pdl", GTL_OPT_INT, &pdl, "0|1|2: the replayed step's dependent kernels with full (0) or programmatic edges (1: "
+                                 "after the previous kernel's trigger, 2: once it has launched; default 1), in a layer "
+                                 "that edits its graph (labs/04_graphs on)"}};
   const int n_opts = (int)(sizeof opts / sizeof opts[0]);
   Engine *e = (Engine *)calloc(1, sizeof(Engine));
   e->ops = *ops;
@@ -317,6 +329,9 @@ static inline int engine_main(int argc, char **argv, const LayerOps *ops) {
   if (!preset) preset = ops->default_preset ? ops->default_preset : "gptoss20b";
   if (!model && moe_config_preset(preset, &e->cfg))
     gtl_usage_fail(ctx, "--preset=%s: not one of %s", preset, moe_config_preset_names());
+  if (pdl != INT64_MIN && !ops->graph_edit) gtl_usage_fail(ctx, "--pdl: %s does not edit a graph of its step", target);
+  if (pdl != INT64_MIN && (pdl < 0 || pdl > 2)) gtl_usage_fail(ctx, "--pdl=%lld: need 0, 1 or 2", (long long)pdl);
+  e->pdl = pdl == INT64_MIN ? 1 : (int)pdl;
   if (check_dir) {  // host only: the loader's own pass over the folder, no GPU needed
     if (model || write_dir) gtl_usage_fail(ctx, "--check-model stands alone: drop --model / --write-checkpoint");
     MoeCheckpoint ck;

@@ -109,6 +109,10 @@ typedef struct {
 
 struct Engine {
   GtlCtx ctx;
+  // A graph layer's edit of the captured step before it is instantiated (NULL: none);
+  // returns a count for the report's graph line (layer 04: the graph's programmatic
+  // edges, --pdl). Errors exit 3.
+  int (*graph_edit)(Engine *e, cudaGraph_t g);
   MoeConfig cfg;
   MoeLayout lay;
   LayerOps ops;
@@ -121,6 +125,7 @@ struct Engine {
   EngineKV kv;
   GtlGuarded g_logits;
   // stage marks: NVTX names, event pairs of instrumented steps, totals in ms
+  int pdl;                    // --pdl (default 1): LayerOps.graph_edit may make programmatic edges
   const void *nv_stage[ST_COUNT], *nv_step, *nv_layer;
   int profile, n_ev, cap_ev;
   cudaEvent_t *ev;
