@@ -329,6 +329,7 @@ __global__ void lab05_embed_kernel(const __nv_fp8_storage_t *__restrict__ q, con
 
 // ---- hooks and stages ---------------------------------------------------------------------------
 static inline LayerOps lab05_ops(void);
+static inline void lab05_fuse_configure(Engine *e);  // fused.cuh
 
 /** The --weights value: "fp8" (the default, NULL) or "bf16"; -1 for anything else. */
 static inline int lab05_weight_fmt(const char *w) {
@@ -374,6 +375,7 @@ static inline int lab05_configure(Engine *e, char *err, size_t n) {
     e->ops.logits = o4.logits;
     e->ops.dense_fmt = MOE_WF_BF16;
   }
+  lab05_fuse_configure(e);  // fused.cuh: q/k/v + RoPE, router + top-k at batch <= 8 (LAB05_FUSE=0: off)
   return 0;
 }
 
@@ -402,8 +404,6 @@ static inline void lab05_setup(Engine *e) {
   p->dense = malloc(sizeof(Lab05Dense));
   *(Lab05Dense *)p->dense = lab05_dense_plan(e, p->base.base.sms);
   lab05_x8_setup(e);
-}
-
   const void *ready[] = {  // PDL-ready (layer 04's graph edit): each waits before its first dependent access
       (const void *)lab05_gemv8_kernel<1>, (const void *)lab05_gemv8_kernel<2>, (const void *)lab05_gemv8_kernel<4>,
       (const void *)lab05_gemv8_kernel<8>, (const void *)lab05_grouped8_gemv_kernel<1, true>,
@@ -415,6 +415,8 @@ static inline void lab05_setup(Engine *e) {
       (const void *)lab05_grouped8_mma_kernel<16, false>, (const void *)lab05_grouped8_mma_kernel<32, false>,
       (const void *)lab05_grouped8_mma_kernel<64, false>};
   for (size_t i = 0; i < sizeof ready / sizeof ready[0]; i++) lab04_pdl_ready(e, ready[i]);
+}
+
 static inline void lab05_teardown(Engine *e) {
   Lab05 *p = (Lab05 *)e->layer;
   lab05_x8_teardown(e);
@@ -505,3 +507,5 @@ static inline LayerOps lab05_ops(void) {
   o.expert_down = lab05_expert_down;
   return o;
 }
+
+#include "fused.cuh"  // the fused small stages (lab05_fuse_configure picks them)

@@ -1,0 +1,386 @@
+// fused.cuh — layer 05's fused small stages (ch14's idea applied to the stages of a decode
+// step that read no weights): at batch <= kLab05GemvMaxRows, two launches per layer fewer.
+//   attn.qkv + attn.rope   lab05_qkv_rope_kernel: the fp8 q/k/v GEMV (lab05_gemv8_kernel's
+//                          prologue and loop) whose warps own the two rows j and j + hd/2 of
+//                          a head, so the epilogue rotates q and k with the position read on
+//                          the device (04's table, 00's arithmetic) and writes q, and k and v
+//                          straight into the KV cache row (the sliding window's ring slot,
+//                          lab00_kv_slot). The rope stage becomes empty (NULL in the table).
+//   moe.router + moe.topk  lab05_router_topk_kernel: one block computes all E router logits
+//                          of every row (as lab05_router's launch already did for E <= 32)
+//                          into shared memory, then one warp per row selects the top-k with
+//                          ch06's rule (router_topk_any_kernel: softmax over all E, top-k by
+//                          logit, ties to the lower index, renormalized when norm_topk_prob).
+// Both compute exactly what the unfused stages compute, in the same order of operations, so
+// the CPU reference bound and the graph's replay-vs-eager check apply unchanged.
+// Kept unfused: Qwen3's q/k RMSNorm (it needs a whole head before the rotation), models
+// whose RoPE is not 04's, E > kLab05FuseMaxExperts, batches above kLab05GemvMaxRows (04's
+// dense stages). LAB05_FUSE=0 in the environment keeps 05's separate stages everywhere
+// (to measure fused against unfused with one binary).
+// Included at the end of layer.cuh (it uses that file's GEMV layout and plan).
+#pragma once
+#include <stdlib.h>
+
+constexpr int kLab05FuseMaxExperts = 256;  // router logits per row kept in shared memory (8 per lane)
+
+/** Global row of the concatenated q|k|v rows that pair t's first row is: pair t is
+ *  (head t / (hd/2), j = t mod hd/2), rows head·hd + j and that + hd/2. Every row of
+ *  (H + 2·H_kv)·hd is covered once by t < (H + 2·H_kv)·hd/2. Host-tested. */
+__host__ __device__ __forceinline__ int lab05_fuse_pair_row(int t, int hd) {
+  const int half = hd >> 1;
+  return (t / half) * hd + t % half;
+}
+
+// ---- device pieces ------------------------------------------------------------------------
+// lab05_gemv8_kernel's prologue, the same arithmetic: rows [0, R) of x (zero past rows),
+// normalized by norm_w when set, into xs (lab05_xs_at's layout); block 0 also writes them
+// to xn and xb (01's split rows) when set. red: 16 floats, inv_s: 1 float, shared.
+template <int R>
+__device__ __forceinline__ void lab05_fuse_stage_rows(const float *__restrict__ x, int rows, int K,
+                                                      const __nv_bfloat16 *__restrict__ norm_w, float eps,
+                                                      float *__restrict__ xn, __nv_bfloat16 *__restrict__ xb,
+                                                      float *xs, float *red, float *inv_s) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, K16 = K >> 4, K4 = K >> 2;
+  float4 *xs4w = (float4 *)xs;
+  for (int r = 0; r < R; r++) {
+    float4 xv[kLab05PrologueLoads];
+    uint2 nv[kLab05PrologueLoads];
+    float ss = 0.f;
+#pragma unroll
+    for (int j = 0; j < kLab05PrologueLoads; j++) {
+      const int i4 = threadIdx.x + j * kLab05GemvThreads;
+      xv[j] = make_float4(0.f, 0.f, 0.f, 0.f);
+      nv[j] = make_uint2(0u, 0u);
+      if (r < rows && i4 < K4) {
+        xv[j] = ((const float4 *)(x + (size_t)r * K))[i4];
+        if (norm_w) nv[j] = ((const uint2 *)norm_w)[i4];
+      }
+      ss = fmaf(xv[j].x, xv[j].x, fmaf(xv[j].y, xv[j].y, fmaf(xv[j].z, xv[j].z, fmaf(xv[j].w, xv[j].w, ss))));
+    }
+    if (norm_w) {
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xFFFFFFFFu, ss, o);
+      if (lane == 0) red[warp] = ss;
+      __syncthreads();
+      if (threadIdx.x == 0) {
+        float t = 0.f;
+        for (int i = 0; i < kLab05GemvThreads / 32; i++) t += red[i];
+        inv_s[0] = rsqrtf(t / K + eps);
+      }
+      __syncthreads();
+    }
+    const float inv = norm_w ? inv_s[0] : 1.f;
+#pragma unroll
+    for (int j = 0; j < kLab05PrologueLoads; j++) {
+      const int i4 = threadIdx.x + j * kLab05GemvThreads;
+      if (i4 >= K4) break;
+      float4 v = xv[j];
+      if (norm_w) {  // 00's arithmetic: w · (x · inv)
+        v.x = __uint_as_float(nv[j].x << 16) * (v.x * inv), v.y = __uint_as_float(nv[j].x & 0xFFFF0000u) * (v.y * inv);
+        v.z = __uint_as_float(nv[j].y << 16) * (v.z * inv), v.w = __uint_as_float(nv[j].y & 0xFFFF0000u) * (v.w * inv);
+      }
+      xs4w[(r * 4 + (i4 & 3)) * K16 + (i4 >> 2)] = v;
+      if (blockIdx.x == 0 && r < rows) {
+        if (xn) ((float4 *)(xn + (size_t)r * K))[i4] = v;
+        if (xb) {
+          __nv_bfloat16 *hi = xb + (size_t)r * 2 * K + 4 * i4;
+          lab01_split(v.x, hi, hi + K), lab01_split(v.y, hi + 1, hi + K + 1);
+          lab01_split(v.z, hi + 2, hi + K + 2), lab01_split(v.w, hi + 3, hi + K + 3);
+        }
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// acc[i][r] = Σ_k q_i[k] · xs[r][k] for the two fp8 rows w0, w1 (w1 NULL: 0) and r < rows,
+// the full sum in every lane: lab05_gemv8_kernel's loop and shuffle reduction, unchanged.
+template <int R>
+__device__ __forceinline__ void lab05_fuse_dot2(const uint4 *w0, const uint4 *w1, int K16, int rows,
+                                                const float4 *xs4, float (&acc)[2][R]) {
+  constexpr int ILP = kLab05GemvIlp;
+  const int lane = threadIdx.x & 31;
+  const uint4 *w[2] = {w0, w1};
+#pragma unroll
+  for (int i = 0; i < 2; i++)
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[i][r] = 0.f;
+  for (int c0 = lane; c0 < K16; c0 += 32 * ILP) {
+    uint4 wv[2][ILP];
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+      for (int j = 0; j < ILP; j++)
+        wv[i][j] = w[i] && c0 + 32 * j < K16 ? gemv_ld_stream(w[i] + c0 + 32 * j) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int j = 0; j < ILP; j++) {
+      const int c = c0 + 32 * j;
+      if (c >= K16) break;
+      float wf[2][16];
+#pragma unroll
+      for (int i = 0; i < 2; i++) lab05_fp8x16_to_f32(wv[i][j], wf[i]);
+#pragma unroll
+      for (int r = 0; r < R; r++) {
+        if (r >= rows) break;
+#pragma unroll
+        for (int pl = 0; pl < 4; pl++) {
+          const float4 xv = xs4[(r * 4 + pl) * K16 + c];
+#pragma unroll
+          for (int i = 0; i < 2; i++) {
+            acc[i][r] = fmaf(wf[i][4 * pl], xv.x, acc[i][r]);
+            acc[i][r] = fmaf(wf[i][4 * pl + 1], xv.y, acc[i][r]);
+            acc[i][r] = fmaf(wf[i][4 * pl + 2], xv.z, acc[i][r]);
+            acc[i][r] = fmaf(wf[i][4 * pl + 3], xv.w, acc[i][r]);
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 2; i++)
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) acc[i][r] += __shfl_xor_sync(0xFFFFFFFFu, acc[i][r], o);
+}
+
+// acc[0][r], acc[1][r] of r = lane (registers, no local memory); 0 past R.
+template <int R>
+__device__ __forceinline__ void lab05_fuse_lane_pair(const float (&acc)[2][R], int lane, float *a0, float *a1) {
+  *a0 = 0.f, *a1 = 0.f;
+#pragma unroll
+  for (int r = 0; r < R; r++)
+    if (r == lane) *a0 = acc[0][r], *a1 = acc[1][r];
+}
+
+// ---- kernels ------------------------------------------------------------------------------
+// q, k, v of rows r < rows (<= R) as lab05_gemv8_kernel computes them (p: q, k, v in this
+// order, xh = RMSNorm(x) by norm_w, written to xn), then 04's RoPE and K/V append in the
+// epilogue: q[r] rotated (p.out[0], [rows][H·hd]); k[r] rotated and v[r] into row
+// lab00_kv_slot(pos[r], ring) of the layer's caches kc, vc ([rows][H_kv][kv_len][hd] fp32).
+// p.out[1], p.out[2] are not written. hd even, every matrix's rows a multiple of hd.
+// Strategy: lab05_gemv8_kernel's (shared-memory rows, persistent warps, 16-byte streaming
+// fp8 loads), each warp taking the rows j, j + hd/2 of one head (lab05_fuse_pair_row), lane
+// r finishing row r: scale, bias, cos/sin of pos[r]·inv_freq[j] in double (00's), the
+// rotated pair stored. PDL: waits before its first read of x. Limiter: DRAM read bandwidth.
+template <int R>
+__global__ void __launch_bounds__(kLab05GemvThreads, R == 1 ? 2 : 1)  // R = 1: two blocks per SM, as the GEMV
+    lab05_qkv_rope_kernel(const float *__restrict__ x, int rows, int K, const __nv_bfloat16 *__restrict__ norm_w,
+                          float eps, float *__restrict__ xn, Lab05Proj8 p, const int32_t *__restrict__ pos,
+                          float *__restrict__ kc, float *__restrict__ vc, int H_kv, int hd, int kv_len, int ring,
+                          Lab00Rope rope) {
+  extern __shared__ __align__(16) float lab05_fuse_xs[];
+  __shared__ float red[kLab05GemvThreads / 32];
+  __shared__ float inv_s[1];
+  pdl_wait_prior();  // x (the previous stage's residual) and pos are written by earlier kernels
+  lab05_fuse_stage_rows<R>(x, rows, K, norm_w, eps, xn, NULL, lab05_fuse_xs, red, inv_s);
+  const float4 *xs4 = (const float4 *)lab05_fuse_xs;
+  const int lane = threadIdx.x & 31, K16 = K >> 4, half = hd >> 1;
+  const int pairs = (p.n[0] + p.n[1] + p.n[2]) >> 1;
+  const int warps = (int)((gridDim.x * blockDim.x) >> 5);
+  for (int t = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5); t < pairs; t += warps) {
+    int row;
+    const int m = lab05_proj_row(p, lab05_fuse_pair_row(t, hd), &row);
+    const __nv_fp8_storage_t *wm = lab05_pick(p.w, m);
+    float acc[2][R];
+    lab05_fuse_dot2<R>((const uint4 *)(wm + (size_t)row * K), (const uint4 *)(wm + (size_t)(row + half) * K), K16,
+                       rows, xs4, acc);
+    float a0, a1;
+    lab05_fuse_lane_pair<R>(acc, lane, &a0, &a1);
+    if (lane >= rows) continue;
+    const int b = lane, j = row % hd;  // j < half: the pair's first row
+    const float *s = lab05_pick(p.s, m);
+    const __nv_bfloat16 *bias = lab05_pick(p.bias, m);
+    float x0 = a0 * s[row], x1 = a1 * s[row + half];
+    if (bias) x0 += __bfloat162float(bias[row]), x1 += __bfloat162float(bias[row + half]);
+    const int ps = pos[b];
+    const size_t at = (((size_t)b * H_kv + row / hd) * kv_len + lab00_kv_slot(ps, ring)) * hd;
+    if (m == 2) {  // v: copied into the cache row
+      vc[at + j] = x0;
+      vc[at + j + half] = x1;
+      continue;
+    }
+    double sn, cs;
+    sincos(ps * rope.inv_freq[j], &sn, &cs);
+    const float c = (float)(rope.scale * cs), sv = (float)(rope.scale * sn);
+    const float r0 = x0 * c - x1 * sv, r1 = x1 * c + x0 * sv;
+    if (m == 0) {
+      float *q = p.out[0] + (size_t)b * p.n[0] + row;
+      q[0] = r0;
+      q[half] = r1;
+    } else {
+      kc[at + j] = r0;
+      kc[at + j + half] = r1;
+    }
+  }
+}
+
+// The router (p: one matrix of E rows, bias optional; xh = RMSNorm(x) by norm_w, written to
+// xn and xb as lab05_router's launch does) of rows r < rows (<= R): logits to p.out[0]
+// ([rows][E]) and to shared memory; then warp r selects row r's top_k experts by ch06's
+// router_topk_any_kernel rule (same operations, same order): idx [rows][top_k] int32,
+// w [rows][top_k] fp32. One block. E <= kLab05FuseMaxExperts, top_k <= min(E, 32).
+// Strategy: lab05_gemv8_kernel's loop over the E rows (two per warp), the logits in shared
+// memory, one warp per row for the selection. PDL: waits before its first read of x.
+// Limiter: latency (one block reads E·K fp8 bytes).
+template <int R>
+__global__ void __launch_bounds__(kLab05GemvThreads)
+    lab05_router_topk_kernel(const float *__restrict__ x, int rows, int K, const __nv_bfloat16 *__restrict__ norm_w,
+                             float eps, float *__restrict__ xn, __nv_bfloat16 *__restrict__ xb, Lab05Proj8 p,
+                             int top_k, int norm_topk_prob, int32_t *__restrict__ idx_out, float *__restrict__ w_out) {
+  extern __shared__ __align__(16) float lab05_fuse_xs[];
+  __shared__ float red[kLab05GemvThreads / 32];
+  __shared__ float inv_s[1];
+  __shared__ float lg[R * kLab05FuseMaxExperts];
+  pdl_wait_prior();  // x is the attention's residual, written by the previous kernel
+  lab05_fuse_stage_rows<R>(x, rows, K, norm_w, eps, xn, xb, lab05_fuse_xs, red, inv_s);
+  const float4 *xs4 = (const float4 *)lab05_fuse_xs;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, K16 = K >> 4, E = p.n[0];
+  const float *sc = p.s[0];
+  const __nv_bfloat16 *bias = p.bias[0];
+  for (int g = warp * 2; g < E; g += kLab05GemvThreads / 16) {
+    float acc[2][R];
+    const uint4 *w1 = g + 1 < E ? (const uint4 *)(p.w[0] + (size_t)(g + 1) * K) : nullptr;
+    lab05_fuse_dot2<R>((const uint4 *)(p.w[0] + (size_t)g * K), w1, K16, rows, xs4, acc);
+    float a0, a1;
+    lab05_fuse_lane_pair<R>(acc, lane, &a0, &a1);
+    if (lane >= rows) continue;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+      if (g + i >= E) break;
+      float v = (i ? a1 : a0) * sc[g + i];
+      if (bias) v += __bfloat162float(bias[g + i]);
+      p.out[0][(size_t)lane * E + g + i] = v;
+      lg[lane * kLab05FuseMaxExperts + g + i] = v;
+    }
+  }
+  __syncthreads();
+  if (warp >= rows) return;
+  // ch06's router_topk_any_kernel on row `warp`: lane holds experts lane + 32 i
+  constexpr int VMAX = kLab05FuseMaxExperts / 32;
+  const float *row = lg + warp * kLab05FuseMaxExperts;
+  float xv[VMAX];
+  float mx = -INFINITY;
+#pragma unroll
+  for (int i = 0; i < VMAX; i++) {
+    const int ex = lane + 32 * i;
+    xv[i] = ex < E ? row[ex] : -INFINITY;
+    mx = fmaxf(mx, xv[i]);
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, o));
+  float sum = 0.f;
+#pragma unroll
+  for (int i = 0; i < VMAX; i++)
+    if (lane + 32 * i < E) sum += expf(xv[i] - mx);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
+  unsigned taken = 0;
+  int my_i = 0;
+  float my_p = 0.f;
+  for (int j = 0; j < top_k; j++) {
+    float bv = -INFINITY;
+    int bi = INT_MAX;
+#pragma unroll
+    for (int i = 0; i < VMAX; i++) {
+      const int ex = lane + 32 * i;
+      if (ex < E && !((taken >> i) & 1u) && router_before(xv[i], ex, bv, bi)) bv = xv[i], bi = ex;
+    }
+    router_warp_best(bv, bi);
+    if ((bi & 31) == lane) taken |= 1u << (bi >> 5);
+    if (lane == j) my_i = bi, my_p = expf(bv - mx) / sum;
+  }
+  float top_sum = lane < top_k ? my_p : 0.f;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) top_sum += __shfl_xor_sync(0xFFFFFFFFu, top_sum, o);
+  if (lane < top_k) {
+    idx_out[(size_t)warp * top_k + lane] = my_i;
+    w_out[(size_t)warp * top_k + lane] = norm_topk_prob ? my_p / top_sum : my_p;
+  }
+}
+
+// ---- stages -------------------------------------------------------------------------------
+// Launch kernel<R> (R = the dense plan's rows) with PDL when 04's probe found it.
+static inline void lab05_fuse_launch(const Engine *e, const void *k1, const void *k2, const void *k4, const void *k8,
+                                     int grid, size_t smem, void **args) {
+  const Lab05Dense *d = (const Lab05Dense *)((const Lab05 *)e->layer)->dense;
+  const void *k = d->R == 1 ? k1 : d->R == 2 ? k2 : d->R == 4 ? k4 : k8;
+  pdl_launch(k, dim3(grid), dim3(kLab05GemvThreads), smem, args, e->s, ((const Lab04 *)e->layer)->pdl);
+}
+
+// attn.qkv with attn.rope's work (the table's rope is NULL): RMSNorm, q/k/v (+ biases), q
+// rotated in a.d_q, k rotated and v into layer l's cache row of this step.
+static inline void lab05_fuse_qkv(Engine *e, int l) {
+  const MoeConfig *c = &e->cfg;
+  const Lab05Dense *d = (const Lab05Dense *)((const Lab05 *)e->layer)->dense;
+  const int Q = c->H * c->head_dim, KV = c->H_kv * c->head_dim;
+  Lab05Proj8 p;
+  memset(&p, 0, sizeof p);
+  lab05_proj_add(e, &p, MOE_Q, MOE_Q_BIAS, l, Q, e->a.d_q);
+  lab05_proj_add(e, &p, MOE_K, MOE_K_BIAS, l, KV, e->a.d_k);
+  lab05_proj_add(e, &p, MOE_V, MOE_V_BIAS, l, KV, e->a.d_v);
+  const float *x = e->a.d_x;
+  int rows = e->B, K = c->D, H_kv = c->H_kv, hd = c->head_dim, kv_len = engine_kv_len(e, l), ring = lab00_kv_ring(e, l);
+  const __nv_bfloat16 *nw = engine_w(e, MOE_ATTN_NORM, l, 0);
+  float eps = (float)c->rms_eps, *xn = e->a.d_xn;
+  float *kc = (float *)e->kv.k + engine_kv_layer(e, l), *vc = (float *)e->kv.v + engine_kv_layer(e, l);
+  const int32_t *pos = e->a.d_pos;
+  Lab00Rope *rope = &((Lab04 *)e->layer)->rope;
+  void *args[] = {&x, &rows, &K, &nw, &eps, &xn, &p, &pos, &kc, &vc, &H_kv, &hd, &kv_len, &ring, rope};
+  const int per_block = kLab05GemvThreads / 32, need = ((Q + 2 * KV) / 2 + per_block - 1) / per_block;  // a warp per pair
+  lab05_fuse_launch(e, (const void *)lab05_qkv_rope_kernel<1>, (const void *)lab05_qkv_rope_kernel<2>,
+                    (const void *)lab05_qkv_rope_kernel<4>, (const void *)lab05_qkv_rope_kernel<8>,
+                    need < d->grid ? need : d->grid, (size_t)d->R * K * 4, args);
+}
+
+// moe.router with moe.topk's work (the table's topk is NULL): RMSNorm (a.d_xn and 01's split
+// rows for the experts), router logits (+ bias) in a.d_router, top-k in a.d_topk_idx/_w.
+static inline void lab05_fuse_router(Engine *e, int l) {
+  const MoeConfig *c = &e->cfg;
+  const Lab05Dense *d = (const Lab05Dense *)((const Lab05 *)e->layer)->dense;
+  Lab05Proj8 p;
+  memset(&p, 0, sizeof p);
+  lab05_proj_add(e, &p, MOE_ROUTER, MOE_ROUTER_BIAS, l, c->E, e->a.d_router);
+  const float *x = e->a.d_x;
+  int rows = e->B, K = c->D, top_k = c->top_k, norm = c->norm_topk_prob;
+  const __nv_bfloat16 *nw = engine_w(e, MOE_FFN_NORM, l, 0);
+  float eps = (float)c->rms_eps, *xn = e->a.d_xn, *w = e->a.d_topk_w;
+  __nv_bfloat16 *xb = ((Lab01 *)e->layer)->xb;
+  int32_t *idx = e->a.d_topk_idx;
+  void *args[] = {&x, &rows, &K, &nw, &eps, &xn, &xb, &p, &top_k, &norm, &idx, &w};
+  lab05_fuse_launch(e, (const void *)lab05_router_topk_kernel<1>, (const void *)lab05_router_topk_kernel<2>,
+                    (const void *)lab05_router_topk_kernel<4>, (const void *)lab05_router_topk_kernel<8>, 1,
+                    (size_t)d->R * K * 4, args);
+}
+
+// lab05_setup, then the fused kernels' shared memory (d.R rows of the largest K) allowed.
+static inline void lab05_fuse_setup(Engine *e) {
+  lab05_setup(e);
+  const Lab05Dense *d = (const Lab05Dense *)((const Lab05 *)e->layer)->dense;
+  const int smem = d->R * d->max_k * 4;
+  const void *k[] = {(const void *)lab05_qkv_rope_kernel<1>,    (const void *)lab05_qkv_rope_kernel<2>,
+                     (const void *)lab05_qkv_rope_kernel<4>,    (const void *)lab05_qkv_rope_kernel<8>,
+                     (const void *)lab05_router_topk_kernel<1>, (const void *)lab05_router_topk_kernel<2>,
+                     (const void *)lab05_router_topk_kernel<4>, (const void *)lab05_router_topk_kernel<8>};
+  for (int i = 0; i < 8; i++)
+    if ((1 << (i & 3)) == d->R) GTL_CUDA(cudaFuncSetAttribute(k[i], cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  fprintf(stderr, "note: %s: fused stages (LAB05_FUSE=0 turns them off): q/k/v + RoPE + K/V append %s, router + "
+          "top-k %s\n", e->ops.target, e->ops.qkv == lab05_fuse_qkv ? "on" : "off",
+          e->ops.router == lab05_fuse_router ? "on" : "off");
+}
+
+/** Called by lab05_configure on the fp8 path: at batch <= kLab05GemvMaxRows, unless the
+ *  environment sets LAB05_FUSE=0, qkv takes rope's work (no q/k norm, 04's RoPE) and
+ *  router takes topk's (E <= kLab05FuseMaxExperts, 01's top-k); the emptied stages become
+ *  NULL (the engine skips them; the breakdown shows 0). */
+static inline void lab05_fuse_configure(Engine *e) {
+  const MoeConfig *c = &e->cfg;
+  const char *f = getenv("LAB05_FUSE");
+  if (e->B > kLab05GemvMaxRows || (f && !strcmp(f, "0"))) return;
+  const int qkv = !c->qk_norm && e->ops.qkv == lab05_qkv && e->ops.rope == lab04_rope;
+  const int router = c->E <= kLab05FuseMaxExperts && c->top_k <= 32 && e->ops.router == lab05_router &&
+                     e->ops.topk == lab01_topk;
+  if (qkv) e->ops.qkv = lab05_fuse_qkv, e->ops.rope = NULL;
+  if (router) e->ops.router = lab05_fuse_router, e->ops.topk = NULL;
+  if (qkv || router) e->ops.setup = lab05_fuse_setup;
+}
