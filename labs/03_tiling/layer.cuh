@@ -59,7 +59,6 @@ typedef struct {
   Lab03ExpertPlan xp;        // GEMV or MMA kernel, rows per work item, grids
   int64_t expert_stride;     // elements from one expert's gate (up, down) to the next's
   int64_t bias_stride;       // the same for the expert biases (gpt-oss; 0 without them)
-  void *argmax;              // the device sampler's partials and tickets (lab03_argmax_kernel)
   void *xarena;              // one allocation for the six buffers below
   int32_t *offsets, *tile_start;        // [E + 1] each (moe_dispatch_launch)
   int32_t *sorted_token, *pair_pos;     // [P] each
@@ -284,10 +283,14 @@ __device__ __forceinline__ void lab03_argmax_block(float &bv, int &bi) {
   bv = sv[0], bi = si[0];
   for (int w = 1; w < kLab00Threads / 32; w++) lab03_argmax_take(bv, bi, sv[w], si[w]);
 }
-// part_v, part_i [B][kLab03ArgmaxBlocks] partials; ticket [B], zero before the first launch.
-__global__ void __launch_bounds__(kLab00Threads)
-    lab03_argmax_kernel(const float *logits, int V, int32_t *next, float *part_v, int *part_i, unsigned *ticket) {
+// ws: the engine's a.d_sample_ws, kEngineSampleWs bytes per row b: gridDim.x partial values,
+// then as many indices, then the ticket (zero before the first launch; the merge resets it).
+static_assert(kLab03ArgmaxBlocks * 8 + 4 <= kEngineSampleWs, "the argmax partials fit the sampler's scratch");
+__global__ void __launch_bounds__(kLab00Threads) lab03_argmax_kernel(const float *logits, int V, int32_t *next, char *ws) {
   const int b = blockIdx.y, nb = gridDim.x;
+  float *part_v = (float *)(ws + (size_t)b * kEngineSampleWs);
+  int *part_i = (int *)(part_v + nb);
+  unsigned *ticket = (unsigned *)(part_i + nb);
   const float *row = logits + (size_t)b * V;
   const int per = ((V + nb - 1) / nb + 3) & ~3, v0 = blockIdx.x * per, v1 = min(V, v0 + per);  // slices of 4k
   float bv = 0.f;
@@ -306,18 +309,18 @@ __global__ void __launch_bounds__(kLab00Threads)
   lab03_argmax_block(bv, bi);
   __shared__ unsigned last;
   if (threadIdx.x == 0) {
-    part_v[b * nb + blockIdx.x] = bv, part_i[b * nb + blockIdx.x] = bi;
+    part_v[blockIdx.x] = bv, part_i[blockIdx.x] = bi;
     __threadfence();
-    last = atomicAdd(&ticket[b], 1u) == (unsigned)nb - 1;
+    last = atomicAdd(ticket, 1u) == (unsigned)nb - 1;
   }
   __syncthreads();
   if (!last) return;
   __threadfence();
   bv = 0.f, bi = -1;
-  for (int x = threadIdx.x; x < nb; x += kLab00Threads) lab03_argmax_take(bv, bi, __ldcg(part_v + b * nb + x), __ldcg(part_i + b * nb + x));
+  for (int x = threadIdx.x; x < nb; x += kLab00Threads) lab03_argmax_take(bv, bi, __ldcg(part_v + x), __ldcg(part_i + x));
   __syncthreads();  // the shared slots of the first reduction are reused
   lab03_argmax_block(bv, bi);
-  if (threadIdx.x == 0) next[b] = bi < 0 ? 0 : bi, ticket[b] = 0;
+  if (threadIdx.x == 0) next[b] = bi < 0 ? 0 : bi, *ticket = 0;
 }
 
 // ---- hooks and stages --------------------------------------------------------------------
@@ -394,14 +397,11 @@ static inline void lab03_setup(Engine *e) {
   if (lab03_attn_fits(c) && p->max_chunks > 1)
     p->ws = (float *)gtl_malloc((size_t)e->B * c->H * p->max_chunks * (c->head_dim + 2) * 4,
                                 "split-KV partials (outputs, max, sum)");
-  const size_t argmax_bytes = (size_t)e->B * (kLab03ArgmaxBlocks * 8 + 4);
-  p->argmax = gtl_malloc(argmax_bytes, "device sampler partials");
-  GTL_CUDA(cudaMemset(p->argmax, 0, argmax_bytes));  // the tickets start at zero
 }
 
 static inline void lab03_teardown(Engine *e) {
   Lab03 *p = (Lab03 *)e->layer;
-  void *d[] = {p->ws, p->xarena, p->argmax};
+  void *d[] = {p->ws, p->xarena};
   for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
     if (d[i]) GTL_CUDA(cudaFree(d[i]));
   lab01_teardown(e);  // frees the arena, the cuBLAS handle and the state itself
@@ -482,12 +482,8 @@ static inline void lab03_combine(Engine *e, int l, int) {
 // Greedy next tokens on the device (a.d_next); the engine advances tokens and positions
 // on the device and reads the tokens back once, after the run.
 static inline void lab03_sample(Engine *e, int) {
-  Lab03 *p = (Lab03 *)e->layer;
-  float *pv = (float *)p->argmax;
-  int *pi = (int *)(pv + (size_t)e->B * kLab03ArgmaxBlocks);
-  unsigned *ticket = (unsigned *)(pi + (size_t)e->B * kLab03ArgmaxBlocks);
   lab03_argmax_kernel<<<dim3(kLab03ArgmaxBlocks, e->B), kLab00Threads, 0, e->s>>>(e->a.d_logits, e->cfg.V, e->a.d_next,
-                                                                                  pv, pi, ticket);
+                                                                                  (char *)e->a.d_sample_ws);
   GTL_LAUNCH();
 }
 

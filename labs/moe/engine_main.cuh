@@ -245,7 +245,10 @@ static inline void engine_acts_alloc(Engine *e) {
   a->d_tok = (int32_t *)engine_dev(B * 2 * 4, "tokens and positions");
   a->d_pos = a->d_tok + B;
   a->h_tok = (int32_t *)calloc(B * 2, sizeof(int32_t));
-  a->d_next = (int32_t *)engine_dev(B * 4, "sampled tokens");
+  const size_t ws_off = (B * 4 + 255) & ~(size_t)255;  // the sampler's scratch after the tokens, aligned
+  a->d_next = (int32_t *)engine_dev(ws_off + B * kEngineSampleWs, "sampled tokens and the sampler's scratch");
+  a->d_sample_ws = (char *)a->d_next + ws_off;
+  GTL_CUDA(cudaMemset(a->d_sample_ws, 0, B * kEngineSampleWs));
   a->d_x = (float *)engine_dev(B * c->D * 4, "x");
   a->d_xn = (float *)engine_dev(B * c->D * 4, "xn");
   a->d_q = (float *)engine_dev(B * Q * 4, "q");

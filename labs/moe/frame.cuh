@@ -38,6 +38,7 @@ typedef struct {
   int32_t *h_tok;        // [2B] host, pageable: tokens, then positions (the engine uploads
                          // them; a pageable copy has read them when cudaMemcpyAsync returns)
   int32_t *d_next;       // [B] the device sampler's output (LayerOps.sample != NULL)
+  void *d_sample_ws;     // [B][kEngineSampleWs] bytes, zero at setup: a device sampler's scratch
   float *d_x;            // [B][D] residual stream
   float *d_xn;           // [B][D] normalized rows (input of qkv, router, experts, logits)
   float *d_q;            // [B][H·hd] queries
@@ -51,6 +52,9 @@ typedef struct {
   float *d_logits;       // [B][V] (guarded allocation: validation checks the guards)
   float *h_logits;       // [B][V] pinned
 } EngineActs;
+
+// Bytes of a.d_sample_ws per sequence (layer 03's argmax keeps 64 partials and a ticket).
+constexpr int kEngineSampleWs = 1024;
 
 typedef enum { KV_F32 = 0, KV_BF16 = 1, KV_FP8_E4M3 = 2 } KvDtype;
 
