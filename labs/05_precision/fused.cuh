@@ -172,12 +172,22 @@ __global__ void __launch_bounds__(kLab05GemvThreads, R == 1 ? 2 : 1)  // R = 1: 
   extern __shared__ __align__(16) float lab05_fuse_xs[];
   __shared__ float red[kLab05GemvThreads / 32];
   __shared__ float inv_s[1];
-  pdl_wait_prior();  // x (the previous stage's residual) and pos are written by earlier kernels
-  lab05_fuse_stage_rows<R>(x, rows, K, norm_w, eps, xn, NULL, lab05_fuse_xs, red, inv_s);
-  const float4 *xs4 = (const float4 *)lab05_fuse_xs;
   const int lane = threadIdx.x & 31, K16 = K >> 4, half = hd >> 1;
   const int pairs = (p.n[0] + p.n[1] + p.n[2]) >> 1;
   const int warps = (int)((gridDim.x * blockDim.x) >> 5);
+  {  // PDL (layer 04's programmatic edges): the warp's first pair of weight rows into L2, then the wait
+    const int t = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    int n0;
+    const int m = t < pairs ? lab05_proj_row(p, lab05_fuse_pair_row(t, hd), &n0) : -1;
+    if (m >= 0)
+      for (int i = 0; i < 2; i++)
+        for (int b = lane * 128; b < K; b += 32 * 128)
+          lab03_prefetch_l2(lab05_pick(p.w, m) + (size_t)(n0 + i * half) * K + b);
+  }
+  pdl_wait_prior();  // x (the previous stage's residual) and pos are written by earlier kernels
+  pdl_allow_next();
+  lab05_fuse_stage_rows<R>(x, rows, K, norm_w, eps, xn, NULL, lab05_fuse_xs, red, inv_s);
+  const float4 *xs4 = (const float4 *)lab05_fuse_xs;
   for (int t = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5); t < pairs; t += warps) {
     int row;
     const int m = lab05_proj_row(p, lab05_fuse_pair_row(t, hd), &row);
@@ -232,10 +242,13 @@ __global__ void __launch_bounds__(kLab05GemvThreads)
   __shared__ float red[kLab05GemvThreads / 32];
   __shared__ float inv_s[1];
   __shared__ float lg[R * kLab05FuseMaxExperts];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, K16 = K >> 4, E = p.n[0];
+  for (int g = warp * 2; g < E && g < warp * 2 + 2; g++)  // PDL: the warp's first two rows into L2
+    for (int b = lane * 128; b < K; b += 32 * 128) lab03_prefetch_l2(p.w[0] + (size_t)g * K + b);
   pdl_wait_prior();  // x is the attention's residual, written by the previous kernel
+  pdl_allow_next();
   lab05_fuse_stage_rows<R>(x, rows, K, norm_w, eps, xn, xb, lab05_fuse_xs, red, inv_s);
   const float4 *xs4 = (const float4 *)lab05_fuse_xs;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, K16 = K >> 4, E = p.n[0];
   const float *sc = p.s[0];
   const __nv_bfloat16 *bias = p.bias[0];
   for (int g = warp * 2; g < E; g += kLab05GemvThreads / 16) {
@@ -300,12 +313,14 @@ __global__ void __launch_bounds__(kLab05GemvThreads)
 }
 
 // ---- stages -------------------------------------------------------------------------------
-// Launch kernel<R> (R = the dense plan's rows) with PDL when 04's probe found it.
+// Launch kernel<R> (R = the dense plan's rows: k1, k2, k4 or k8) on the step's stream. A
+// plain launch: layer 04's graph edit gives the captured node its programmatic edge
+// (lab05_fuse_setup registers the kernels as PDL-ready).
 static inline void lab05_fuse_launch(const Engine *e, const void *k1, const void *k2, const void *k4, const void *k8,
                                      int grid, size_t smem, void **args) {
   const Lab05Dense *d = (const Lab05Dense *)((const Lab05 *)e->layer)->dense;
   const void *k = d->R == 1 ? k1 : d->R == 2 ? k2 : d->R == 4 ? k4 : k8;
-  pdl_launch(k, dim3(grid), dim3(kLab05GemvThreads), smem, args, e->s, ((const Lab04 *)e->layer)->pdl);
+  GTL_CUDA(cudaLaunchKernel(k, dim3(grid), dim3(kLab05GemvThreads), args, smem, e->s));
 }
 
 // attn.qkv with attn.rope's work (the table's rope is NULL): RMSNorm, q/k/v (+ biases), q
@@ -353,7 +368,9 @@ static inline void lab05_fuse_router(Engine *e, int l) {
                     (size_t)d->R * K * 4, args);
 }
 
-// lab05_setup, then the fused kernels' shared memory (d.R rows of the largest K) allowed.
+// lab05_setup; then the fused kernels' shared memory (d.R rows of the largest K) allowed,
+// and every instance registered as PDL-ready (each prefetches weights, waits, allows the
+// next before its first dependent access: layer 04's contract).
 static inline void lab05_fuse_setup(Engine *e) {
   lab05_setup(e);
   const Lab05Dense *d = (const Lab05Dense *)((const Lab05 *)e->layer)->dense;
@@ -362,8 +379,10 @@ static inline void lab05_fuse_setup(Engine *e) {
                      (const void *)lab05_qkv_rope_kernel<4>,    (const void *)lab05_qkv_rope_kernel<8>,
                      (const void *)lab05_router_topk_kernel<1>, (const void *)lab05_router_topk_kernel<2>,
                      (const void *)lab05_router_topk_kernel<4>, (const void *)lab05_router_topk_kernel<8>};
-  for (int i = 0; i < 8; i++)
+  for (int i = 0; i < 8; i++) {
+    lab04_pdl_ready(e, k[i]);
     if ((1 << (i & 3)) == d->R) GTL_CUDA(cudaFuncSetAttribute(k[i], cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  }
   fprintf(stderr, "note: %s: fused stages (LAB05_FUSE=0 turns them off): q/k/v + RoPE + K/V append %s, router + "
           "top-k %s\n", e->ops.target, e->ops.qkv == lab05_fuse_qkv ? "on" : "off",
           e->ops.router == lab05_fuse_router ? "on" : "off");
