@@ -109,14 +109,14 @@ typedef struct {
   int (*experts_plan)(Engine *e, int l);  // groups of experts to run (NULL: 1)
   GroupFn dispatch, expert_up, expert_down, combine;
   StageFn logits, sample;
-} LayerOps;
-
-struct Engine {
-  GtlCtx ctx;
   // A graph layer's edit of the captured step before it is instantiated (NULL: none);
   // returns a count for the report's graph line (layer 04: the graph's programmatic
   // edges, --pdl). Errors exit 3.
   int (*graph_edit)(Engine *e, cudaGraph_t g);
+} LayerOps;
+
+struct Engine {
+  GtlCtx ctx;
   MoeConfig cfg;
   MoeLayout lay;
   LayerOps ops;
@@ -125,11 +125,11 @@ struct Engine {
   int B, pos;              // sequences; this step's position (all sequences alike today)
   double temperature, top_p;  // --temperature, --top-p (for a device sampler)
   const char *weights;        // --weights (NULL: the layer's default); the layer's configure reads it
+  int pdl;                    // --pdl (default 1): LayerOps.graph_edit may make programmatic edges
   EngineActs a;
   EngineKV kv;
   GtlGuarded g_logits;
   // stage marks: NVTX names, event pairs of instrumented steps, totals in ms
-  int pdl;                    // --pdl (default 1): LayerOps.graph_edit may make programmatic edges
   const void *nv_stage[ST_COUNT], *nv_step, *nv_layer;
   int profile, n_ev, cap_ev;
   cudaEvent_t *ev;
