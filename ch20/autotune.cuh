@@ -53,7 +53,8 @@ typedef struct {
 } SweepPoint;
 
 // One candidate configuration and what the search learned of it: attention cfg = {splits,
-// stages}; GEMM cfg = {bm, grid_up, grid_down, bn_up, stages_up, bn_down, stages_down}.
+// stages, fused}; GEMM cfg = {bm, grid_up, grid_down, bn_up, stages_up, bn_down,
+// stages_down, pdl, fused} (tune_cfg_names).
 typedef struct {
   int cfg[TUNE_MAX_CFG];
   int ok;            // passed validation (or --no-verify)

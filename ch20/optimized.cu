@@ -4,7 +4,8 @@
 // program measures. For every sweep point it builds the kernel's configuration space
 // (ch20/tune_space.cuh: ch18's split count and pipeline depth; ch15's m-tile height, the
 // persistent grids of its two launches and each launch's kernel variant — column tile,
-// warps, pipeline depth — instantiated here from the chapters' templates), validates every
+// warps, pipeline depth — instantiated here from the chapters' templates; and two mechanisms,
+// ch20/fused.cuh: the attention combine and the MoE sort folded into the next kernel), validates every
 // candidate against the CPU double reference (a wrong one is reported and discarded, never
 // timed), times the survivors briefly under their own NVTX names (ch20.search.*), keeps the
 // fastest, and times it like the baseline. Winners go to a JSON cache (--cache=PATH,

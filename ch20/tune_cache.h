@@ -27,8 +27,8 @@
 
 #define TUNE_CACHE_SCHEMA "gauntlet.ch20.tune_cache.v1"
 #define TUNE_MAX_ENTRIES 512
-#define TUNE_MAX_CFG 8
-#define TUNE_CFG_MAX_VALUE (1 << 20) /* config fields are integers in [1, 2^20] (pdl: [0, 1]) */
+#define TUNE_MAX_CFG 9
+#define TUNE_CFG_MAX_VALUE (1 << 20) /* config fields are integers in [1, 2^20] (pdl, fused: [0, 1]) */
 
 typedef struct {
   char key[256];
@@ -58,14 +58,16 @@ static inline int tune_fmt(char *out, size_t n, const char *fmt, ...) {
  *  attn: splits (per (sequence, KV head)), stages (cp.async pipeline depth: the kernel
  *  variant); gemm: bm (m-tile rows), grid_up, grid_down (persistent blocks of the two
  *  launches), then each launch's kernel variant: bn_up, stages_up, bn_down, stages_down
- *  (column tile, which also sets the warps per CTA, and pipeline depth). NULL for an
- *  unknown kernel. */
+ *  (column tile, which also sets the warps per CTA, and pipeline depth), pdl (down as a
+ *  programmatic dependent of gate+up); both: fused (0/1: the mechanism of ch20/fused.cuh —
+ *  attn: the split combine inside the split kernel; gemm: no sort kernel, each launch sorts
+ *  the routing in-block). NULL for an unknown kernel. */
 static inline const char *const *tune_cfg_names(const char *kernel, int *n) {
-  static const char *const attn[] = {"splits", "stages"};
-  static const char *const gemm[] = {"bm",      "grid_up",   "grid_down",   "bn_up",
-                                     "stages_up", "bn_down", "stages_down", "pdl"};
-  if (!strcmp(kernel, "attn")) return *n = 2, attn;
-  if (!strcmp(kernel, "gemm")) return *n = 8, gemm;
+  static const char *const attn[] = {"splits", "stages", "fused"};
+  static const char *const gemm[] = {"bm",      "grid_up",   "grid_down",   "bn_up", "stages_up",
+                                     "bn_down", "stages_down", "pdl",       "fused"};
+  if (!strcmp(kernel, "attn")) return *n = 3, attn;
+  if (!strcmp(kernel, "gemm")) return *n = 9, gemm;
   return *n = 0, (const char *const *)NULL;
 }
 
@@ -73,16 +75,19 @@ static inline const char *const *tune_cfg_names(const char *kernel, int *n) {
  *  fields before it (cfg[0..k)); -1 when the field is required. The variant fields came
  *  later than the others: an entry without them was measured with the chapters' own
  *  kernels, whose values these are (ch18: 3 stages; ch15: 64 columns, 6 stages at bm 16
- *  and 4 above, no programmatic dependent launch). */
+ *  and 4 above, no programmatic dependent launch), and so is an entry without fused (0:
+ *  the chapters' separate combine and sort kernels). */
 static inline int tune_cfg_default(const char *kernel, int k, const int *cfg) {
-  if (!strcmp(kernel, "attn")) return k == 1 ? 3 : -1;
-  if (!strcmp(kernel, "gemm") && k == 7) return 0;
+  if (!strcmp(kernel, "attn")) return k == 1 ? 3 : k == 2 ? 0 : -1;
+  if (!strcmp(kernel, "gemm") && k >= 7) return 0;
   if (!strcmp(kernel, "gemm") && k >= 3) return (k == 3 || k == 5) ? 64 : cfg[0] == 16 ? 6 : 4;
   return -1;
 }
 
-/** Smallest valid value of field k: 0 for the on/off gemm field pdl, else 1. */
-static inline int tune_cfg_min(const char *kernel, int k) { return !strcmp(kernel, "gemm") && k == 7 ? 0 : 1; }
+/** Smallest valid value of field k: 0 for the on/off fields (gemm pdl; fused), else 1. */
+static inline int tune_cfg_min(const char *kernel, int k) {
+  return (!strcmp(kernel, "gemm") && k >= 7) || (!strcmp(kernel, "attn") && k == 2) ? 0 : 1;
+}
 
 /** Smallest power of two >= v (v >= 1; 1 for v <= 1). */
 static inline int64_t tune_pow2_ceil(int64_t v) {

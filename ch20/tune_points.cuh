@@ -10,21 +10,26 @@ typedef struct {
   GtlCtx *ctx;
   const int *skip;           // Tuner.skip_run: --inject-fault's broken candidate
   AttnDecodeArgs a;
-  int splits, stages;
+  int splits, stages, fused; // fused: the combine inside the split kernel (ch20/fused.cuh)
   float *ws;                 // split partials, sized for the largest candidate
+  unsigned *counters;        // [B][H_kv] tickets of the fused kernel, zero between launches
   const double *ref;         // [B][H][64]
   GtlGuarded *g_out;
 } AttnPoint;
 
 static void attn_pt_set(void *p, const int *cfg) {
   AttnPoint *q = (AttnPoint *)p;
-  q->splits = cfg[0], q->stages = cfg[1];
-  attn_tune_ctas_per_sm(q->stages);  // the variant's shared-memory opt-in
+  q->splits = cfg[0], q->stages = cfg[1], q->fused = cfg[2];
+  if (q->fused) attn_tune_ctas_per_sm_fused(q->stages);  // the variant's shared-memory opt-in
+  else attn_tune_ctas_per_sm(q->stages);
 }
 static void attn_pt_run(void *p, cudaStream_t s) {
   AttnPoint *q = (AttnPoint *)p;
   if (*q->skip) return;
-  if (attn_tune_launch(&q->a, q->splits, q->stages, q->splits > 1 ? q->ws : NULL, s)) exit(GTL_EXIT_RUNTIME);
+  float *ws = q->splits > 1 ? q->ws : NULL;
+  const int rc = q->fused ? attn_tune_launch_fused(&q->a, q->splits, q->stages, ws, q->counters, s)
+                          : attn_tune_launch(&q->a, q->splits, q->stages, ws, s);
+  if (rc) exit(GTL_EXIT_RUNTIME);
 }
 static void attn_pt_validate(void *p, GtlErr *err) {
   AttnPoint *q = (AttnPoint *)p;
@@ -141,22 +146,26 @@ static int tune_attn_point(Tuner *t, int B, int S, int ragged, GtlResult *r) {
 
   // Space: ch18's choice (wave-model split count, its own 3-stage kernel) first; then for
   // each pipeline depth the wave model's split count at that depth's occupancy and the
-  // ladder of split counts.
-  const int hand[2] = {attn_splitkv_num_splits(B, Hk, S, ctx->dev.sms * attn_splitkv_ctas_per_sm()), ATTN_STAGES};
-  static int space[TUNE_ATTN_N_STAGES * TUNE_ATTN_MAX_CANDIDATES * 2];
+  // ladder of split counts; with the variants, each split count > 1 also with the combine
+  // folded into the split kernel (fused = 1; one launch per step).
+  const int hand[3] = {attn_splitkv_num_splits(B, Hk, S, ctx->dev.sms * attn_splitkv_ctas_per_sm()), ATTN_STAGES, 0};
+  static int space[TUNE_ATTN_N_STAGES * TUNE_ATTN_MAX_CANDIDATES * 2 * 3];
   int n_space = 0, max_splits = 1;
   for (int d = 0; d < (t->variants ? TUNE_ATTN_N_STAGES : 1); d++) {
     const int st = attn_tune_stages[d];
     const int h = d == 0 ? hand[0] : attn_splitkv_num_splits(B, Hk, S, ctx->dev.sms * attn_tune_ctas_per_sm(st));
     int sp[TUNE_ATTN_MAX_CANDIDATES];
     const int ns = attn_tune_candidates(h, S, sp);
-    for (int i = 0; i < ns; i++) {
-      space[2 * n_space] = sp[i], space[2 * n_space + 1] = st, n_space++;
-      max_splits = sp[i] > max_splits ? sp[i] : max_splits;
-    }
+    for (int i = 0; i < ns; i++)
+      for (int f = 0; f < (t->variants && sp[i] > 1 ? 2 : 1) && n_space < TUNE_MAX_CANDIDATES; f++) {
+        space[3 * n_space] = sp[i], space[3 * n_space + 1] = st, space[3 * n_space + 2] = f, n_space++;
+        max_splits = sp[i] > max_splits ? sp[i] : max_splits;
+      }
   }
   const size_t n_ws = attn_splitkv_workspace_floats(B, H, max_splits);
   p.ws = n_ws ? (float *)gtl_malloc(n_ws * 4, "split-KV partials (fp32), largest candidate") : NULL;
+  p.counters = (unsigned *)gtl_malloc((size_t)B * Hk * 4, "fused-combine tickets [B][H_kv]");
+  GTL_CUDA(cudaMemset(p.counters, 0, (size_t)B * Hk * 4));
 
   char bucket[96], key[256], label[32];
   tune_bucket_attn(bucket, sizeof bucket, B, S, Hk, 0);
@@ -167,7 +176,7 @@ static int tune_attn_point(Tuner *t, int B, int S, int ragged, GtlResult *r) {
   PointOps ops = {attn_pt_set, attn_pt_run, attn_pt_validate, &p, "attn", NULL, NULL};
   static TuneCand cands[TUNE_MAX_CANDIDATES];
   int n = 0, from_cache = 0;
-  const int best = tune_point(t, &ops, hand, space, n_space, 2, key, cands, &n, &from_cache);
+  const int best = tune_point(t, &ops, hand, space, n_space, 3, key, cands, &n, &from_cache);
 
   char workload[96];
   snprintf(workload, sizeof workload, "attn_B%d_S%d_H%d_Hkv%d_d64%s", B, S, H, Hk, ragged ? "_ragged" : "");
@@ -182,8 +191,8 @@ static int tune_attn_point(Tuner *t, int B, int S, int ragged, GtlResult *r) {
   const int rc = tune_finish_point(t, &ops, cands, n, best, from_cache, hand, lab, r);
 
   free(ref), free(h_ident), free(h_lens);
-  void *bufs[] = {d_q, d_k, d_v, d_ident, d_lens, d_sinks, p.ws};
-  for (int i = 0; i < 7; i++)
+  void *bufs[] = {d_q, d_k, d_v, d_ident, d_lens, d_sinks, p.ws, p.counters};
+  for (int i = 0; i < 8; i++)
     if (bufs[i]) GTL_CUDA(cudaFree(bufs[i]));
   gtl_guarded_free(&g_out);
   return rc;
@@ -211,6 +220,7 @@ typedef struct {
   int n_bm, bms[TUNE_GEMM_N_BM];
   int n_up[TUNE_GEMM_N_BM], n_down[TUNE_GEMM_N_BM];
   int pdl_ok;            // sm_90+ and kernel variants searched
+  int fused_ok;          // kernel variants searched and the routing fits the in-block sort
   GemmLaunchOpt up[TUNE_GEMM_N_BM][TUNE_GEMM_MAX_OPTS], down[TUNE_GEMM_N_BM][TUNE_GEMM_MAX_OPTS];
 } GemmPoint;
 
@@ -219,15 +229,25 @@ static void gemm_pt_set(void *p, const int *cfg) {
   GemmTuneCfg *c = &q->cfg;
   c->bm = cfg[0], c->grid_up = cfg[1], c->grid_down = cfg[2];
   c->bn_up = cfg[3], c->stages_up = cfg[4], c->bn_down = cfg[5], c->stages_down = cfg[6], c->pdl = cfg[7];
-  gemm_tune_max_grid(c->bm, true, c->bn_up, c->stages_up, q->ctx->dev.sms);  // shared-memory opt-in
-  gemm_tune_max_grid(c->bm, false, c->bn_down, c->stages_down, q->ctx->dev.sms);
+  c->fused = cfg[8];
+  if (c->fused) {  // shared-memory opt-in
+    gemm_tune_selfsort_max_grid(true, c->bn_up, c->stages_up, q->ctx->dev.sms);
+    gemm_tune_selfsort_max_grid(false, c->bn_down, c->stages_down, q->ctx->dev.sms);
+  } else {
+    gemm_tune_max_grid(c->bm, true, c->bn_up, c->stages_up, q->ctx->dev.sms);
+    gemm_tune_max_grid(c->bm, false, c->bn_down, c->stages_down, q->ctx->dev.sms);
+  }
 }
 // Whether a point may use programmatic dependent launch: bm 16 (decode, where the chain
 // of kernels is most of the time) on sm_90 or newer, with the variants searched.
 static int gemm_pdl_ok(const GemmPoint *q, int bm) { return q->pdl_ok && bm == 16; }
+// Whether a point may drop the sort kernel (ch20/fused.cuh): bm 16 (every bm-16 variant has
+// a self-sorting twin), the variants searched, T·top_k and E within the in-block tables.
+static int gemm_fused_ok(const GemmPoint *q, int bm) { return q->fused_ok && bm == 16; }
 
 // Round 1 (down options at the first round's height and gate+up) and round 2 (the winner
-// with programmatic dependent launch of down after gate+up).
+// with programmatic dependent launch of down after gate+up, with the sort folded into both
+// launches, and with both: up to 3 candidates).
 static int gemm_pt_refine(void *p, int round, const int *best, TuneCand *out, int max) {
   const GemmPoint *q = (const GemmPoint *)p;
   int n = 0;
@@ -238,13 +258,18 @@ static int gemm_pt_refine(void *p, int round, const int *best, TuneCand *out, in
       const GemmLaunchOpt *o = &q->down[i][d];
       if (o->grid == best[2] && o->bn == best[5] && o->stages == best[6]) continue;  // tried
       int *c = out[n++].cfg;
-      for (int k = 0; k < 8; k++) c[k] = best[k];
+      for (int k = 0; k < 9; k++) c[k] = best[k];
       c[2] = o->grid, c[5] = o->bn, c[6] = o->stages;
     }
-  } else if (round == 2 && gemm_pdl_ok(q, best[0]) && !best[7] && max > 0) {
-    for (int k = 0; k < 8; k++) out[0].cfg[k] = best[k];
-    out[0].cfg[7] = 1;
-    n = 1;
+  } else if (round == 2) {
+    for (int pdl = 0; pdl < 2; pdl++)
+      for (int fused = 0; fused < 2; fused++) {
+        if ((pdl == best[7] && fused == best[8]) || n >= max) continue;  // the winner itself
+        if ((pdl && !gemm_pdl_ok(q, best[0])) || (fused && !gemm_fused_ok(q, best[0]))) continue;
+        for (int k = 0; k < 9; k++) out[n].cfg[k] = best[k];
+        out[n].cfg[7] = pdl, out[n].cfg[8] = fused;
+        n++;
+      }
   }
   return n;
 }
@@ -258,7 +283,8 @@ static int gemm_pt_allowed(void *p, const int *cfg) {
       u |= q->up[i][k].grid == cfg[1] && q->up[i][k].bn == cfg[3] && q->up[i][k].stages == cfg[4];
     for (int k = 0; k < q->n_down[i]; k++)
       d |= q->down[i][k].grid == cfg[2] && q->down[i][k].bn == cfg[5] && q->down[i][k].stages == cfg[6];
-    return u && d && (cfg[7] == 0 || (cfg[7] == 1 && gemm_pdl_ok(q, cfg[0])));
+    return u && d && (cfg[7] == 0 || (cfg[7] == 1 && gemm_pdl_ok(q, cfg[0]))) &&
+           (cfg[8] == 0 || (cfg[8] == 1 && gemm_fused_ok(q, cfg[0])));
   }
   return 0;
 }
@@ -272,7 +298,16 @@ static void gemm_pt_run(void *p, cudaStream_t s) {
   const int own = q->hand.bm == 16 ? 6 : 4;
   const int hand = c->bm == q->hand.bm && c->grid_up == q->hand.grid_up && c->grid_down == q->hand.grid_down &&
                    c->bn_up == moe_grouped::BN && c->stages_up == own && c->bn_down == moe_grouped::BN &&
-                   c->stages_down == own && !c->pdl;
+                   c->stages_down == own && !c->pdl && !c->fused;
+  if (c->fused) {  // no sort kernel: each launch sorts the routing in-block (ch20/fused.cuh)
+    const int P = (int)(b->T * b->top_k);
+    gemm_tune_launch_selfsort<true>(c, b->d_x, b->d_topk_idx, P, (int)b->top_k, w, w + b->F * b->D, b->stride,
+                                    E, b->F, b->D, b->d_h, b->d_pair_pos, s);
+    gemm_tune_launch_selfsort<false>(c, b->d_h, b->d_topk_idx, P, (int)b->top_k, w + 2 * b->F * b->D, nullptr,
+                                     b->stride, E, b->D, b->F, b->d_y, nullptr, s);
+    moe_combine_launch(b->d_y, b->d_pair_pos, b->d_topk_w, b->T, (int)b->top_k, b->D, b->d_out, s);
+    return;
+  }
   moe_dispatch_launch(b->d_topk_idx, b->T, (int)b->top_k, E, c->bm, b->d_offsets, b->d_tile_start,
                       b->d_sorted_token, b->d_pair_pos, s);
   if (hand) {  // exactly ch15's step
@@ -357,14 +392,15 @@ static int tune_gemm_point(Tuner *t, const GemmShape *g, int T, int skewed, GtlR
   // (gemm_pt_refine): the winner's height and gate+up with every down option.
   p.hand = moe_grouped_plan(T, (int)b.top_k, (int)E, ctx->dev.sms);
   const int own_st = p.hand.bm == 16 ? 6 : 4;
-  const int hand[8] = {p.hand.bm, p.hand.grid_up, p.hand.grid_down, moe_grouped::BN, own_st, moe_grouped::BN, own_st, 0};
+  const int hand[9] = {p.hand.bm, p.hand.grid_up, p.hand.grid_down, moe_grouped::BN, own_st, moe_grouped::BN, own_st, 0, 0};
   p.pdl_ok = t->variants && ctx->dev.cc_major >= 9;
+  p.fused_ok = t->variants && moe_selfsort_ok(P, E);
   int max_load = 0;
   for (int64_t e = 0; e < E; e++) max_load = b.h_count[e] > max_load ? b.h_count[e] : max_load;
-  static int space[TUNE_MAX_CANDIDATES * 8];
+  static int space[TUNE_MAX_CANDIDATES * 9];
   const int max_first = TUNE_MAX_CANDIDATES - TUNE_GEMM_MAX_OPTS - 1;  // room for the later rounds
   int n_space = 1;
-  for (int k = 0; k < 8; k++) space[k] = hand[k];
+  for (int k = 0; k < 9; k++) space[k] = hand[k];
   int covered = 0;
   for (int i = 0; i < TUNE_GEMM_N_BM; i++) {
     const int bm = gemm_tune_bms[i];
@@ -391,11 +427,11 @@ static int tune_gemm_point(Tuner *t, const GemmShape *g, int T, int skewed, GtlR
     const int down_grid = gemm_tune_max_grid(bm, false, moe_grouped::BN, bm == 16 ? 6 : 4, ctx->dev.sms);
     for (int u = 0; u < p.n_up[bi] && n_space < max_first; u++) {
       const GemmLaunchOpt *o = &p.up[bi][u];
-      const int c[8] = {bm, o->grid, down_grid, o->bn, o->stages, moe_grouped::BN, bm == 16 ? 6 : 4, 0};
+      const int c[9] = {bm, o->grid, down_grid, o->bn, o->stages, moe_grouped::BN, bm == 16 ? 6 : 4, 0, 0};
       int same = 1;
-      for (int k = 0; k < 8; k++) same &= c[k] == hand[k];
+      for (int k = 0; k < 9; k++) same &= c[k] == hand[k];
       if (same) continue;
-      for (int k = 0; k < 8; k++) space[8 * n_space + k] = c[k];
+      for (int k = 0; k < 9; k++) space[9 * n_space + k] = c[k];
       n_space++;
     }
   }
@@ -409,7 +445,7 @@ static int tune_gemm_point(Tuner *t, const GemmShape *g, int T, int skewed, GtlR
   PointOps ops = {gemm_pt_set, gemm_pt_run, gemm_pt_validate, &p, "gemm", gemm_pt_refine, gemm_pt_allowed};
   static TuneCand cands[TUNE_MAX_CANDIDATES];
   int n = 0, from_cache = 0;
-  const int best = tune_point(t, &ops, hand, space, n_space, 8, key, cands, &n, &from_cache);
+  const int best = tune_point(t, &ops, hand, space, n_space, 9, key, cands, &n, &from_cache);
 
   char workload[128];
   snprintf(workload, sizeof workload, "gemm_T%d_E%lld_k%lld_D%lld_F%lld%s", T, (long long)E,

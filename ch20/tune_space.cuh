@@ -23,10 +23,16 @@
 //              stages: more CTAs per SM); at bm 16 also 12 stages (64 columns) and 6 (128).
 //     pdl      bm 16 on sm_90: the down projection launched as a programmatic dependent of
 //              gate+up (its blocks start early, stream their first weight slices, then wait).
+//   mechanisms (ch20/fused.cuh), field `fused` of both kernels: a kernel launch removed.
+//     attention  the split combine folded into the split kernel (the last CTA of each
+//              (sequence, KV head) merges the partials): every split count > 1, every depth.
+//     GEMM       no sort kernel: both launches build the work-item tables in-block from the
+//              routing (bm 16, T·top_k <= 256, E <= 256), every bm-16 variant.
 // Launchers only (pointers, sizes, stream in); the driver is ch20/autotune.cuh.
 #pragma once
 #include "../ch18/decode_attn.cuh"
 #include "../ch15/grouped.cuh"
+#include "fused.cuh"  // mechanisms: the split combine folded in, the dispatch sort folded in
 
 // ---- attention ------------------------------------------------------------------------------
 
@@ -78,6 +84,33 @@ static inline int attn_tune_launch(const AttnDecodeArgs *a, int splits, int stag
   return -1;
 }
 
+// The same at `stages` with the combine folded into the split kernel (ch20/fused.cuh):
+// CTAs per SM (also its shared-memory opt-in), and one step in one launch. counters: B·H_kv
+// unsigned, zeroed once. Same returns as above.
+static inline int attn_tune_ctas_per_sm_fused(int stages) {
+  switch (stages) {
+    case 2: return attn_selfmerge_ctas_per_sm<2>();
+    case 3: return attn_selfmerge_ctas_per_sm<3>();
+    case 4: return attn_selfmerge_ctas_per_sm<4>();
+    case 6: return attn_selfmerge_ctas_per_sm<6>();
+    case 8: return attn_selfmerge_ctas_per_sm<8>();
+  }
+  moe_die("attn_tune_ctas_per_sm_fused: stages must be 2, 3, 4, 6 or 8");
+  return 0;
+}
+static inline int attn_tune_launch_fused(const AttnDecodeArgs *a, int splits, int stages, float *ws,
+                                         unsigned *counters, cudaStream_t s) {
+  switch (stages) {
+    case 2: return attn_selfmerge_launch<2>(a, splits, ws, counters, s);
+    case 3: return attn_selfmerge_launch<3>(a, splits, ws, counters, s);
+    case 4: return attn_selfmerge_launch<4>(a, splits, ws, counters, s);
+    case 6: return attn_selfmerge_launch<6>(a, splits, ws, counters, s);
+    case 8: return attn_selfmerge_launch<8>(a, splits, ws, counters, s);
+  }
+  fprintf(stderr, "attn_tune_launch_fused: stages must be 2, 3, 4, 6 or 8 (got %d)\n", stages);
+  return -1;
+}
+
 // ---- grouped GEMM ---------------------------------------------------------------------------
 
 typedef struct {
@@ -86,6 +119,7 @@ typedef struct {
   int bn_up, stages_up;    // the gate+up launch's kernel variant (column tile, ring depth)
   int bn_down, stages_down;
   int pdl;                 // 1: programmatic dependent launch of down after gate+up (bm 16, sm_90)
+  int fused;               // 1: no sort kernel; both launches sort in-block (bm 16, ch20/fused.cuh)
 } GemmTuneCfg;
 
 #define TUNE_GEMM_N_BM 5
@@ -295,4 +329,69 @@ static inline void gemm_tune_launch(const GemmTuneCfg *cfg, const __nv_bfloat16 
       break;
   }
   if (!done) moe_die("gemm_tune_launch: no such grouped-GEMM variant");
+}
+
+// ---- grouped GEMM with the sort inside (ch20/fused.cuh), bm 16 ------------------------------
+
+// The bm-16 variants {bn, stages} (gemm_tune_variants(16, ...)) with the sort folded in:
+// configure (launch == 0: both PDL twins; returns the largest persistent grid) or launch
+// (returns 1); 0 for no such variant.
+template <bool GLU>
+static inline int gemm_selfsort_dispatch(int launch, int pdl, int bn, int st, int sms, int grid,
+                                         const __nv_bfloat16 *A, const int32_t *topk_idx, int P, int top_k,
+                                         const __nv_bfloat16 *W0, const __nv_bfloat16 *W1, int64_t stride,
+                                         int E, int N, int K, __nv_bfloat16 *C, int32_t *pair_pos,
+                                         cudaStream_t s) {
+#define GEMM_SELFSORT(BN_, ST_)                                                                          \
+  if (bn == BN_ && st == ST_) {                                                                          \
+    if (!launch) {                                                                                       \
+      moe_selfsort_configure<16, GLU, ST_, BN_, true>(sms);                                              \
+      return moe_selfsort_configure<16, GLU, ST_, BN_, false>(sms);                                      \
+    }                                                                                                    \
+    if (pdl)                                                                                             \
+      moe_selfsort_launch<16, GLU, ST_, BN_, true>(grid, A, topk_idx, P, top_k, W0, W1, stride, E, N, K, \
+                                                   C, pair_pos, s);                                      \
+    else                                                                                                 \
+      moe_selfsort_launch<16, GLU, ST_, BN_, false>(grid, A, topk_idx, P, top_k, W0, W1, stride, E, N,  \
+                                                    K, C, pair_pos, s);                                  \
+    return 1;                                                                                            \
+  }
+  GEMM_SELFSORT(64, 6)
+  GEMM_SELFSORT(16, 6)
+  GEMM_SELFSORT(32, 6)
+  GEMM_SELFSORT(128, 4)
+  GEMM_SELFSORT(64, 8)
+  GEMM_SELFSORT(64, 3)
+  GEMM_SELFSORT(64, 12)
+  GEMM_SELFSORT(128, 6)
+#undef GEMM_SELFSORT
+  return 0;
+}
+
+/** Shared-memory opt-in of the self-sorting twin of bm-16 variant {bn, stages} (both PDL
+ *  twins); returns its largest persistent grid. Exit 3 for an unknown variant. */
+static inline int gemm_tune_selfsort_max_grid(bool glu, int bn, int stages, int sms) {
+  const int g = glu ? gemm_selfsort_dispatch<true>(0, 0, bn, stages, sms, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+                    : gemm_selfsort_dispatch<false>(0, 0, bn, stages, sms, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  if (g < 1) moe_die("gemm_tune_selfsort_max_grid: no such self-sorting variant");
+  return g;
+}
+
+/** gemm_tune_launch for a configuration with fused = 1 (bm 16): the same product, but the
+ *  work-item tables come from topk_idx [P] inside the kernel (no moe_dispatch_launch before
+ *  it); the gate+up launch (GLU) also writes pair_pos [P] for the combine. Call
+ *  gemm_tune_selfsort_max_grid for the variant first. Exit 3 on an unknown variant. */
+template <bool GLU>
+static inline void gemm_tune_launch_selfsort(const GemmTuneCfg *cfg, const __nv_bfloat16 *A,
+                                             const int32_t *topk_idx, int P, int top_k,
+                                             const __nv_bfloat16 *W0, const __nv_bfloat16 *W1, int64_t stride,
+                                             int E, int64_t N, int64_t K, __nv_bfloat16 *C,
+                                             int32_t *pair_pos, cudaStream_t s) {
+  if (N % 8 || K % 8 || N < 8 || K < 8 || cfg->bm != 16)
+    moe_die("self-sorting grouped GEMM needs N, K multiples of 8 and bm 16");
+  const int grid = GLU ? cfg->grid_up : cfg->grid_down;
+  const int bn = GLU ? cfg->bn_up : cfg->bn_down, st = GLU ? cfg->stages_up : cfg->stages_down;
+  if (!gemm_selfsort_dispatch<GLU>(1, cfg->pdl, bn, st, 0, grid, A, topk_idx, P, top_k, W0, W1, stride, E,
+                                   (int)N, (int)K, C, GLU ? pair_pos : nullptr, s))
+    moe_die("gemm_tune_launch_selfsort: no such grouped-GEMM variant");
 }

@@ -100,19 +100,21 @@ static void save_then_load_round_trips(void **state) {
   const TuneEntry *e = tune_cache_find(&d, a.key);
   assert_non_null(e);
   assert_int_equal(e->cfg[0], 48);
-  assert_int_equal(e->n_cfg, 2);
+  assert_int_equal(e->n_cfg, 3);
   assert_int_equal(e->cfg[1], 3); /* left out: ch18's own kernel (3 stages) */
+  assert_int_equal(e->cfg[2], 0); /* and its separate combine kernel */
   e = tune_cache_find(&d, g.key);
   assert_non_null(e);
   assert_int_equal(e->cfg[0], 16);
   assert_int_equal(e->cfg[1], 264);
   assert_int_equal(e->cfg[2], 396);
-  assert_int_equal(e->n_cfg, 8); /* left out: ch15's own kernel for both launches at bm 16 */
+  assert_int_equal(e->n_cfg, 9); /* left out: ch15's own kernel for both launches at bm 16 */
   assert_int_equal(e->cfg[3], 64);
   assert_int_equal(e->cfg[4], 6);
   assert_int_equal(e->cfg[5], 64);
   assert_int_equal(e->cfg[6], 6);
   assert_int_equal(e->cfg[7], 0); /* and no programmatic dependent launch */
+  assert_int_equal(e->cfg[8], 0); /* and ch15's sort kernel */
   assert_true(e->us > 12.49 && e->us < 12.51);
   assert_null(tune_cache_find(&d, "attn|NVIDIA H200|sms=88|cuda=13000|B16_S8192_Hkv8_w0"));
   char *text = slurp(path); /* the human-readable copies of the key's parts */
@@ -163,11 +165,12 @@ static void bad_entries_are_named_and_skipped(void **state) {
        "{\"key\":\"gemm|G|sms=1|cuda=1|d\",\"kernel\":\"gemm\",\"config\":{\"bm\":16,\"grid_up\":2.5,\"grid_down\":1}},"
        "{\"key\":\"attn|G|sms=1|cuda=1|e\",\"kernel\":\"conv\",\"config\":{}},"
        "{\"key\":\"gemm|G|sms=1|cuda=1|f\",\"kernel\":\"attn\",\"config\":{\"splits\":2}},"
-       "{\"key\":\"gemm|G|sms=1|cuda=1|g\",\"kernel\":\"gemm\",\"config\":{\"bm\":32,\"grid_up\":132,\"grid_down\":264}}"
+       "{\"key\":\"gemm|G|sms=1|cuda=1|g\",\"kernel\":\"gemm\",\"config\":{\"bm\":32,\"grid_up\":132,\"grid_down\":264}},"
+       "{\"key\":\"attn|G|sms=1|cuda=1|h\",\"kernel\":\"attn\",\"config\":{\"splits\":4,\"stages\":6,\"fused\":1}}"
        "]}");
   static TuneCache c;
   assert_int_equal(load_logged(&c, path, log, sizeof log), 0);
-  assert_int_equal(c.n, 2);
+  assert_int_equal(c.n, 3);
   assert_int_equal(c.skipped, 4);
   assert_int_equal(c.foreign, 0);
   assert_non_null(strstr(log, "entries[1].config.splits"));
@@ -180,11 +183,18 @@ static void bad_entries_are_named_and_skipped(void **state) {
   assert_non_null(g);
   assert_int_equal(g->cfg[2], 264);
   assert_int_equal(g->cfg[4], 4); /* bm 32: ch15's 4 stages */
+  assert_int_equal(g->cfg[8], 0); /* no fused: ch15's sort kernel */
+  const TuneEntry *h = tune_cache_find(&c, "attn|G|sms=1|cuda=1|h");
+  assert_non_null(h);
+  assert_int_equal(h->cfg[2], 1); /* fused: the combine inside the split kernel */
   char err[256]; /* a cache of ours with bad entries may be rewritten: the good ones stay */
   assert_int_equal(tune_cache_save(&c, path, err, sizeof err), 0);
   assert_int_equal(load_logged(&c, path, log, sizeof log), 0);
-  assert_int_equal(c.n, 2);
+  assert_int_equal(c.n, 3);
   assert_int_equal(c.skipped, 0);
+  h = tune_cache_find(&c, "attn|G|sms=1|cuda=1|h");
+  assert_non_null(h);
+  assert_int_equal(h->cfg[2], 1); /* written back and read again */
   rm_dir(dir);
 }
 
