@@ -30,6 +30,7 @@
 #include "../../ch15/grouped.cuh" // MoeTile, moe_tile_of, moe_swz, cp.async / ldmatrix / mma; dispatch.cuh
 #include "../00_baseline/layer.cuh"  // lab00_glu: the expert activation (SwiGLU, gpt-oss's clamped one)
 #include "../../ch12/launch.cuh"      // pdl_wait_prior, pdl_allow_next (layer 04's programmatic edges)
+#include <type_traits>             // std::void_t (Lab03Gemv1Ok)
 
 constexpr int kLab03GemvThreads = 256;  // 8 warps per block, as ch08's GEMV
 constexpr int kLab03GemvMaxRows = 8;    // tokens per expert the GEMV kernel takes (registers)
@@ -99,6 +100,201 @@ __host__ __device__ __forceinline__ int lab03_gemv_row(const MoeTile &t) { retur
 // A hint: the 128-byte line holding p into L2, no register written (PTX ISA, "prefetch").
 __device__ __forceinline__ void lab03_prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
+// ---- batch 1 (R = 1): one row per work item, the warp's items as one stream of loads ------
+// Variants (compile time; all 0 rebuilds the general body below for R = 1 too):
+//   LAB03_GEMV1_PIPE   1: the loads of the warp's next chunk (ILP loads per lane, next row
+//                      included) are issued BEFORE this chunk's math, so a warp never waits
+//                      with nothing in flight between two rows (double-buffered registers);
+//   LAB03_GEMV1_DEPTH  loads per lane and matrix in one chunk (0: WF::kIlp / 2 when
+//                      pipelined, WF::kIlp when not: the same registers as the general body);
+//   LAB03_GEMV1_XS     1: the up kernel's input row (one token at batch 1) staged ONCE per
+//                      block in shared memory as fp32 (hi + lo, exact): the inner loop reads
+//                      it with 16-byte shared loads instead of two bf16 loads, two unpacks and
+//                      an add per 8 activations. Rows wider than kLab03Gemv1XsMax floats, or
+//                      sorted rows of more than one token, keep the global reads.
+// Every lane sums the same products in the same order as the general body (chunks cover
+// pieces lane, lane + 32, … in order): outputs are bit-identical to it.
+#ifndef LAB03_GEMV1_PIPE
+#define LAB03_GEMV1_PIPE 0
+#endif
+#ifndef LAB03_GEMV1_DEPTH
+#define LAB03_GEMV1_DEPTH 0
+#endif
+#ifndef LAB03_GEMV1_XS
+#define LAB03_GEMV1_XS 0
+#endif
+#define LAB03_GEMV1 (LAB03_GEMV1_PIPE || LAB03_GEMV1_XS || LAB03_GEMV1_DEPTH)
+constexpr int kLab03Gemv1XsMax = 4096;  // floats of the staged row (16 KB of static shared memory)
+
+// 1 for formats the batch-1 path takes: one weight per element, no block scales, no L2
+// prefetch (a format without kPack / kScaleBytes counts as 1 and 0).
+template <class W, class = void>
+struct Lab03Gemv1Ok {
+  static constexpr bool value = !W::kPrefetch;
+};
+template <class W>
+struct Lab03Gemv1Ok<W, std::void_t<decltype(W::kScaleBytes)>> {
+  static constexpr bool value = !W::kPrefetch && W::kPack == 1 && W::kScaleBytes == 0;
+};
+
+// Where a warp's chunk comes from: the item's weight rows, its input row (global), its
+// output row s and weight row n of expert e.
+struct Lab03Gemv1Item {
+  const uint4 *w0, *w1, *x;
+  int64_t s;
+  int e, n;
+};
+
+template <bool GLU, class WF>
+__device__ __forceinline__ Lab03Gemv1Item lab03_gemv1_item(int64_t w, const __nv_bfloat16 *A, const int32_t *a_token,
+                                                           const typename WF::T *W0, const typename WF::T *W1,
+                                                           int64_t expert_stride, const int32_t *s_off,
+                                                           const int32_t *s_ts, int E, int N, int K) {
+  const MoeTile t = moe_tile_of((int)w, s_off, s_ts, E, N, 1);
+  Lab03Gemv1Item it;
+  it.e = t.e, it.n = lab03_gemv_row(t), it.s = t.row0;
+  it.w0 = (const uint4 *)(W0 + t.e * expert_stride + (int64_t)it.n * K);
+  it.w1 = GLU ? (const uint4 *)(W1 + t.e * expert_stride + (int64_t)it.n * K) : it.w0;
+  it.x = (const uint4 *)(A + (int64_t)(GLU ? a_token[t.row0] : t.row0) * 2 * K);
+  return it;
+}
+
+// The body at R = 1 (lab03_grouped_gemv_body's arguments; s_off / s_ts its shared tables).
+// XS: xs is the staged row, float4 q of load c at xs[q·KC + c] (lanes read consecutive
+// float4: no bank conflict); else the input rows come from global memory (L1).
+template <bool GLU, class WF, bool PIPE, int D, bool XS>
+__device__ __forceinline__ void lab03_gemv1_run(const __nv_bfloat16 *__restrict__ A, const int32_t *__restrict__ a_token,
+                                                const typename WF::T *__restrict__ W0,
+                                                const typename WF::T *__restrict__ W1, int64_t expert_stride,
+                                                const int32_t *s_off, const int32_t *s_ts, int E, int N, int K,
+                                                __nv_bfloat16 *__restrict__ H, float *__restrict__ Y,
+                                                const Lab03Glu &glu, const WF &fmt, const float4 *xs) {
+  constexpr int XL = WF::kPerLoad / 8;
+  const int lane = threadIdx.x & 31, K8 = K >> 3, KC = K / WF::kPerLoad, nch = (KC + 32 * D - 1) / (32 * D);
+  const int64_t total = (int64_t)s_ts[E] * N, warps = ((int64_t)gridDim.x * blockDim.x) >> 5;
+  int64_t w = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  if (w >= total) return;
+  auto load = [&](const Lab03Gemv1Item &it, int ch, uint4 *wv, uint4 *uv) {
+#pragma unroll
+    for (int j = 0; j < D; j++) {
+      const int c = lane + 32 * (ch * D + j);
+      const bool in = c < KC;
+      wv[j] = in ? gemv_ld_stream(it.w0 + c) : make_uint4(0, 0, 0, 0);
+      if (GLU) uv[j] = in ? gemv_ld_stream(it.w1 + c) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  Lab03Gemv1Item cur = lab03_gemv1_item<GLU, WF>(w, A, a_token, W0, W1, expert_stride, s_off, s_ts, E, N, K);
+  uint4 wv[D], uv[D];
+  load(cur, 0, wv, uv);
+  float a0 = 0.0f, a1 = 0.0f;
+  for (int ch = 0;;) {
+    // the next chunk: this row's, or the first of the warp's next item
+    Lab03Gemv1Item nxt = cur;
+    int nch_next = ch + 1;
+    bool more = true;
+    if (nch_next == nch) {
+      nch_next = 0;
+      more = w + warps < total;
+      if (more) nxt = lab03_gemv1_item<GLU, WF>(w + warps, A, a_token, W0, W1, expert_stride, s_off, s_ts, E, N, K);
+    }
+    uint4 nw[D], nu[D];
+    if (PIPE && more) load(nxt, nch_next, nw, nu);
+#pragma unroll
+    for (int j = 0; j < D; j++) {
+      const int c = lane + 32 * (ch * D + j);
+      if (c >= KC) break;
+      float wf[WF::kPerLoad], uf[WF::kPerLoad];
+      WF::unpack(wv[j], wf);
+      if (GLU) WF::unpack(uv[j], uf);
+#pragma unroll
+      for (int h = 0; h < XL; h++) {
+        float xf[8];
+        if constexpr (XS) {
+          const float4 p = xs[(2 * h) * KC + c], q = xs[(2 * h + 1) * KC + c];
+          xf[0] = p.x, xf[1] = p.y, xf[2] = p.z, xf[3] = p.w, xf[4] = q.x, xf[5] = q.y, xf[6] = q.z, xf[7] = q.w;
+        } else {
+          float hf[8], lf[8];
+          gemv_unpack8(__ldg(cur.x + c * XL + h), hf);
+          gemv_unpack8(__ldg(cur.x + K8 + c * XL + h), lf);
+#pragma unroll
+          for (int q = 0; q < 8; q++) xf[q] = hf[q] + lf[q];  // exact: lo holds the bits below hi's
+        }
+#pragma unroll
+        for (int q = 0; q < 8; q++) {
+          a0 = fmaf(wf[8 * h + q], xf[q], a0);
+          if (GLU) a1 = fmaf(uf[8 * h + q], xf[q], a1);
+        }
+      }
+    }
+    if (ch == nch - 1) {  // the item's last chunk: butterfly, scale, epilogue
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) {
+        a0 += __shfl_xor_sync(0xFFFFFFFFu, a0, o);
+        if (GLU) a1 += __shfl_xor_sync(0xFFFFFFFFu, a1, o);
+      }
+      if constexpr (WF::kScaled) a0 *= fmt.scale(0, cur.e, cur.n), a1 *= GLU ? fmt.scale(1, cur.e, cur.n) : 0.0f;
+      if (lane == 0) {
+        if (GLU) {
+          const float v = lab03_glu_at(glu, cur.e, cur.n, a0, a1);
+          const __nv_bfloat16 hi = __float2bfloat16(v);
+          H[cur.s * 2 * N + cur.n] = hi;
+          H[cur.s * 2 * N + N + cur.n] = __float2bfloat16(v - __bfloat162float(hi));
+        } else {
+          Y[cur.s * N + cur.n] = a0;
+        }
+      }
+      a0 = a1 = 0.0f;
+      w += warps;
+    }
+    if (!more) break;
+    if (PIPE) {
+#pragma unroll
+      for (int j = 0; j < D; j++) wv[j] = nw[j], uv[j] = nu[j];
+    } else {
+      load(nxt, nch_next, wv, uv);
+    }
+    cur = nxt, ch = nch_next;
+  }
+}
+
+// Batch 1's entry from lab03_grouped_gemv_body (after its tables are in shared memory):
+// the staged row when LAB03_GEMV1_XS applies, then lab03_gemv1_run.
+template <bool GLU, class WF>
+__device__ __forceinline__ void lab03_gemv1_body(const __nv_bfloat16 *__restrict__ A, const int32_t *__restrict__ a_token,
+                                                 const typename WF::T *__restrict__ W0,
+                                                 const typename WF::T *__restrict__ W1, int64_t expert_stride,
+                                                 const int32_t *s_off, const int32_t *s_ts, int E, int N, int K,
+                                                 __nv_bfloat16 *__restrict__ H, float *__restrict__ Y,
+                                                 const Lab03Glu &glu, const WF &fmt) {
+  constexpr bool PIPE = LAB03_GEMV1_PIPE != 0;
+  constexpr int D = LAB03_GEMV1_DEPTH > 0 ? LAB03_GEMV1_DEPTH : PIPE && WF::kIlp > 1 ? WF::kIlp / 2 : WF::kIlp;
+  const float4 *xs = nullptr;
+  if constexpr (GLU && LAB03_GEMV1_XS) {
+    __shared__ float4 lab03_gemv1_xs[kLab03Gemv1XsMax / 4];
+    const int P = s_off[E], KC = K / WF::kPerLoad, K4 = K >> 2;
+    const int32_t tok = P > 0 ? a_token[0] : 0;
+    int same = K <= kLab03Gemv1XsMax;
+    for (int s = threadIdx.x; same && s < P; s += blockDim.x) same = a_token[s] == tok;
+    if (__syncthreads_and(same) && P > 0) {  // block-uniform
+      const uint2 *hi = (const uint2 *)(A + (int64_t)tok * 2 * K), *lo = (const uint2 *)(A + (int64_t)tok * 2 * K + K);
+      for (int f = threadIdx.x; f < K4; f += blockDim.x) {  // elements 4f..4f+3: load f / Q's float4 f % Q
+        const uint2 h = __ldg(hi + f), l = __ldg(lo + f);
+        float4 v;
+        v.x = __uint_as_float(h.x << 16) + __uint_as_float(l.x << 16);
+        v.y = __uint_as_float(h.x & 0xFFFF0000u) + __uint_as_float(l.x & 0xFFFF0000u);
+        v.z = __uint_as_float(h.y << 16) + __uint_as_float(l.y << 16);
+        v.w = __uint_as_float(h.y & 0xFFFF0000u) + __uint_as_float(l.y & 0xFFFF0000u);
+        constexpr int Q = WF::kPerLoad / 4;
+        lab03_gemv1_xs[(f % Q) * KC + f / Q] = v;
+      }
+      __syncthreads();
+      xs = lab03_gemv1_xs;
+    }
+  }
+  if (xs) lab03_gemv1_run<GLU, WF, PIPE, D, true>(A, a_token, W0, W1, expert_stride, s_off, s_ts, E, N, K, H, Y, glu, fmt, xs);
+  else lab03_gemv1_run<GLU, WF, PIPE, D, false>(A, a_token, W0, W1, expert_stride, s_off, s_ts, E, N, K, H, Y, glu, fmt, xs);
+}
+
 // ---- kernels ----------------------------------------------------------------------------
 // GLU (up): H[s] = split(lab03_glu_at(Wg_e · x, Wu_e · x)), x = A[a_token[s]] ([hi | lo], 2K
 // bf16), H [P][2N] bf16 split rows; else (down): Y[s][n] = Wd_e[n] · A[s], Y [P][N] fp32.
@@ -122,6 +318,10 @@ __device__ __forceinline__ void lab03_grouped_gemv_body(const __nv_bfloat16 *__r
   __shared__ int32_t s_off[MOE_MAX_EXPERTS + 1], s_ts[MOE_MAX_EXPERTS + 1];
   for (int x = threadIdx.x; x <= E; x += blockDim.x) s_off[x] = offsets[x], s_ts[x] = tile_start[x];
   __syncthreads();
+  if constexpr (R == 1 && LAB03_GEMV1 && Lab03Gemv1Ok<WF>::value) {  // batch 1's variants, above
+    lab03_gemv1_body<GLU, WF>(A, a_token, W0, W1, expert_stride, s_off, s_ts, E, N, K, H, Y, glu, fmt);
+    return;
+  }
   const int lane = threadIdx.x & 31, K8 = K >> 3, KC = (int)((unsigned)K8 / XL);  // weight loads per row
   const int64_t total = (int64_t)s_ts[E] * N, warps = ((int64_t)gridDim.x * blockDim.x) >> 5;
   for (int64_t w = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < total; w += warps) {

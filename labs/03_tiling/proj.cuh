@@ -26,7 +26,15 @@
 #include "../../ch08/gemv.cuh"  // gemv_ld_stream, gemv_unpack8, GEMV_ILP
 #include "../../ch12/launch.cuh"  // pdl_wait_prior, pdl_allow_next (layer 04's programmatic edges)
 
-constexpr int kLab03ProjThreads = kLab00Threads;  // 128: lab00_row_rms_inv's block
+// Threads per block: 128 (lab00_row_rms_inv's block) unless built with
+// -DLAB03_PROJ_THREADS=256 (a multiple of 128): then every block stages its rows for twice
+// as many weight rows (half the blocks, half the staging reads from L2); 1/rms is still
+// summed by the first 128 threads in lab00_row_rms_inv's order (lab03_proj_rms_inv).
+#ifndef LAB03_PROJ_THREADS
+#define LAB03_PROJ_THREADS 128
+#endif
+constexpr int kLab03ProjThreads = LAB03_PROJ_THREADS;
+static_assert(kLab03ProjThreads % kLab00Threads == 0, "the norm's sum uses lab00_row_rms_inv's 128 threads");
 constexpr int kLab03ProjWarps = kLab03ProjThreads / 32;
 constexpr int kLab03ProjMaxRows = 4;              // token rows per block (fp32 in shared memory)
 constexpr int kLab03ProjGemvMaxBatch = kLab03ProjMaxRows;  // qkv and out as GEMV up to this batch
@@ -90,6 +98,25 @@ __host__ __device__ __forceinline__ void lab03_proj_slice(int K, int bx, int gx,
   const int s = (K + gx - 1) / gx;
   *k0 = bx * s < K ? bx * s : K;
   *k1 = *k0 + s < K ? *k0 + s : K;
+}
+
+// 1 / rms of the staged row xr (n floats): lab00_row_rms_inv's sums in its order (threads
+// 0..kLab00Threads-1 of the block, the others idle), so the result is bit-identical at any
+// block size; every thread must call it (barriers). red: kLab03ProjThreads floats.
+__device__ __forceinline__ float lab03_proj_rms_inv(const float *xr, int n, float eps, float *red) {
+  if (kLab03ProjThreads == kLab00Threads) return lab00_row_rms_inv(xr, n, eps, red);
+  const int t = threadIdx.x;
+  if (t < kLab00Threads) {
+    float ss = 0.f;
+    for (int i = t; i < n; i += kLab00Threads) ss += xr[i] * xr[i];
+    red[t] = ss;
+  }
+  __syncthreads();
+  for (int s = kLab00Threads / 2; s > 0; s >>= 1) {
+    if (t < s) red[t] += red[t + s];
+    __syncthreads();
+  }
+  return rsqrtf(red[0] / n + eps);
 }
 
 // ---- kernels ------------------------------------------------------------------------------
@@ -164,7 +191,7 @@ __global__ void __launch_bounds__(kLab03ProjThreads, R == 1 && WPR == 1 ? kLab03
   if (g.norm) {  // xs = w ⊙ x / rms(x), row by row: 00's lab00_row_rms_inv over the staged row
     __shared__ float inv[kLab03ProjMaxRows];
     for (int r = 0; r < nb; r++) {  // block-uniform: every thread reaches the barriers
-      const float v = lab00_row_rms_inv(lab03_proj_xs + (size_t)r * K, K, g.eps, red);
+      const float v = lab03_proj_rms_inv(lab03_proj_xs + (size_t)r * K, K, g.eps, red);
       if (threadIdx.x == 0) inv[r] = v;
       __syncthreads();  // red is read by every thread before the next row reuses it
     }
