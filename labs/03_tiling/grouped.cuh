@@ -316,6 +316,8 @@ __device__ __forceinline__ void lab03_grouped_gemv_body(const __nv_bfloat16 *__r
                                                         const Lab03Glu &glu, const WF &fmt) {
   constexpr int XL = WF::kPerLoad / 8;  // activation loads (hi; lo the same) per weight load
   __shared__ int32_t s_off[MOE_MAX_EXPERTS + 1], s_ts[MOE_MAX_EXPERTS + 1];
+  pdl_wait_prior();  // PDL (ch12): the tables (which weights) come from the sort kernel
+  pdl_allow_next();
   for (int x = threadIdx.x; x <= E; x += blockDim.x) s_off[x] = offsets[x], s_ts[x] = tile_start[x];
   __syncthreads();
   if constexpr (R == 1 && LAB03_GEMV1 && Lab03Gemv1Ok<WF>::value) {  // batch 1's variants, above
@@ -331,8 +333,6 @@ __device__ __forceinline__ void lab03_grouped_gemv_body(const __nv_bfloat16 *__r
     const uint4 *w1 = GLU ? (const uint4 *)(W1 + t.e * expert_stride + (int64_t)n * K) : w0;
     const uint4 *x[R];
 #pragma unroll
-  pdl_wait_prior();  // PDL (ch12): the tables (which weights) come from the sort kernel
-  pdl_allow_next();
     for (int r = 0; r < R; r++)
       x[r] = r < t.rows ? (const uint4 *)(A + (int64_t)(GLU ? a_token[t.row0 + r] : t.row0 + r) * 2 * K) : nullptr;
     float a0[R], a1[R];
@@ -458,6 +458,8 @@ __device__ __forceinline__ void lab03_grouped_mma_body(const __nv_bfloat16 *__re
   T *sB = (T *)(sA + STAGES * AROWS * BK);          // [STAGES][BROWS][BK]
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int n_tiles = (N + BN - 1) / BN, KT = (K + BK - 1) / BK;
+  pdl_wait_prior();  // PDL (ch12): the tables (which weights) come from the sort kernel
+  pdl_allow_next();
   const int total = tile_start[E] * n_tiles;
   const int mine = total > (int)blockIdx.x ? (total - 1 - (int)blockIdx.x) / gridDim.x + 1 : 0;
   const int n_slices = mine * KT;
@@ -482,8 +484,6 @@ __device__ __forceinline__ void lab03_grouped_mma_body(const __nv_bfloat16 *__re
       }
 #pragma unroll
       for (int i = 0; i < B_COPIES; i++) {
-  pdl_wait_prior();  // PDL (ch12): the tables (which weights) come from the sort kernel
-  pdl_allow_next();
         const int r = b_row + i * (THREADS / BCH), n = t.n0 + r % BN;
         const T *W = (GLU && r >= BN) ? W1 : W0;
         b_src[i] = n < N ? W + t.e * expert_stride + (int64_t)n * K : nullptr;
