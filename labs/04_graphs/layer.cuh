@@ -172,19 +172,24 @@ static inline void lab04_pdl_register(Engine *e) {
   for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) lab04_pdl_ready(e, k[i]);
 }
 
-// 1 when node n is a kernel node; with `ready`, a registered one.
+// 1 when node n is a kernel node; with ready = 1, a registered one (its function pointer
+// in the table); ready = 2, the same by name (cudaFuncGetName), should a runtime give the
+// node's kernel as a cudaKernel_t rather than its host entry point.
 static inline int lab04_node_is(const Lab04 *p, cudaGraphNode_t n, int ready) {
   cudaGraphNodeType t;
   GTL_CUDA(cudaGraphNodeGetType(n, &t));
   if (t != cudaGraphNodeTypeKernel) return 0;
   if (!ready) return 1;
   cudaKernelNodeParams kp;
-  if (cudaGraphKernelNodeGetParams(n, &kp) != cudaSuccess) {  // not a runtime kernel: not ours
+  const char *name = NULL, *r;
+  if (cudaGraphKernelNodeGetParams(n, &kp) != cudaSuccess ||  // not a runtime kernel: not ours
+      (ready == 2 && cudaFuncGetName(&name, kp.func) != cudaSuccess)) {
     cudaGetLastError();
     return 0;
   }
   for (int i = 0; i < p->n_ready; i++)
-    if (p->ready[i] == kp.func) return 1;
+    if (p->ready[i] == kp.func || (name && cudaFuncGetName(&r, p->ready[i]) == cudaSuccess && !strcmp(r, name)))
+      return 1;
   return 0;
 }
 
@@ -207,17 +212,23 @@ static inline int lab04_graph_edit(Engine *e, cudaGraph_t g) {
   GTL_CUDA(cudaGraphGetEdges(g, from, to, d, &n));
   const unsigned char port = e->pdl == 2 ? cudaGraphKernelNodePortLaunchCompletion : cudaGraphKernelNodePortProgrammatic;
   size_t k = 0, kept = 0;  // edges to change (compacted to the front), programmatic edges left as they are
-  for (size_t i = 0; i < n; i++) {
-    if (d[i].type == cudaGraphDependencyTypeProgrammatic && d[i].from_port == port) {
-      kept++;
-      continue;
+  for (int by = 1; by <= 2 && k <= 1; by++) {  // by pointer; by name if at most RoPE's own edge matched
+    k = kept = 0;
+    for (size_t i = 0; i < n; i++) {
+      if (d[i].type == cudaGraphDependencyTypeProgrammatic && d[i].from_port == port) {
+        kept++;
+        continue;
+      }
+      if (!lab04_node_is(p, from[i], 0) || !lab04_node_is(p, to[i], by)) continue;
+      cudaGraphNode_t f = from[i], t = to[i];
+      const cudaGraphEdgeData di = d[i];
+      from[i] = from[k], to[i] = to[k], d[i] = d[k];  // swap into the front: the rest stay scannable
+      from[k] = f, to[k] = t, d[k] = di;
+      memset(&nd[k], 0, sizeof nd[k]);
+      nd[k].type = cudaGraphDependencyTypeProgrammatic;
+      nd[k].from_port = port;
+      k++;
     }
-    if (!lab04_node_is(p, from[i], 0) || !lab04_node_is(p, to[i], 1)) continue;
-    from[k] = from[i], to[k] = to[i], d[k] = d[i];
-    memset(&nd[k], 0, sizeof nd[k]);
-    nd[k].type = cudaGraphDependencyTypeProgrammatic;
-    nd[k].from_port = port;
-    k++;
   }
   if (k) {
     GTL_CUDA(cudaGraphRemoveDependencies(g, from, to, d, k));
