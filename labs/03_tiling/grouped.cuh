@@ -69,7 +69,14 @@ struct Lab03Stages {
 // pairs; kScaled: outputs of weight row n of expert e's matrix g (0: gate or down, 1: up)
 // are multiplied by scale(g, e, n) before the epilogue (a per-output-channel scale);
 // kStages16: the MMA ring's depth at BM = 16; kPrefetch: the GEMV body sends the warp's
-// next work item's weight rows to L2 (prefetch.global.L2) while it computes this one.
+// next work item's weight rows to L2 (prefetch.global.L2) while it computes this one;
+// kPack: weights per element of T (1; 2 for 4-bit weights: row n of expert e starts at
+// W + e·stride + n·K/kPack, stage rows hold BK/kPack elements); kScaleBytes: 0, or bytes
+// of per-block scales per weight row and BK slice (a block-scaled format, e.g. MXFP4):
+// the GEMV body loads fmt.block_scale(g, e, n, c) beside weight load c of the row and
+// decodes with WF::unpack_scaled(v, scale, f); the MMA body copies each slice's scales
+// of the tile's rows (fmt.slice_scales(g, e, n) + kt · fmt.slice_pitch, 16 bytes per
+// 16 / kScaleBytes rows) into a scale stage and decodes with WF::b_frags_scaled.
 // bf16: ch08's unpacking, ch15's swizzle and ldmatrix, no scale.
 struct Lab03Bf16Weights {
   typedef __nv_bfloat16 T;
@@ -78,6 +85,8 @@ struct Lab03Bf16Weights {
   static constexpr bool kScaled = false;
   static constexpr int kStages16 = 5;
   static constexpr bool kPrefetch = false;
+  static constexpr int kPack = 1;
+  static constexpr int kScaleBytes = 0;
   __device__ static void unpack(uint4 v, float f[kPerLoad]) { gemv_unpack8(v, f); }
   __host__ __device__ static int stage_offset(int row, int chunk) { return moe_swz(row, chunk); }
   __device__ static void b_frags(unsigned b[4], const T *stage, int row0, int kk, int lane) {
@@ -87,9 +96,11 @@ struct Lab03Bf16Weights {
 };
 
 template <int BM, bool GLU, class WF = Lab03Bf16Weights>
-struct Lab03Smem {  // A stages (bf16 hi + lo rows) and weight stages (WF::T)
-  static constexpr int bytes = Lab03Stages<BM, WF>::value * moe_grouped::BK *
-                               (2 * BM * 2 + (GLU ? 2 : 1) * moe_grouped::BN * (int)sizeof(typename WF::T));
+struct Lab03Smem {  // A stages (bf16 hi + lo rows), weight stages (WF::T), scale stages
+  static constexpr int bytes = Lab03Stages<BM, WF>::value *
+                               (moe_grouped::BK * (2 * BM * 2 + (GLU ? 2 : 1) * moe_grouped::BN *
+                                                                    (int)sizeof(typename WF::T) / WF::kPack) +
+                                (GLU ? 2 : 1) * moe_grouped::BN * WF::kScaleBytes);
 };
 
 /** The weight row of a GEMV work item: ch15's moe_tile_of numbers items expert by expert,
@@ -329,8 +340,8 @@ __device__ __forceinline__ void lab03_grouped_gemv_body(const __nv_bfloat16 *__r
   for (int64_t w = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < total; w += warps) {
     const MoeTile t = moe_tile_of((int)w, s_off, s_ts, E, N, R);
     const int n = lab03_gemv_row(t);
-    const uint4 *w0 = (const uint4 *)(W0 + t.e * expert_stride + (int64_t)n * K);
-    const uint4 *w1 = GLU ? (const uint4 *)(W1 + t.e * expert_stride + (int64_t)n * K) : w0;
+    const uint4 *w0 = (const uint4 *)(W0 + t.e * expert_stride + (int64_t)n * K / WF::kPack);
+    const uint4 *w1 = GLU ? (const uint4 *)(W1 + t.e * expert_stride + (int64_t)n * K / WF::kPack) : w0;
     const uint4 *x[R];
 #pragma unroll
     for (int r = 0; r < R; r++)
@@ -342,23 +353,28 @@ __device__ __forceinline__ void lab03_grouped_gemv_body(const __nv_bfloat16 *__r
     if constexpr (WF::kPrefetch) {
       if (w + warps < total) {
         const MoeTile tn = moe_tile_of((int)(w + warps), s_off, s_ts, E, N, R);
-        const int64_t at = tn.e * expert_stride + (int64_t)lab03_gemv_row(tn) * K;
+        const int64_t at = tn.e * expert_stride + (int64_t)lab03_gemv_row(tn) * K / WF::kPack;
         pf0 = (const char *)(W0 + at);
         pf1 = (const char *)(W1 + at);
       }
     }
     for (int c0 = lane; c0 < KC; c0 += 32 * WF::kIlp) {
       uint4 wv[WF::kIlp], uv[WF::kIlp];
+      unsigned sw[WF::kIlp], su[WF::kIlp];  // WF::kScaleBytes: the loads' block scales
 #pragma unroll
       for (int j = 0; j < WF::kIlp; j++) {
         const bool in = c0 + 32 * j < KC;
         wv[j] = in ? gemv_ld_stream(w0 + c0 + 32 * j) : make_uint4(0, 0, 0, 0);
         if (GLU) uv[j] = in ? gemv_ld_stream(w1 + c0 + 32 * j) : make_uint4(0, 0, 0, 0);
+        if constexpr (WF::kScaleBytes > 0) {
+          sw[j] = in ? fmt.block_scale(0, t.e, n, c0 + 32 * j) : 0u;
+          if (GLU) su[j] = in ? fmt.block_scale(1, t.e, n, c0 + 32 * j) : 0u;
+        }
       }
       if constexpr (WF::kPrefetch) {  // after this row's first loads: the next row streams meanwhile
         if (c0 == lane && pf0)
 #pragma unroll 1
-          for (int b = lane * 128; b < K * (int)sizeof(typename WF::T); b += 32 * 128) {
+          for (int b = lane * 128; b < K * (int)sizeof(typename WF::T) / WF::kPack; b += 32 * 128) {
             lab03_prefetch_l2(pf0 + b);
             if (GLU) lab03_prefetch_l2(pf1 + b);
           }
@@ -368,8 +384,13 @@ __device__ __forceinline__ void lab03_grouped_gemv_body(const __nv_bfloat16 *__r
         const int c = c0 + 32 * j;
         if (c >= KC) break;
         float wf[WF::kPerLoad], uf[WF::kPerLoad];
-        WF::unpack(wv[j], wf);
-        if (GLU) WF::unpack(uv[j], uf);
+        if constexpr (WF::kScaleBytes > 0) {
+          WF::unpack_scaled(wv[j], sw[j], wf);
+          if (GLU) WF::unpack_scaled(uv[j], su[j], uf);
+        } else {
+          WF::unpack(wv[j], wf);
+          if (GLU) WF::unpack(uv[j], uf);
+        }
 #pragma unroll
         for (int r = 0; r < R; r++) {
           if (r >= t.rows) break;
@@ -455,7 +476,10 @@ __device__ __forceinline__ void lab03_grouped_mma_body(const __nv_bfloat16 *__re
   static_assert(BM % 16 == 0 && AROWS * 8 % THREADS == 0 && BROWS * BCH % THREADS == 0, "tiling");
   extern __shared__ __align__(128) unsigned char lab03_smem[];
   __nv_bfloat16 *sA = (__nv_bfloat16 *)lab03_smem;  // [STAGES][2·BM][BK]
-  T *sB = (T *)(sA + STAGES * AROWS * BK);          // [STAGES][BROWS][BK]
+  T *sB = (T *)(sA + STAGES * AROWS * BK);          // [STAGES][BROWS][BK / kPack]
+  unsigned char *sS = (unsigned char *)(sB + STAGES * BROWS * BK / WF::kPack);  // [STAGES][BROWS][kScaleBytes]
+  constexpr int SCOPIES = BROWS * WF::kScaleBytes / 16;  // 16-byte copies of a slice's scales
+  static_assert(SCOPIES == 0 || (SCOPIES % MATS == 0 && SCOPIES / MATS * 16 == BN * WF::kScaleBytes), "scales");
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int n_tiles = (N + BN - 1) / BN, KT = (K + BK - 1) / BK;
   pdl_wait_prior();  // PDL (ch12): the tables (which weights) come from the sort kernel
@@ -467,6 +491,7 @@ __device__ __forceinline__ void lab03_grouped_mma_body(const __nv_bfloat16 *__re
   const int ld_chunk = tid % 8, ld_row = tid / 8, b_chunk = tid % BCH, b_row = tid / BCH;
   const __nv_bfloat16 *a_src[A_COPIES];
   const T *b_src[B_COPIES];
+  const unsigned char *s_src = nullptr;  // this thread's scale copy (tid < SCOPIES), slice 0
   int ld_item = -1;
   auto load_slice = [&](int j) {
     const int item = j / KT, kt = j - item * KT;
@@ -486,12 +511,16 @@ __device__ __forceinline__ void lab03_grouped_mma_body(const __nv_bfloat16 *__re
       for (int i = 0; i < B_COPIES; i++) {
         const int r = b_row + i * (THREADS / BCH), n = t.n0 + r % BN;
         const T *W = (GLU && r >= BN) ? W1 : W0;
-        b_src[i] = n < N ? W + t.e * expert_stride + (int64_t)n * K : nullptr;
+        b_src[i] = n < N ? W + t.e * expert_stride + (int64_t)n * K / WF::kPack : nullptr;
+      }
+      if constexpr (SCOPIES > 0) {
+        const int g = tid / (SCOPIES / MATS), n = t.n0 + (tid % (SCOPIES / MATS)) * (16 / WF::kScaleBytes);
+        s_src = tid < SCOPIES && n < N ? fmt.slice_scales(g, t.e, n) : nullptr;
       }
     }
     const int stage = j % STAGES, k = kt * BK + ld_chunk * 8, kb = kt * BK + b_chunk * WF::kPerLoad;
     __nv_bfloat16 *a = sA + stage * AROWS * BK;
-    T *b = sB + stage * BROWS * BK;
+    T *b = sB + stage * BROWS * BK / WF::kPack;
 #pragma unroll
     for (int i = 0; i < A_COPIES; i++) {
       const int r = ld_row + i * (THREADS / 8);
@@ -502,8 +531,12 @@ __device__ __forceinline__ void lab03_grouped_mma_body(const __nv_bfloat16 *__re
     for (int i = 0; i < B_COPIES; i++) {
       const int r = b_row + i * (THREADS / BCH);
       const bool ok = b_src[i] != nullptr && kb < K;
-      moe_cp_async16(b + WF::stage_offset(r, b_chunk), ok ? b_src[i] + kb : W0, ok);
+      moe_cp_async16(b + WF::stage_offset(r, b_chunk), ok ? b_src[i] + kb / WF::kPack : W0, ok);
     }
+    if constexpr (SCOPIES > 0)
+      if (tid < SCOPIES)
+        moe_cp_async16(sS + (stage * BROWS + tid * (16 / WF::kScaleBytes)) * WF::kScaleBytes,
+                       s_src ? s_src + (int64_t)kt * fmt.slice_pitch : (const unsigned char *)W0, s_src != nullptr);
   };
 
   float acc[MATS][MT][NT][4];
@@ -531,7 +564,8 @@ __device__ __forceinline__ void lab03_grouped_mma_body(const __nv_bfloat16 *__re
     asm volatile("cp.async.commit_group;\n");
     const int stage = j % STAGES;
     const __nv_bfloat16 *a = sA + stage * AROWS * BK;
-    const T *b = sB + stage * BROWS * BK;
+    const T *b = sB + stage * BROWS * BK / WF::kPack;
+    const unsigned char *sc = sS + stage * BROWS * WF::kScaleBytes;
 #pragma unroll
     for (int kk = 0; kk < KSTEPS; kk++) {
       unsigned ah[MT][4], al[MT][4], bf[MATS][4];
@@ -541,7 +575,10 @@ __device__ __forceinline__ void lab03_grouped_mma_body(const __nv_bfloat16 *__re
         moe_ldsm_x4(al[i], a + moe_swz(BM + i * 16 + (lane & 15), kk * 2 + (lane >> 4)));
       }
 #pragma unroll
-      for (int g = 0; g < MATS; g++) WF::b_frags(bf[g], b, g * BN + wn, kk, lane);
+      for (int g = 0; g < MATS; g++) {
+        if constexpr (WF::kScaleBytes > 0) WF::b_frags_scaled(bf[g], b, sc, g * BN + wn, kk, lane);
+        else WF::b_frags(bf[g], b, g * BN + wn, kk, lane);
+      }
 #pragma unroll
       for (int g = 0; g < MATS; g++)
 #pragma unroll

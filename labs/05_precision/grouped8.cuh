@@ -91,6 +91,8 @@ struct Lab05Fp8Weights {
   static constexpr bool kScaled = true;
   static constexpr int kStages16 = 3;      // BM = 16: 5 blocks per SM (gate+up), not 3; see above
   static constexpr bool kPrefetch = LAB05_X8_PREFETCH != 0;  // GEMV: the next row into L2 during this one
+  static constexpr int kPack = 1;         // one weight per byte
+  static constexpr int kScaleBytes = 0;   // per-row scales (kScaled), no block scales
   const float *s0, *s1;  // expert 0's row scales of matrix 0 and 1 (s1: NULL for down)
   int64_t stride;        // scales from expert x to expert x + 1 (weights8.cuh's scale_stride)
   __device__ static void unpack(uint4 v, float f[kPerLoad]) { lab05_fp8x16_to_f32(v, f); }

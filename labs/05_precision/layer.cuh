@@ -331,10 +331,12 @@ __global__ void lab05_embed_kernel(const __nv_fp8_storage_t *__restrict__ q, con
 static inline LayerOps lab05_ops(void);
 static inline void lab05_fuse_configure(Engine *e);  // fused.cuh
 
-/** The --weights value: "fp8" (the default, NULL) or "bf16"; -1 for anything else. */
+static inline int lab05_mx4_configure(Engine *e, char *err, size_t n);  // mxfp4.cuh
+
+/** The --weights value: "fp8" (the default, NULL), "bf16" or "mxfp4"; -1 for anything else. */
 static inline int lab05_weight_fmt(const char *w) {
   if (!w || !strcmp(w, "fp8")) return LAB05_W_FP8;
-  return !strcmp(w, "bf16") ? LAB05_W_BF16 : -1;
+  return !strcmp(w, "bf16") ? LAB05_W_BF16 : !strcmp(w, "mxfp4") ? LAB05_W_MXFP4 : -1;
 }
 
 // --weights=bf16: layer 04's table as it is (its configure too), under this program's
@@ -345,7 +347,7 @@ static inline int lab05_weight_fmt(const char *w) {
 static inline int lab05_configure(Engine *e, char *err, size_t n) {
   const int fmt = lab05_weight_fmt(e->weights);
   if (fmt < 0) {
-    snprintf(err, n, "--weights=%s: need bf16 or fp8", e->weights);
+    snprintf(err, n, "--weights=%s: need bf16, fp8 or mxfp4", e->weights);
     return -1;
   }
   if (fmt == LAB05_W_BF16) {
@@ -375,6 +377,7 @@ static inline int lab05_configure(Engine *e, char *err, size_t n) {
     e->ops.logits = o4.logits;
     e->ops.dense_fmt = MOE_WF_BF16;
   }
+  if (fmt == LAB05_W_MXFP4 && lab05_mx4_configure(e, err, n)) return -1;  // mxfp4.cuh: the experts in MXFP4
   lab05_fuse_configure(e);  // fused.cuh: q/k/v + RoPE, router + top-k at batch <= 8 (LAB05_FUSE=0: off)
   return 0;
 }
@@ -493,7 +496,7 @@ static inline LayerOps lab05_ops(void) {
   o.tol_top1 = 0.99;
   o.dense_fmt = MOE_WF_FP8;
   o.expert_fmt = MOE_WF_FP8;
-  o.weight_fmts = "bf16|fp8";
+  o.weight_fmts = "bf16|fp8|mxfp4";
   o.ref_weights = lab05_ref_weights;
   o.configure = lab05_configure;
   o.setup = lab05_setup;
@@ -509,3 +512,4 @@ static inline LayerOps lab05_ops(void) {
 }
 
 #include "fused.cuh"  // the fused small stages (lab05_fuse_configure picks them)
+#include "mxfp4.cuh"  // --weights=mxfp4: the experts' MXFP4 store and kernels (lab05_mx4_configure)

@@ -282,7 +282,8 @@ static void test_table() {
             !a.ref_weights,
         "formats, tolerances, the reference's weights\n");
   CHECK(lab05_weight_fmt(NULL) == LAB05_W_FP8 && lab05_weight_fmt("fp8") == LAB05_W_FP8 &&
-            lab05_weight_fmt("bf16") == LAB05_W_BF16 && lab05_weight_fmt("mxfp4") == -1,
+            lab05_weight_fmt("bf16") == LAB05_W_BF16 && lab05_weight_fmt("mxfp4") == LAB05_W_MXFP4 &&
+            lab05_weight_fmt("int4") == -1,
         "--weights values\n");
   printf("ok: table: lab05_ops() = lab04_ops() with embed, qkv, out, router, logits, expert_up/down, configure, setup, "
          "teardown replaced; fp8 formats; the reference on the fp8 weights, tolerances 1e-2 / 99%%\n");

@@ -50,11 +50,9 @@
 //   Dequant     lab05_fp8x16_to_f32(uint4, float[16]): 16 bytes of q → 16 floats, exact
 //               (cvt e4m3x2 → f16x2 in hardware on sm_89+). The caller multiplies its fp32
 //               dot product by s[n] once per output, never per element.
-// MXFP4 later (gpt-oss experts as released, not built here): a second store beside this
-// one (E2M1 nibbles at half the byte offsets, one UE8M0 scale per 32 weights), a
-// LAB05_W_MXFP4 format, and the expert kernels templated on the format's load + decode;
-// the dense tensors stay in this fp8 store. Nothing in this header assumes one byte per
-// weight outside the fp8 store itself.
+// MXFP4 (--weights=mxfp4, mxfp4.cuh): a second store beside this one for the experts only
+// (E2M1 nibbles, one UE8M0 scale per 32 weights); the dense tensors stay in this fp8 store.
+// Nothing in this header assumes one byte per weight outside the fp8 store itself.
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -64,7 +62,7 @@
 #define LAB05_FP8_MAX 448.0f           // largest finite E4M3 value
 constexpr int kLab05QuantThreads = 256;  // the quantize kernel: a warp per row, 8 per block
 
-typedef enum { LAB05_W_BF16 = 0, LAB05_W_FP8 = 1 } Lab05WeightFmt;  // --weights=bf16|fp8
+typedef enum { LAB05_W_BF16 = 0, LAB05_W_FP8 = 1, LAB05_W_MXFP4 = 2 } Lab05WeightFmt;  // --weights=bf16|fp8|mxfp4
 
 // The fp8 store (see the contract above). Device memory unless said.
 typedef struct {
@@ -87,6 +85,7 @@ typedef struct {
   int dense_fp8;           // 1: the dense matrices are read as fp8 too; 0: the experts only
   Lab05W8 w8;
   void *x8;                // grouped8.cuh's state (allocated in its setup, freed in its teardown)
+  void *mx4;               // mxfp4.cuh's state (--weights=mxfp4: the experts' MXFP4 store and plan)
   void *dense;             // layer.cuh's state of the dense projections
 } Lab05;
 
