@@ -19,6 +19,8 @@
 //                A sliding-window layer (gpt-oss) reads at most its window of keys from
 //                the first key the kernel derives from a.d_pos: the same split covers it,
 //                most of its chunks empty; its K/V row is the ring slot (03's kernel).
+// And one edit of the captured graph (LayerOps.graph_edit = lab04_graph_edit, --pdl): every
+// edge kernel → PDL-ready kernel becomes a programmatic edge (below, "programmatic edges").
 // 03's step already had no host synchronization: device top-k, counting sort, persistent
 // expert grids, greedy device sampler. --temperature > 0 keeps the engine's host sampler,
 // which synchronizes every step: the engine then runs every step eagerly (one note on
@@ -264,14 +266,16 @@ static inline void lab04_attend(Engine *e, int l) {
 }
 
 /** Layer 04's table: lab03_ops() with graph = 1 (the engine captures the step once per
- *  run's batch and replays it for every timed step), rope reading positions on the device
- *  (PDL-launched), attend on a split fixed at setup, and configure/setup extended for
- *  them; every other stage is 03's. Teardown is 03's (it frees the grown state). */
+ *  run's batch and replays it for every timed step), graph_edit = lab04_graph_edit (the
+ *  programmatic edges, --pdl), rope reading positions on the device (PDL-launched),
+ *  attend on a split fixed at setup, and configure/setup extended for them; every other
+ *  stage is 03's. Teardown is 03's (it frees the grown state). */
 static inline LayerOps lab04_ops(void) {
   LayerOps o = lab03_ops();  // start from the previous layer's table
   o.target = "labs/04_graphs";
   o.adds = "adds: the whole decode step as one CUDA graph, captured once and replayed (ch12), RoPE reading "
-           "positions on the device with programmatic dependent launch, the attention split fixed at setup";
+           "positions on the device, programmatic edges between the step's dependent kernels (--pdl), the attention split "
+           "fixed at setup";
   o.graph = 1;
   o.configure = lab04_configure;
   o.setup = lab04_setup;

@@ -8,8 +8,11 @@
 // 2. At gptoss20b_mixtral's batch-1 run (prompt 512, gen 128, 4 instrumented steps) the
 //    fixed split equals 03's per-step split at every decode position, and at batch 64 both
 //    are one chunk: the replayed attention does 03's work there, no more.
-// 3. The table: lab04_ops() is lab03_ops() with graph = 1 and rope, attend, configure,
-//    setup replaced, every other stage 03's.
+// 3. The table: lab04_ops() is lab03_ops() with graph = 1, graph_edit = lab04_graph_edit
+//    and rope, attend, configure, setup replaced, every other stage 03's.
+// 5. The PDL-ready table lab04_pdl_register fills (no GPU: kernel addresses only): every
+//    entry a distinct kernel, 04's RoPE and every projection / attention / expert instance
+//    the launchers may pick among them, room left for a later layer's (kLab04PdlMax).
 // 4. A sliding-window layer (gpt-oss, window 128) under the fixed split: at every
 //    position below max_len the chunks, starting at the first key lab00_window_first gives
 //    (as lab03_attn_split_kernel starts them), read each key of the window once and no
@@ -65,6 +68,7 @@ static void check_same_as_03(int B, int prompt, int gen, int stage_steps) {
 static void check_table(void) {
   const LayerOps a = lab03_ops(), b = lab04_ops();
   CHECK(b.graph == 1 && a.graph == 0, "graph: 03 %d, 04 %d\n", a.graph, b.graph);
+  CHECK(b.graph_edit == lab04_graph_edit && !a.graph_edit, "graph_edit: 04's edit, none in 03\n");
   CHECK(b.rope == lab04_rope && b.attend == lab04_attend && b.configure == lab04_configure && b.setup == lab04_setup,
         "04 does not replace rope, attend, configure, setup\n");
   CHECK(b.embed == a.embed && b.qkv == a.qkv && b.out == a.out && b.router == a.router && b.topk == a.topk &&
@@ -103,7 +107,38 @@ static void check_window(int B, int max_len, int w) {
          "at every position\n", w, B, max_len, n_chunks, len);
 }
 
+static void check_pdl_table(void) {
+  Engine *e = (Engine *)calloc(1, sizeof(Engine));
+  Lab04 *p = (Lab04 *)calloc(1, sizeof(Lab04));
+  e->layer = p;
+  lab04_pdl_register(e);
+  int dup = 0;
+  for (int i = 0; i < p->n_ready; i++)
+    for (int j = 0; j < i; j++) dup += p->ready[i] == p->ready[j] || !p->ready[i];
+  const void *need[] = {(const void *)lab04_rope_kernel, (const void *)lab03_proj_gemv_kernel<1, 1>,
+                        (const void *)lab03_proj_gemv_kernel<4, 4>, (const void *)lab03_attn_split_kernel<64>,
+                        (const void *)lab03_attn_combine_kernel<64>, (const void *)router_topk_any_kernel<1>,
+                        (const void *)moe_dispatch_sort_kernel, (const void *)lab03_grouped_gemv_kernel<1, true>,
+                        (const void *)lab03_grouped_gemv_kernel<8, false>, (const void *)lab03_grouped_mma_kernel<16, true>,
+                        (const void *)lab03_grouped_mma_kernel<64, false>, (const void *)lab03_combine_kernel,
+                        (const void *)gemv_warprow_kernel<2, GEMV_ILP>, (const void *)lab02_sum_split_kernel};
+  int missing = 0;
+  for (size_t k = 0; k < sizeof need / sizeof need[0]; k++) {
+    int found = 0;
+    for (int i = 0; i < p->n_ready; i++) found |= p->ready[i] == need[k];
+    missing += !found;
+  }
+  CHECK(!dup && !missing && p->n_ready <= kLab04PdlMax / 2,
+        "PDL table: %d entries, %d duplicate or NULL, %d expected kernels missing (room: %d)\n", p->n_ready, dup, missing,
+        kLab04PdlMax);
+  printf("ok: PDL-ready table: %d distinct kernels, the step's instances among them, %d slots left\n", p->n_ready,
+         kLab04PdlMax - p->n_ready);
+  free(p);
+  free(e);
+}
+
 int main(void) {
+  check_pdl_table();
   check_window(1, 212, 128);
   check_window(1, 644, 128);
   check_window(64, 44, 128);

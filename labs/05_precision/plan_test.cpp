@@ -275,7 +275,7 @@ static void test_table() {
   CHECK(b.configure == lab05_configure && b.setup == lab05_setup && b.teardown == lab05_teardown, "hooks\n");
   CHECK(b.rope == a.rope && b.attend == a.attend && b.topk == a.topk &&
             b.dispatch == a.dispatch && b.combine == a.combine && b.sample == a.sample && b.graph == a.graph &&
-            b.experts_plan == a.experts_plan && b.kv_alloc == a.kv_alloc,
+            b.experts_plan == a.experts_plan && b.kv_alloc == a.kv_alloc && b.graph_edit == a.graph_edit,
         "every other stage is 04's\n");
   CHECK(b.dense_fmt == MOE_WF_FP8 && b.expert_fmt == MOE_WF_FP8 && b.tol_rel_l2 == 1e-2 && b.tol_top1 == 0.99 &&
             !strcmp(b.dtype, "fp8") && b.weight_fmts && !a.weight_fmts && b.ref_weights == lab05_ref_weights &&
