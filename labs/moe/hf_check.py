@@ -28,9 +28,21 @@ transformers; run on a machine with a GPU for the decode binary).
        times 2^(scale - 127), rows = outputs);
    (c) the tiny_gptoss fixture. Teacher-forced logits over 160 positions (the window edge
    127/128/129 is crossed) and 32 greedy tokens; the reference passes at rel_l2 < 1e-4.
+5. --weights=fp8|mxfp4 (layer 05, labs/05_precision/decode): decode runs with that flag and
+   every transformers model above has its weights replaced, in place, by the values the
+   engine computes with (fp8: every matrix, E4M3 with one power-of-two scale per output
+   row; mxfp4: the experts in MXFP4, 32 inputs per scale, the other matrices fp8; norms,
+   biases and sinks unchanged). Both sides then compute the same function and the bf16
+   bounds above apply (unquantized, the seeded models drift by rel_l2 0.08-0.22). The
+   torch quantizers must first equal quant_ref.py bit for bit (step quantizer: its edge
+   rows; each model: the first and last rows of up to 12 matrices). The fixtures' and the
+   gpt-oss fixture's models are also decoded by the engine (their stored logits are bf16's);
+   the CPU reference, bf16 only, is left out. gpt-oss's MXFP4 checkpoint with mxfp4: its
+   experts already are MXFP4 values, left as loaded (the quantizer must return them unchanged).
 
 usage: python3 labs/moe/hf_check.py [--decode labs/00_baseline/decode] [--ref tests/bin/test_lab_reference]
-       [--work /tmp/hf_check] [--steps fixtures,real_format,mini,gptoss_dense,gptoss_mxfp4,gptoss_fixture]
+       [--work /tmp/hf_check] [--weights bf16|fp8|mxfp4]
+       [--steps quantizer,fixtures,real_format,mini,gptoss_dense,gptoss_mxfp4,gptoss_fixture]
 Prints one line per check and a summary; exits 1 if any check fails."""
 import argparse
 import json
@@ -44,6 +56,9 @@ import numpy as np
 import torch
 import transformers
 from transformers import AutoModelForCausalLM
+
+import hf_quant  # labs/moe/hf_quant.py and quant_ref.py, beside this file (the script's folder is on sys.path)
+import quant_ref
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 results = []
@@ -61,12 +76,44 @@ def rel_l2(a, b):
 def run_decode(decode, model_dir, ids, gen, dump):
     cmd = [decode, "--model=" + model_dir, "--prompt-ids=" + ",".join(map(str, ids)),
            "--gen=%d" % gen, "--warmup=0", "--stage-steps=0", "--dump-logits=" + dump]
+    if WEIGHTS != "bf16" and decode != CPU_REF:  # the CPU reference has one format: bf16
+        cmd.append("--weights=" + WEIGHTS)
     p = subprocess.run(cmd, capture_output=True, text=True)
     print(p.stdout + p.stderr, flush=True)
     m = re.search(r"^# generated\[0\]:(.*)$", p.stdout, re.M)
     toks = [int(t) for t in m.group(1).split()] if m else []
     logits = np.fromfile(dump, dtype=np.float32).reshape(len(ids), -1) if os.path.exists(dump) else None
     return p.returncode, toks, logits
+
+
+# ---- layer 05's weight formats on the transformers side (--weights=fp8|mxfp4) -------------
+# The engine (labs/05_precision) quantizes its bf16 weights at setup; hf_quant.py replaces
+# each weight of the transformers model by the value the engine computes with, so both
+# sides compute the same function and bf16's bounds apply.
+WEIGHTS = "bf16"  # --weights: also passed to decode as --weights=... when not bf16
+CPU_REF = None    # --ref: the CPU reference as a decoder (bf16 weights only)
+
+
+def quantizer_check(decode, work):
+    """The torch quantizers against quant_ref on its edge rows (every E4M3 value and tie,
+    subnormals, scale boundaries, zero rows; every E2M1 tie, saturation, X clamped):
+    equal bit for bit, or the comparisons below mean nothing."""
+    rows = quant_ref.edge_rows()
+    bad = [i for i, r in enumerate(rows) if not hf_quant.row_matches(torch.tensor(r, dtype=torch.float32), False)]
+    record("quantizer.fp8_vs_quant_ref", not bad, rows=len(rows), elements=sum(map(len, rows)), mismatched_rows=bad)
+    if WEIGHTS == "mxfp4":
+        rows = quant_ref.mxfp4_edge_rows()
+        bad = [i for i, r in enumerate(rows) if not hf_quant.row_matches(torch.tensor(r, dtype=torch.float32), True)]
+        record("quantizer.mxfp4_vs_quant_ref", not bad, rows=len(rows), elements=sum(map(len, rows)),
+               mismatched_rows=bad)
+
+
+def as_engine(name, model, experts_are_mxfp4=False):
+    """model as the engine under test computes it: quantized per --weights (unchanged for bf16)."""
+    if WEIGHTS != "bf16":
+        ok, facts = hf_quant.quantize_model(model, WEIGHTS, experts_are_mxfp4)
+        record("quantize." + name, ok, **facts)
+    return model
 
 
 def hf_logits(model, ids):
@@ -89,6 +136,8 @@ def compare(name, decode, model_dir, model, ids, gen=32, tol=1e-2, also=()):
     transformers' teacher-forced logits of ids and its greedy continuation of gen tokens."""
     ref = hf_logits(model, ids)
     want, gap = hf_greedy(model, ids, gen)
+    if WEIGHTS != "bf16":  # the CPU reference as a decoder computes the bf16 model only
+        also = ()
     for suffix, binary, t in (("", decode, tol),) + tuple(also):
         check_decoder(name + suffix, binary, model_dir, ids, gen, t, ref, want, gap)
 
@@ -142,14 +191,17 @@ def real_format(decode, work):
         print("saved %s: %s" % (d, sorted(os.listdir(d))), flush=True)
         print(open(os.path.join(d, "config.json")).read(), flush=True)
         ids = [int(t) for t in rng.integers(0, cfg.vocab_size, 24)]
-        compare("real_format." + name, decode, d, model, ids)
+        df = d + "_fused"
         try:  # transformers v5's own in-memory layout: fused gate_up_proj / down_proj
-            df = d + "_fused"
             model.save_pretrained(df, safe_serialization=True, save_original_format=False)
             print("saved %s: %s" % (df, sorted(os.listdir(df))), flush=True)
-            compare("real_format." + name + "_fused", decode, df, model, ids, gen=8)
         except TypeError as ex:
             print("no fused layout in this transformers (%s)" % ex, flush=True)
+            df = None
+        as_engine("real_format." + name, model)  # after saving: the checkpoints stay bf16
+        compare("real_format." + name, decode, d, model, ids)
+        if df:
+            compare("real_format." + name + "_fused", decode, df, model, ids, gen=8)
 
 
 def fixtures(decode, work):
@@ -164,12 +216,16 @@ def fixtures(decode, work):
         e = rel_l2(got, want)
         record("fixture." + preset, e < 1e-4 and (np.argmax(got, 1) == np.argmax(want, 1)).all(), rel_l2=e,
                max_abs=float(np.abs(got - want).max()))
+        if WEIGHTS != "bf16":  # the fixture's logits are the bf16 model's: the quantized engine on its own
+            compare("fixture." + preset + "." + WEIGHTS, decode, d, as_engine("fixture." + preset, model),
+                    fx["tokens"], gen=16)
 
 
 def mini(decode, work):
     d = os.path.join(work, "mini")
     subprocess.run([decode, "--write-checkpoint=" + d, "--preset=mini", "--seed=42"], check=True)
-    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager").eval()
+    model = as_engine("synthetic.mini", AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32,
+                                                                             attn_implementation="eager").eval())
     ids = [int(t) for t in np.random.default_rng(3).integers(0, 2048, 32)]
     compare("synthetic.mini", decode, d, model, ids, gen=16)
 
@@ -269,7 +325,7 @@ def gptoss_dense(decode, work, ref):
         if f.endswith(".safetensors"):
             with safe_open(os.path.join(d, f), "np") as st:
                 print(f, {k: list(st.get_slice(k).get_shape()) for k in st.keys() if "layers.0.mlp" in k}, flush=True)
-    model = load_hf(d)
+    model = as_engine("gptoss.dense", load_hf(d))
     exercised("gptoss.dense", model, ids)
     compare("gptoss.dense", decode, d, model, ids, also=((".cpu_reference", ref, 1e-4),))
 
@@ -304,6 +360,7 @@ def gptoss_mxfp4(decode, work, ref):
             exact &= got.shape == v.transpose(0, 2, 1).shape and bool(np.array_equal(got, v.transpose(0, 2, 1)))
     record("gptoss.mxfp4.dequantized_weights", exact and len(nib) == 16 and len(scl) >= 4,
            nibbles=len(nib), scale_bytes=sorted(scl))
+    as_engine("gptoss.mxfp4", model, experts_are_mxfp4=True)
     exercised("gptoss.mxfp4", model, ids)
     compare("gptoss.mxfp4", decode, d, model, ids, also=((".cpu_reference", ref, 1e-4),))
 
@@ -319,6 +376,9 @@ def gptoss_fixture(decode, work, ref):
     e = rel_l2(got, want)
     record("fixture.tiny_gptoss", e < 1e-4 and (np.argmax(got, 1) == np.argmax(want, 1)).all(), rel_l2=e,
            max_abs=float(np.abs(got - want).max()))
+    if WEIGHTS != "bf16":  # the quantized engine (GPU) against the quantized transformers model
+        compare("fixture.tiny_gptoss." + WEIGHTS, decode, d, as_engine("fixture.tiny_gptoss", model),
+                fx["tokens"], gen=16)
 
 
 def main():
@@ -326,15 +386,22 @@ def main():
     ap.add_argument("--decode", default=os.path.join(ROOT, "labs", "00_baseline", "decode"))
     ap.add_argument("--ref", default=os.path.join(ROOT, "tests", "bin", "test_lab_reference"),
                     help="the CPU reference as a decoder (gpt-oss checks)")
-    ap.add_argument("--steps", default="fixtures,real_format,mini,gptoss_dense,gptoss_mxfp4,gptoss_fixture")
+    ap.add_argument("--steps", default="quantizer,fixtures,real_format,mini,gptoss_dense,gptoss_mxfp4,gptoss_fixture")
+    ap.add_argument("--weights", default="bf16", choices=("bf16", "fp8", "mxfp4"),
+                    help="the engine's weight format (layer 05): passed to decode, and the transformers "
+                         "model's weights replaced by the same dequantized values")
     ap.add_argument("--work", default="/tmp/hf_check")
     ap.add_argument("--summary", default=None, help="write the results as JSON here")
     a = ap.parse_args()
+    global WEIGHTS, CPU_REF
+    WEIGHTS, CPU_REF = a.weights, a.ref
     os.makedirs(a.work, exist_ok=True)
     print("torch %s, transformers %s" % (torch.__version__, transformers.__version__), flush=True)
-    steps = dict(fixtures=fixtures, real_format=real_format, mini=mini, gptoss_dense=gptoss_dense,
-                 gptoss_mxfp4=gptoss_mxfp4, gptoss_fixture=gptoss_fixture)
+    steps = dict(quantizer=quantizer_check, fixtures=fixtures, real_format=real_format, mini=mini,
+                 gptoss_dense=gptoss_dense, gptoss_mxfp4=gptoss_mxfp4, gptoss_fixture=gptoss_fixture)
     for name in a.steps.split(","):
+        if name == "quantizer" and WEIGHTS == "bf16":
+            continue  # nothing is quantized
         step = steps[name]
         try:
             step(a.decode, a.work, *((a.ref,) if name.startswith("gptoss") else ()))
