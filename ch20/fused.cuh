@@ -18,6 +18,9 @@
 //       persistent block's tile lookup pays) for small decode batches. The rank makes the
 //       row order deterministic — pair p goes to row offsets[e] + #{p' < p with expert e}
 //       — so the gate+up and down launches, which sort independently, agree on it.
+//   moe_combine_topk_dependent_kernel   ch15's combine behind griddepcontrol.wait: with the
+//       self-sorting down projection letting it launch early, the step is three launches
+//       with no launch gap before the combine.
 #pragma once
 #include "../ch18/decode_attn.cuh"
 #include "../ch15/grouped.cuh"
@@ -213,14 +216,15 @@ static inline int moe_selfsort_configure(int sms) {
  *  GLU: h = silu(x·W0^T) ⊙ x·W1^T over each pair's token row; else C = A·W0^T over the
  *  expert-sorted rows of A), no dispatch kernel before it. topk_idx int32 [P] (values in
  *  [0, E)); pair_pos int32 [P] written by block 0 when non-NULL (the combine's input).
- *  PDL: launched as a programmatic dependent of the kernel before it (which must trigger
- *  early); its weights stream before it waits for A. Call moe_selfsort_configure first;
- *  moe_selfsort_ok(P, E) must hold. */
+ *  PDL (the kernel): it lets the next kernel launch at once and streams its first weight
+ *  slices before it waits for the previous grid; programmatic != 0: launched as a
+ *  programmatic dependent of the kernel before it (which must let it launch). Call
+ *  moe_selfsort_configure first; moe_selfsort_ok(P, E) must hold. */
 template <int BM, bool GLU, int ST, int BN, bool PDL>
 static inline void moe_selfsort_launch(int grid, const __nv_bfloat16 *A, const int32_t *topk_idx, int P,
                                        int top_k, const __nv_bfloat16 *W0, const __nv_bfloat16 *W1,
                                        int64_t stride, int E, int N, int K, __nv_bfloat16 *C,
-                                       int32_t *pair_pos, cudaStream_t s) {
+                                       int32_t *pair_pos, int programmatic, cudaStream_t s) {
   if (!moe_selfsort_ok(P, E)) moe_die("self-sorting grouped GEMM: too many pairs or experts");
   constexpr int threads = moe_grouped::ThreadsOf<BN>::value, smem = moe_grouped::SmemOf<BM, GLU, ST, BN>::bytes;
   cudaLaunchConfig_t cfg = {};
@@ -228,8 +232,61 @@ static inline void moe_selfsort_launch(int grid, const __nv_bfloat16 *A, const i
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr.val.programmaticStreamSerializationAllowed = 1;
   cfg.gridDim = dim3(grid), cfg.blockDim = dim3(threads), cfg.dynamicSmemBytes = smem, cfg.stream = s;
-  cfg.attrs = &attr, cfg.numAttrs = PDL && !GLU ? 1 : 0;
+  cfg.attrs = &attr, cfg.numAttrs = programmatic ? 1 : 0;
   GTL_CUDA(cudaLaunchKernelEx(&cfg, moe_grouped_gemm_selfsort_kernel<BM, GLU, ST, BN, PDL>, A, topk_idx, P,
                               top_k, W0, W1, stride, E, N, K, C, pair_pos));
   GTL_LAUNCH();
+}
+
+// ---- the combine as a programmatic dependent ------------------------------------------------
+
+// Strategy: ch15's moe_combine_topk_kernel (one block per token, 16-byte loads of its
+// top_k rows of y, fp32 sum in routing order, one bf16 rounding) behind griddepcontrol.wait,
+// so it can be launched while the down projection (which lets it launch) still runs: its
+// blocks are resident when y is complete, no launch gap. Limiter: latency.
+__global__ void __launch_bounds__(256)
+    moe_combine_topk_dependent_kernel(const __nv_bfloat16 *__restrict__ y,
+                                      const int32_t *__restrict__ pair_pos,
+                                      const float *__restrict__ topk_w, int top_k, int D,
+                                      __nv_bfloat16 *__restrict__ out) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");  // y and pair_pos are complete
+#endif
+  const int t = blockIdx.x;
+  for (int c = threadIdx.x; c < D / 8; c += blockDim.x) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int j = 0; j < top_k; j++) {
+      const float w = topk_w[(int64_t)t * top_k + j];
+      const uint4 v = *(const uint4 *)(y + (int64_t)pair_pos[(int64_t)t * top_k + j] * D + c * 8);
+      const __nv_bfloat162 *h = (const __nv_bfloat162 *)&v;
+#pragma unroll
+      for (int q = 0; q < 4; q++) {
+        const float2 f = __bfloat1622float2(h[q]);
+        acc[2 * q] += w * f.x;
+        acc[2 * q + 1] += w * f.y;
+      }
+    }
+    uint4 o;
+    __nv_bfloat162 *oh = (__nv_bfloat162 *)&o;
+#pragma unroll
+    for (int q = 0; q < 4; q++) oh[q] = __floats2bfloat162_rn(acc[2 * q], acc[2 * q + 1]);
+    *(uint4 *)(out + (int64_t)t * D + c * 8) = o;
+  }
+}
+
+/** ch15's moe_combine_launch (out [T][D] bf16 = Σ_j topk_w[t][j] · y[pair_pos[t·top_k + j]],
+ *  fp32 sum, j in order) launched as a programmatic dependent of the kernel before it on s
+ *  (which should let it launch early: griddepcontrol.launch_dependents). Exit 3 on bad
+ *  sizes or a launch error. */
+static inline void moe_combine_dependent_launch(const __nv_bfloat16 *y, const int32_t *pair_pos,
+                                                const float *topk_w, int64_t T, int top_k, int64_t D,
+                                                __nv_bfloat16 *out, cudaStream_t s) {
+  if (D % 8 || T < 1 || T > (1ll << 31) - 1) moe_die("combine needs D % 8 == 0");
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute attr = {};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cfg.gridDim = dim3((unsigned)T), cfg.blockDim = dim3(256), cfg.stream = s;
+  cfg.attrs = &attr, cfg.numAttrs = 1;
+  GTL_CUDA(cudaLaunchKernelEx(&cfg, moe_combine_topk_dependent_kernel, y, pair_pos, topk_w, top_k, (int)D, out));
 }

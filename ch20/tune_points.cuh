@@ -305,7 +305,7 @@ static void gemm_pt_run(void *p, cudaStream_t s) {
                                     E, b->F, b->D, b->d_h, b->d_pair_pos, s);
     gemm_tune_launch_selfsort<false>(c, b->d_h, b->d_topk_idx, P, (int)b->top_k, w + 2 * b->F * b->D, nullptr,
                                      b->stride, E, b->D, b->F, b->d_y, nullptr, s);
-    moe_combine_launch(b->d_y, b->d_pair_pos, b->d_topk_w, b->T, (int)b->top_k, b->D, b->d_out, s);
+    moe_combine_dependent_launch(b->d_y, b->d_pair_pos, b->d_topk_w, b->T, (int)b->top_k, b->D, b->d_out, s);
     return;
   }
   moe_dispatch_launch(b->d_topk_idx, b->T, (int)b->top_k, E, c->bm, b->d_offsets, b->d_tile_start,

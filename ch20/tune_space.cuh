@@ -27,7 +27,8 @@
 //     attention  the split combine folded into the split kernel (the last CTA of each
 //              (sequence, KV head) merges the partials): every split count > 1, every depth.
 //     GEMM       no sort kernel: both launches build the work-item tables in-block from the
-//              routing (bm 16, T·top_k <= 256, E <= 256), every bm-16 variant.
+//              routing (bm 16, T·top_k <= 256, E <= 256), every bm-16 variant; and the
+//              combine launched as a programmatic dependent of down (3 launches, 1 gap).
 // Launchers only (pointers, sizes, stream in); the driver is ch20/autotune.cuh.
 #pragma once
 #include "../ch18/decode_attn.cuh"
@@ -334,8 +335,10 @@ static inline void gemm_tune_launch(const GemmTuneCfg *cfg, const __nv_bfloat16 
 // ---- grouped GEMM with the sort inside (ch20/fused.cuh), bm 16 ------------------------------
 
 // The bm-16 variants {bn, stages} (gemm_tune_variants(16, ...)) with the sort folded in:
-// configure (launch == 0: both PDL twins; returns the largest persistent grid) or launch
-// (returns 1); 0 for no such variant.
+// configure (launch == 0: the twins launched; returns the largest persistent grid) or
+// launch (returns 1); 0 for no such variant. gate+up: the PDL twin when pdl (down launched
+// as its programmatic dependent); down: always the PDL twin (it lets the combine launch
+// early, moe_combine_dependent_launch), launched as a programmatic dependent when pdl.
 template <bool GLU>
 static inline int gemm_selfsort_dispatch(int launch, int pdl, int bn, int st, int sms, int grid,
                                          const __nv_bfloat16 *A, const int32_t *topk_idx, int P, int top_k,
@@ -345,15 +348,15 @@ static inline int gemm_selfsort_dispatch(int launch, int pdl, int bn, int st, in
 #define GEMM_SELFSORT(BN_, ST_)                                                                          \
   if (bn == BN_ && st == ST_) {                                                                          \
     if (!launch) {                                                                                       \
-      moe_selfsort_configure<16, GLU, ST_, BN_, true>(sms);                                              \
-      return moe_selfsort_configure<16, GLU, ST_, BN_, false>(sms);                                      \
+      if (GLU) moe_selfsort_configure<16, GLU, ST_, BN_, false>(sms);                                    \
+      return moe_selfsort_configure<16, GLU, ST_, BN_, true>(sms);                                       \
     }                                                                                                    \
-    if (pdl)                                                                                             \
+    if (pdl || !GLU) /* down always lets the combine launch early */                                    \
       moe_selfsort_launch<16, GLU, ST_, BN_, true>(grid, A, topk_idx, P, top_k, W0, W1, stride, E, N, K, \
-                                                   C, pair_pos, s);                                      \
+                                                   C, pair_pos, !GLU && pdl, s);                         \
     else                                                                                                 \
       moe_selfsort_launch<16, GLU, ST_, BN_, false>(grid, A, topk_idx, P, top_k, W0, W1, stride, E, N,  \
-                                                    K, C, pair_pos, s);                                  \
+                                                    K, C, pair_pos, 0, s);                               \
     return 1;                                                                                            \
   }
   GEMM_SELFSORT(64, 6)
