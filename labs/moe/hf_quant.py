@@ -38,7 +38,8 @@ def fp8_rows(w):
 def mxfp4_rows(w):
     """w [N, K] fp32 (bf16 values, K a multiple of 32) -> (X [N, K/32] int shared
     exponents, v [N, K] the E2M1 values (signed, before the scale), v * 2^X [N, K]).
-    X = floor(log2(block amax)) - 2 clamped to [-127, 127] (-127 for a zero block);
+    X = floor(log2(block amax)) - 2 clamped to [-127, 113] (-127 for a zero block; layer
+    05's range, labs/05_precision/mxfp4.cuh);
     E2M1 round to nearest even, saturating at 6 (OCP MX v1.0, section 6.3). The grid's
     step is .5 below 2, 1 below 4, 2 above: rounding |w| / 2^X / step to nearest even
     is rounding to the even code, because the codes count up by one step in each range."""
@@ -46,7 +47,7 @@ def mxfp4_rows(w):
     b = w.reshape(N, K // 32, 32)
     amax = b.abs().amax(dim=-1)
     _, e = torch.frexp(amax)  # amax = m * 2^e, m in [0.5, 1): floor(log2(amax)) = e - 1
-    x = torch.where(amax > 0, e - 3, torch.full_like(e, -127)).clamp(-127, 127)
+    x = torch.where(amax > 0, e - 3, torch.full_like(e, -127)).clamp(-127, 113)
     sc = pow2(x)[..., None]
     y = b / sc
     a = y.abs()

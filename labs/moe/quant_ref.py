@@ -12,8 +12,9 @@ E4M3: sign, 4 exponent bits (bias 7), 3 mantissa bits; exponent field 0 is subno
 
 MXFP4, one scale per 32 consecutive inputs of a row (OCP Microscaling Formats (MX) v1.0,
 2023, section 6.3): shared exponent X = floor(log2(amax of the block)) - 2 (2 = emax of
-E2M1), clamped to UE8M0's range [-127, 127]; elements E2M1(w / 2^X) round to nearest,
-ties to the even code, saturating to +-6. E2M1: sign, 2 exponent bits (bias 1), 1 mantissa
+E2M1), clamped to [-127, 113] as layer 05 does (labs/05_precision/mxfp4.cuh: UE8M0 has no
+2^-128; 113 keeps its decoder's factor 2^(X+14) a normal fp32); elements E2M1(w / 2^X)
+round to nearest, ties to the even code, saturating to +-6. E2M1: sign, 2 exponent bits (bias 1), 1 mantissa
 bit: magnitudes 0, .5, 1, 1.5, 2, 3, 4, 6 (codes 0-7). A block of zeros gets X = -127.
 
 Every value here is a Python float (a double); the inputs are bf16 or fp32 values, every
@@ -119,7 +120,7 @@ def mxfp4_quantize_row(row):
         blk = row[g:g + 32]
         amax = max(abs(v) for v in blk)
         x = math.frexp(amax)[1] - 1 - 2 if amax > 0 else -127  # frexp: amax = m 2^e, m in [0.5, 1)
-        x = max(-127, min(127, x))
+        x = max(-127, min(113, x))
         xs.append(x)
         for v in blk:
             n = e2m1_encode(v / 2.0 ** x)
