@@ -1,50 +1,30 @@
 // mxfp4.cuh — --weights=mxfp4: layer 05 with the experts' gate, up and down matrices in
-// MXFP4, gpt-oss's storage of its experts, and every other matrix in layer 05's FP8 store
-// (weights8.cuh), so the step reads the fewest bytes: 4.25 bits per expert weight.
-//
-// THE FORMAT (OCP Microscaling Formats (MX) Specification v1.0, 2023: §5 the MX block,
-// §5.3.3 E2M1, §5.4 UE8M0, §6.3 the conversion)
-//   A matrix W [N][K] (K a multiple of 32) is cut into blocks of 32 consecutive inputs of
-//   a row. Block (n, c) is one UE8M0 scale byte s = X + 127 (the factor 2^X) and 32 E2M1
-//   elements (1 sign, 2 exponent, 1 mantissa bit: ±{0, .5, 1, 1.5, 2, 3, 4, 6}), two per
-//   byte as gpt-oss stores them: byte b of the block's 16 holds input 32c + 2b in its LOW
-//   nibble and 32c + 2b + 1 in its high nibble (labs/moe/mxfp4.h, the loader's decoder).
-//   W[n][k] ≈ E2M1(q[n][k]) · 2^X(n, k / 32).
-//   Quantizer (§6.3): X = floor(log2(amax of the block)) − 2 (2: E2M1's largest exponent),
-//   then every element W / 2^X rounded to nearest E2M1, ties to even, saturating at ±6.
-//   Here X is clamped to [−127, 113] (UE8M0 has no 2^−128; 113 keeps the decoder's factor
-//   2^(X+14) a normal fp32: only blocks with |W| >= 2^115 are affected), and a zero block
-//   gets X = −127.
-//   Exact on gpt-oss as released: the checkpoint loader decodes the released blocks to bf16
-//   exactly (E2M1 · 2^X has 2 significant bits), and re-quantizing such a block returns the
-//   same values bit for bit: its amax is e · 2^X0 with e in {.5, …, 6}, so the rule picks
-//   X <= X0 with amax / 2^X in [4, 8), and every element times 2^(X0 − X) is again an E2M1
-//   value (no rounding, no saturation); only the scale byte may differ (a block whose
-//   largest element is below 4 · 2^X0 gets a smaller X). mxfp4_test.cpp tests it.
-//
-// THE STORE (made on the GPU at setup from the engine's bf16 arena, expert matrices only)
-//   q    nibbles, each matrix [N][K/2] bytes                         (gpt-oss's _blocks)
-//   s    scales, each matrix [N][K/32] bytes, row-major              (gpt-oss's _scales)
-//   st   the same scales slice-major, each matrix [ceil(K/64)][N][2] bytes (the 2 blocks of
-//        a 64-wide K slice of rows n0..n0+63 are 128 contiguous bytes: 8 cp.async copies)
-//   Two scale layouts because the two kernels read them differently: the GEMV's lanes walk
-//   one row's blocks (row-major: consecutive bytes), the MMA's loader needs one slice of 64
-//   rows (slice-major). Each kernel reads one, so the step still reads 4.25 bits per weight
-//   (0.0625 GB more device memory for gptoss20b's experts).
-//   Expert x's matrix at base + x · pitch (one pitch per array, checked at setup, as 03).
-//
-// THE DECODER (Lab05Mx4Weights, 03's kernel bodies, labs/03_tiling/grouped.cuh)
-//   sm_90 has no E2M1 conversion instruction (cvt ... e2m1x2 is sm_100+), so a byte becomes
-//   an f16x2 by moving bits: sign to bit 15, the 3 exponent/mantissa bits to bits 9-11
-//   (lab05_mx4_f16x2): an f16 whose value is exactly E2M1 · 2^-14 (E2M1's subnormal 0.5
-//   lands on an f16 subnormal). f16 → fp32 is exact, and one multiply by 2^(X+14) (made
-//   from the scale byte's bits) gives E2M1 · 2^X exactly.
-//   GEMV (batch <= 8): 32 weights per 16-byte streaming load, their scale byte loaded beside
-//   it; MMA (batch > 8): 32-byte nibble slices per row in the cp.async ring plus the scale
-//   stage; each lane decodes its B fragments to bf16 in registers (E2M1 · 2^X is exact in
-//   bf16 down to 2^-133).
-// Validation: the CPU reference reads these same values (lab05_mx4_ref_weights), so the
-// engine's bf16 bounds hold. Host tests: mxfp4_test.cpp. Kernels, launchers, stages.
+// MXFP4 (gpt-oss's storage of its experts, 4.25 bits per weight) and every other matrix in
+// layer 05's FP8 store (weights8.cuh): the step reads the fewest bytes.
+// FORMAT (OCP Microscaling Formats (MX) v1.0, 2023: §5.3.3 E2M1, §5.4 UE8M0, §6.3 conversion)
+//   W [N][K], K % 32 == 0, in blocks of 32 inputs of a row: block (n, c) is one UE8M0 byte
+//   s = X + 127 (factor 2^X) and 32 E2M1 elements (±{0, .5, 1, 1.5, 2, 3, 4, 6}), byte b of
+//   the block's 16 holding input 32c + 2b in its LOW nibble (gpt-oss; labs/moe/mxfp4.h).
+//   Quantizer (§6.3): X = floor(log2 amax) − 2 (E2M1's largest exponent), elements W / 2^X
+//   to nearest E2M1, ties to even, saturating at ±6; X clamped to [−127, 113] (UE8M0 has no
+//   2^-128; 113 keeps the decoder's 2^(X+14) a normal fp32), a zero block X = −127.
+//   Exact on gpt-oss as released: the loader decodes the released blocks to bf16 exactly,
+//   and re-quantizing such a block (amax = e · 2^X0, e in {.5 … 6}) picks X <= X0 with
+//   amax / 2^X in [4, 8): every element times 2^(X0 − X) is again on the E2M1 grid, so the
+//   values come back bit for bit (the scale byte may differ). mxfp4_test.cpp tests it.
+// STORE (on the GPU at setup from the bf16 arena, expert matrices only; one pitch per array)
+//   q   nibbles [N][K/2] per matrix; s   scales [N][K/32], row-major (gpt-oss's _scales);
+//   st  the same scales slice-major, [ceil(K/64)][N][2]: the GEMV's lanes walk one row's
+//   blocks (row-major), the MMA loader copies one 64-wide slice of 64 rows (128 contiguous
+//   bytes). Each kernel reads one copy, so the step still reads 4.25 bits per weight.
+// DECODER (Lab05Mx4Weights for 03's kernel bodies, labs/03_tiling/grouped.cuh): sm_90 has no
+//   E2M1 conversion (cvt ... e2m1x2 is sm_100+), so a byte becomes an f16x2 by moving bits
+//   (sign to bit 15, exponent and mantissa to bits 9-11: exactly E2M1 · 2^-14, the subnormal
+//   0.5 included), f16 → fp32 is exact, one multiply by 2^(X+14) gives E2M1 · 2^X. GEMV
+//   (batch <= 8): 32 weights per 16-byte streaming load, its scale byte loaded beside it;
+//   MMA (batch > 8): 32-byte nibble slices and a scale stage in the cp.async ring, B
+//   fragments decoded to bf16 in registers (exact down to 2^-133).
+// The CPU reference reads these same values (lab05_mx4_ref_weights): bf16's bounds hold.
 #pragma once
 #include "../moe/mxfp4.h"  // moe_mxfp4_value: the loader's (independent) decoder, for the check
 
