@@ -25,6 +25,7 @@
 // 7. The fp8 experts (grouped8.cuh): the B-fragment decoder on all E4M3 pairs; the MMA
 //    kernel's fp8 weight stage (copy roles, swizzle, fragments, banks, an emulated
 //    mma.sync against a double product) at BM 16, 32, 64, gate+up and down.
+// 8. The fused stages (fused.cuh): RoPE pairs of the q/k/v kernel, when configure fuses.
 // Prints "ok: ..." / "FAILED: ..." and exits 1 on any failure.
 #include "../moe/engine.cuh"
 #include "layer.cuh"
@@ -468,6 +469,59 @@ static void test_experts8_stage(uint64_t seed) {
   free(q), free(stage), free(hit);
 }
 
+// 8. fused.cuh: the q/k/v + RoPE kernel's pairs cover every row of q|k|v once, both rows
+//    of a pair in one matrix and one head, j + hd/2 apart; lab05_fuse_configure fuses at
+//    batch <= 8 only, keeps q/k/v + RoPE apart for Qwen3's q/k norm, and LAB05_FUSE=0 or
+//    --weights=bf16 leave the table alone.
+static void test_fuse() {
+  const char *presets[] = {"mini", "gptoss20b_mixtral", "tiny_gptoss", "tiny_qwen3"};
+  for (int i = 0; i < 4; i++) {
+    MoeConfig c;
+    CHECK(!moe_config_preset(presets[i], &c), "%s\n", presets[i]);
+    Lab05Proj8 p;
+    memset(&p, 0, sizeof p);
+    p.count = 3, p.n[0] = c.H * c.head_dim, p.n[1] = p.n[2] = c.H_kv * c.head_dim;
+    const int total = p.n[0] + 2 * p.n[1], half = c.head_dim / 2;
+    char *seen = (char *)calloc(total, 1);
+    for (int t = 0; t < total / 2; t++) {
+      const int g = lab05_fuse_pair_row(t, c.head_dim);
+      int r0, r1;
+      const int m0 = lab05_proj_row(p, g, &r0), m1 = lab05_proj_row(p, g + half, &r1);
+      CHECK(m0 >= 0 && m0 == m1 && r1 == r0 + half && r0 / c.head_dim == r1 / c.head_dim && r0 % c.head_dim < half &&
+                !seen[g] && !seen[g + half],
+            "%s: pair %d -> rows %d, %d\n", presets[i], t, g, g + half);
+      seen[g] = seen[g + half] = 1;
+    }
+    for (int g = 0; g < total; g++) CHECK(seen[g], "%s: row %d not covered\n", presets[i], g);
+    free(seen);
+  }
+  struct { const char *preset, *weights, *env; int B, qkv, router; } cs[] = {
+      {"gptoss20b_mixtral", NULL, NULL, 1, 1, 1}, {"mini", "fp8", NULL, 8, 1, 1}, {"tiny_gptoss", NULL, NULL, 3, 1, 1},
+      {"tiny_qwen3", NULL, NULL, 3, 0, 1},        {"mini", NULL, NULL, 9, 0, 0},  {"mini", NULL, "0", 1, 0, 0},
+      {"mini", "bf16", NULL, 1, 0, 0}};
+  for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+    static Engine e;
+    memset(&e, 0, sizeof e);
+    CHECK(!moe_config_preset(cs[i].preset, &e.cfg), "%s\n", cs[i].preset);
+    e.B = cs[i].B, e.kv.max_len = 64, e.weights = cs[i].weights, e.ops = lab05_ops();
+    if (cs[i].env) setenv("LAB05_FUSE", cs[i].env, 1);
+    else unsetenv("LAB05_FUSE");
+    char err[256] = "";
+    const int rc = lab05_configure(&e, err, sizeof err);
+    const LayerOps *o = &e.ops;
+    CHECK(!rc, "%s B=%d: configure: %s\n", cs[i].preset, cs[i].B, err);
+    CHECK((o->qkv == lab05_fuse_qkv) == cs[i].qkv && (o->rope == NULL) == cs[i].qkv &&
+              (o->router == lab05_fuse_router) == cs[i].router && (o->topk == NULL) == cs[i].router &&
+              (o->setup == lab05_fuse_setup) == (cs[i].qkv || cs[i].router),
+          "%s B=%d weights=%s LAB05_FUSE=%s: fused q/k/v %d (want %d), router %d (want %d)\n", cs[i].preset, cs[i].B,
+          cs[i].weights ? cs[i].weights : "-", cs[i].env ? cs[i].env : "-", o->qkv == lab05_fuse_qkv, cs[i].qkv,
+          o->router == lab05_fuse_router, cs[i].router);
+  }
+  unsetenv("LAB05_FUSE");
+  printf("ok: fused stages: RoPE pairs cover q|k|v once (4 presets), the table fused at batch <= 8 only, q/k/v + RoPE "
+         "kept apart under q/k norm, LAB05_FUSE=0 and --weights=bf16 unfused\n");
+}
+
 int main() {
   test_quantizer();
   test_decoder();
@@ -482,5 +536,6 @@ int main() {
   test_experts8_stage<16, false>(102);
   test_experts8_stage<32, true>(103);
   test_experts8_stage<64, false>(104);
+  test_fuse();
   return fails ? 1 : 0;
 }
