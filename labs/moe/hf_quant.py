@@ -39,8 +39,8 @@ def mxfp4_rows(w):
     """w [N, K] fp32 (bf16 values, K a multiple of 32) -> (X [N, K/32] int shared
     exponents, v [N, K] the E2M1 values (signed, before the scale), v * 2^X [N, K]).
     X = floor(log2(block amax)) - 2 clamped to [-127, 113] (-127 for a zero block; layer
-    05's range, labs/05_precision/mxfp4.cuh);
-    E2M1 round to nearest even, saturating at 6 (OCP MX v1.0, section 6.3). The grid's
+    05's range, labs/05_precision/mxfp4.cuh); E2M1 round to nearest even, saturating at 6
+    (OCP Microscaling Formats v1.0, section 6.3). The grid's
     step is .5 below 2, 1 below 4, 2 above: rounding |w| / 2^X / step to nearest even
     is rounding to the even code, because the codes count up by one step in each range."""
     N, K = w.shape
