@@ -112,17 +112,21 @@ __host__ __device__ __forceinline__ int lab03_gemv_row(const MoeTile &t) { retur
 __device__ __forceinline__ void lab03_prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
 // ---- batch 1 (R = 1): one row per work item, the warp's items as one stream of loads ------
-// Variants (compile time; all 0 rebuilds the general body below for R = 1 too):
-//   LAB03_GEMV1_PIPE   1: the loads of the warp's next chunk (ILP loads per lane, next row
-//                      included) are issued BEFORE this chunk's math, so a warp never waits
-//                      with nothing in flight between two rows (double-buffered registers);
-//   LAB03_GEMV1_DEPTH  loads per lane and matrix in one chunk (0: WF::kIlp / 2 when
-//                      pipelined, WF::kIlp when not: the same registers as the general body);
+// Variants (compile time; all 0: the general body below runs R = 1 too):
+//   LAB03_GEMV1_PIPE   1: at a work item's last chunk, the warp's NEXT item is looked up
+//                      and its first loads issued BEFORE this item's butterfly, scales and
+//                      epilogue (the general body issues them after, so every row starts
+//                      with a wait of a full DRAM latency plus the epilogue's reads); the
+//                      item's row scales are read when it starts. No extra registers for
+//                      weights: the buffer is free once the last chunk is widened;
+//   LAB03_GEMV1_DEPTH  loads per lane and matrix in one chunk (0: WF::kIlp);
 //   LAB03_GEMV1_XS     1: the up kernel's input row (one token at batch 1) staged ONCE per
 //                      block in shared memory as fp32 (hi + lo, exact): the inner loop reads
 //                      it with 16-byte shared loads instead of two bf16 loads, two unpacks and
 //                      an add per 8 activations. Rows wider than kLab03Gemv1XsMax floats, or
 //                      sorted rows of more than one token, keep the global reads.
+//   LAB03_GEMV1_MINB_UP, _DOWN  minimum resident blocks of layer 03's R = 1 kernels
+//                      (__launch_bounds__; 0: the compiler's choice).
 // Every lane sums the same products in the same order as the general body (chunks cover
 // pieces lane, lane + 32, … in order): outputs are bit-identical to it.
 #ifndef LAB03_GEMV1_PIPE
@@ -134,7 +138,13 @@ __device__ __forceinline__ void lab03_prefetch_l2(const void *p) { asm volatile(
 #ifndef LAB03_GEMV1_XS
 #define LAB03_GEMV1_XS 0
 #endif
-#define LAB03_GEMV1 (LAB03_GEMV1_PIPE || LAB03_GEMV1_XS || LAB03_GEMV1_DEPTH)
+#ifndef LAB03_GEMV1_MINB_UP
+#define LAB03_GEMV1_MINB_UP 0
+#endif
+#ifndef LAB03_GEMV1_MINB_DOWN
+#define LAB03_GEMV1_MINB_DOWN 0
+#endif
+#define LAB03_GEMV1(GLU) (LAB03_GEMV1_PIPE || LAB03_GEMV1_DEPTH || (LAB03_GEMV1_XS && (GLU)))
 constexpr int kLab03Gemv1XsMax = 4096;  // floats of the staged row (16 KB of static shared memory)
 
 // 1 for formats the batch-1 path takes: one weight per element, no block scales, no L2
@@ -156,7 +166,7 @@ struct Lab03Gemv1Item {
   int e, n;
 };
 
-template <bool GLU, class WF>
+template <bool GLU, class WF, bool XS>
 __device__ __forceinline__ Lab03Gemv1Item lab03_gemv1_item(int64_t w, const __nv_bfloat16 *A, const int32_t *a_token,
                                                            const typename WF::T *W0, const typename WF::T *W1,
                                                            int64_t expert_stride, const int32_t *s_off,
@@ -166,7 +176,7 @@ __device__ __forceinline__ Lab03Gemv1Item lab03_gemv1_item(int64_t w, const __nv
   it.e = t.e, it.n = lab03_gemv_row(t), it.s = t.row0;
   it.w0 = (const uint4 *)(W0 + t.e * expert_stride + (int64_t)it.n * K);
   it.w1 = GLU ? (const uint4 *)(W1 + t.e * expert_stride + (int64_t)it.n * K) : it.w0;
-  it.x = (const uint4 *)(A + (int64_t)(GLU ? a_token[t.row0] : t.row0) * 2 * K);
+  it.x = XS ? nullptr : (const uint4 *)(A + (int64_t)(GLU ? a_token[t.row0] : t.row0) * 2 * K);  // XS: staged
   return it;
 }
 
@@ -185,7 +195,8 @@ __device__ __forceinline__ void lab03_gemv1_run(const __nv_bfloat16 *__restrict_
   const int64_t total = (int64_t)s_ts[E] * N, warps = ((int64_t)gridDim.x * blockDim.x) >> 5;
   int64_t w = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
   if (w >= total) return;
-  auto load = [&](const Lab03Gemv1Item &it, int ch, uint4 *wv, uint4 *uv) {
+  uint4 wv[D], uv[D];
+  auto load = [&](const Lab03Gemv1Item &it, int ch) {
 #pragma unroll
     for (int j = 0; j < D; j++) {
       const int c = lane + 32 * (ch * D + j);
@@ -194,22 +205,16 @@ __device__ __forceinline__ void lab03_gemv1_run(const __nv_bfloat16 *__restrict_
       if (GLU) uv[j] = in ? gemv_ld_stream(it.w1 + c) : make_uint4(0, 0, 0, 0);
     }
   };
-  Lab03Gemv1Item cur = lab03_gemv1_item<GLU, WF>(w, A, a_token, W0, W1, expert_stride, s_off, s_ts, E, N, K);
-  uint4 wv[D], uv[D];
-  load(cur, 0, wv, uv);
+  auto scales = [&](const Lab03Gemv1Item &it, float *s0, float *s1) {  // the general body's factors
+    *s0 = *s1 = 1.0f;
+    if constexpr (WF::kScaled) *s0 = fmt.scale(0, it.e, it.n), *s1 = GLU ? fmt.scale(1, it.e, it.n) : 0.0f;
+  };
+  Lab03Gemv1Item cur = lab03_gemv1_item<GLU, WF, XS>(w, A, a_token, W0, W1, expert_stride, s_off, s_ts, E, N, K);
+  load(cur, 0);
+  float s0 = 1.0f, s1 = 1.0f;
+  if (PIPE) scales(cur, &s0, &s1);
   float a0 = 0.0f, a1 = 0.0f;
   for (int ch = 0;;) {
-    // the next chunk: this row's, or the first of the warp's next item
-    Lab03Gemv1Item nxt = cur;
-    int nch_next = ch + 1;
-    bool more = true;
-    if (nch_next == nch) {
-      nch_next = 0;
-      more = w + warps < total;
-      if (more) nxt = lab03_gemv1_item<GLU, WF>(w + warps, A, a_token, W0, W1, expert_stride, s_off, s_ts, E, N, K);
-    }
-    uint4 nw[D], nu[D];
-    if (PIPE && more) load(nxt, nch_next, nw, nu);
 #pragma unroll
     for (int j = 0; j < D; j++) {
       const int c = lane + 32 * (ch * D + j);
@@ -237,34 +242,39 @@ __device__ __forceinline__ void lab03_gemv1_run(const __nv_bfloat16 *__restrict_
         }
       }
     }
-    if (ch == nch - 1) {  // the item's last chunk: butterfly, scale, epilogue
+    if (ch + 1 < nch) {  // the row's next chunk
+      load(cur, ++ch);
+      continue;
+    }
+    // the item's last chunk: the next item (PIPE: its first loads now), then this one's outputs
+    const bool more = w + warps < total;
+    Lab03Gemv1Item nxt = cur;
+    if (more) {
+      nxt = lab03_gemv1_item<GLU, WF, XS>(w + warps, A, a_token, W0, W1, expert_stride, s_off, s_ts, E, N, K);
+      if (PIPE) load(nxt, 0);
+    }
 #pragma unroll
-      for (int o = 16; o > 0; o >>= 1) {
-        a0 += __shfl_xor_sync(0xFFFFFFFFu, a0, o);
-        if (GLU) a1 += __shfl_xor_sync(0xFFFFFFFFu, a1, o);
+    for (int o = 16; o > 0; o >>= 1) {
+      a0 += __shfl_xor_sync(0xFFFFFFFFu, a0, o);
+      if (GLU) a1 += __shfl_xor_sync(0xFFFFFFFFu, a1, o);
+    }
+    if (!PIPE) scales(cur, &s0, &s1);
+    if constexpr (WF::kScaled) a0 *= s0, a1 *= s1;
+    if (lane == 0) {
+      if (GLU) {
+        const float v = lab03_glu_at(glu, cur.e, cur.n, a0, a1);
+        const __nv_bfloat16 hi = __float2bfloat16(v);
+        H[cur.s * 2 * N + cur.n] = hi;
+        H[cur.s * 2 * N + N + cur.n] = __float2bfloat16(v - __bfloat162float(hi));
+      } else {
+        Y[cur.s * N + cur.n] = a0;
       }
-      if constexpr (WF::kScaled) a0 *= fmt.scale(0, cur.e, cur.n), a1 *= GLU ? fmt.scale(1, cur.e, cur.n) : 0.0f;
-      if (lane == 0) {
-        if (GLU) {
-          const float v = lab03_glu_at(glu, cur.e, cur.n, a0, a1);
-          const __nv_bfloat16 hi = __float2bfloat16(v);
-          H[cur.s * 2 * N + cur.n] = hi;
-          H[cur.s * 2 * N + N + cur.n] = __float2bfloat16(v - __bfloat162float(hi));
-        } else {
-          Y[cur.s * N + cur.n] = a0;
-        }
-      }
-      a0 = a1 = 0.0f;
-      w += warps;
     }
     if (!more) break;
-    if (PIPE) {
-#pragma unroll
-      for (int j = 0; j < D; j++) wv[j] = nw[j], uv[j] = nu[j];
-    } else {
-      load(nxt, nch_next, wv, uv);
-    }
-    cur = nxt, ch = nch_next;
+    if (!PIPE) load(nxt, 0);  // the general body's order: the next row's loads after the epilogue
+    else scales(nxt, &s0, &s1);
+    a0 = a1 = 0.0f;
+    w += warps, cur = nxt, ch = 0;
   }
 }
 
@@ -278,7 +288,7 @@ __device__ __forceinline__ void lab03_gemv1_body(const __nv_bfloat16 *__restrict
                                                  __nv_bfloat16 *__restrict__ H, float *__restrict__ Y,
                                                  const Lab03Glu &glu, const WF &fmt) {
   constexpr bool PIPE = LAB03_GEMV1_PIPE != 0;
-  constexpr int D = LAB03_GEMV1_DEPTH > 0 ? LAB03_GEMV1_DEPTH : PIPE && WF::kIlp > 1 ? WF::kIlp / 2 : WF::kIlp;
+  constexpr int D = LAB03_GEMV1_DEPTH > 0 ? LAB03_GEMV1_DEPTH : WF::kIlp;
   const float4 *xs = nullptr;
   if constexpr (GLU && LAB03_GEMV1_XS) {
     __shared__ float4 lab03_gemv1_xs[kLab03Gemv1XsMax / 4];
@@ -331,7 +341,7 @@ __device__ __forceinline__ void lab03_grouped_gemv_body(const __nv_bfloat16 *__r
   pdl_allow_next();
   for (int x = threadIdx.x; x <= E; x += blockDim.x) s_off[x] = offsets[x], s_ts[x] = tile_start[x];
   __syncthreads();
-  if constexpr (R == 1 && LAB03_GEMV1 && Lab03Gemv1Ok<WF>::value) {  // batch 1's variants, above
+  if constexpr (R == 1 && LAB03_GEMV1(GLU) && Lab03Gemv1Ok<WF>::value) {  // batch 1's variants, above
     lab03_gemv1_body<GLU, WF>(A, a_token, W0, W1, expert_stride, s_off, s_ts, E, N, K, H, Y, glu, fmt);
     return;
   }
@@ -438,7 +448,7 @@ __device__ __forceinline__ void lab03_grouped_gemv_body(const __nv_bfloat16 *__r
 }
 
 template <int R, bool GLU>
-__global__ void __launch_bounds__(kLab03GemvThreads)
+__global__ void __launch_bounds__(kLab03GemvThreads, R == 1 ? (GLU ? LAB03_GEMV1_MINB_UP : LAB03_GEMV1_MINB_DOWN) : 0)
     lab03_grouped_gemv_kernel(const __nv_bfloat16 *__restrict__ A, const int32_t *__restrict__ a_token,
                               const __nv_bfloat16 *__restrict__ W0, const __nv_bfloat16 *__restrict__ W1,
                               int64_t expert_stride, const int32_t *__restrict__ offsets,

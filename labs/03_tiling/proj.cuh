@@ -266,11 +266,11 @@ __global__ void __launch_bounds__(kLab03ProjThreads, R == 1 && WPR == 1 ? kLab03
       for (int r = 0; r < R; r++)
         if (lane == r) red[warp * R + r] = acc[r];
       __syncthreads();
-      if (warp == 0) {
+      if (sub == 0) {  // the unit's first warp sums its WPR partials in warp order
 #pragma unroll
         for (int r = 0; r < R; r++) {
           float s = 0.f;
-          for (int i = 0; i < WPR; i++) s += red[i * R + r];
+          for (int i = 0; i < WPR; i++) s += red[(warp + i) * R + r];
           acc[r] = s;
         }
       }
@@ -347,6 +347,9 @@ static void lab03_proj_gemv_r(const Lab03Proj *g, cudaStream_t s) {
  *  and lab03_proj_gemv_fits, 16-byte aligned weights. */
 static inline void lab03_proj_gemv_launch(const Lab03Proj *g, int wpr, cudaStream_t s) {
   int bad = g->n_mats < 1 || g->n_mats > 3 || g->B < 1 || !lab03_proj_gemv_fits(g->K) || (wpr != 1 && wpr != 4);
+  // wpr 4 with more than one row per block (LAB03_PROJ_THREADS > 128): every unit of the block
+  // must run the same rows loop (its barriers), so the rows must fill the units
+  bad = bad || (wpr == 4 && g->row_end[g->n_mats - 1] % (kLab03ProjWarps / 4) != 0);
   for (int m = 0; !bad && m < g->n_mats; m++) bad = (uintptr_t)g->W[m] % 16 != 0;
   if (bad) {
     fprintf(stderr, "lab03_proj_gemv_launch: rejected (n_mats=%d B=%d K=%d wpr=%d)\n", g->n_mats, g->B, g->K, wpr);

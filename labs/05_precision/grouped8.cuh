@@ -70,6 +70,9 @@
 #ifndef LAB05_X8_GEMV_MINB
 #define LAB05_X8_GEMV_MINB 0
 #endif
+#ifndef LAB05_X8_GEMV_MINB_DOWN  // the same for batch 1's down kernel (R = 1, no GLU)
+#define LAB05_X8_GEMV_MINB_DOWN 0
+#endif
 
 // Two E4M3 bytes (the low byte first) → a bf16x2 register (the low half first), exact.
 __host__ __device__ __forceinline__ unsigned lab05_fp8x2_to_bf16x2(uint16_t v) {
@@ -119,7 +122,7 @@ struct Lab05Fp8Weights {
 // was measured: 80 registers, one 4-byte spill per row, 24 warps in flight instead of 16,
 // and slower); other shapes keep the compiler's choice.
 template <int R, bool GLU>
-__global__ void __launch_bounds__(kLab03GemvThreads, R == 1 && GLU ? LAB05_X8_GEMV_MINB : 0)
+__global__ void __launch_bounds__(kLab03GemvThreads, R == 1 ? (GLU ? LAB05_X8_GEMV_MINB : LAB05_X8_GEMV_MINB_DOWN) : 0)
     lab05_grouped8_gemv_kernel(const __nv_bfloat16 *__restrict__ A, const int32_t *__restrict__ a_token,
                                const __nv_fp8_storage_t *__restrict__ W0, const __nv_fp8_storage_t *__restrict__ W1,
                                int64_t expert_stride, const int32_t *__restrict__ offsets,
