@@ -213,14 +213,17 @@ __global__ void __launch_bounds__(kLab05GemvThreads, R == 1 ? 2 : 1)  // R = 1: 
     double sn, cs;
     sincos(ps * rope.inv_freq[j], &sn, &cs);
     const float c = (float)(rope.scale * cs), sv = (float)(rope.scale * sn);
-    const float r0 = x0 * c - x1 * sv, r1 = x1 * c + x0 * sv;
+    // 00's x0·c − x1·s and x1·c + x0·s, the second with the one rounding nvcc gives 00's
+    // kernel (its PTX: q fma(x0, s, x1·c), k fma(x1, c, x0·s)), so the fused values are the
+    // unfused ones bit for bit
+    const float r0 = x0 * c - x1 * sv;
     if (m == 0) {
       float *q = p.out[0] + (size_t)b * p.n[0] + row;
       q[0] = r0;
-      q[half] = r1;
+      q[half] = __fmaf_rn(x0, sv, __fmul_rn(x1, c));
     } else {
       kc[at + j] = r0;
-      kc[at + j + half] = r1;
+      kc[at + j + half] = __fmaf_rn(x1, c, __fmul_rn(x0, sv));
     }
   }
 }
@@ -261,8 +264,8 @@ __global__ void __launch_bounds__(kLab05GemvThreads)
 #pragma unroll
     for (int i = 0; i < 2; i++) {
       if (g + i >= E) break;
-      float v = (i ? a1 : a0) * sc[g + i];
-      if (bias) v += __bfloat162float(bias[g + i]);
+      float v = __fmul_rn(i ? a1 : a0, sc[g + i]);  // scale, then bias: two roundings, as the GEMV
+      if (bias) v = __fadd_rn(v, __bfloat162float(bias[g + i]));
       p.out[0][(size_t)lane * E + g + i] = v;
       lg[lane * kLab05FuseMaxExperts + g + i] = v;
     }
