@@ -158,6 +158,11 @@ struct Lab03Gemv1Ok<W, std::void_t<decltype(W::kScaleBytes)>> {
   static constexpr bool value = !W::kPrefetch && W::kPack == 1 && W::kScaleBytes == 0;
 };
 
+/** Where the staged row keeps elements 4f … 4f + 3 (float4 units): float4 f % Q of weight
+ *  load f / Q at (f % Q)·KC + f / Q (Q float4 per load, KC loads per row), so the lanes of a
+ *  warp, reading loads c, c + 1, …, read consecutive float4. Host-tested (plan_test.cpp). */
+__host__ __device__ __forceinline__ int lab03_gemv1_xs_at(int f, int Q, int KC) { return (f % Q) * KC + f / Q; }
+
 // Where a warp's chunk comes from: the item's weight rows, its input row (global), its
 // output row s and weight row n of expert e.
 struct Lab03Gemv1Item {
@@ -181,8 +186,8 @@ __device__ __forceinline__ Lab03Gemv1Item lab03_gemv1_item(int64_t w, const __nv
 }
 
 // The body at R = 1 (lab03_grouped_gemv_body's arguments; s_off / s_ts its shared tables).
-// XS: xs is the staged row, float4 q of load c at xs[q·KC + c] (lanes read consecutive
-// float4: no bank conflict); else the input rows come from global memory (L1).
+// XS: xs is the staged row (lab03_gemv1_xs_at's order); else the input rows come from
+// global memory (through L1), as in the general body.
 template <bool GLU, class WF, bool PIPE, int D, bool XS>
 __device__ __forceinline__ void lab03_gemv1_run(const __nv_bfloat16 *__restrict__ A, const int32_t *__restrict__ a_token,
                                                 const typename WF::T *__restrict__ W0,
@@ -226,7 +231,8 @@ __device__ __forceinline__ void lab03_gemv1_run(const __nv_bfloat16 *__restrict_
       for (int h = 0; h < XL; h++) {
         float xf[8];
         if constexpr (XS) {
-          const float4 p = xs[(2 * h) * KC + c], q = xs[(2 * h + 1) * KC + c];
+          const float4 p = xs[lab03_gemv1_xs_at(c * 2 * XL + 2 * h, 2 * XL, KC)],
+                       q = xs[lab03_gemv1_xs_at(c * 2 * XL + 2 * h + 1, 2 * XL, KC)];
           xf[0] = p.x, xf[1] = p.y, xf[2] = p.z, xf[3] = p.w, xf[4] = q.x, xf[5] = q.y, xf[6] = q.z, xf[7] = q.w;
         } else {
           float hf[8], lf[8];
@@ -298,15 +304,14 @@ __device__ __forceinline__ void lab03_gemv1_body(const __nv_bfloat16 *__restrict
     for (int s = threadIdx.x; same && s < P; s += blockDim.x) same = a_token[s] == tok;
     if (__syncthreads_and(same) && P > 0) {  // block-uniform
       const uint2 *hi = (const uint2 *)(A + (int64_t)tok * 2 * K), *lo = (const uint2 *)(A + (int64_t)tok * 2 * K + K);
-      for (int f = threadIdx.x; f < K4; f += blockDim.x) {  // elements 4f..4f+3: load f / Q's float4 f % Q
+      for (int f = threadIdx.x; f < K4; f += blockDim.x) {  // elements 4f..4f+3
         const uint2 h = __ldg(hi + f), l = __ldg(lo + f);
         float4 v;
         v.x = __uint_as_float(h.x << 16) + __uint_as_float(l.x << 16);
         v.y = __uint_as_float(h.x & 0xFFFF0000u) + __uint_as_float(l.x & 0xFFFF0000u);
         v.z = __uint_as_float(h.y << 16) + __uint_as_float(l.y << 16);
         v.w = __uint_as_float(h.y & 0xFFFF0000u) + __uint_as_float(l.y & 0xFFFF0000u);
-        constexpr int Q = WF::kPerLoad / 4;
-        lab03_gemv1_xs[(f % Q) * KC + f / Q] = v;
+        lab03_gemv1_xs[lab03_gemv1_xs_at(f, WF::kPerLoad / 4, KC)] = v;
       }
       __syncthreads();
       xs = lab03_gemv1_xs;

@@ -21,6 +21,12 @@
 //    lab03_attn_combine_kernel merges them, o · f.x / f.y equals the softmax over the
 //    scores and the sink computed directly in double (sink below, near and far above the
 //    scores' max), and without a sink f = (1, l): o / l exactly.
+// 6. The batch-1 GEMV path (grouped.cuh, lab03_gemv1_*): for bf16 (8 weights per load) and
+//    fp8 (16) rows of the presets' widths and chunk depths 1..8, each lane's pieces walked
+//    chunk by chunk, as lab03_gemv1_run walks them, are the general body's pieces in its
+//    order (lane, lane + 32, … below K / kPerLoad: the bit-identical sums rest on it); the
+//    staged row's order (lab03_gemv1_xs_at) is a permutation of the row's float4, and the
+//    lanes reading loads c, c + 1 read consecutive float4.
 // Prints "ok: ..." / "FAILED: ..." and exits 1 on any failure.
 #include "../moe/engine.cuh"
 #include "layer.cuh"
@@ -233,8 +239,56 @@ static void check_sinks(int n, int len, double sink_off, uint64_t seed) {
   CHECK(g.x == 1.f && g.y == L && O * g.x / g.y == O / L, "no sink: f = (%g, %g), want (1, %g)\n", g.x, g.y, L);
 }
 
+static void check_gemv1(int per_load, int K, int D, int ilp) {
+  const int KC = K / per_load, Q = per_load / 4, K4 = K / 4, nch = (KC + 32 * D - 1) / (32 * D);
+  for (int lane = 0; lane < 32; lane++) {
+    int mine[512], n_mine = 0, ref[512], n_ref = 0;
+    for (int ch = 0; ch < nch; ch++)  // lab03_gemv1_run: chunk ch, loads j (break at KC)
+      for (int j = 0; j < D; j++) {
+        const int c = lane + 32 * (ch * D + j);
+        if (c >= KC) break;
+        CHECK(n_mine < 512, "K=%d: too many pieces\n", K);
+        mine[n_mine++] = c;
+      }
+    for (int c0 = lane; c0 < KC; c0 += 32 * ilp)  // lab03_grouped_gemv_body: rounds of ilp loads
+      for (int j = 0; j < ilp && c0 + 32 * j < KC; j++) {
+        CHECK(n_ref < 512, "K=%d: too many pieces\n", K);
+        ref[n_ref++] = c0 + 32 * j;
+      }
+    CHECK(n_mine == n_ref, "K=%d per_load=%d D=%d lane %d: %d pieces, the general body %d\n", K, per_load, D, lane,
+          n_mine, n_ref);
+    for (int i = 0; i < n_mine; i++)
+      CHECK(mine[i] == ref[i], "K=%d D=%d lane %d: piece %d is %d, the general body's %d\n", K, D, lane, i, mine[i], ref[i]);
+  }
+  static int at[8192];
+  CHECK(K4 <= 8192, "K=%d too wide for the test\n", K);
+  for (int i = 0; i < K4; i++) at[i] = 0;
+  for (int f = 0; f < K4; f++) {
+    const int i = lab03_gemv1_xs_at(f, Q, KC);
+    CHECK(i >= 0 && i < K4, "K=%d: float4 %d staged at %d\n", K, f, i);
+    at[i]++;
+  }
+  for (int i = 0; i < K4; i++) CHECK(at[i] == 1, "K=%d: staged slot %d used %d times\n", K, i, at[i]);
+  for (int c = 0; c + 1 < KC; c++)
+    for (int q = 0; q < Q; q++)
+      CHECK(lab03_gemv1_xs_at((c + 1) * Q + q, Q, KC) == lab03_gemv1_xs_at(c * Q + q, Q, KC) + 1,
+            "K=%d: loads %d and %d read float4 %d apart\n", K, c, c + 1,
+            lab03_gemv1_xs_at((c + 1) * Q + q, Q, KC) - lab03_gemv1_xs_at(c * Q + q, Q, KC));
+}
+
 int main(void) {
   check_fits();
+  {
+    const int widths[] = {2880, 2048, 768, 4096, 512, 256};  // gpt-oss D = F, Qwen3-MoE D and F, Mixtral D, mini F and D
+    int cases = 0;
+    for (int w = 0; w < 6; w++)
+      for (int D = 1; D <= 8; D++) {
+        check_gemv1(8, widths[w], D, 4), check_gemv1(16, widths[w], D, 6);
+        cases += 2;
+      }
+    printf("ok: batch-1 GEMV: %d cases, each lane's pieces in the general body's order; the staged row a permutation\n",
+           cases);
+  }
   const double offs[] = {-30.0, -2.0, 0.0, 1.5, 40.0};
   for (int i = 0; i < 5; i++) {
     check_sinks(1, 32, offs[i], 11 + i);
