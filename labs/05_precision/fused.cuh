@@ -1,5 +1,5 @@
 // fused.cuh — layer 05's fused small stages (ch14's idea applied to the stages of a decode
-// step that read no weights): at batch <= kLab05GemvMaxRows, two launches per layer fewer.
+// step that read no weights): at batch <= kLab05GemvMaxRows, three launches per layer fewer.
 //   attn.qkv + attn.rope   lab05_qkv_rope_kernel: the fp8 q/k/v GEMV (lab05_gemv8_kernel's
 //                          prologue and loop) whose warps own the two rows j and j + hd/2 of
 //                          a head, so the epilogue rotates q and k with the position read on
@@ -10,13 +10,16 @@
 //                          of every row (as lab05_router's launch already did for E <= 32)
 //                          into shared memory, then one warp per row selects the top-k with
 //                          ch06's rule (router_topk_any_kernel: softmax over all E, top-k by
-//                          logit, ties to the lower index, renormalized when norm_topk_prob).
+//                          logit, ties to the lower index, renormalized when norm_topk_prob),
+//                          and then (level 2) ch15's counting sort of the pairs by expert:
+//                          moe.dispatch becomes empty too.
 // Both compute exactly what the unfused stages compute, in the same order of operations, so
 // the CPU reference bound and the graph's replay-vs-eager check apply unchanged.
 // Kept unfused: Qwen3's q/k RMSNorm (it needs a whole head before the rotation), models
 // whose RoPE is not 04's, E > kLab05FuseMaxExperts, batches above kLab05GemvMaxRows (04's
-// dense stages). LAB05_FUSE=0 in the environment keeps 05's separate stages everywhere
-// (to measure fused against unfused with one binary).
+// dense stages). LAB05_FUSE in the environment picks the level, to measure them against
+// each other with one binary: 0 05's separate stages, 1 q/k/v + RoPE and router + top-k,
+// 2 (the default) also the dispatch sort.
 // Included at the end of layer.cuh (it uses that file's GEMV layout and plan).
 #pragma once
 #include <stdlib.h>
@@ -153,6 +156,109 @@ __device__ __forceinline__ void lab05_fuse_lane_pair(const float (&acc)[2][R], i
     if (r == lane) *a0 = acc[0][r], *a1 = acc[1][r];
 }
 
+// ch06's router_topk_any_kernel on one token's E logits (row, shared memory), by one warp:
+// the same operations in the same order (softmax over all E, top_k rounds of a shuffle
+// argmax by logit, ties to the lower index, renormalized when norm_topk_prob). idx, w:
+// [top_k] global; s_idx: [top_k] the experts again, for the sort.
+__device__ __forceinline__ void lab05_fuse_topk_row(const float *row, int E, int top_k, int norm_topk_prob,
+                                                    int32_t *idx_out, float *w_out, int32_t *s_idx) {
+  constexpr int VMAX = kLab05FuseMaxExperts / 32;
+  const int lane = threadIdx.x & 31;
+  float xv[VMAX];
+  float mx = -INFINITY;
+#pragma unroll
+  for (int i = 0; i < VMAX; i++) {
+    const int ex = lane + 32 * i;
+    xv[i] = ex < E ? row[ex] : -INFINITY;
+    mx = fmaxf(mx, xv[i]);
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, o));
+  float sum = 0.f;
+#pragma unroll
+  for (int i = 0; i < VMAX; i++)
+    if (lane + 32 * i < E) sum += expf(xv[i] - mx);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
+  unsigned taken = 0;
+  int my_i = 0;
+  float my_p = 0.f;
+  for (int j = 0; j < top_k; j++) {
+    float bv = -INFINITY;
+    int bi = INT_MAX;
+#pragma unroll
+    for (int i = 0; i < VMAX; i++) {
+      const int ex = lane + 32 * i;
+      if (ex < E && !((taken >> i) & 1u) && router_before(xv[i], ex, bv, bi)) bv = xv[i], bi = ex;
+    }
+    router_warp_best(bv, bi);
+    if ((bi & 31) == lane) taken |= 1u << (bi >> 5);
+    if (lane == j) my_i = bi, my_p = expf(bv - mx) / sum;
+  }
+  float top_sum = lane < top_k ? my_p : 0.f;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) top_sum += __shfl_xor_sync(0xFFFFFFFFu, top_sum, o);
+  if (lane < top_k) {
+    idx_out[lane] = my_i;
+    w_out[lane] = norm_topk_prob ? my_p / top_sum : my_p;
+    s_idx[lane] = my_i;
+  }
+}
+
+// ch15's counting sort of the P = rows·top_k (token, expert) pairs s_idx (shared) by expert,
+// by the block: offsets [E+1], tile_start [E+1] (prefix sums of counts and of ceil(count /
+// bm)), sorted_token [P], pair_pos [P], as moe_dispatch_sort_kernel writes them. Inside one
+// expert the pairs keep their order (ch15's atomics leave it arbitrary; no result depends
+// on it). E <= kLab05FuseMaxExperts (8 per lane of warp 0), P <= blockDim.x. s_cnt: [E].
+__device__ __forceinline__ void lab05_fuse_sort(const int32_t *s_idx, int P, int top_k, int E, int bm, int32_t *s_cnt,
+                                                int32_t *offsets, int32_t *tile_start, int32_t *sorted_token,
+                                                int32_t *pair_pos) {
+  constexpr int PER = kLab05FuseMaxExperts / 32;
+  const int tid = threadIdx.x, lane = tid & 31;
+  if (tid < E) {
+    int c = 0;
+    for (int q = 0; q < P; q++) c += s_idx[q] == tid;
+    s_cnt[tid] = c;
+  }
+  __syncthreads();
+  if (tid < 32) {  // exclusive prefix sums over the experts: lane holds experts PER·lane … PER·lane + PER − 1
+    int c[PER], cs = 0, ms = 0;
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+      const int e = lane * PER + i;
+      c[i] = e < E ? s_cnt[e] : 0;
+      cs += c[i], ms += (c[i] + bm - 1) / bm;
+    }
+    int ci = cs, mi = ms;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int a = __shfl_up_sync(0xFFFFFFFFu, ci, o), b = __shfl_up_sync(0xFFFFFFFFu, mi, o);
+      if (lane >= o) ci += a, mi += b;
+    }
+    int co = ci - cs, mo = mi - ms;
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < PER; i++) {
+      const int e = lane * PER + i;
+      if (e < E) {
+        offsets[e] = co, tile_start[e] = mo;
+        s_cnt[e] = co;  // the expert's first sorted row
+      }
+      co += c[i], mo += (c[i] + bm - 1) / bm;
+    }
+    if (lane == 31) offsets[E] = co, tile_start[E] = mo;
+  }
+  __syncthreads();
+  if (tid < P) {
+    const int e = s_idx[tid];
+    int r = 0;
+    for (int q = 0; q < tid; q++) r += s_idx[q] == e;
+    const int slot = s_cnt[e] + r;
+    sorted_token[slot] = tid / top_k;
+    pair_pos[tid] = slot;
+  }
+}
+
 // ---- kernels ------------------------------------------------------------------------------
 // q, k, v of rows r < rows (<= R) as lab05_gemv8_kernel computes them (p: q, k, v in this
 // order, xh = RMSNorm(x) by norm_w, written to xn), then 04's RoPE and K/V append in the
@@ -232,19 +338,23 @@ __global__ void __launch_bounds__(kLab05GemvThreads, R == 1 ? 2 : 1)  // R = 1: 
 // xn and xb as lab05_router's launch does) of rows r < rows (<= R): logits to p.out[0]
 // ([rows][E]) and to shared memory; then warp r selects row r's top_k experts by ch06's
 // router_topk_any_kernel rule (same operations, same order): idx [rows][top_k] int32,
-// w [rows][top_k] fp32. One block. E <= kLab05FuseMaxExperts, top_k <= min(E, 32).
-// Strategy: lab05_gemv8_kernel's loop over the E rows (two per warp), the logits in shared
-// memory, one warp per row for the selection. PDL: waits before its first read of x.
-// Limiter: latency (one block reads E·K fp8 bytes).
+// w [rows][top_k] fp32; with offsets set, then ch15's dispatch tables of those pairs
+// (lab05_fuse_sort; bm: rows per expert work item). One block. E <= kLab05FuseMaxExperts,
+// top_k <= min(E, 32). Strategy: lab05_gemv8_kernel's loop over the E rows (two per warp),
+// the logits in shared memory, one warp per row for the selection, the block for the sort.
+// PDL: waits before its first read of x. Limiter: latency (one block reads E·K fp8 bytes).
 template <int R>
 __global__ void __launch_bounds__(kLab05GemvThreads)
     lab05_router_topk_kernel(const float *__restrict__ x, int rows, int K, const __nv_bfloat16 *__restrict__ norm_w,
                              float eps, float *__restrict__ xn, __nv_bfloat16 *__restrict__ xb, Lab05Proj8 p,
-                             int top_k, int norm_topk_prob, int32_t *__restrict__ idx_out, float *__restrict__ w_out) {
+                             int top_k, int norm_topk_prob, int32_t *__restrict__ idx_out, float *__restrict__ w_out,
+                             int bm, int32_t *__restrict__ offsets, int32_t *__restrict__ tile_start,
+                             int32_t *__restrict__ sorted_token, int32_t *__restrict__ pair_pos) {
   extern __shared__ __align__(16) float lab05_fuse_xs[];
   __shared__ float red[kLab05GemvThreads / 32];
   __shared__ float inv_s[1];
   __shared__ float lg[R * kLab05FuseMaxExperts];
+  __shared__ int32_t s_idx[R * 32], s_cnt[kLab05FuseMaxExperts];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, K16 = K >> 4, E = p.n[0];
   for (int g = warp * 2; g < E && g < warp * 2 + 2; g++)  // PDL: the warp's first two rows into L2
     for (int b = lane * 128; b < K; b += 32 * 128) lab03_prefetch_l2(p.w[0] + (size_t)g * K + b);
@@ -271,48 +381,11 @@ __global__ void __launch_bounds__(kLab05GemvThreads)
     }
   }
   __syncthreads();
-  if (warp >= rows) return;
-  // ch06's router_topk_any_kernel on row `warp`: lane holds experts lane + 32 i
-  constexpr int VMAX = kLab05FuseMaxExperts / 32;
-  const float *row = lg + warp * kLab05FuseMaxExperts;
-  float xv[VMAX];
-  float mx = -INFINITY;
-#pragma unroll
-  for (int i = 0; i < VMAX; i++) {
-    const int ex = lane + 32 * i;
-    xv[i] = ex < E ? row[ex] : -INFINITY;
-    mx = fmaxf(mx, xv[i]);
-  }
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, o));
-  float sum = 0.f;
-#pragma unroll
-  for (int i = 0; i < VMAX; i++)
-    if (lane + 32 * i < E) sum += expf(xv[i] - mx);
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, o);
-  unsigned taken = 0;
-  int my_i = 0;
-  float my_p = 0.f;
-  for (int j = 0; j < top_k; j++) {
-    float bv = -INFINITY;
-    int bi = INT_MAX;
-#pragma unroll
-    for (int i = 0; i < VMAX; i++) {
-      const int ex = lane + 32 * i;
-      if (ex < E && !((taken >> i) & 1u) && router_before(xv[i], ex, bv, bi)) bv = xv[i], bi = ex;
-    }
-    router_warp_best(bv, bi);
-    if ((bi & 31) == lane) taken |= 1u << (bi >> 5);
-    if (lane == j) my_i = bi, my_p = expf(bv - mx) / sum;
-  }
-  float top_sum = lane < top_k ? my_p : 0.f;
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) top_sum += __shfl_xor_sync(0xFFFFFFFFu, top_sum, o);
-  if (lane < top_k) {
-    idx_out[(size_t)warp * top_k + lane] = my_i;
-    w_out[(size_t)warp * top_k + lane] = norm_topk_prob ? my_p / top_sum : my_p;
-  }
+  if (warp < rows) lab05_fuse_topk_row(lg + warp * kLab05FuseMaxExperts, E, top_k, norm_topk_prob,
+                                       idx_out + (size_t)warp * top_k, w_out + (size_t)warp * top_k, s_idx + warp * top_k);
+  if (!offsets) return;
+  __syncthreads();
+  lab05_fuse_sort(s_idx, rows * top_k, top_k, E, bm, s_cnt, offsets, tile_start, sorted_token, pair_pos);
 }
 
 // ---- stages -------------------------------------------------------------------------------
@@ -352,7 +425,8 @@ static inline void lab05_fuse_qkv(Engine *e, int l) {
 }
 
 // moe.router with moe.topk's work (the table's topk is NULL): RMSNorm (a.d_xn and 01's split
-// rows for the experts), router logits (+ bias) in a.d_router, top-k in a.d_topk_idx/_w.
+// rows for the experts), router logits (+ bias) in a.d_router, top-k in a.d_topk_idx/_w;
+// and moe.dispatch's when the table's dispatch is NULL: 03's sort tables.
 static inline void lab05_fuse_router(Engine *e, int l) {
   const MoeConfig *c = &e->cfg;
   const Lab05Dense *d = (const Lab05Dense *)((const Lab05 *)e->layer)->dense;
@@ -365,7 +439,11 @@ static inline void lab05_fuse_router(Engine *e, int l) {
   float eps = (float)c->rms_eps, *xn = e->a.d_xn, *w = e->a.d_topk_w;
   __nv_bfloat16 *xb = ((Lab01 *)e->layer)->xb;
   int32_t *idx = e->a.d_topk_idx;
-  void *args[] = {&x, &rows, &K, &nw, &eps, &xn, &xb, &p, &top_k, &norm, &idx, &w};
+  Lab03 *t = (Lab03 *)e->layer;
+  const int sort = e->ops.dispatch == NULL;
+  int bm = t->xp.bm;
+  int32_t *off = sort ? t->offsets : NULL, *tile = t->tile_start, *st = t->sorted_token, *pp = t->pair_pos;
+  void *args[] = {&x, &rows, &K, &nw, &eps, &xn, &xb, &p, &top_k, &norm, &idx, &w, &bm, &off, &tile, &st, &pp};
   lab05_fuse_launch(e, (const void *)lab05_router_topk_kernel<1>, (const void *)lab05_router_topk_kernel<2>,
                     (const void *)lab05_router_topk_kernel<4>, (const void *)lab05_router_topk_kernel<8>, 1,
                     (size_t)d->R * K * 4, args);
@@ -386,23 +464,38 @@ static inline void lab05_fuse_setup(Engine *e) {
     lab04_pdl_ready(e, k[i]);
     if ((1 << (i & 3)) == d->R) GTL_CUDA(cudaFuncSetAttribute(k[i], cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   }
-  fprintf(stderr, "note: %s: fused stages (LAB05_FUSE=0 turns them off): q/k/v + RoPE + K/V append %s, router + "
-          "top-k %s\n", e->ops.target, e->ops.qkv == lab05_fuse_qkv ? "on" : "off",
-          e->ops.router == lab05_fuse_router ? "on" : "off");
+  fprintf(stderr, "note: %s: fused stages (LAB05_FUSE=0|1|2): q/k/v + RoPE + K/V append %s, router + top-k %s, "
+          "+ dispatch sort %s\n", e->ops.target, e->ops.qkv == lab05_fuse_qkv ? "on" : "off",
+          e->ops.router == lab05_fuse_router ? "on" : "off", e->ops.dispatch ? "off" : "on");
 }
 
-/** Called by lab05_configure on the fp8 path: at batch <= kLab05GemvMaxRows, unless the
- *  environment sets LAB05_FUSE=0, qkv takes rope's work (no q/k norm, 04's RoPE) and
- *  router takes topk's (E <= kLab05FuseMaxExperts, 01's top-k); the emptied stages become
- *  NULL (the engine skips them; the breakdown shows 0). */
-static inline void lab05_fuse_configure(Engine *e) {
+/** The fusion level from the environment: LAB05_FUSE=0 (none), 1 (q/k/v + RoPE, router +
+ *  top-k), 2 or unset (also the dispatch sort); -1 for anything else. Host-tested. */
+static inline int lab05_fuse_level(const char *f) {
+  if (!f || !strcmp(f, "2")) return 2;
+  return !strcmp(f, "1") ? 1 : !strcmp(f, "0") ? 0 : -1;
+}
+
+/** Called by lab05_configure on the fp8 path: at batch <= kLab05GemvMaxRows and level >= 1
+ *  (lab05_fuse_level of LAB05_FUSE; another value: -1 with the reason in err), qkv takes rope's work (no
+ *  q/k norm, 04's RoPE) and router takes topk's (E <= kLab05FuseMaxExperts, 01's top-k);
+ *  at level 2 also dispatch's (03's sort, one expert group). The emptied stages become NULL
+ *  (the engine skips them; the breakdown shows 0). */
+static inline int lab05_fuse_configure(Engine *e, char *err, size_t n) {
   const MoeConfig *c = &e->cfg;
-  const char *f = getenv("LAB05_FUSE");
-  if (e->B > kLab05GemvMaxRows || (f && !strcmp(f, "0"))) return;
+  const int level = lab05_fuse_level(getenv("LAB05_FUSE"));
+  if (level < 0) {
+    snprintf(err, n, "LAB05_FUSE=%s in the environment: need 0, 1 or 2", getenv("LAB05_FUSE"));
+    return -1;
+  }
+  if (e->B > kLab05GemvMaxRows || level == 0) return 0;
   const int qkv = !c->qk_norm && e->ops.qkv == lab05_qkv && e->ops.rope == lab04_rope;
   const int router = c->E <= kLab05FuseMaxExperts && c->top_k <= 32 && e->ops.router == lab05_router &&
                      e->ops.topk == lab01_topk;
+  const int sort = router && level >= 2 && e->ops.dispatch == lab03_dispatch && !e->ops.experts_plan;
   if (qkv) e->ops.qkv = lab05_fuse_qkv, e->ops.rope = NULL;
   if (router) e->ops.router = lab05_fuse_router, e->ops.topk = NULL;
+  if (sort) e->ops.dispatch = NULL;
   if (qkv || router) e->ops.setup = lab05_fuse_setup;
+  return 0;
 }

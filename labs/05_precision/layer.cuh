@@ -329,7 +329,7 @@ __global__ void lab05_embed_kernel(const __nv_fp8_storage_t *__restrict__ q, con
 
 // ---- hooks and stages ---------------------------------------------------------------------------
 static inline LayerOps lab05_ops(void);
-static inline void lab05_fuse_configure(Engine *e);  // fused.cuh
+static inline int lab05_fuse_configure(Engine *e, char *err, size_t n);  // fused.cuh
 
 static inline int lab05_mx4_configure(Engine *e, char *err, size_t n);  // mxfp4.cuh
 
@@ -378,7 +378,7 @@ static inline int lab05_configure(Engine *e, char *err, size_t n) {
     e->ops.dense_fmt = MOE_WF_BF16;
   }
   if (fmt == LAB05_W_MXFP4 && lab05_mx4_configure(e, err, n)) return -1;  // mxfp4.cuh: the experts in MXFP4
-  lab05_fuse_configure(e);  // fused.cuh: q/k/v + RoPE, router + top-k at batch <= 8 (LAB05_FUSE=0: off)
+  if (lab05_fuse_configure(e, err, n)) return -1;  // fused.cuh: the small stages fused at batch <= 8 (LAB05_FUSE)
   return 0;
 }
 

@@ -471,8 +471,9 @@ static void test_experts8_stage(uint64_t seed) {
 
 // 8. fused.cuh: the q/k/v + RoPE kernel's pairs cover every row of q|k|v once, both rows
 //    of a pair in one matrix and one head, j + hd/2 apart; lab05_fuse_configure fuses at
-//    batch <= 8 only, keeps q/k/v + RoPE apart for Qwen3's q/k norm, and LAB05_FUSE=0 or
-//    --weights=bf16 leave the table alone.
+//    batch <= 8 only, keeps q/k/v + RoPE apart for Qwen3's q/k norm, the dispatch sort at
+//    level 2 (the default) only; LAB05_FUSE=0 or --weights=bf16 leave the table alone, and
+//    another value is refused.
 static void test_fuse() {
   const char *presets[] = {"mini", "gptoss20b_mixtral", "tiny_gptoss", "tiny_qwen3"};
   for (int i = 0; i < 4; i++) {
@@ -495,10 +496,10 @@ static void test_fuse() {
     for (int g = 0; g < total; g++) CHECK(seen[g], "%s: row %d not covered\n", presets[i], g);
     free(seen);
   }
-  struct { const char *preset, *weights, *env; int B, qkv, router; } cs[] = {
-      {"gptoss20b_mixtral", NULL, NULL, 1, 1, 1}, {"mini", "fp8", NULL, 8, 1, 1}, {"tiny_gptoss", NULL, NULL, 3, 1, 1},
-      {"tiny_qwen3", NULL, NULL, 3, 0, 1},        {"mini", NULL, NULL, 9, 0, 0},  {"mini", NULL, "0", 1, 0, 0},
-      {"mini", "bf16", NULL, 1, 0, 0}};
+  struct { const char *preset, *weights, *env; int B, qkv, router, sort; } cs[] = {
+      {"gptoss20b_mixtral", NULL, NULL, 1, 1, 1, 1}, {"mini", "fp8", "2", 8, 1, 1, 1}, {"tiny_gptoss", NULL, NULL, 3, 1, 1, 1},
+      {"tiny_qwen3", NULL, NULL, 3, 0, 1, 1},        {"mini", NULL, "1", 1, 1, 1, 0},  {"mini", NULL, NULL, 9, 0, 0, 0},
+      {"mini", NULL, "0", 1, 0, 0, 0},               {"mini", "bf16", NULL, 1, 0, 0, 0}};
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
     static Engine e;
     memset(&e, 0, sizeof e);
@@ -512,14 +513,26 @@ static void test_fuse() {
     CHECK(!rc, "%s B=%d: configure: %s\n", cs[i].preset, cs[i].B, err);
     CHECK((o->qkv == lab05_fuse_qkv) == cs[i].qkv && (o->rope == NULL) == cs[i].qkv &&
               (o->router == lab05_fuse_router) == cs[i].router && (o->topk == NULL) == cs[i].router &&
-              (o->setup == lab05_fuse_setup) == (cs[i].qkv || cs[i].router),
+              (o->setup == lab05_fuse_setup) == (cs[i].qkv || cs[i].router) && (o->dispatch == NULL) == cs[i].sort,
           "%s B=%d weights=%s LAB05_FUSE=%s: fused q/k/v %d (want %d), router %d (want %d)\n", cs[i].preset, cs[i].B,
           cs[i].weights ? cs[i].weights : "-", cs[i].env ? cs[i].env : "-", o->qkv == lab05_fuse_qkv, cs[i].qkv,
           o->router == lab05_fuse_router, cs[i].router);
   }
+  {
+    static Engine e;
+    memset(&e, 0, sizeof e);
+    moe_config_preset("mini", &e.cfg);
+    e.B = 1, e.kv.max_len = 64, e.ops = lab05_ops();
+    setenv("LAB05_FUSE", "3", 1);
+    char err[256] = "";
+    CHECK(lab05_configure(&e, err, sizeof err) && strstr(err, "LAB05_FUSE"), "LAB05_FUSE=3 accepted\n");
+  }
+  CHECK(lab05_fuse_level(NULL) == 2 && lab05_fuse_level("2") == 2 && lab05_fuse_level("1") == 1 &&
+            lab05_fuse_level("0") == 0 && lab05_fuse_level("") == -1 && lab05_fuse_level("yes") == -1,
+        "lab05_fuse_level\n");
   unsetenv("LAB05_FUSE");
   printf("ok: fused stages: RoPE pairs cover q|k|v once (4 presets), the table fused at batch <= 8 only, q/k/v + RoPE "
-         "kept apart under q/k norm, LAB05_FUSE=0 and --weights=bf16 unfused\n");
+         "kept apart under q/k norm, the sort at level 2 only, LAB05_FUSE=0 and --weights=bf16 unfused, 3 refused\n");
 }
 
 int main() {
