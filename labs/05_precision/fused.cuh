@@ -18,8 +18,8 @@
 // Kept unfused: Qwen3's q/k RMSNorm (it needs a whole head before the rotation), models
 // whose RoPE is not 04's, E > kLab05FuseMaxExperts, batches above kLab05GemvMaxRows (04's
 // dense stages). LAB05_FUSE in the environment picks the level, to measure them against
-// each other with one binary: 0 05's separate stages, 1 q/k/v + RoPE and router + top-k,
-// 2 (the default) also the dispatch sort.
+// each other with one binary: 0 (the default until measured on a GPU) 05's separate stages,
+// 1 q/k/v + RoPE and router + top-k, 2 also the dispatch sort.
 // Included at the end of layer.cuh (it uses that file's GEMV layout and plan).
 #pragma once
 #include <stdlib.h>
@@ -469,11 +469,14 @@ static inline void lab05_fuse_setup(Engine *e) {
           e->ops.router == lab05_fuse_router ? "on" : "off", e->ops.dispatch ? "off" : "on");
 }
 
+constexpr int kLab05FuseDefault = 0;  // LAB05_FUSE unset: off until the fused stages are measured on a GPU
+
 /** The fusion level from the environment: LAB05_FUSE=0 (none), 1 (q/k/v + RoPE, router +
- *  top-k), 2 or unset (also the dispatch sort); -1 for anything else. Host-tested. */
+ *  top-k), 2 (also the dispatch sort); unset: kLab05FuseDefault; -1 for anything else.
+ *  Host-tested. */
 static inline int lab05_fuse_level(const char *f) {
-  if (!f || !strcmp(f, "2")) return 2;
-  return !strcmp(f, "1") ? 1 : !strcmp(f, "0") ? 0 : -1;
+  if (!f) return kLab05FuseDefault;
+  return !strcmp(f, "2") ? 2 : !strcmp(f, "1") ? 1 : !strcmp(f, "0") ? 0 : -1;
 }
 
 /** Called by lab05_configure on the fp8 path: at batch <= kLab05GemvMaxRows and level >= 1
