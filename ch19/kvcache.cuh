@@ -49,16 +49,7 @@ void kv_plan(const GtlCtx *ctx, const KvRowArgs *a, int max_keys, KvPlan *p);
 void kv_launch(const KvRowArgs *a, const KvPlan *p, cudaStream_t s);
 void kv_plan_free(KvPlan *p);
 
-// Page dtype of a row: flags [B][n_pages] (1: FP8) for pages of 1 << shift tokens.
-typedef struct {
-  const uint8_t *fp8;
-  int shift, n_pages;
-} KvDtypes;
-static inline int kv_is_fp8(const KvDtypes *t, int b, int j) {
-  return t->fp8 && t->fp8[(int64_t)b * t->n_pages + (j >> t->shift)];
-}
-
-#include "kvref.cuh"  // kv_bytes, kv_flops (roofline); kv_cpu, kv_quant_mismatches (references)
+#include "kvref.cuh"  // KvDtypes; kv_bytes, kv_flops (roofline); kv_cpu, kv_quant_mismatches (references)
 
 // Copy rows of row_bytes (a multiple of 16) from the contiguous [B][H_kv][S] layout into a
 // pool [pages][H_kv][P] of the pages whose table entry has the FP8 flag == want_fp8; tokens

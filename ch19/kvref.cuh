@@ -1,8 +1,7 @@
-// kvref.cuh — ch19's host model of one row: its roofline (kv_bytes, kv_flops: bytes and
-// flops per step for a mix of bf16 and FP8 pages) and its references (kv_cpu: the
-// attention in double from the values the kernel reads; kv_quant_mismatches: the host's
-// E4M3 quantization of the same rows, code for code). Included by kvcache.cuh after
-// KvDtypes.
+// kvref.cuh — ch19's host model of one row: the page dtypes (KvDtypes, kv_is_fp8), its
+// roofline (kv_bytes, kv_flops: bytes and flops per step for a mix of bf16 and FP8 pages)
+// and its references (kv_cpu: the attention in double from the values the kernel reads;
+// kv_quant_mismatches: the host's E4M3 quantization of the same rows, code for code).
 #pragma once
 #include <math.h>
 #include <stdint.h>
@@ -10,6 +9,15 @@
 
 #include "../common/gauntlet.h"
 #include "decode_attn_fp8.cuh"
+
+// Page dtype of a row: flags [B][n_pages] (1: FP8) for pages of 1 << shift tokens.
+typedef struct {
+  const uint8_t *fp8;
+  int shift, n_pages;
+} KvDtypes;
+static inline int kv_is_fp8(const KvDtypes *t, int b, int j) {
+  return t->fp8 && t->fp8[(int64_t)b * t->n_pages + (j >> t->shift)];
+}
 
 // Bytes one step reads and writes: 256 B per visible bf16 (key, KV head), 132 B per FP8
 // one, q and out.
