@@ -44,6 +44,8 @@ def mxfp4_rows(w):
     step is .5 below 2, 1 below 4, 2 above: rounding |w| / 2^X / step to nearest even
     is rounding to the even code, because the codes count up by one step in each range."""
     N, K = w.shape
+    if K % 32:
+        raise ValueError("MXFP4: %d inputs per row are not whole 32-input blocks (layer 05 refuses the model too)" % K)
     b = w.reshape(N, K // 32, 32)
     amax = b.abs().amax(dim=-1)
     _, e = torch.frexp(amax)  # amax = m * 2^e, m in [0.5, 1): floor(log2(amax)) = e - 1
