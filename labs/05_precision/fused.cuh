@@ -381,8 +381,9 @@ __global__ void __launch_bounds__(kLab05GemvThreads)
     }
   }
   __syncthreads();
-  if (warp < rows) lab05_fuse_topk_row(lg + warp * kLab05FuseMaxExperts, E, top_k, norm_topk_prob,
-                                       idx_out + (size_t)warp * top_k, w_out + (size_t)warp * top_k, s_idx + warp * top_k);
+  if (warp < rows)
+    lab05_fuse_topk_row(lg + warp * kLab05FuseMaxExperts, E, top_k, norm_topk_prob, idx_out + (size_t)warp * top_k,
+                        w_out + (size_t)warp * top_k, s_idx + warp * top_k);
   if (!offsets) return;
   __syncthreads();
   lab05_fuse_sort(s_idx, rows * top_k, top_k, E, bm, s_cnt, offsets, tile_start, sorted_token, pair_pos);
@@ -418,7 +419,8 @@ static inline void lab05_fuse_qkv(Engine *e, int l) {
   const int32_t *pos = e->a.d_pos;
   Lab00Rope *rope = &((Lab04 *)e->layer)->rope;
   void *args[] = {&x, &rows, &K, &nw, &eps, &xn, &p, &pos, &kc, &vc, &H_kv, &hd, &kv_len, &ring, rope};
-  const int per_block = kLab05GemvThreads / 32, need = ((Q + 2 * KV) / 2 + per_block - 1) / per_block;  // a warp per pair
+  const int per_block = kLab05GemvThreads / 32;                          // a warp per pair of rows
+  const int need = ((Q + 2 * KV) / 2 + per_block - 1) / per_block;
   lab05_fuse_launch(e, (const void *)lab05_qkv_rope_kernel<1>, (const void *)lab05_qkv_rope_kernel<2>,
                     (const void *)lab05_qkv_rope_kernel<4>, (const void *)lab05_qkv_rope_kernel<8>,
                     need < d->grid ? need : d->grid, (size_t)d->R * K * 4, args);
