@@ -1,5 +1,5 @@
-// checkpoint.cuh — ch05's problem, reference and driver, shared by baseline.cu and
-// optimized.cu so that the two files differ only in their loader.
+// checkpoint.cuh — ch05's problem and driver (checksum.cuh, synth_ckpt.cuh: its parts), shared
+// by baseline.cu and optimized.cu so that the two files differ only in their loader.
 //
 // The problem: load a checkpoint. The program writes a seeded safetensors file in the
 // Hugging Face layout of an MoE model with gptoss20b shapes (hidden 2880, 64 q / 8 kv
