@@ -112,31 +112,49 @@ __host__ __device__ __forceinline__ int lab03_gemv_row(const MoeTile &t) { retur
 __device__ __forceinline__ void lab03_prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
 // ---- batch 1 (R = 1): one row per work item, the warp's items as one stream of loads ------
-// Variants (compile time; all 0: the general body below runs R = 1 too):
+// At batch 1 the up kernel (gate+up, GLU) takes this path, the down kernel the general body
+// below. Measured on the H200 (gptoss20b_mixtral, batch 1, prompt 512, gen 128; ncu per
+// launch; one session at git 65b194b3c776), against the general body for both kernels:
+//   fp8 (layer 05) gate+up 32.0-32.4 us (2.05-2.08 TB/s, 100 registers, 16 warps per SM)
+//     -> 24.1-25.1 us (2.65-2.76 TB/s, 80 registers, 24 warps); step 2.223 -> 2.016 ms;
+//   bf16 (layer 03) gate+up 39.7 us (3.34 TB/s) -> 35.7 us (3.71 TB/s); step 3.219 -> 3.021
+//     ms with proj.cuh's 256-thread projections (3.110 without them).
+//   Alone, each change does less (fp8 steps): staging 2.096 ms, pipelining at depth 3 2.104,
+//   pipelining at depth 6 (100 registers) 2.265. Down through this path: fp8 19.3-20.1 us
+//   against 19.7-19.9 (no gain), bf16 28.7 us against 27.7 (a loss): LAB03_GEMV1_DOWN=1.
+// The three changes (build flags; LAB03_GEMV1_PIPE=0 LAB03_GEMV1_DEPTH=0 LAB03_GEMV1_XS=0
+// rebuild the general body for R = 1):
 //   LAB03_GEMV1_PIPE   1: at a work item's last chunk, the warp's NEXT item is looked up
 //                      and its first loads issued BEFORE this item's butterfly, scales and
 //                      epilogue (the general body issues them after, so every row starts
 //                      with a wait of a full DRAM latency plus the epilogue's reads); the
 //                      item's row scales are read when it starts. No extra registers for
 //                      weights: the buffer is free once the last chunk is widened;
-//   LAB03_GEMV1_DEPTH  loads per lane and matrix in one chunk (0: WF::kIlp);
+//   LAB03_GEMV1_DEPTH  loads per lane and matrix in one chunk (0: WF::kIlp). 3: fewer
+//                      registers (fp8 gate+up 80 instead of 100: 3 blocks per SM, not 2);
 //   LAB03_GEMV1_XS     1: the up kernel's input row (one token at batch 1) staged ONCE per
 //                      block in shared memory as fp32 (hi + lo, exact): the inner loop reads
 //                      it with 16-byte shared loads instead of two bf16 loads, two unpacks and
 //                      an add per 8 activations. Rows wider than kLab03Gemv1XsMax floats, or
 //                      sorted rows of more than one token, keep the global reads.
+//   LAB03_GEMV1_DOWN   1: the down kernel takes the path too (PIPE and DEPTH; XS is the up
+//                      kernel's);
 //   LAB03_GEMV1_MINB_UP, _DOWN  minimum resident blocks of layer 03's R = 1 kernels
 //                      (__launch_bounds__; 0: the compiler's choice).
 // Every lane sums the same products in the same order as the general body (chunks cover
-// pieces lane, lane + 32, … in order): outputs are bit-identical to it.
+// pieces lane, lane + 32, … in order): outputs are bit-identical to it (the H200 runs above:
+// equal logits_hash and tokens).
 #ifndef LAB03_GEMV1_PIPE
-#define LAB03_GEMV1_PIPE 0
+#define LAB03_GEMV1_PIPE 1
 #endif
 #ifndef LAB03_GEMV1_DEPTH
-#define LAB03_GEMV1_DEPTH 0
+#define LAB03_GEMV1_DEPTH 3
 #endif
 #ifndef LAB03_GEMV1_XS
-#define LAB03_GEMV1_XS 0
+#define LAB03_GEMV1_XS 1
+#endif
+#ifndef LAB03_GEMV1_DOWN
+#define LAB03_GEMV1_DOWN 0
 #endif
 #ifndef LAB03_GEMV1_MINB_UP
 #define LAB03_GEMV1_MINB_UP 0
@@ -144,7 +162,8 @@ __device__ __forceinline__ void lab03_prefetch_l2(const void *p) { asm volatile(
 #ifndef LAB03_GEMV1_MINB_DOWN
 #define LAB03_GEMV1_MINB_DOWN 0
 #endif
-#define LAB03_GEMV1(GLU) (LAB03_GEMV1_PIPE || LAB03_GEMV1_DEPTH || (LAB03_GEMV1_XS && (GLU)))
+#define LAB03_GEMV1(GLU) \
+  (((GLU) || LAB03_GEMV1_DOWN) && (LAB03_GEMV1_PIPE || LAB03_GEMV1_DEPTH || (LAB03_GEMV1_XS && (GLU))))
 constexpr int kLab03Gemv1XsMax = 4096;  // floats of the staged row (16 KB of static shared memory)
 
 // 1 for formats the batch-1 path takes: one weight per element, no block scales, no L2

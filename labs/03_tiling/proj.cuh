@@ -11,7 +11,7 @@
 //     lab00_row_rms_inv; a row of D fp32 comes from L2) and stages w ⊙ x · inv;
 //   - q, k and v as one launch over their concatenated rows; attn.out adds into the
 //     residual in the epilogue (x += Wo·att + bo); the router spreads each of its E rows
-//     over the 4 warps of a block (its grid would otherwise be E warps);
+//     over 4 warps, two rows per block (its grid would otherwise be E warps);
 //   - gpt-oss's q/k/v/o and router biases added in the epilogue (NULL: none);
 //   - the router's blocks also write the normalized rows (a.d_xn, fp32) and their split
 //     (01's xb, [B][hi | lo] bf16: the expert kernels' input), each block a slice.
@@ -26,12 +26,14 @@
 #include "../../ch08/gemv.cuh"  // gemv_ld_stream, gemv_unpack8, GEMV_ILP
 #include "../../ch12/launch.cuh"  // pdl_wait_prior, pdl_allow_next (layer 04's programmatic edges)
 
-// Threads per block: 128 (lab00_row_rms_inv's block) unless built with
-// -DLAB03_PROJ_THREADS=256 (a multiple of 128): then every block stages its rows for twice
-// as many weight rows (half the blocks, half the staging reads from L2); 1/rms is still
-// summed by the first 128 threads in lab00_row_rms_inv's order (lab03_proj_rms_inv).
+// Threads per block: 256, so that every block stages its rows (and sums 1/rms) for 8 weight
+// rows, not 4: half the blocks, half the staging reads from L2. 1/rms is still summed by
+// the first 128 threads in lab00_row_rms_inv's order (lab03_proj_rms_inv): bit-identical.
+// Measured on the H200 (gptoss20b_mixtral, batch 1, ncu, git 65b194b3c776), 128 -> 256:
+// q/k/v 19.2 -> 16.8 us, o 13.6 -> 11.9 us, router 6.5 -> 5.7 us per layer. Build with
+// -DLAB03_PROJ_THREADS=128 for the 128-thread blocks (a multiple of 128).
 #ifndef LAB03_PROJ_THREADS
-#define LAB03_PROJ_THREADS 128
+#define LAB03_PROJ_THREADS 256
 #endif
 constexpr int kLab03ProjThreads = LAB03_PROJ_THREADS;
 static_assert(kLab03ProjThreads % kLab00Threads == 0, "the norm's sum uses lab00_row_rms_inv's 128 threads");
@@ -40,12 +42,13 @@ constexpr int kLab03ProjMaxRows = 4;              // token rows per block (fp32 
 constexpr int kLab03ProjGemvMaxBatch = kLab03ProjMaxRows;  // qkv and out as GEMV up to this batch
 constexpr int kLab03ProjMaxSmem = 200 * 1024;     // staged rows + norm weights: R·K·4 + K·2 bytes at most
 constexpr int kLab03ProjStageLoads = 4;           // 16-byte row loads per thread in flight while staging
-// Blocks per SM the batch-1 GEMV (R = 1, a warp per row) is register-bounded to: 10 (at most
-// 48 registers) hold gptoss20b's 5,120 q/k/v rows as one row per warp on 132 SMs (1,280
-// blocks); at 9, some warps would take two rows and the launch would last twice as long.
-// Build with -DLAB03_PROJ_MIN_BLOCKS=1 to let the compiler choose (no spills, 56 registers).
+// Blocks per SM the batch-1 GEMV (R = 1, a warp per row) is register-bounded to: 1,280
+// threads per SM (at most 48 registers: 10 blocks of 128 or 5 of 256) hold gptoss20b's
+// 5,120 q/k/v rows as one row per warp on 132 SMs; with fewer, some warps would take two
+// rows and the launch would last twice as long. Build with -DLAB03_PROJ_MIN_BLOCKS=1 to
+// let the compiler choose (no spills, 56 registers).
 #ifndef LAB03_PROJ_MIN_BLOCKS
-#define LAB03_PROJ_MIN_BLOCKS 10
+#define LAB03_PROJ_MIN_BLOCKS (1280 / LAB03_PROJ_THREADS)
 #endif
 constexpr int kLab03ProjMinBlocks = LAB03_PROJ_MIN_BLOCKS;
 // Independent 16-byte weight loads in flight per lane: ch08's depth unless built with
@@ -122,8 +125,8 @@ __device__ __forceinline__ float lab03_proj_rms_inv(const float *xr, int n, floa
 // ---- kernels ------------------------------------------------------------------------------
 // y_m[b][n] (+)= Σ_k W_m[n][k] · xs[b][k] (+ bias_m[n]) for the R token rows b0 = blockIdx.y·R
 // … b0 + R − 1 (those < B), xs = the staged rows (fp32, normalized when g.norm is set), every
-// row n of the n_mats matrices. WPR warps share one weight row (1: a warp per row; 4: the
-// block's 4 warps split K, partial sums added in warp order through shared memory).
+// row n of the n_mats matrices. WPR warps share one weight row (1: a warp per row; 4: each
+// 4 warps of the block split K, partial sums added in warp order through shared memory).
 // Strategy: the first weight loads issued before the rows are staged (their latency hides
 // the staging); the rows and the norm's weights staged in shared memory with 16-byte loads,
 // kLab03ProjStageLoads in flight per thread, in lab03_proj_xs_at's order; 1/rms by layer 00's
@@ -342,14 +345,15 @@ static void lab03_proj_gemv_r(const Lab03Proj *g, cudaStream_t s) {
 }
 
 /** Enqueue one lab03_proj_gemv_kernel launch for g on stream s: R = min(B, 4) rows per
- *  block, ceil(B / R) token groups; wpr 1 (a warp per weight row) or 4 (a block per row).
+ *  block, ceil(B / R) token groups; wpr 1 (a warp per weight row) or 4 (4 warps per row; a
+ *  warp per row when the rows do not fill the block's groups of 4 warps).
  *  Exits 1 (GTL_EXIT_RUNTIME) when g breaks the preconditions: 1 <= n_mats <= 3, K % 8 == 0
  *  and lab03_proj_gemv_fits, 16-byte aligned weights. */
 static inline void lab03_proj_gemv_launch(const Lab03Proj *g, int wpr, cudaStream_t s) {
   int bad = g->n_mats < 1 || g->n_mats > 3 || g->B < 1 || !lab03_proj_gemv_fits(g->K) || (wpr != 1 && wpr != 4);
-  // wpr 4 with more than one row per block (LAB03_PROJ_THREADS > 128): every unit of the block
-  // must run the same rows loop (its barriers), so the rows must fill the units
-  bad = bad || (wpr == 4 && g->row_end[g->n_mats - 1] % (kLab03ProjWarps / 4) != 0);
+  // wpr 4 puts kLab03ProjWarps / 4 rows in a block, whose units must all run the rows loop
+  // the same number of times (its barriers): rows that do not fill the units take a warp each
+  if (wpr == 4 && g->row_end[g->n_mats - 1] % (kLab03ProjWarps / 4) != 0) wpr = 1;
   for (int m = 0; !bad && m < g->n_mats; m++) bad = (uintptr_t)g->W[m] % 16 != 0;
   if (bad) {
     fprintf(stderr, "lab03_proj_gemv_launch: rejected (n_mats=%d B=%d K=%d wpr=%d)\n", g->n_mats, g->B, g->K, wpr);
@@ -424,7 +428,7 @@ static inline void lab03_out(Engine *e, int l) {
   lab03_project(e, e->a.d_att, NULL, NULL, 1, W, bias, &c->D, Q, out, 1);
 }
 
-/** moe.router: a.d_router = Wr · RMSNorm(x) (+ br) at every batch in ONE launch (a block
+/** moe.router: a.d_router = Wr · RMSNorm(x) (+ br) at every batch in ONE launch (4 warps
  *  per router row and token group of up to 4), which also writes the normalized rows into
  *  a.d_xn and their split into 01's xb (the expert kernels' input), a slice per block. */
 static inline void lab03_router(Engine *e, int l) {
