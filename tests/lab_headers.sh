@@ -17,7 +17,8 @@ NVCC=${NVCC:-nvcc}
 HEADERS="ch01/batched_gemm.cuh ch06/topk.cuh ch07/permute.cuh ch08/gemv.cuh ch10/mma.cuh
 ch10/wgmma.cuh ch11/overlap.cuh ch12/launch.cuh ch15/dispatch.cuh ch15/grouped.cuh ch16/paged_kv.cuh
 ch18/decode_attn.cuh ch19/decode_attn_fp8.cuh
-labs/moe/frame.cuh labs/00_baseline/layer.cuh labs/01_basics/layer.cuh labs/02_memory/layer.cuh
+labs/moe/frame.cuh labs/00_baseline/kernels.cuh labs/00_baseline/layer.cuh labs/01_basics/kernels.cuh
+labs/01_basics/layer.cuh labs/02_memory/layer.cuh
 labs/03_tiling/grouped.cuh labs/03_tiling/proj.cuh labs/03_tiling/layer.cuh labs/04_graphs/layer.cuh
 labs/05_precision/weights8.cuh labs/05_precision/grouped8.cuh labs/05_precision/layer.cuh"
 FLAGS="-std=c++17 -gencode=arch=compute_90,code=sm_90 -Icommon -Ibuild -Xcompiler -Wall,-Wextra
