@@ -62,7 +62,7 @@ else bad "labs/README.md: no c code block"; fi
 # Every __global__ function name of the project's sources, once.
 dups=$(python3 - <<'PY'
 import glob, re
-pat = re.compile(r'__global__\s+(?:void\s+)?(?:__launch_bounds__\s*\([^)]*\)\s*)?(?:void\s+)?(\w+)\s*\(')
+pat = re.compile(r'__global__\s+(?:void\s+)?(?:__launch_bounds__\s*\((?:[^()]|\([^()]*\))*\)\s*)?(?:void\s+)?(\w+)\s*\(')
 seen = {}
 files = sorted(glob.glob('ch[0-9][0-9]/*.cu') + glob.glob('ch[0-9][0-9]/*.cuh') + glob.glob('common/*.cu') +
                glob.glob('labs/*/*.cu') + glob.glob('labs/*/*.cuh') + glob.glob('tests/lab_layers/*.cu'))
