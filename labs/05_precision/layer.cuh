@@ -377,8 +377,8 @@ static inline int lab05_configure(Engine *e, char *err, size_t n) {
     e->ops.logits = o4.logits;
     e->ops.dense_fmt = MOE_WF_BF16;
   }
-  if (fmt == LAB05_W_MXFP4 && lab05_mx4_configure(e, err, n)) return -1;  // mxfp4.cuh: the experts in MXFP4
   if (lab05_fuse_configure(e, err, n)) return -1;  // fused.cuh: the small stages fused at batch <= 8 (LAB05_FUSE)
+  if (fmt == LAB05_W_MXFP4 && lab05_mx4_configure(e, err, n)) return -1;  // mxfp4.cuh, last: wraps the setup
   return 0;
 }
 

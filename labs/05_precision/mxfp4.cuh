@@ -468,10 +468,13 @@ static inline void lab05_mx4_expert_down(Engine *e, int l, int) {
                           p->tile_start, c->E, c->D, c->F, nullptr, p->ys, none, f, e->s);
 }
 
-// Layer 05's setup (the fp8 store of every matrix, the dense plan, the fp8 experts' plan),
-// then the MXFP4 store of the experts, its check (exit 1 on a difference) and plan.
+// The setup configure chose before lab05_mx4_configure (fused.cuh's when it fused a small
+// stage, which runs lab05_setup itself; else lab05_setup: the fp8 store, the dense plan,
+// the fp8 experts' plan), then the MXFP4 store of the experts, its check (exit 1 on a
+// difference) and plan.
 static inline void lab05_mx4_setup(Engine *e) {
-  lab05_setup(e);
+  if (e->ops.qkv == lab05_fuse_qkv || e->ops.router == lab05_fuse_router) lab05_fuse_setup(e);  // fused.cuh's rule
+  else lab05_setup(e);
   Lab05 *p = (Lab05 *)e->layer;
   p->fmt = LAB05_W_MXFP4;
   Lab05Mx4 *m = (Lab05Mx4 *)calloc(1, sizeof(Lab05Mx4));
@@ -499,9 +502,10 @@ static inline void lab05_mx4_teardown(Engine *e) {
   lab05_teardown(e);
 }
 
-/** --weights=mxfp4, after layer 05's fp8 configure: the experts' stages, setup, teardown,
- *  reference weights and roofline format switch to the MXFP4 store. Refuses (usage error)
- *  hidden or expert FFN sizes that are not multiples of 32 (one block). */
+/** --weights=mxfp4, the last step of layer 05's configure (after fused.cuh's): the experts'
+ *  stages, setup (wrapping the one chosen so far), teardown, reference weights and roofline
+ *  format switch to the MXFP4 store. Refuses (usage error) hidden or expert FFN sizes that
+ *  are not multiples of 32 (one block). */
 static inline int lab05_mx4_configure(Engine *e, char *err, size_t n) {
   const MoeConfig *c = &e->cfg;
   if (c->D % 32 || c->F % 32) {

@@ -338,6 +338,26 @@ static void test_configure() {
         "mxfp4 table\n");
   CHECK(lab05_weight_fmt("mxfp4") == LAB05_W_MXFP4 && lab05_weight_fmt("mxfp5") < 0 && lab05_weight_fmt("fp8") == LAB05_W_FP8,
         "--weights values\n");
+  // the whole configure (layer 05's, fused.cuh's, then ours) at batch 1 and 64, fused or not:
+  // the MXFP4 hooks survive fused.cuh's (its setup is wrapped, its stages kept)
+  const char *fuse_env[2] = {"0", "2"};
+  for (int fi = 0; fi < 2; fi++)
+    for (int B = 1; B <= 64; B += 63) {
+      setenv("LAB05_FUSE", fuse_env[fi], 1);
+      static Engine f;
+      memset(&f, 0, sizeof f);
+      moe_config_preset("gptoss20b_mixtral", &f.cfg);
+      f.B = B, f.weights = "mxfp4", f.ops = lab05_ops();
+      CHECK(f.ops.configure(&f, err, sizeof err) == 0, "lab05_configure B=%d: %s\n", B, err);
+      CHECK(f.ops.setup == lab05_mx4_setup && f.ops.expert_up == lab05_mx4_expert_up &&
+                f.ops.expert_down == lab05_mx4_expert_down && f.ops.expert_fmt == MOE_WF_MXFP4 &&
+                f.ops.ref_weights == lab05_mx4_ref_weights,
+            "LAB05_FUSE=%s B=%d: the MXFP4 hooks\n", fuse_env[fi], B);
+      const int fused = f.ops.qkv == lab05_fuse_qkv || f.ops.router == lab05_fuse_router;
+      CHECK(fused == (fi == 1 && B == 1), "LAB05_FUSE=%s B=%d: fused stages %d\n", fuse_env[fi], B, fused);
+      CHECK(f.ops.dense_fmt == (B == 1 ? MOE_WF_FP8 : MOE_WF_BF16), "B=%d: dense format\n", B);
+    }
+  unsetenv("LAB05_FUSE");
   MoeConfig odd = e.cfg;
   odd.F = 2880 + 16;
   e.cfg = odd;
@@ -349,7 +369,7 @@ static void test_configure() {
   const double want = (double)c.L * c.top_k * 3 * c.F * c.D;  // bytes at one per weight
   CHECK(fabs(experts_fp8 - want) < 1e-6 * want, "expert bytes %g vs %g\n", experts_fp8, want);
   printf("ok: configure: --weights=mxfp4 swaps the expert stages, setup, teardown, reference weights and roofline "
-         "format, refuses F %% 32 != 0; gptoss20b_mixtral batch 1: experts %.3f GB (mxfp4) vs %.3f GB (fp8), step "
+         "format (batch 1 and 64, fused stages on and off: the hooks survive fused.cuh's), refuses F %% 32 != 0; gptoss20b_mixtral batch 1: experts %.3f GB (mxfp4) vs %.3f GB (fp8), step "
          "%.3f vs %.3f GB\n", experts_fp8 * 4.25 / 8 / 1e9, experts_fp8 / 1e9, mx / 1e9, f8 / 1e9);
 }
 
