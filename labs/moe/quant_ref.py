@@ -8,7 +8,7 @@ FP8 E4M3, one scale per output row (labs/05_precision/weights8.cuh):
     q = E4M3(w / s), round to nearest, ties to the even code, saturating to +-448
 E4M3: sign, 4 exponent bits (bias 7), 3 mantissa bits; exponent field 0 is subnormal
 (m/8 * 2^-6); S.1111.111 is NaN, so 448 = 1.75 * 2^8 is the largest finite value (OCP
-8-bit Floating Point Specification (OFP8) v1.0, 2023, section 5.3.1).
+8-bit Floating Point Specification (OFP8) v1.0, 2023: E4M3 has no infinities).
 
 MXFP4, one scale per 32 consecutive inputs of a row (OCP Microscaling Formats (MX) v1.0,
 2023, section 6.3): shared exponent X = floor(log2(amax of the block)) - 2 (2 = emax of
