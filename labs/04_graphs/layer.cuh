@@ -30,7 +30,8 @@
 #include "../03_tiling/layer.cuh"
 #include "../../ch12/launch.cuh"  // pdl_launch, pdl_probe, pdl_wait_prior
 
-constexpr int kLab04PdlMax = 128;  // PDL-ready kernels a layer can register (lab04_pdl_ready)
+constexpr int kLab04PdlMax = 128;   // PDL-ready kernels a layer can register (lab04_pdl_ready)
+constexpr int kLab04PdlDefault = 1;  // --pdl when not given (a later layer may set Lab04.pdl_default)
 
 // Layer 03's state (first, so every earlier stage still finds its fields) and the two
 // stages' own: the RoPE table, whether PDL is on, the fixed attention split; and the
@@ -41,6 +42,7 @@ typedef struct {
   int pdl;          // 1: the device takes PDL (pdl_probe); RoPE is launched with it
   int n_chunks;     // split-KV chunks per (sequence, KV head), for every step
   int chunk_len;    // keys per chunk (a multiple of the 32-key tile)
+  int pdl_default;  // --pdl when not given (kLab04PdlDefault; a later layer's setup may change it)
   int n_ready;      // PDL-ready kernels registered
   const void *ready[kLab04PdlMax];  // their host entry points, as cudaKernelNodeParams.func
 } Lab04;
@@ -100,6 +102,7 @@ static inline void lab04_setup(Engine *e) {
   p->rope = lab00_rope_table(&e->cfg);
   p->pdl = pdl_probe(e->s);
   p->n_ready = 0;
+  p->pdl_default = kLab04PdlDefault;
   lab04_pdl_register(e);
   lab04_attn_split(e->kv.max_len, p->base.max_chunks, &p->n_chunks, &p->chunk_len);
 }
@@ -174,21 +177,40 @@ static inline void lab04_pdl_register(Engine *e) {
   for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) lab04_pdl_ready(e, k[i]);
 }
 
+// 1 when the kernel named `name` contains one of the comma-separated substrings of skip
+// (LAB04_PDL_SKIP, a measurement aid: those kernels keep full incoming edges).
+static inline int lab04_pdl_skipped(const char *name, const char *skip) {
+  char part[128];
+  for (const char *s = skip; s && *s;) {
+    const char *c = strchr(s, ',');
+    const size_t n = c ? (size_t)(c - s) : strlen(s);
+    if (n > 0 && n < sizeof part) {
+      memcpy(part, s, n);
+      part[n] = 0;
+      if (strstr(name, part)) return 1;
+    }
+    s = c ? c + 1 : s + n;
+  }
+  return 0;
+}
+
 // 1 when node n is a kernel node; with ready = 1, a registered one (its function pointer
 // in the table); ready = 2, the same by name (cudaFuncGetName), should a runtime give the
-// node's kernel as a cudaKernel_t rather than its host entry point.
+// node's kernel as a cudaKernel_t rather than its host entry point. Kernels named in
+// LAB04_PDL_SKIP are never ready.
 static inline int lab04_node_is(const Lab04 *p, cudaGraphNode_t n, int ready) {
   cudaGraphNodeType t;
   GTL_CUDA(cudaGraphNodeGetType(n, &t));
   if (t != cudaGraphNodeTypeKernel) return 0;
   if (!ready) return 1;
   cudaKernelNodeParams kp;
-  const char *name = NULL, *r;
+  const char *name = NULL, *r, *skip = getenv("LAB04_PDL_SKIP");
   if (cudaGraphKernelNodeGetParams(n, &kp) != cudaSuccess ||  // not a runtime kernel: not ours
-      (ready == 2 && cudaFuncGetName(&name, kp.func) != cudaSuccess)) {
+      ((ready == 2 || skip) && cudaFuncGetName(&name, kp.func) != cudaSuccess)) {
     cudaGetLastError();
     return 0;
   }
+  if (skip && lab04_pdl_skipped(name, skip)) return 0;
   for (int i = 0; i < p->n_ready; i++)
     if (p->ready[i] == kp.func || (name && cudaFuncGetName(&r, p->ready[i]) == cudaSuccess && !strcmp(r, name)))
       return 1;
@@ -201,6 +223,7 @@ static inline int lab04_node_is(const Lab04 *p, cudaGraphNode_t n, int ready) {
  *  its launch included). Errors exit 3. */
 static inline int lab04_graph_edit(Engine *e, cudaGraph_t g) {
   const Lab04 *p = (const Lab04 *)e->layer;
+  if (e->pdl < 0) e->pdl = p->pdl_default;  // --pdl not given
   if (!e->pdl || !p->pdl) return 0;
   size_t n = 0;
   GTL_CUDA(cudaGraphGetEdges(g, NULL, NULL, NULL, &n));

@@ -418,6 +418,10 @@ static inline void lab05_setup(Engine *e) {
       (const void *)lab05_grouped8_mma_kernel<16, false>, (const void *)lab05_grouped8_mma_kernel<32, false>,
       (const void *)lab05_grouped8_mma_kernel<64, false>};
   for (size_t i = 0; i < sizeof ready / sizeof ready[0]; i++) lab04_pdl_ready(e, ready[i]);
+  // --pdl=0 by default here: on the H200 (git 6a787b24ae36, gptoss20b_mixtral, A/B in one run) the
+  // programmatic edges made this layer's step slower, batch 1 2.225 vs 2.214 ms and batch 64 13.420 vs
+  // 11.741 ms, where layer 04 gained at batch 1 (2.906 vs 2.951 ms; batch 64 12.557 vs 12.514).
+  p->base.pdl_default = 0;
 }
 
 static inline void lab05_teardown(Engine *e) {

@@ -318,8 +318,8 @@ static inline int engine_main(int argc, char **argv, const LayerOps *ops) {
       {"dump-logits", GTL_OPT_STR, &dump, "PATH: the checked logits of sequence 0, float32 [P][V]"},
       {"weights", GTL_OPT_STR, &weights, "bf16|fp8: weight storage, in a layer that offers a choice (labs/05_precision)"},
       {"pdl", GTL_OPT_INT, &pdl, "0|1|2: the replayed step's dependent kernels with full (0) or programmatic edges (1: "
-                                 "after the previous kernel's trigger, 2: once it has launched; default 1), in a layer "
-                                 "that edits its graph (labs/04_graphs on)"}};
+                                 "after the previous kernel's trigger, 2: once it has launched; default: the layer's), "
+                                 "in a layer that edits its graph (labs/04_graphs on)"}};
   const int n_opts = (int)(sizeof opts / sizeof opts[0]);
   Engine *e = (Engine *)calloc(1, sizeof(Engine));
   e->ops = *ops;
@@ -334,7 +334,7 @@ static inline int engine_main(int argc, char **argv, const LayerOps *ops) {
     gtl_usage_fail(ctx, "--preset=%s: not one of %s", preset, moe_config_preset_names());
   if (pdl != INT64_MIN && !ops->graph_edit) gtl_usage_fail(ctx, "--pdl: %s does not edit a graph of its step", target);
   if (pdl != INT64_MIN && (pdl < 0 || pdl > 2)) gtl_usage_fail(ctx, "--pdl=%lld: need 0, 1 or 2", (long long)pdl);
-  e->pdl = pdl == INT64_MIN ? 1 : (int)pdl;
+  e->pdl = pdl == INT64_MIN ? -1 : (int)pdl;  // -1: the layer's default (its graph_edit stores the one it used)
   if (check_dir) {  // host only: the loader's own pass over the folder, no GPU needed
     if (model || write_dir) gtl_usage_fail(ctx, "--check-model stands alone: drop --model / --write-checkpoint");
     MoeCheckpoint ck;

@@ -125,7 +125,7 @@ struct Engine {
   int B, pos;              // sequences; this step's position (all sequences alike today)
   double temperature, top_p;  // --temperature, --top-p (for a device sampler)
   const char *weights;        // --weights (NULL: the layer's default); the layer's configure reads it
-  int pdl;                    // --pdl (default 1): LayerOps.graph_edit may make programmatic edges
+  int pdl;                    // --pdl, -1 when not given: LayerOps.graph_edit stores the value it used
   EngineActs a;
   EngineKV kv;
   GtlGuarded g_logits;
