@@ -59,6 +59,10 @@
 // gave 2.5): gate+up at R = 1 keeps ~138 KB per SM in flight at depth 6 (80 registers, 3
 // blocks: 24 warps × 5.8 KB) against ~67 KB at 4 (74 registers: 24 warps × ~2.8 KB on
 // average); down at R = 1, ~92 KB (64 registers: 32 warps × 2.9 KB) against ~56 KB.
+// Batch 1's gate+up kernel no longer uses this depth: it takes 03's batch-1 path
+// (grouped.cuh, lab03_gemv1_*: 3 loads deep, the next row's loads before this row's
+// epilogue, the token's row staged in shared memory; 80 registers, 24 warps per SM), which
+// measured 24.1-25.1 us per layer on the H200 against 32.0-32.4 us here (git 65b194b3c776).
 #ifndef LAB05_X8_ILP
 #define LAB05_X8_ILP 6
 #endif
