@@ -17,9 +17,9 @@
 // the CPU reference bound and the graph's replay-vs-eager check apply unchanged.
 // Kept unfused: Qwen3's q/k RMSNorm (it needs a whole head before the rotation), models
 // whose RoPE is not 04's, E > kLab05FuseMaxExperts, batches above kLab05GemvMaxRows (04's
-// dense stages). LAB05_FUSE in the environment picks the level, to measure them against
-// each other with one binary: 0 (the default until measured on a GPU) 05's separate stages,
-// 1 q/k/v + RoPE and router + top-k, 2 also the dispatch sort.
+// dense stages). LAB05_FUSE in the environment picks them, to measure them against each
+// other with one binary: 0 (the default until measured on a GPU) 05's separate stages, 1
+// q/k/v + RoPE and router + top-k, 2 also the dispatch sort, or letters (lab05_fuse_parts).
 // Included at the end of layer.cuh (it uses that file's GEMV layout and plan).
 #pragma once
 #include <stdlib.h>
@@ -98,12 +98,15 @@ __device__ __forceinline__ void lab05_fuse_stage_rows(const float *__restrict__ 
 
 // acc[i][r] = Σ_k q_i[k] · xs[r][k] for the two fp8 rows w0, w1 (w1 NULL: 0) and r < rows,
 // the full sum in every lane: lab05_gemv8_kernel's loop and shuffle reduction, unchanged.
-template <int R>
+// mid() runs once per thread, right after its first weight loads are issued (so work that
+// does not need the sum, such as RoPE's cos/sin, overlaps their latency), or at the end.
+template <int R, typename Mid>
 __device__ __forceinline__ void lab05_fuse_dot2(const uint4 *w0, const uint4 *w1, int K16, int rows,
-                                                const float4 *xs4, float (&acc)[2][R]) {
+                                                const float4 *xs4, float (&acc)[2][R], Mid mid) {
   constexpr int ILP = kLab05GemvIlp;
   const int lane = threadIdx.x & 31;
   const uint4 *w[2] = {w0, w1};
+  bool done = false;
 #pragma unroll
   for (int i = 0; i < 2; i++)
 #pragma unroll
@@ -115,6 +118,7 @@ __device__ __forceinline__ void lab05_fuse_dot2(const uint4 *w0, const uint4 *w1
 #pragma unroll
       for (int j = 0; j < ILP; j++)
         wv[i][j] = w[i] && c0 + 32 * j < K16 ? gemv_ld_stream(w[i] + c0 + 32 * j) : make_uint4(0, 0, 0, 0);
+    if (!done) mid(), done = true;
 #pragma unroll
     for (int j = 0; j < ILP; j++) {
       const int c = c0 + 32 * j;
@@ -139,6 +143,7 @@ __device__ __forceinline__ void lab05_fuse_dot2(const uint4 *w0, const uint4 *w1
       }
     }
   }
+  if (!done) mid();
 #pragma unroll
   for (int i = 0; i < 2; i++)
 #pragma unroll
@@ -298,27 +303,43 @@ __global__ void __launch_bounds__(kLab05GemvThreads, R == 1 ? 2 : 1)  // R = 1: 
     int row;
     const int m = lab05_proj_row(p, lab05_fuse_pair_row(t, hd), &row);
     const __nv_fp8_storage_t *wm = lab05_pick(p.w, m);
-    float acc[2][R];
-    lab05_fuse_dot2<R>((const uint4 *)(wm + (size_t)row * K), (const uint4 *)(wm + (size_t)(row + half) * K), K16,
-                       rows, xs4, acc);
-    float a0, a1;
-    lab05_fuse_lane_pair<R>(acc, lane, &a0, &a1);
-    if (lane >= rows) continue;
     const int b = lane, j = row % hd;  // j < half: the pair's first row
     const float *s = lab05_pick(p.s, m);
     const __nv_bfloat16 *bias = lab05_pick(p.bias, m);
-    float x0 = a0 * s[row], x1 = a1 * s[row + half];
-    if (bias) x0 += __bfloat162float(bias[row]), x1 += __bfloat162float(bias[row + half]);
-    const int ps = pos[b];
+    // what the epilogue reads, loaded before the sum (in flight with the first weight loads)
+    const int ps = b < rows ? pos[b] : 0;
+    const float s0 = b < rows ? s[row] : 0.f, s1 = b < rows ? s[row + half] : 0.f;
+    const float b0 = b < rows && bias ? __bfloat162float(bias[row]) : 0.f;
+    const float b1 = b < rows && bias ? __bfloat162float(bias[row + half]) : 0.f;
+    float c = 0.f, sv = 0.f;
+    auto cos_sin = [&]() {  // 00's angle pos·inv_freq[j] in double, cos and sin times rope.scale
+      if (b >= rows || m == 2) return;
+      double sn, cs;
+      sincos(ps * rope.inv_freq[j], &sn, &cs);
+      c = (float)(rope.scale * cs), sv = (float)(rope.scale * sn);
+    };
+    float acc[2][R];
+    // with the first weight loads in flight; R = 1 after the sum (its 64-register bound
+    // would spill the double-precision temporaries beside the loads)
+    if constexpr (R == 1) {
+      lab05_fuse_dot2<R>((const uint4 *)(wm + (size_t)row * K), (const uint4 *)(wm + (size_t)(row + half) * K), K16,
+                         rows, xs4, acc, [] {});
+      cos_sin();
+    } else {
+      lab05_fuse_dot2<R>((const uint4 *)(wm + (size_t)row * K), (const uint4 *)(wm + (size_t)(row + half) * K), K16,
+                         rows, xs4, acc, cos_sin);
+    }
+    float a0, a1;
+    lab05_fuse_lane_pair<R>(acc, lane, &a0, &a1);
+    if (lane >= rows) continue;
+    float x0 = a0 * s0, x1 = a1 * s1;
+    if (bias) x0 += b0, x1 += b1;
     const size_t at = (((size_t)b * H_kv + row / hd) * kv_len + lab00_kv_slot(ps, ring)) * hd;
     if (m == 2) {  // v: copied into the cache row
       vc[at + j] = x0;
       vc[at + j + half] = x1;
       continue;
     }
-    double sn, cs;
-    sincos(ps * rope.inv_freq[j], &sn, &cs);
-    const float c = (float)(rope.scale * cs), sv = (float)(rope.scale * sn);
     // 00's x0·c − x1·s and x1·c + x0·s, the second with the one rounding nvcc gives 00's
     // kernel (its PTX: q fma(x0, s, x1·c), k fma(x1, c, x0·s)), so the fused values are the
     // unfused ones bit for bit
@@ -365,17 +386,23 @@ __global__ void __launch_bounds__(kLab05GemvThreads)
   const float *sc = p.s[0];
   const __nv_bfloat16 *bias = p.bias[0];
   for (int g = warp * 2; g < E; g += kLab05GemvThreads / 16) {
-    float acc[2][R];
+    float acc[2][R], sg[2], bg[2];
+#pragma unroll
+    for (int i = 0; i < 2; i++) {  // scales and biases loaded before the sum
+      const bool on = lane < rows && g + i < E;
+      sg[i] = on ? sc[g + i] : 0.f;
+      bg[i] = on && bias ? __bfloat162float(bias[g + i]) : 0.f;
+    }
     const uint4 *w1 = g + 1 < E ? (const uint4 *)(p.w[0] + (size_t)(g + 1) * K) : nullptr;
-    lab05_fuse_dot2<R>((const uint4 *)(p.w[0] + (size_t)g * K), w1, K16, rows, xs4, acc);
+    lab05_fuse_dot2<R>((const uint4 *)(p.w[0] + (size_t)g * K), w1, K16, rows, xs4, acc, [] {});
     float a0, a1;
     lab05_fuse_lane_pair<R>(acc, lane, &a0, &a1);
     if (lane >= rows) continue;
 #pragma unroll
     for (int i = 0; i < 2; i++) {
       if (g + i >= E) break;
-      float v = __fmul_rn(i ? a1 : a0, sc[g + i]);  // scale, then bias: two roundings, as the GEMV
-      if (bias) v = __fadd_rn(v, __bfloat162float(bias[g + i]));
+      float v = __fmul_rn(i ? a1 : a0, sg[i]);  // scale, then bias: two roundings, as the GEMV
+      if (bias) v = __fadd_rn(v, bg[i]);
       p.out[0][(size_t)lane * E + g + i] = v;
       lg[lane * kLab05FuseMaxExperts + g + i] = v;
     }
@@ -466,38 +493,51 @@ static inline void lab05_fuse_setup(Engine *e) {
     lab04_pdl_ready(e, k[i]);
     if ((1 << (i & 3)) == d->R) GTL_CUDA(cudaFuncSetAttribute(k[i], cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   }
-  fprintf(stderr, "note: %s: fused stages (LAB05_FUSE=0|1|2): q/k/v + RoPE + K/V append %s, router + top-k %s, "
+  fprintf(stderr, "note: %s: fused stages (LAB05_FUSE=0|1|2|qts): q/k/v + RoPE + K/V append %s, router + top-k %s, "
           "+ dispatch sort %s\n", e->ops.target, e->ops.qkv == lab05_fuse_qkv ? "on" : "off",
           e->ops.router == lab05_fuse_router ? "on" : "off", e->ops.dispatch ? "off" : "on");
 }
 
+// The fusions, as bits of LAB05_FUSE's value (lab05_fuse_parts).
+enum { LAB05_FUSE_QKV = 1, LAB05_FUSE_TOPK = 2, LAB05_FUSE_SORT = 4 };
 constexpr int kLab05FuseDefault = 0;  // LAB05_FUSE unset: off until the fused stages are measured on a GPU
 
-/** The fusion level from the environment: LAB05_FUSE=0 (none), 1 (q/k/v + RoPE, router +
- *  top-k), 2 (also the dispatch sort); unset: kLab05FuseDefault; -1 for anything else.
- *  Host-tested. */
-static inline int lab05_fuse_level(const char *f) {
+/** The fusions named by LAB05_FUSE's value f: "0" none, "1" q/k/v + RoPE and router +
+ *  top-k, "2" those and the dispatch sort, or letters of "qts" (q: q/k/v + RoPE, t: router
+ *  + top-k, s: router + top-k + sort); NULL (unset): kLab05FuseDefault; -1 for anything
+ *  else. A mask of LAB05_FUSE_*. Host-tested. */
+static inline int lab05_fuse_parts(const char *f) {
   if (!f) return kLab05FuseDefault;
-  return !strcmp(f, "2") ? 2 : !strcmp(f, "1") ? 1 : !strcmp(f, "0") ? 0 : -1;
+  if (!strcmp(f, "0")) return 0;
+  if (!strcmp(f, "1")) return LAB05_FUSE_QKV | LAB05_FUSE_TOPK;
+  if (!strcmp(f, "2")) return LAB05_FUSE_QKV | LAB05_FUSE_TOPK | LAB05_FUSE_SORT;
+  int m = 0;
+  for (const char *c = f; *c; c++) {
+    if (*c == 'q') m |= LAB05_FUSE_QKV;
+    else if (*c == 't') m |= LAB05_FUSE_TOPK;
+    else if (*c == 's') m |= LAB05_FUSE_TOPK | LAB05_FUSE_SORT;
+    else return -1;
+  }
+  return m ? m : -1;
 }
 
-/** Called by lab05_configure on the fp8 path: at batch <= kLab05GemvMaxRows and level >= 1
- *  (lab05_fuse_level of LAB05_FUSE; another value: -1 with the reason in err), qkv takes rope's work (no
- *  q/k norm, 04's RoPE) and router takes topk's (E <= kLab05FuseMaxExperts, 01's top-k);
- *  at level 2 also dispatch's (03's sort, one expert group). The emptied stages become NULL
- *  (the engine skips them; the breakdown shows 0). */
+/** Called by lab05_configure on the fp8 path: at batch <= kLab05GemvMaxRows, the fusions
+ *  LAB05_FUSE names (lab05_fuse_parts; another value: -1 with the reason in err): qkv takes
+ *  rope's work (no q/k norm, 04's RoPE), router takes topk's (E <= kLab05FuseMaxExperts,
+ *  01's top-k) and with the sort dispatch's too (03's sort, one expert group). The emptied
+ *  stages become NULL (the engine skips them; the breakdown shows 0). */
 static inline int lab05_fuse_configure(Engine *e, char *err, size_t n) {
   const MoeConfig *c = &e->cfg;
-  const int level = lab05_fuse_level(getenv("LAB05_FUSE"));
-  if (level < 0) {
-    snprintf(err, n, "LAB05_FUSE=%s in the environment: need 0, 1 or 2", getenv("LAB05_FUSE"));
+  const int parts = lab05_fuse_parts(getenv("LAB05_FUSE"));
+  if (parts < 0) {
+    snprintf(err, n, "LAB05_FUSE=%s in the environment: need 0, 1, 2 or letters of qts", getenv("LAB05_FUSE"));
     return -1;
   }
-  if (e->B > kLab05GemvMaxRows || level == 0) return 0;
-  const int qkv = !c->qk_norm && e->ops.qkv == lab05_qkv && e->ops.rope == lab04_rope;
-  const int router = c->E <= kLab05FuseMaxExperts && c->top_k <= 32 && e->ops.router == lab05_router &&
-                     e->ops.topk == lab01_topk;
-  const int sort = router && level >= 2 && e->ops.dispatch == lab03_dispatch && !e->ops.experts_plan;
+  if (e->B > kLab05GemvMaxRows || parts == 0) return 0;
+  const int qkv = (parts & LAB05_FUSE_QKV) && !c->qk_norm && e->ops.qkv == lab05_qkv && e->ops.rope == lab04_rope;
+  const int router = (parts & LAB05_FUSE_TOPK) && c->E <= kLab05FuseMaxExperts && c->top_k <= 32 &&
+                     e->ops.router == lab05_router && e->ops.topk == lab01_topk;
+  const int sort = router && (parts & LAB05_FUSE_SORT) && e->ops.dispatch == lab03_dispatch && !e->ops.experts_plan;
   if (qkv) e->ops.qkv = lab05_fuse_qkv, e->ops.rope = NULL;
   if (router) e->ops.router = lab05_fuse_router, e->ops.topk = NULL;
   if (sort) e->ops.dispatch = NULL;

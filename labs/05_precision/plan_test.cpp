@@ -500,7 +500,8 @@ static void test_fuse() {
       {"gptoss20b_mixtral", NULL, "2", 1, 1, 1, 1}, {"mini", "fp8", "2", 8, 1, 1, 1}, {"tiny_gptoss", NULL, "2", 3, 1, 1, 1},
       {"tiny_qwen3", NULL, "2", 3, 0, 1, 1},        {"mini", NULL, "1", 1, 1, 1, 0},  {"mini", NULL, "2", 9, 0, 0, 0},
       {"mini", NULL, "0", 1, 0, 0, 0},              {"mini", "bf16", "2", 1, 0, 0, 0},
-      {"mini", NULL, NULL, 1, kLab05FuseDefault >= 1, kLab05FuseDefault >= 1, kLab05FuseDefault >= 2}};
+      {"mini", NULL, "q", 1, 1, 0, 0},              {"mini", NULL, "t", 1, 0, 1, 0},  {"mini", NULL, "s", 1, 0, 1, 1},
+      {"mini", NULL, NULL, 1, kLab05FuseDefault & 1, (kLab05FuseDefault >> 1) & 1, (kLab05FuseDefault >> 2) & 1}};
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
     static Engine e;
     memset(&e, 0, sizeof e);
@@ -528,9 +529,11 @@ static void test_fuse() {
     char err[256] = "";
     CHECK(lab05_configure(&e, err, sizeof err) && strstr(err, "LAB05_FUSE"), "LAB05_FUSE=3 accepted\n");
   }
-  CHECK(lab05_fuse_level(NULL) == kLab05FuseDefault && lab05_fuse_level("2") == 2 && lab05_fuse_level("1") == 1 &&
-            lab05_fuse_level("0") == 0 && lab05_fuse_level("") == -1 && lab05_fuse_level("yes") == -1,
-        "lab05_fuse_level\n");
+  CHECK(lab05_fuse_parts(NULL) == kLab05FuseDefault && lab05_fuse_parts("2") == 7 && lab05_fuse_parts("1") == 3 &&
+            lab05_fuse_parts("0") == 0 && lab05_fuse_parts("q") == 1 && lab05_fuse_parts("t") == 2 &&
+            lab05_fuse_parts("s") == 6 && lab05_fuse_parts("qs") == 7 && lab05_fuse_parts("") == -1 &&
+            lab05_fuse_parts("yes") == -1 && lab05_fuse_parts("3") == -1,
+        "lab05_fuse_parts\n");
   unsetenv("LAB05_FUSE");
   printf("ok: fused stages: RoPE pairs cover q|k|v once (4 presets), the table fused at batch <= 8 only, q/k/v + RoPE "
          "kept apart under q/k norm, the sort at level 2 only, LAB05_FUSE=0 and --weights=bf16 unfused, unset = level %d, "
