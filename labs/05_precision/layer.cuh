@@ -414,14 +414,11 @@ static inline void lab05_setup(Engine *e) {
       (const void *)lab05_grouped8_gemv_kernel<8, true>, (const void *)lab05_grouped8_gemv_kernel<1, false>,
       (const void *)lab05_grouped8_gemv_kernel<2, false>, (const void *)lab05_grouped8_gemv_kernel<4, false>,
       (const void *)lab05_grouped8_gemv_kernel<8, false>, (const void *)lab05_grouped8_mma_kernel<16, true>,
-      (const void *)lab05_grouped8_mma_kernel<32, true>, (const void *)lab05_grouped8_mma_kernel<64, true>,
-      (const void *)lab05_grouped8_mma_kernel<16, false>, (const void *)lab05_grouped8_mma_kernel<32, false>,
-      (const void *)lab05_grouped8_mma_kernel<64, false>};
+      (const void *)lab05_grouped8_mma_kernel<32, true>, (const void *)lab05_grouped8_mma_kernel<64, true>};
+  // Not the down MMA kernels (lab05_grouped8_mma_kernel<BM, false>): with a programmatic edge into them
+  // the batch-64 step took 13.33-13.35 ms against 11.66-11.67 without any edge and 11.70 with every edge
+  // but theirs (H200, git 6e52d78fe361, LAB04_PDL_SKIP); batch 1 gains 3.7% (2.035 vs 2.110 ms).
   for (size_t i = 0; i < sizeof ready / sizeof ready[0]; i++) lab04_pdl_ready(e, ready[i]);
-  // --pdl=0 by default here: on the H200 (git 6a787b24ae36, gptoss20b_mixtral, A/B in one run) the
-  // programmatic edges made this layer's step slower, batch 1 2.225 vs 2.214 ms and batch 64 13.420 vs
-  // 11.741 ms, where layer 04 gained at batch 1 (2.906 vs 2.951 ms; batch 64 12.557 vs 12.514).
-  p->base.pdl_default = 0;
 }
 
 static inline void lab05_teardown(Engine *e) {
