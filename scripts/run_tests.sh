@@ -49,7 +49,7 @@ fi
 
 echo "== scripts: check_expectations and the quest-log scripts (python unittest)"
 out=$(python3 -m unittest tests/test_check_expectations.py tests/test_scripts.py tests/test_book_refs.py \
-  tests/test_lab_tiny_independent.py 2>&1); rc=$?
+  tests/test_lab_tiny_independent.py tests/test_lab05_quant_ref.py 2>&1); rc=$?
 n=$(printf '%s\n' "$out" | sed -n 's/^Ran \([0-9]*\) test.*/\1/p')
 if [ "$rc" -eq 0 ]; then pass=$((pass + ${n:-0})); echo "[  PASSED  ] ${n:-0} test(s)."
 else printf '%s\n' "$out" | tail -n 30; n_f=$(printf '%s\n' "$out" | sed -n 's/.*failures=\([0-9]*\).*/\1/p'); n_e=$(printf '%s\n' "$out" | sed -n 's/.*errors=\([0-9]*\).*/\1/p')

@@ -316,7 +316,7 @@ static inline int engine_main(int argc, char **argv, const LayerOps *ops) {
       {"check-rows", GTL_OPT_INT, &check_rows, "sequences of the batch checked (default min(2, --batch))"},
       {"stage-steps", GTL_OPT_INT, &stage_steps, "instrumented steps for the stage breakdown (default 4)"},
       {"dump-logits", GTL_OPT_STR, &dump, "PATH: the checked logits of sequence 0, float32 [P][V]"},
-      {"weights", GTL_OPT_STR, &weights, "bf16|fp8: weight storage, in a layer that offers a choice (labs/05_precision)"},
+      {"weights", GTL_OPT_STR, &weights, "bf16|fp8|mxfp4: weight storage, in a layer that offers a choice (labs/05_precision)"},
       {"pdl", GTL_OPT_INT, &pdl, "0|1|2: the replayed step's dependent kernels with full (0) or programmatic edges (1: "
                                  "after the previous kernel's trigger, 2: once it has launched; default: the layer's), "
                                  "in a layer that edits its graph (labs/04_graphs on)"}};
@@ -329,12 +329,12 @@ static inline int engine_main(int argc, char **argv, const LayerOps *ops) {
   if (preset && model) gtl_usage_fail(ctx, "give --preset or --model, not both");
   if (weights && !ops->weight_fmts) gtl_usage_fail(ctx, "--weights: %s stores %s weights only", target, ops->dtype);
   e->weights = weights;
-  if (!preset) preset = ops->default_preset ? ops->default_preset : "gptoss20b";
-  if (!model && moe_config_preset(preset, &e->cfg))
-    gtl_usage_fail(ctx, "--preset=%s: not one of %s", preset, moe_config_preset_names());
   if (pdl != INT64_MIN && !ops->graph_edit) gtl_usage_fail(ctx, "--pdl: %s does not edit a graph of its step", target);
   if (pdl != INT64_MIN && (pdl < 0 || pdl > 2)) gtl_usage_fail(ctx, "--pdl=%lld: need 0, 1 or 2", (long long)pdl);
   e->pdl = pdl == INT64_MIN ? -1 : (int)pdl;  // -1: the layer's default (its graph_edit stores the one it used)
+  if (!preset) preset = ops->default_preset ? ops->default_preset : "gptoss20b";
+  if (!model && moe_config_preset(preset, &e->cfg))
+    gtl_usage_fail(ctx, "--preset=%s: not one of %s", preset, moe_config_preset_names());
   if (check_dir) {  // host only: the loader's own pass over the folder, no GPU needed
     if (model || write_dir) gtl_usage_fail(ctx, "--check-model stands alone: drop --model / --write-checkpoint");
     MoeCheckpoint ck;
