@@ -18,8 +18,8 @@
 // Kept unfused: Qwen3's q/k RMSNorm (it needs a whole head before the rotation), models
 // whose RoPE is not 04's, E > kLab05FuseMaxExperts, batches above kLab05GemvMaxRows (04's
 // dense stages). LAB05_FUSE in the environment picks them, to measure them against each
-// other with one binary: 0 05's separate stages, 1 q/k/v + RoPE and router + top-k, 2 (the
-// default, kLab05FuseDefault) also the dispatch sort, or letters (lab05_fuse_parts).
+// other with one binary: 0 05's separate stages (the default, kLab05FuseDefault), 1 q/k/v +
+// RoPE and router + top-k, 2 also the dispatch sort, or letters (lab05_fuse_parts).
 // Included at the end of layer.cuh (it uses that file's GEMV layout and plan).
 #pragma once
 #include <stdlib.h>
@@ -500,10 +500,13 @@ static inline void lab05_fuse_setup(Engine *e) {
 
 // The fusions, as bits of LAB05_FUSE's value (lab05_fuse_parts).
 enum { LAB05_FUSE_QKV = 1, LAB05_FUSE_TOPK = 2, LAB05_FUSE_SORT = 4 };
-// LAB05_FUSE unset: all three, the fastest on the H200 (gptoss20b_mixtral B1 P512 G128, --pdl=0,
-// commit 127fdba2865d, two rounds, p50 ms): none 2.112/2.113, q 2.098/2.101, t 2.103/2.102,
-// s 2.086/2.086, all 2.071/2.065; logits bit for bit the unfused ones.
-constexpr int kLab05FuseDefault = LAB05_FUSE_QKV | LAB05_FUSE_TOPK | LAB05_FUSE_SORT;
+// LAB05_FUSE unset: none. On the H200 (gptoss20b_mixtral B1 P512 G128, p50 ms, two rounds) all
+// three won without programmatic edges (--pdl=0, commit 127fdba2865d: none 2.112/2.113, q
+// 2.098/2.101, t 2.103/2.102, s 2.086/2.086, all 2.071/2.065) but lost with them, layer 05's
+// default (--pdl=1, commit 28aeba629e89: all 2.083/2.085, none 2.037/2.037): PDL already hides
+// most of what the separate small kernels cost, and the fused GEMVs run longer. Logits are bit
+// for bit the same either way.
+constexpr int kLab05FuseDefault = 0;
 
 /** The fusions named by LAB05_FUSE's value f: "0" none, "1" q/k/v + RoPE and router +
  *  top-k, "2" those and the dispatch sort, or letters of "qts" (q: q/k/v + RoPE, t: router
