@@ -35,67 +35,6 @@ __host__ __device__ __forceinline__ int lab05_fuse_pair_row(int t, int hd) {
 }
 
 // ---- device pieces ------------------------------------------------------------------------
-// lab05_gemv8_kernel's prologue, the same arithmetic: rows [0, R) of x (zero past rows),
-// normalized by norm_w when set, into xs (lab05_xs_at's layout); block 0 also writes them
-// to xn and xb (01's split rows) when set. red: 16 floats, inv_s: 1 float, shared.
-template <int R>
-__device__ __forceinline__ void lab05_fuse_stage_rows(const float *__restrict__ x, int rows, int K,
-                                                      const __nv_bfloat16 *__restrict__ norm_w, float eps,
-                                                      float *__restrict__ xn, __nv_bfloat16 *__restrict__ xb,
-                                                      float *xs, float *red, float *inv_s) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, K16 = K >> 4, K4 = K >> 2;
-  float4 *xs4w = (float4 *)xs;
-  for (int r = 0; r < R; r++) {
-    float4 xv[kLab05PrologueLoads];
-    uint2 nv[kLab05PrologueLoads];
-    float ss = 0.f;
-#pragma unroll
-    for (int j = 0; j < kLab05PrologueLoads; j++) {
-      const int i4 = threadIdx.x + j * kLab05GemvThreads;
-      xv[j] = make_float4(0.f, 0.f, 0.f, 0.f);
-      nv[j] = make_uint2(0u, 0u);
-      if (r < rows && i4 < K4) {
-        xv[j] = ((const float4 *)(x + (size_t)r * K))[i4];
-        if (norm_w) nv[j] = ((const uint2 *)norm_w)[i4];
-      }
-      ss = fmaf(xv[j].x, xv[j].x, fmaf(xv[j].y, xv[j].y, fmaf(xv[j].z, xv[j].z, fmaf(xv[j].w, xv[j].w, ss))));
-    }
-    if (norm_w) {
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xFFFFFFFFu, ss, o);
-      if (lane == 0) red[warp] = ss;
-      __syncthreads();
-      if (threadIdx.x == 0) {
-        float t = 0.f;
-        for (int i = 0; i < kLab05GemvThreads / 32; i++) t += red[i];
-        inv_s[0] = rsqrtf(t / K + eps);
-      }
-      __syncthreads();
-    }
-    const float inv = norm_w ? inv_s[0] : 1.f;
-#pragma unroll
-    for (int j = 0; j < kLab05PrologueLoads; j++) {
-      const int i4 = threadIdx.x + j * kLab05GemvThreads;
-      if (i4 >= K4) break;
-      float4 v = xv[j];
-      if (norm_w) {  // 00's arithmetic: w · (x · inv)
-        v.x = __uint_as_float(nv[j].x << 16) * (v.x * inv), v.y = __uint_as_float(nv[j].x & 0xFFFF0000u) * (v.y * inv);
-        v.z = __uint_as_float(nv[j].y << 16) * (v.z * inv), v.w = __uint_as_float(nv[j].y & 0xFFFF0000u) * (v.w * inv);
-      }
-      xs4w[(r * 4 + (i4 & 3)) * K16 + (i4 >> 2)] = v;
-      if (blockIdx.x == 0 && r < rows) {
-        if (xn) ((float4 *)(xn + (size_t)r * K))[i4] = v;
-        if (xb) {
-          __nv_bfloat16 *hi = xb + (size_t)r * 2 * K + 4 * i4;
-          lab01_split(v.x, hi, hi + K), lab01_split(v.y, hi + 1, hi + K + 1);
-          lab01_split(v.z, hi + 2, hi + K + 2), lab01_split(v.w, hi + 3, hi + K + 3);
-        }
-      }
-    }
-    __syncthreads();
-  }
-}
-
 // acc[i][r] = Σ_k q_i[k] · xs[r][k] for the two fp8 rows w0, w1 (w1 NULL: 0) and r < rows,
 // the full sum in every lane: lab05_gemv8_kernel's loop and shuffle reduction, unchanged.
 // mid() runs once per thread, right after its first weight loads are issued (so work that
@@ -297,7 +236,7 @@ __global__ void __launch_bounds__(kLab05GemvThreads, R == 1 ? 2 : 1)  // R = 1: 
   }
   pdl_wait_prior();  // x (the previous stage's residual) and pos are written by earlier kernels
   pdl_allow_next();
-  lab05_fuse_stage_rows<R>(x, rows, K, norm_w, eps, xn, NULL, lab05_fuse_xs, red, inv_s);
+  lab05_stage_rows<R>(x, rows, K, norm_w, eps, xn, NULL, lab05_fuse_xs, red, inv_s);
   const float4 *xs4 = (const float4 *)lab05_fuse_xs;
   for (int t = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5); t < pairs; t += warps) {
     int row;
@@ -381,7 +320,7 @@ __global__ void __launch_bounds__(kLab05GemvThreads)
     for (int b = lane * 128; b < K; b += 32 * 128) lab03_prefetch_l2(p.w[0] + (size_t)g * K + b);
   pdl_wait_prior();  // x is the attention's residual, written by the previous kernel
   pdl_allow_next();
-  lab05_fuse_stage_rows<R>(x, rows, K, norm_w, eps, xn, xb, lab05_fuse_xs, red, inv_s);
+  lab05_stage_rows<R>(x, rows, K, norm_w, eps, xn, xb, lab05_fuse_xs, red, inv_s);
   const float4 *xs4 = (const float4 *)lab05_fuse_xs;
   const float *sc = p.s[0];
   const __nv_bfloat16 *bias = p.bias[0];

@@ -82,41 +82,18 @@ __host__ __device__ __forceinline__ int lab05_xs_at(int r, int k, int K) {
   return ((r * 4 + (e >> 2)) * (K >> 4) + c) * 4 + (e & 3);
 }
 
-// ---- kernel -------------------------------------------------------------------------------
-// out_m[r][n] (+)= s_m[n] · Σ_k q_m[n][k] · xh[r][k] (+ bias_m[n]) for r < rows (<= R) and
-// every row n of the (up to three) matrices of p, xh = norm_w ⊙ x[r] / sqrt(mean(x[r]²) +
-// eps) when norm_w is set (00's arithmetic: w · (x · inv)), else x[r]. Block 0 also writes
-// xh to xn ([rows][K] fp32) and to xb (02's split rows: [rows][hi | lo] bf16) when set.
-// x fp32 [rows][K], K % 16 == 0; q E4M3 [n][K] (16-byte aligned rows), s fp32.
-// Strategy: xh staged in shared memory once per block (lab05_xs_at's layout); persistent
-// grid, a warp per kLab05RowsPerWarp weight rows, kLab05GemvIlp 16-byte streaming loads
-// (16 weights each) in flight per row and lane, decoded exactly (lab05_fp8x16_to_f32) and
-// used for every row r while in registers, shuffle reduction, the scale once per output.
-// Limiter: DRAM read bandwidth (weight bytes) at small R.
+// The fp8 GEMVs' prologue (lab05_gemv8_kernel, fused.cuh's kernels), row by row: rows [0, R) of x (zero past rows),
+// normalized by norm_w when set, into xs (lab05_xs_at's layout); block 0 also writes them
+// to xn and xb (01's split rows) when set. red: 16 floats, inv_s: 1 float, shared. Each row's
+// float4 pieces (and the norm weight's) are loaded at once, 1/rms comes from a block reduction, and
+// piece i4 of 4 elements is one float4 of lab05_xs_at's layout (chunk i4 / 4, plane i4 % 4).
 template <int R>
-__global__ void __launch_bounds__(kLab05GemvThreads)
-    lab05_gemv8_kernel(const float *__restrict__ x, int rows, int K, const __nv_bfloat16 *__restrict__ norm_w,
-                       float eps, float *__restrict__ xn, __nv_bfloat16 *__restrict__ xb, Lab05Proj8 p,
-                       int accumulate) {
-  extern __shared__ __align__(16) float lab05_xs[];
-  __shared__ float red[kLab05GemvThreads / 32];
-  __shared__ float inv_s[1];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, K16 = K >> 4;
-  {  // PDL (layer 04's programmatic edges): the warp's first weight rows into L2, then the wait
-    int n0;
-    for (int i = 0; i < kLab05RowsPerWarp; i++) {
-      const int m = lab05_proj_row(p, (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * kLab05RowsPerWarp + i, &n0);
-      if (m >= 0)
-        for (int b = lane * 128; b < K; b += 32 * 128) lab03_prefetch_l2(lab05_pick(p.w, m) + (size_t)n0 * K + b);
-    }
-  }
-  pdl_wait_prior();  // x (and the residual out) come from earlier kernels of the step
-  pdl_allow_next();
-  // prologue, row by row: the row's float4 pieces (and the norm weight's) loaded at once,
-  // 1/rms by a block reduction, then the rows into shared memory: a piece i4 of 4 elements
-  // is one float4 of lab05_xs_at's layout (chunk i4 / 4, plane i4 % 4)
-  const int K4 = K >> 2;
-  float4 *xs4w = (float4 *)lab05_xs;
+__device__ __forceinline__ void lab05_stage_rows(const float *__restrict__ x, int rows, int K,
+                                                      const __nv_bfloat16 *__restrict__ norm_w, float eps,
+                                                      float *__restrict__ xn, __nv_bfloat16 *__restrict__ xb,
+                                                      float *xs, float *red, float *inv_s) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, K16 = K >> 4, K4 = K >> 2;
+  float4 *xs4w = (float4 *)xs;
   for (int r = 0; r < R; r++) {
     float4 xv[kLab05PrologueLoads];
     uint2 nv[kLab05PrologueLoads];
@@ -132,7 +109,7 @@ __global__ void __launch_bounds__(kLab05GemvThreads)
       }
       ss = fmaf(xv[j].x, xv[j].x, fmaf(xv[j].y, xv[j].y, fmaf(xv[j].z, xv[j].z, fmaf(xv[j].w, xv[j].w, ss))));
     }
-    if (norm_w) {  // the same for every thread
+    if (norm_w) {
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xFFFFFFFFu, ss, o);
       if (lane == 0) red[warp] = ss;
@@ -164,8 +141,42 @@ __global__ void __launch_bounds__(kLab05GemvThreads)
         }
       }
     }
-    __syncthreads();  // inv_s and red are reused by the next row
+    __syncthreads();
   }
+}
+
+// ---- kernel -------------------------------------------------------------------------------
+// out_m[r][n] (+)= s_m[n] · Σ_k q_m[n][k] · xh[r][k] (+ bias_m[n]) for r < rows (<= R) and
+// every row n of the (up to three) matrices of p, xh = norm_w ⊙ x[r] / sqrt(mean(x[r]²) +
+// eps) when norm_w is set (00's arithmetic: w · (x · inv)), else x[r]. Block 0 also writes
+// xh to xn ([rows][K] fp32) and to xb (02's split rows: [rows][hi | lo] bf16) when set.
+// x fp32 [rows][K], K % 16 == 0; q E4M3 [n][K] (16-byte aligned rows), s fp32.
+// Strategy: xh staged in shared memory once per block (lab05_xs_at's layout); persistent
+// grid, a warp per kLab05RowsPerWarp weight rows, kLab05GemvIlp 16-byte streaming loads
+// (16 weights each) in flight per row and lane, decoded exactly (lab05_fp8x16_to_f32) and
+// used for every row r while in registers, shuffle reduction, the scale once per output.
+// Limiter: DRAM read bandwidth (weight bytes) at small R.
+template <int R>
+__global__ void __launch_bounds__(kLab05GemvThreads)
+    lab05_gemv8_kernel(const float *__restrict__ x, int rows, int K, const __nv_bfloat16 *__restrict__ norm_w,
+                       float eps, float *__restrict__ xn, __nv_bfloat16 *__restrict__ xb, Lab05Proj8 p,
+                       int accumulate) {
+  extern __shared__ __align__(16) float lab05_xs[];
+  __shared__ float red[kLab05GemvThreads / 32];
+  __shared__ float inv_s[1];
+  const int lane = threadIdx.x & 31, K16 = K >> 4;
+  {  // PDL (layer 04's programmatic edges): the warp's first weight rows into L2, then the wait
+    int n0;
+    for (int i = 0; i < kLab05RowsPerWarp; i++) {
+      const int m = lab05_proj_row(p, (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5) * kLab05RowsPerWarp + i, &n0);
+      if (m >= 0)
+        for (int b = lane * 128; b < K; b += 32 * 128) lab03_prefetch_l2(lab05_pick(p.w, m) + (size_t)n0 * K + b);
+    }
+  }
+  pdl_wait_prior();  // x (and the residual out) come from earlier kernels of the step
+  pdl_allow_next();
+  // prologue: the rows normalized into shared memory (lab05_stage_rows)
+  lab05_stage_rows<R>(x, rows, K, norm_w, eps, xn, xb, lab05_xs, red, inv_s);
   const float4 *xs4 = (const float4 *)lab05_xs;
   constexpr int NR = kLab05RowsPerWarp, ILP = kLab05GemvIlp;
   const int total = p.n[0] + (p.count > 1 ? p.n[1] : 0) + (p.count > 2 ? p.n[2] : 0);
