@@ -6,7 +6,7 @@
 #   2. python unittest of scripts/check_expectations, the quest-log scripts, book_refs.md,
 #      and the lab's tiny-model fixtures against an independent forward pass
 #   2b. the lab's headers alone and together with the lab frame, -Werror (tests/lab_headers.sh)
-#   2c. lab layers' host tests (labs/NN_*/plan_test.cpp)
+#   2c. lab layers' host tests (labs/NN_*/*_test.cpp)
 #   3. every GPU program: exit 2 with a usage line on a bad flag (and on the bad values of
 #      tests/usage_checks.txt); without a GPU, exit 77 with exactly one line
 #   4. disassembly checks of tests/sass_checks.txt (cuobjdump)
@@ -62,10 +62,10 @@ n_ok=$(printf '%s\n' "$out" | grep -c '^ok: '); n_bad=$(printf '%s\n' "$out" | g
 pass=$((pass + n_ok)); fail=$((fail + n_bad))
 if [ "$rc" -ne 0 ] && [ "$n_bad" -eq 0 ]; then bad "tests/lab_headers.sh exited $rc"; fi
 
-echo "== lab layer host tests (labs/NN_*/plan_test.cpp: the kernels' own host/device index code)"
-for t in labs/[0-9][0-9]_*/plan_test.cpp; do
+echo "== lab layer host tests (labs/NN_*/*_test.cpp: the kernels' own host/device index code)"
+for t in labs/[0-9][0-9]_*/*_test.cpp; do
   [ -f "$t" ] || continue
-  bin=tests/bin/$(basename "$(dirname "$t")")_plan_test
+  bin=tests/bin/$(basename "$(dirname "$t")")_$(basename "$t" .cpp)
   if nvcc -std=c++17 -arch=sm_90 -Icommon -Ibuild -o "$bin" -x cu "$t" -Lbuild -lmoe -lcommon -lcublas > "$bin.build.log" 2>&1; then
     out=$("./$bin" 2>&1); rc=$?
     n_ok=$(printf '%s\n' "$out" | grep -c '^ok: '); n_bad=$(printf '%s\n' "$out" | grep -c '^FAILED: ')
